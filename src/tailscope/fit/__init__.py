@@ -1,0 +1,16 @@
+"""1-D heavy-tail statistics: power-law fits, other tail models, likelihood-ratio tests, bootstrap.
+
+Knows arrays of positive numbers and nothing else (no matrices, no files).
+"""
+
+from .bootstrap import GoodnessOfFit, goodness_of_fit
+from .compare import Comparison, loglikelihood_ratio
+from .distributions import MODELS, TailFit, fit_tail_model
+from .powerlaw import PowerLawFit, fit_power_law
+
+DISTRIBUTIONS = tuple(MODELS)
+
+__all__ = [
+    "DISTRIBUTIONS", "Comparison", "GoodnessOfFit", "PowerLawFit", "TailFit", "fit_power_law",
+    "fit_tail_model", "goodness_of_fit", "loglikelihood_ratio",
+]

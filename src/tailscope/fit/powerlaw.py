@@ -1,0 +1,378 @@
+"""The continuous power-law fit (Clauset, Shalizi & Newman 2009) with the conventions of ``powerlaw`` 1.5.
+
+``fit_power_law`` returns a :class:`PowerLawFit`. Without ``xmax`` its alpha, xmin, D and tail size
+equal those of ``powerlaw.Fit(data)`` (version 1.5); the xmin scan is exact but pruned (see ``_scan``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from . import _scan
+
+SUCCESS, FAILED = "success", "failed"
+
+
+def as_positive_1d(data: Any, what: str = "data") -> np.ndarray:
+    """Validate ``data`` as a 1-D array of finite positive numbers; return it as float64."""
+    try:
+        arr = np.asarray(data)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{what} must be a 1-D array of numbers: {exc}") from None
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be numbers; got dtype {arr.dtype}")
+    if arr.dtype.kind == "b":
+        raise ValueError(f"{what} must be numbers; got booleans")
+    if arr.ndim != 1:
+        shape = "a scalar" if arr.ndim == 0 else f"an array of shape {arr.shape}"
+        raise ValueError(f"{what} must be 1-D (one value per observation); got {shape}")
+    if arr.size == 0:
+        raise ValueError(f"{what} is empty")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(f"{what} contain {int(bad.sum())} NaN or infinite value(s)")
+    nonpos = arr <= 0
+    if nonpos.any():
+        raise ValueError(
+            f"{what} contain {int(nonpos.sum())} value(s) <= 0 (smallest {arr.min():g}); a power "
+            "law lives on x > 0: drop them first, e.g. x[x > 0]")
+    return arr
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class PowerLawFit:
+    """A fitted continuous power law p(x) ~ x^-alpha on [xmin, xmax].
+
+    Attributes
+    ----------
+    alpha, xmin, D, sigma : float
+        Exponent, start of the tail, Kolmogorov-Smirnov distance (left-limit convention) and the
+        standard error of alpha. NaN when ``status == 'failed'``.
+    xmax : float or None
+        Upper truncation (None: untruncated).
+    n_tail, n : int
+        Values in the tail [xmin, xmax], and values fitted over (all data <= xmax).
+    status, reason : str
+        ``'success'`` or ``'failed'``; ``reason`` says why a fit failed ('' otherwise).
+    xmins, alphas : ndarray
+        Every candidate xmin and its alpha (the alpha-vs-xmin curve).
+    Ds : ndarray
+        The exact KS distance of every candidate (the D-vs-xmin curve), computed on first access.
+    fix_fingers, num_fingers, raw_alpha :
+        Finger fixing applied (None, 'clip_xmax', 'xmin_peak'), eigenvalues clipped, and the alpha
+        before clipping.
+    """
+
+    alpha: float
+    xmin: float
+    xmax: float | None
+    D: float
+    sigma: float
+    n_tail: int
+    n: int
+    status: str
+    reason: str
+    xmins: np.ndarray
+    alphas: np.ndarray
+    data: np.ndarray = field(repr=False)
+    fix_fingers: str | None = None
+    num_fingers: int = 0
+    raw_alpha: float = math.nan
+    _state: Any = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == SUCCESS
+
+    @cached_property
+    def Ds(self) -> np.ndarray:  # noqa: N802 (the name users know from powerlaw)
+        if self._state is None:  # fixed xmin: one candidate, D already known
+            return np.full(self.xmins.shape, self.D)
+        sp, beta, inv, cands, known = self._state
+        valid = np.isfinite(beta[cands]) & (beta[cands] > 0)
+        out = known[cands].copy()
+        todo = valid & np.isnan(out)
+        out[todo] = _scan.exact_D(sp, cands[todo], beta, inv)
+        return out
+
+    @property
+    def tail(self) -> np.ndarray:
+        """The fitted values: xmin <= x (<= xmax)."""
+        if not self.ok:
+            return self.data[:0]
+        return self.data[self.data >= self.xmin]
+
+    # --- the fitted model -------------------------------------------------------------------
+    def _beta_norm(self) -> tuple[float, float]:
+        beta = self.alpha - 1.0
+        if self.xmax is None:
+            return beta, 1.0
+        return beta, -math.expm1(-beta * math.log(self.xmax / self.xmin))
+
+    def cdf(self, x) -> np.ndarray:
+        """Model CDF P(X < x | X >= xmin) of the tail."""
+        beta, norm = self._beta_norm()
+        x = np.clip(np.asarray(x, dtype=np.float64), self.xmin, self.xmax or np.inf)
+        return -np.expm1(-beta * np.log(x / self.xmin)) / norm
+
+    def ccdf(self, x) -> np.ndarray:
+        return 1.0 - self.cdf(x)
+
+    def pdf(self, x) -> np.ndarray:
+        """Model density of the tail (zero outside [xmin, xmax])."""
+        beta, norm = self._beta_norm()
+        x = np.asarray(x, dtype=np.float64)
+        inside = (x >= self.xmin) & (x <= (self.xmax or np.inf))
+        dens = beta / self.xmin * (x / self.xmin) ** (-self.alpha) / norm
+        return np.where(inside, dens, 0.0)
+
+    def loglikelihoods(self, x=None) -> np.ndarray:
+        """Per-point log density of the fitted power law over the tail (or over ``x``)."""
+        x = self.tail if x is None else np.asarray(x, dtype=np.float64)
+        beta, norm = self._beta_norm()
+        return np.log(beta / self.xmin) - self.alpha * np.log(x / self.xmin) - np.log(norm)
+
+    # --- other tail models, tests ----------------------------------------------------------
+    def distribution(self, name: str):
+        """Fit another tail model (``'truncated_power_law'``, ``'exponential'``, ``'lognormal'``,
+        ``'lognormal_positive'``, ``'stretched_exponential'``, or ``'power_law'``) to this tail."""
+        from .distributions import fit_tail_model
+
+        if not self.ok:
+            raise ValueError(f"no tail to fit: the power-law fit failed ({self.reason})")
+        if name not in self._cache:
+            self._cache[name] = fit_tail_model(name, self.tail, self.xmin, self.xmax, power_law=self)
+        return self._cache[name]
+
+    def compare(self, dist1: str, dist2: str | None = None, *, nested: bool | None = None,
+                normalized_ratio: bool = False):
+        """Log-likelihood ratio test on the tail; see :func:`tailscope.fit.compare.compare`."""
+        from .compare import compare
+
+        return compare(self, dist1, dist2, nested=nested, normalized_ratio=normalized_ratio)
+
+    def goodness_of_fit(self, n_boot: int = 1000, *, seed=None, n_jobs: int | None = None,
+                        ci: float = 0.95):
+        """CSN semi-parametric bootstrap p-value; see :func:`tailscope.fit.bootstrap.goodness_of_fit`."""
+        from .bootstrap import goodness_of_fit
+
+        return goodness_of_fit(self, n_boot=n_boot, seed=seed, n_jobs=n_jobs, ci=ci)
+
+    def to_dict(self) -> dict:
+        return {
+            "alpha": self.alpha, "xmin": self.xmin, "xmax": self.xmax, "D": self.D,
+            "sigma": self.sigma, "n_tail": self.n_tail, "n": self.n, "status": self.status,
+            "reason": self.reason, "fix_fingers": self.fix_fingers,
+            "num_fingers": self.num_fingers, "raw_alpha": self.raw_alpha,
+        }
+
+    def __repr__(self) -> str:
+        if not self.ok:
+            return f"PowerLawFit(status='failed', reason={self.reason!r}, n={self.n})"
+        xmax = "" if self.xmax is None else f", xmax={self.xmax:.6g}"
+        fingers = ""
+        if self.fix_fingers:
+            fingers = f", fix_fingers={self.fix_fingers!r}, num_fingers={self.num_fingers}"
+        return (f"PowerLawFit(alpha={self.alpha:.6g}, xmin={self.xmin:.6g}{xmax}, D={self.D:.6g}, "
+                f"sigma={self.sigma:.3g}, n_tail={self.n_tail}, n={self.n}{fingers})")
+
+
+def _failed(reason: str, x: np.ndarray, xmax: float | None, **extra) -> PowerLawFit:
+    empty = np.empty(0)
+    return PowerLawFit(alpha=math.nan, xmin=math.nan, xmax=xmax, D=math.nan, sigma=math.nan,
+                       n_tail=0, n=int(x.size), status=FAILED, reason=reason, xmins=empty,
+                       alphas=empty, data=x, **extra)
+
+
+def ks_distance(tail: np.ndarray, model_cdf) -> float:
+    """KS distance at the unique tail values against the left-limit empirical CDF (powerlaw 1.5)."""
+    u, first = np.unique(tail, return_index=True)
+    diff = model_cdf(u) - first / tail.size
+    return float(max(diff.max(), -diff.min()))
+
+
+def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None) -> tuple[float, float, float, int]:
+    """alpha, D, sigma and tail size at a fixed xmin (x sorted, already cut at xmax)."""
+    tail = x[x >= xmin]
+    m = tail.size
+    logs = np.log(tail / xmin)
+    if xmax is None:
+        alpha = 1.0 + m / float(np.sum(logs))  # powerlaw 1.5's expression, for equal rounding
+        D = ks_distance(tail, lambda u: 1.0 - (u / xmin) ** (1.0 - alpha))
+        return alpha, D, (alpha - 1.0) / math.sqrt(m), m
+    t = math.log(xmax / xmin)
+    beta = float(_scan.truncated_beta(np.array([np.mean(logs)]), np.array([t]))[0])
+    alpha = 1.0 + beta
+    if not beta > 0:
+        return alpha, math.nan, math.nan, m
+    norm = -math.expm1(-beta * t)
+    D = ks_distance(tail, lambda u: -np.expm1(-beta * np.log(u / xmin)) / norm)
+    info = 1.0 / beta**2 - t**2 / (4.0 * math.sinh(beta * t / 2.0) ** 2)
+    sigma = 1.0 / math.sqrt(m * info) if info > 0 else math.nan
+    return alpha, D, sigma, m
+
+
+def _resolve_xmax(xmax, x: np.ndarray) -> float | None:
+    if xmax is None:
+        return None
+    if isinstance(xmax, str):
+        if xmax != "max":
+            raise ValueError(f"xmax must be a positive number, 'max' or None; got {xmax!r}")
+        return float(x.max())
+    try:
+        value = float(xmax)
+    except (TypeError, ValueError):
+        raise ValueError(f"xmax must be a positive number, 'max' or None; got {xmax!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"xmax must be a positive finite number; got {xmax!r}")
+    return value
+
+
+def _resolve_xmin(xmin) -> tuple[float | None, tuple[float, float] | None]:
+    if xmin is None:
+        return None, None
+    if isinstance(xmin, (tuple, list)):
+        if len(xmin) != 2:
+            raise ValueError(f"an xmin range must be (lo, hi); got {xmin!r}")
+        lo, hi = (float(v) for v in xmin)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise ValueError(f"xmin range must be finite with lo <= hi; got {xmin!r}")
+        return None, (lo, hi)
+    try:
+        value = float(xmin)
+    except (TypeError, ValueError):
+        raise ValueError(f"xmin must be a positive number, a (lo, hi) range or None; got {xmin!r}"
+                         ) from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"xmin must be a positive finite number; got {xmin!r}")
+    return value, None
+
+
+def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
+                  xmin_max: float | None = None, max_fingers: int = 10,
+                  finger_thresh: float = 1.0, min_alpha: float = 2.0) -> PowerLawFit:
+    """Fit a continuous power law p(x) ~ x^-alpha to the tail x >= xmin of positive data.
+
+    Parameters
+    ----------
+    data : array-like of float, 1-D
+        Positive, finite observations (e.g. the eigenvalues of W^T W). Any float dtype or a list.
+    xmin : None, float or (lo, hi)
+        None (default): choose xmin among all unique values but the largest by minimising the KS
+        distance D (first argmin), exactly as ``powerlaw.Fit``. A number fixes it. A range
+        restricts the candidates to unique values in [lo, hi] (still excluding the largest value;
+        ``powerlaw`` 1.5 instead drops the largest candidate inside the range).
+    xmax : None, float or 'max'
+        Upper truncation: values above it are dropped and the model is normalised on [xmin, xmax],
+        with alpha the exact maximum-likelihood estimate of that truncated model (``powerlaw`` 1.5
+        keeps the untruncated normalisation in its likelihood, which biases alpha). 'max' uses
+        the largest value (WeightWatcher's ``xmax='force'``).
+    fix_fingers : None, 'clip_xmax' or 'xmin_peak'
+        WeightWatcher's finger fixes. 'clip_xmax': refit with the top 1, 2, ... values removed
+        (up to ``max_fingers - 1``) and accept the first fit whose alpha is below the raw alpha by
+        more than ``finger_thresh``; stop once alpha <= ``min_alpha``. ``num_fingers`` is the number
+        of values actually removed (WeightWatcher removes k+1 values and reports k).
+        'xmin_peak': search xmin in [0.95 p, xmin_max] with p the left edge of the peak bin of a
+        100-bin histogram of log10(data) and xmin_max defaulting to 1.5 p. (WeightWatcher passes
+        log10(0.95 p) as the lower bound, mixing log and linear units; here both are linear.)
+
+    Returns
+    -------
+    PowerLawFit
+        ``status='failed'`` with a ``reason`` (and NaN numbers) when the data are valid but no fit
+        exists: fewer than two distinct values, no candidate in the xmin range, or no alpha > 1.
+
+    Raises
+    ------
+    ValueError
+        If the data are not a non-empty 1-D array of finite positive numbers, or an option is bad.
+    """
+    x = np.sort(as_positive_1d(data))
+    if fix_fingers not in (None, False, "clip_xmax", "xmin_peak"):
+        raise ValueError(f"fix_fingers must be None, 'clip_xmax' or 'xmin_peak'; got {fix_fingers!r}")
+    if fix_fingers == "clip_xmax":
+        from .fingers import clip_xmax
+
+        return clip_xmax(x, xmin=xmin, xmax=xmax, max_fingers=max_fingers,
+                         finger_thresh=finger_thresh, min_alpha=min_alpha)
+    if fix_fingers == "xmin_peak":
+        from .fingers import xmin_peak_range
+
+        if xmin is not None:
+            raise ValueError("fix_fingers='xmin_peak' chooses the xmin range itself; drop xmin")
+        fit = _fit_sorted(x, xmin_peak_range(x, xmin_max), xmax)
+        return _with_fingers(fit, "xmin_peak", 0, math.nan)
+    return _fit_sorted(x, xmin, xmax)
+
+
+def _with_fingers(fit: PowerLawFit, how: str, num: int, raw_alpha: float) -> PowerLawFit:
+    from dataclasses import replace
+
+    return replace(fit, fix_fingers=how, num_fingers=num, raw_alpha=raw_alpha, _cache={})
+
+
+def _fit_sorted(x: np.ndarray, xmin, xmax) -> PowerLawFit:
+    """fit_power_law on validated, sorted data."""
+    xmax_v = _resolve_xmax(xmax, x)
+    fixed, rng = _resolve_xmin(xmin)
+    if xmax_v is not None:
+        x = x[x <= xmax_v]
+        if x.size == 0:
+            return _failed(f"no value is <= xmax={xmax_v:g}", x, xmax_v)
+    if x.size < 2:
+        return _failed("fewer than two values: nothing to fit", x, xmax_v)
+    if x[0] == x[-1]:
+        return _failed("all values are equal: a power law needs a spread of values", x, xmax_v)
+
+    if fixed is not None:
+        return _fit_fixed_xmin(x, fixed, xmax_v)
+
+    sp = _scan.Spectrum(x)
+    cands = np.arange(sp.K - 1)
+    if rng is not None:
+        lo, hi = rng
+        cands = cands[(sp.u[cands] >= lo) & (sp.u[cands] <= hi)]
+        if cands.size == 0:
+            return _failed(f"no candidate xmin in the range [{lo:g}, {hi:g}] "
+                           "(the largest value is never a candidate)", x, xmax_v)
+    if xmax_v is None:
+        with np.errstate(divide="ignore"):
+            beta = 1.0 / sp.mean_log_excess
+        inv = np.ones(sp.K)
+    else:
+        t = np.log(xmax_v) - sp.L
+        beta = np.full(sp.K, np.nan)
+        beta[cands] = _scan.truncated_beta(sp.mean_log_excess[cands], t[cands])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            inv = 1.0 / -np.expm1(-beta * t)
+    valid = cands[np.isfinite(beta[cands]) & (beta[cands] > 0)]
+    xmins, alphas = sp.u[cands], 1.0 + beta[cands]
+    if valid.size == 0:
+        return _failed("no candidate xmin gives alpha > 1", x, xmax_v)
+    k, known = _scan.scan(sp, valid, beta, inv)
+    xmin_v = float(sp.u[k])
+    alpha, D, sigma, m = _tail_fit(x, xmin_v, xmax_v)
+    return PowerLawFit(alpha=alpha, xmin=xmin_v, xmax=xmax_v, D=D, sigma=sigma, n_tail=m,
+                       n=int(x.size), status=SUCCESS, reason="", xmins=xmins, alphas=alphas,
+                       data=x, _state=(sp, beta, inv, cands, known))
+
+
+def _fit_fixed_xmin(x: np.ndarray, xmin: float, xmax: float | None) -> PowerLawFit:
+    tail = x[x >= xmin]
+    if tail.size < 2 or tail[0] == tail[-1]:
+        return _failed(f"fewer than two distinct values >= xmin={xmin:g}", x, xmax)
+    alpha, D, sigma, m = _tail_fit(x, xmin, xmax)
+    if not alpha > 1:
+        return _failed(f"alpha <= 1 at xmin={xmin:g}: the tail is not a normalisable power law",
+                       x, xmax)
+    one = np.array([xmin])
+    return PowerLawFit(alpha=alpha, xmin=xmin, xmax=xmax, D=D, sigma=sigma, n_tail=m,
+                       n=int(x.size), status=SUCCESS, reason="", xmins=one,
+                       alphas=np.array([alpha]), data=x)
