@@ -86,3 +86,16 @@ def test_candidate_curves_equal_powerlaw():
     np.testing.assert_allclose(ours.alphas, ref.alphas, rtol=1e-9)
     np.testing.assert_allclose(ours.Ds, ref.Ds, rtol=1e-9, atol=1e-15)
     assert ours.Ds[np.argmin(ours.Ds)] == pytest.approx(ours.D, rel=1e-9)
+
+
+def test_weightwatcher_default_fitter_agrees_on_real_esds():
+    """WeightWatcher's own fitter (WWFit, its default pl_package='ww') on trained ESDs."""
+    from weightwatcher.WW_powerlaw import WWFit
+
+    for ev in list(g2p_esds().values()) + [student_t_esd(500, 250, df=2.5, seed=1)]:
+        assert np.unique(ev).size == ev.size  # WWFit's ECDF equals ours only without ties
+        ours, ref = fit_power_law(ev), WWFit(ev)
+        assert ours.xmin == ref.xmin
+        assert ours.alpha == pytest.approx(ref.alpha, rel=1e-9)
+        assert ours.D == pytest.approx(ref.D, rel=1e-9)
+        assert ours.n_tail == len(ref.data)
