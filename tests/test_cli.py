@@ -100,3 +100,55 @@ def test_missing_file_and_bad_options(tmp_path):
     assert run("nope").returncode == 2
     version = run("--version")
     assert version.returncode == 0 and "tailscope" in version.stdout
+
+
+def test_analyze_prints_the_table_and_writes_files(tmp_path):
+    from oracles import mtcnn_path
+
+    path = mtcnn_path("onet")
+    out = tmp_path / "details.csv"
+    res = run("analyze", str(path), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "dense5" in res.stdout and "mean  alpha" in res.stdout and "over-trained" in res.stdout
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert len(table) == 6 and (table["status"] == "success").all()
+    for ext in ("json", "parquet"):
+        res = run("analyze", str(path), "--quiet", "--out", str(tmp_path / f"d.{ext}"))
+        assert res.returncode == 0 and res.stdout == "" and (tmp_path / f"d.{ext}").exists()
+    res = run("analyze", str(path), "--layers", "conv2d", "--no-pool", "--jobs", "2")
+    assert res.returncode == 0 and "slice_id" in res.stdout and "dense5" not in res.stdout
+    res = run("describe", str(path))
+    assert res.returncode == 0 and "conv1.weight" in res.stdout and "would be analysed" in res.stdout
+
+
+def test_analyze_bad_input_exit_2_without_output(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 8 + b"{" + bytes(20))
+    out = tmp_path / "out.csv"
+    for args in (["analyze", str(bad), "--out", str(out)],
+                 ["analyze", str(tmp_path / "missing")],
+                 ["analyze", str(tmp_path), "--out", str(out)],
+                 ["describe", str(bad)],
+                 ["analyze", str(bad), "--out", str(tmp_path / "x.xlsx")],
+                 ["analyze", str(bad), "--out", str(tmp_path / "no" / "x.csv")],
+                 ["analyze", str(bad), "--device", "cuda"]):
+        res = run(*args)
+        assert res.returncode == 2, args
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+        assert not out.exists()
+
+
+def test_pickle_needing_code_is_refused_then_trusted(tmp_path):
+    import torch
+
+    path = tmp_path / "evil.pt"
+    script = ("import torch, collections\n"
+              "class Box: pass\n"
+              "b = Box(); b.w = torch.ones(20, 20)\n"
+              f"torch.save({{'box': b, 'state_dict': {{'w': torch.eye(20)}}}}, {str(path)!r})\n")
+    subprocess.run([sys.executable, "-c", script], check=True)
+    res = run("analyze", str(path))
+    assert res.returncode == 2 and "--trust-pickle" in res.stderr
+    assert torch is not None

@@ -1,11 +1,14 @@
 """tailscope: heavy-tailed spectral analysis of trained neural networks and data matrices.
 
-Fits power laws to eigenvalue spectra (Heavy-Tailed Self-Regularization) exactly as the
-``powerlaw`` package does, only much faster.
+Fits power laws to the eigenvalue spectra of weight matrices (Heavy-Tailed Self-Regularization),
+with the ``powerlaw`` package's and WeightWatcher's numbers, much faster.
 """
 
+from .analysis import Analysis, analyze, describe
 from .fit import Comparison, GoodnessOfFit, PowerLawFit, TailFit, fit_power_law
+from .sources import open_source
 
 __version__ = "0.1.0"
 
-__all__ = ["Comparison", "GoodnessOfFit", "PowerLawFit", "TailFit", "__version__", "fit_power_law"]
+__all__ = ["Analysis", "Comparison", "GoodnessOfFit", "PowerLawFit", "TailFit", "__version__",
+           "analyze", "describe", "fit_power_law", "open_source"]

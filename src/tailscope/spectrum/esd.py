@@ -1,0 +1,154 @@
+"""One matrix -> its eigenvalues (the ESD of X = W^T W). Knows matrices, not files.
+
+The default path forms the Gram matrix of the smaller side in float64, accumulated from row (or
+column) chunks so a large float16/float32 W is never copied whole to float64, and hands it to a
+symmetric eigensolver: several times faster than a full SVD and equal to it to ~1e-13 relative
+for the eigenvalues the fit uses. A matrix whose smallest eigenvalue is below 1e-10 of its largest
+(rank-deficient, where the Gram's rounding would blur the small singular values) is redone by
+SVD, so ranks and small eigenvalues stay exact. ``method='svd'`` always uses the SVD.
+
+Backends: numpy (CPU, batched eigvalsh over same-shape matrices) and torch (any device, imported
+only when asked for).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CHUNK_BYTES = 64 * 1024 * 1024
+_REDO_BELOW = 1e-10
+
+
+def gram(w: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
+    """W^T W (or W W^T for a wide W): the smaller side, in float64, from chunks of W."""
+    rows, cols = w.shape
+    wide = rows < cols
+    m = rows if wide else cols
+    step = max(1, chunk_bytes // (8 * max(m, 1)))
+    g = np.zeros((m, m), dtype=np.float64)
+    length = cols if wide else rows
+    for start in range(0, length, step):
+        block = np.asarray(w[:, start:start + step] if wide else w[start:start + step],
+                           dtype=np.float64)
+        if wide:
+            g += block @ block.T
+        else:
+            g += block.T @ block
+    return g
+
+
+def svd_eigenvalues(w: np.ndarray) -> np.ndarray:
+    from scipy.linalg import svd
+
+    w = np.asarray(w, dtype=np.float64)
+    if not np.isfinite(w).all():
+        raise ValueError("the weights hold NaN or Inf entries")
+    sv = svd(w, compute_uv=False, check_finite=False)
+    return np.sort(sv * sv)
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    def eigvalsh(self, grams: np.ndarray) -> np.ndarray:
+        """Ascending eigenvalues of a stack of symmetric matrices (B, M, M)."""
+        return np.linalg.eigvalsh(grams)
+
+    def gram(self, w: np.ndarray) -> np.ndarray:
+        return gram(w)
+
+
+class TorchBackend:
+    """The same computation through torch, on ``device`` ('cuda', 'cuda:1', 'cpu'), in float64."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.name = f"torch:{self.device}"
+
+    def gram(self, w: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        rows, cols = w.shape
+        wide = rows < cols
+        m = rows if wide else cols
+        step = max(1, CHUNK_BYTES // (8 * max(m, 1)))
+        g = torch.zeros((m, m), dtype=torch.float64, device=self.device)
+        length = cols if wide else rows
+        for start in range(0, length, step):
+            part = np.ascontiguousarray(w[:, start:start + step] if wide else w[start:start + step])
+            block = torch.from_numpy(part).to(self.device).to(torch.float64)
+            g += block @ block.T if wide else block.T @ block
+        return g
+
+    def eigvalsh(self, grams) -> np.ndarray:
+        torch = self.torch
+        if isinstance(grams, np.ndarray):
+            grams = torch.from_numpy(grams).to(self.device)
+        return torch.linalg.eigvalsh(grams).cpu().numpy()
+
+
+def get_backend(device: str | None = "auto"):
+    """'auto' (CUDA through torch when available, else numpy), 'cpu'/'numpy', or a torch device
+    ('cuda', 'cuda:1', 'torch:cpu' for the torch code path on the CPU)."""
+    device = device or "auto"
+    if device in ("cpu", "numpy"):
+        return NumpyBackend()
+    if device == "auto":
+        try:
+            import torch
+        except ImportError:
+            return NumpyBackend()
+        return TorchBackend("cuda") if torch.cuda.is_available() else NumpyBackend()
+    if device.startswith("torch:"):
+        device = device.split(":", 1)[1]
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(f"device={device!r} needs torch: pip install 'tailscope[torch]'") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
+    try:
+        return TorchBackend(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}: {exc}") from None
+
+
+def eigenvalues_many(mats: list[np.ndarray], backend=None, method: str = "gram") -> list[np.ndarray]:
+    """Ascending eigenvalues of W^T W (min(N, M) of them) for each matrix; same shapes batched.
+
+    Raises ValueError when a matrix holds NaN or Inf.
+    """
+    backend = backend or NumpyBackend()
+    if method == "svd":
+        return [svd_eigenvalues(w) for w in mats]
+    if method != "gram":
+        raise ValueError(f"method must be 'gram' or 'svd'; got {method!r}")
+    out: list[np.ndarray | None] = [None] * len(mats)
+    groups: dict[tuple, list[int]] = {}
+    for i, w in enumerate(mats):
+        groups.setdefault(tuple(sorted(w.shape)), []).append(i)
+    for idx in groups.values():
+        grams = [backend.gram(mats[i]) for i in idx]
+        if isinstance(grams[0], np.ndarray):
+            stacked = np.stack(grams)
+            finite = bool(np.isfinite(stacked).all())
+        else:
+            stacked = backend.torch.stack(grams)
+            finite = bool(backend.torch.isfinite(stacked).all())
+        if not finite:  # a NaN or Inf anywhere in W reaches its Gram matrix
+            raise ValueError("the weights hold NaN or Inf entries")
+        vals = np.asarray(backend.eigvalsh(stacked), dtype=np.float64)
+        for j, i in enumerate(idx):
+            ev = np.maximum(vals[j], 0.0)  # rounding can leave tiny negative values
+            top = ev[-1] if ev.size else 0.0
+            if ev.size and top > 0 and ev[0] < _REDO_BELOW * top:
+                ev = svd_eigenvalues(mats[i])
+            out[i] = ev
+    return out  # type: ignore[return-value]
+
+
+def eigenvalues(w: np.ndarray, method: str = "gram") -> np.ndarray:
+    """Ascending eigenvalues of X = W^T W for one matrix."""
+    return eigenvalues_many([w], method=method)[0]

@@ -1,0 +1,63 @@
+"""tailscope.compat.WeightWatcher: WeightWatcher users' calls, with WeightWatcher's numbers."""
+
+import numpy as np
+import pytest
+import torch
+from oracles import minilm_path, mtcnn_path, weightwatcher_details
+
+from tailscope.compat import WeightWatcher
+
+
+def test_the_usual_calls_give_weightwatchers_numbers():
+    sd = torch.load(mtcnn_path("rnet"), weights_only=True)
+    watcher = WeightWatcher(model=sd)
+    details = watcher.analyze()
+    ref = weightwatcher_details(sd)
+    assert list(details["name"]) == list(ref["name"])
+    assert {"layer_id", "name", "longname", "alpha", "D", "has_esd", "warning"} <= set(details)
+    np.testing.assert_allclose(details["alpha"], ref["alpha"], rtol=1e-6)
+    summary = watcher.get_summary()
+    for key in ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
+                "stable_rank"):
+        assert summary[key] == pytest.approx(ref[key].mean(), rel=1e-6)
+    assert watcher.get_details() is details
+    esd = watcher.get_ESD(layer="dense4")
+    assert esd.size == int(details.set_index("name").loc["dense4", "num_evals"])
+    table = watcher.describe()
+    assert list(table["longname"]) == list(ref["name"])
+
+
+def test_options_are_translated_or_refused():
+    watcher = WeightWatcher()
+    with pytest.raises(ValueError, match="no model"):
+        watcher.analyze()
+    with pytest.raises(ValueError, match="call analyze"):
+        watcher.get_details()
+    path = mtcnn_path("onet")
+    unpooled = watcher.analyze(model=path, ww2x=True, svd_method="accurate", plot=False,
+                               savefig="ww-img", pl_package="ww", fix_fingers=False)
+    assert "slice_id" in unpooled.columns
+    with pytest.raises(ValueError, match="not supported"):
+        watcher.analyze(model=path, randomize=True)
+    with pytest.raises(ValueError, match="unknown WeightWatcher option"):
+        watcher.analyze(model=path, colour="red")
+    with pytest.raises(ValueError, match="base_model"):
+        WeightWatcher(model=path, base_model=path)
+
+
+def test_failed_layers_are_not_averaged_in(tmp_path):
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "m.safetensors"
+    save_file({"a.weight": rng.standard_normal((60, 30)).astype(np.float32),
+               "b.weight": np.zeros((60, 30), np.float32)}, str(path))
+    watcher = WeightWatcher(model=path)
+    details = watcher.analyze()
+    assert list(details["status"]) == ["success", "failed"]
+    assert watcher.get_summary()["alpha"] == pytest.approx(details["alpha"].iloc[0])
+
+
+def test_minilm_through_the_facade():
+    details = WeightWatcher(model=minilm_path()).analyze(layers=["*.attention.self.*"])
+    assert len(details) == 18 and (details["status"] == "success").all()
