@@ -236,3 +236,28 @@ def test_describe_reads_no_tensor(tmp_path):
     table = describe(poisoned)
     assert list(table["analyze"]) == [False, True]
     assert isinstance(analyze(path), Analysis) and "Analysis(" in repr(analyze(path))
+
+
+def test_torch_device_batches_same_shape_layers_with_the_same_results(tmp_path, monkeypatch):
+    from tailscope import analysis as analysis_module
+    from tailscope.spectrum import esd
+
+    rng = np.random.default_rng(4)
+    tensors = {f"blocks.{i}.q.weight": rng.standard_t(3, (64, 48)).astype(np.float32)
+               for i in range(4)}
+    tensors["blocks.1.q.weight"][0, 0] = np.nan  # one bad layer inside a batch
+    tensors["head.weight"] = rng.standard_t(3, (90, 48)).astype(np.float32)
+    path = _model_file(tmp_path, tensors)
+    calls = []
+    real = esd.eigenvalues_many
+
+    def spy(mats, backend=None, method="gram"):
+        calls.append(len(mats))
+        return real(mats, backend, method)
+
+    monkeypatch.setattr(analysis_module, "eigenvalues_many", spy)
+    on_torch = analyze(path, device="torch:cpu").details
+    assert max(calls) == 4  # the four same-shape layers went in one call
+    on_numpy = analyze(path, device="cpu").details
+    pd.testing.assert_frame_equal(on_torch, on_numpy, rtol=1e-9)
+    assert on_torch.set_index("module").loc["blocks.1.q", "status"] == "failed"

@@ -61,3 +61,23 @@ def test_failed_layers_are_not_averaged_in(tmp_path):
 def test_minilm_through_the_facade():
     details = WeightWatcher(model=minilm_path()).analyze(layers=["*.attention.self.*"])
     assert len(details) == 18 and (details["status"] == "success").all()
+
+
+def test_get_esd_is_what_analyze_fitted_unlike_weightwatcher():
+    """WeightWatcher's get_ESD skips conv2d_norm: its conv ESDs are twice those it fits."""
+    import contextlib
+    import io
+    import logging
+
+    import weightwatcher
+
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    sd = torch.load(mtcnn_path("onet"), weights_only=True)
+    ours = WeightWatcher(model=sd)
+    ours.analyze()
+    with contextlib.redirect_stdout(io.StringIO()):
+        ref = weightwatcher.WeightWatcher(model=sd).get_ESD(layer="conv2")
+    mine = ours.get_ESD(layer="conv2")
+    np.testing.assert_allclose(ref, 2 * mine, rtol=1e-9)
+    lam_max = ours.get_details().set_index("name").loc["conv2", "lambda_max"]
+    assert mine.max() == pytest.approx(lam_max)

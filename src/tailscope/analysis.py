@@ -181,26 +181,41 @@ def _fit_row(evals: np.ndarray, o: Options) -> dict:
     return row
 
 
+def _load_matrices(ref: LayerRef) -> list[np.ndarray]:
+    w = ref.load()
+    if w.dtype.kind not in "f":
+        raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
+    return matrices(ref, w)
+
+
+def _scale(plan: LayerPlan, o: Options) -> float:
+    scale = 1.0
+    if o.conv2d_norm and plan.layer_type == "conv2d":
+        scale = 0.5 if o.pool else plan.rf / 2.0
+    if o.normalize:
+        scale /= plan.N
+    return scale
+
+
+def _failed_layer(ref: LayerRef, plan: LayerPlan, exc: BaseException) -> list:
+    return [({**_base_row(ref, plan), "status": "failed", "reason": _one_line(exc)}, None)]
+
+
 def _analyze_layer(ref: LayerRef, plan: LayerPlan, o: Options, backend
                    ) -> list[tuple[dict, np.ndarray | None]]:
-    base = _base_row(ref, plan)
     try:
-        w = ref.load()
-        if w.dtype.kind not in "f":
-            raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
-        mats = matrices(ref, w)
-        slices = eigenvalues_many(mats, backend, o.method)
-        bad = [i for i, s in enumerate(slices) if not np.all(np.isfinite(s))]
-        if bad:
-            raise ValueError("the weights hold NaN or Inf entries")
-        scale = 1.0
-        if o.conv2d_norm and plan.layer_type == "conv2d":
-            scale = 0.5 if o.pool else plan.rf / 2.0
-        if o.normalize:
-            scale /= plan.N
-        slices = [s * scale for s in slices]
+        slices = eigenvalues_many(_load_matrices(ref), backend, o.method)
     except Exception as exc:  # noqa: BLE001 - any failure becomes this layer's reason
-        return [({**base, "status": "failed", "reason": _one_line(exc)}, None)]
+        return _failed_layer(ref, plan, exc)
+    return _layer_rows(ref, plan, o, slices)
+
+
+def _layer_rows(ref: LayerRef, plan: LayerPlan, o: Options, slices: list[np.ndarray]
+                ) -> list[tuple[dict, np.ndarray | None]]:
+    """Rows (one pooled, or one per slice) from a layer's unscaled eigenvalues."""
+    base = _base_row(ref, plan)
+    scale = _scale(plan, o)
+    slices = [s * scale for s in slices]
     groups = [(None, slices)] if o.pool else [(i, [s]) for i, s in enumerate(slices)]
     out = []
     for slice_id, group in groups:
@@ -216,6 +231,45 @@ def _analyze_layer(ref: LayerRef, plan: LayerPlan, o: Options, backend
             row.update(status="failed", reason=_one_line(exc))
         out.append((row, evals))
     return out
+
+
+_BATCH_BYTES = 512 * 1024 * 1024  # Gram matrices held at once on the device when batching
+
+
+def _analyze_batch(batch, o: Options, backend) -> list:
+    """Consecutive dense layers of one shape: one batched eigensolver call on the device."""
+    if len(batch) == 1:
+        return [_analyze_layer(*batch[0], o, backend)]
+    loaded, results = [], [None] * len(batch)
+    for i, (ref, plan) in enumerate(batch):
+        try:
+            loaded.append((i, _load_matrices(ref)))
+        except Exception as exc:  # noqa: BLE001
+            results[i] = _failed_layer(ref, plan, exc)
+    try:
+        evs = eigenvalues_many([m for _, mats in loaded for m in mats], backend, o.method)
+    except Exception:  # noqa: BLE001 - e.g. NaN in one layer: redo them one by one
+        for i, _ in loaded:
+            results[i] = _analyze_layer(*batch[i], o, backend)
+        return results
+    for (i, _), ev in zip(loaded, evs):
+        results[i] = _layer_rows(*batch[i], o, [ev])
+    return results
+
+
+def _batches(todo, backend) -> list[list]:
+    """Group consecutive 2-D layers of the same shape (only worth it on a torch device)."""
+    if not backend.name.startswith("torch"):
+        return [[item] for item in todo]
+    groups: list[list] = []
+    for ref, plan in todo:
+        last = groups[-1] if groups else None
+        if (last and plan.rf == 1 and last[0][1].rf == 1 and last[0][0].shape == ref.shape
+                and (len(last) + 1) * plan.M * plan.M * 8 <= _BATCH_BYTES):
+            last.append((ref, plan))
+        else:
+            groups.append([(ref, plan)])
+    return groups
 
 
 # --- the result ------------------------------------------------------------------------------
@@ -428,11 +482,11 @@ def analyze(source, *, trust_pickle: bool = False,
 def _run(todo, o: Options, backend, progress) -> list:
     total = len(todo)
     if o.jobs <= 1 or total <= 1:
-        out = []
-        for i, (ref, plan) in enumerate(todo, 1):
-            out.append(_analyze_layer(ref, plan, o, backend))
+        out: list = []
+        for batch in _batches(todo, backend):
+            out.extend(_analyze_batch(batch, o, backend))
             if progress:
-                progress(i, total, ref.name)
+                progress(len(out), total, batch[-1][0].name)
         return out
     return _run_threads(todo, o, backend, progress)
 

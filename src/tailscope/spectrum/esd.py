@@ -85,7 +85,8 @@ class TorchBackend:
         g = torch.zeros((m, m), dtype=torch.float64, device=self.device)
         length = cols if wide else rows
         for start in range(0, length, step):
-            part = np.ascontiguousarray(w[:, start:start + step] if wide else w[start:start + step])
+            part = np.require(w[:, start:start + step] if wide else w[start:start + step],
+                              requirements=["C", "W"])  # torch wants writable memory
             block = torch.from_numpy(part).to(self.device).to(torch.float64)
             g += block @ block.T if wide else block.T @ block
         return g
