@@ -138,7 +138,7 @@ def planted_spectrum(n=2400, p=3000, k=30, seed=0):
     import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
-    noise = sp.random(n, p, density=0.01, random_state=seed, format="csr",
+    noise = sp.random(n, p, density=0.005, random_state=seed, format="csr",
                       data_rvs=rng.standard_normal)
     u = sp.random(n, k, density=0.05, random_state=seed + 1, data_rvs=rng.standard_normal)
     v = sp.random(p, k, density=0.05, random_state=seed + 2, data_rvs=rng.standard_normal)

@@ -86,35 +86,34 @@ def pdf_cdf(fit, *, title="", ax=None, path=None):
     return _finish(fig, path)
 
 
-def ks_curve(fit, *, title="", ax=None, path=None):
-    """The KS distance D for every candidate xmin, the chosen minimum in orange."""
+def _candidate_curve(fit, ys, chosen, *, ylabel, label, title, ax, path):
+    """A quantity for every candidate xmin, with the chosen xmin marked in orange."""
     fig, ax = _new(ax)
-    xs, ds = fit.xmins, fit.Ds
-    ok = np.isfinite(ds)
-    ax.plot(xs[ok], ds[ok], "-", color=BLUE, label="D(xmin)")
-    ax.plot([fit.xmin], [fit.D], "o", color=ORANGE, markersize=8,
-            label=f"min D = {fit.D:.4f} at xmin = {fit.xmin:.4g}")
+    ys = np.asarray(ys, dtype=np.float64)
+    ok = np.isfinite(ys)
+    ax.plot(fit.xmins[ok], ys[ok], "-", color=BLUE, label=f"{ylabel}(xmin)")
+    ax.plot([fit.xmin], [chosen], "o", color=ORANGE, markersize=8, label=label)
     ax.axvline(fit.xmin, color=ORANGE, linewidth=1)
     ax.set_xscale("log")
     ax.set_xlabel("candidate xmin")
-    ax.set_ylabel("KS distance D")
-    ax.set_title(title or "KS distance vs xmin")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(frameon=False, fontsize=8)
     return _finish(fig, path)
+
+
+def ks_curve(fit, *, title="", ax=None, path=None):
+    """The KS distance D for every candidate xmin, the chosen minimum in orange."""
+    return _candidate_curve(fit, fit.Ds, fit.D, ylabel="D",
+                            label=f"min D = {fit.D:.4f} at xmin = {fit.xmin:.4g}",
+                            title=title or "KS distance vs xmin", ax=ax, path=path)
 
 
 def alpha_curve(fit, *, title="", ax=None, path=None):
     """alpha for every candidate xmin, the chosen one in orange."""
-    fig, ax = _new(ax)
-    ax.plot(fit.xmins, fit.alphas, "-", color=BLUE, label="alpha(xmin)")
-    ax.plot([fit.xmin], [fit.alpha], "o", color=ORANGE, markersize=8,
-            label=f"alpha = {fit.alpha:.3f}")
-    ax.set_xscale("log")
-    ax.set_xlabel("candidate xmin")
-    ax.set_ylabel("alpha")
-    ax.set_title(title or "alpha vs xmin")
-    ax.legend(frameon=False, fontsize=8)
-    return _finish(fig, path)
+    return _candidate_curve(fit, fit.alphas, fit.alpha, ylabel="alpha",
+                            label=f"alpha = {fit.alpha:.3f}", title=title or "alpha vs xmin",
+                            ax=ax, path=path)
 
 
 def per_eigenpair(values, k, *, ylabel, title="", log=False, ax=None, path=None):

@@ -200,7 +200,8 @@ def select_rank(X, *, exact: bool | None = None, max_components: int | None = No
     X : array-like or scipy sparse matrix, shape (n_samples, n_features)
     exact : bool or None
         True: every eigenvalue, from the Gram matrix of the smaller side (O(min(n,p)^3)).
-        False: the adaptive mode (below). None (default): exact when min(n, p) <= 5000.
+        False: the adaptive mode (below). None (default): exact when min(n, p) <= 12000
+        (a dense Gram of at most 1.1 GB), adaptive above.
     max_components : int, optional
         Cap on K (and on the eigenvalues the adaptive mode computes).
     vectors : bool
@@ -217,7 +218,7 @@ def select_rank(X, *, exact: bool | None = None, max_components: int | None = No
     the chosen tail holds at most half of the computed eigenvalues and doubling k left K unchanged.
     Guarantee: K, xmin, alpha and D equal the exact mode's whenever the exact KS minimum lies in
     the computed top k; a deeper global minimum, below half the spectrum computed last, would be
-    missed. Once k would pass min(n, p) / 16 the dense exact route is cheaper (measured: ARPACK
+    missed. Once k would pass min(n, p) / 32 the dense exact route is cheaper (measured: ARPACK
     for 256 of 3,824 values takes longer than all 3,824 by eigvalsh) and is taken
     (``RankSelection.exact`` then says True). The rules that need the whole spectrum
     (Marchenko-Pastur, Gavish-Donoho) give None in the adaptive mode.
@@ -230,7 +231,7 @@ def select_rank(X, *, exact: bool | None = None, max_components: int | None = No
     n, p = X.shape
     r = min(n, p)
     if exact is None:
-        exact = r <= 5000
+        exact = r <= 12000
     total = _total_variance(X)
     notes: dict = {}
     vecs = None
@@ -295,7 +296,7 @@ def _adaptive(X, r: int, max_components, random_state):
     cap = r - 1 if max_components is None else min(r - 1, max(int(max_components) * 4, k))
     previous = None
     while True:
-        if k > r // 16:  # past this, one dense eigvalsh costs less than more Lanczos blocks
+        if k > r // 32:  # past this, one dense eigvalsh costs less than more Lanczos blocks
             ev = _positive(_all_eigenvalues(X))
             return ev, _fit_desc(ev), True
         ev = _positive(_top_singular_values(X, k, random_state) ** 2)
@@ -353,7 +354,7 @@ def _power_law_svd_class():
         n_iter : int, default=5
             Power iterations of the randomized algorithm.
         exact : bool or None, default=None
-            Passed to :func:`select_rank` (None: exact eigenvalues when min(n, p) <= 5000).
+            Passed to :func:`select_rank` (None: exact eigenvalues when min(n, p) <= 12000).
         random_state : int, RandomState instance or None, default=None
 
         Attributes
