@@ -5,6 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: demo test bench clean
 
 $(STAMP): pyproject.toml
@@ -15,7 +17,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tailscope demo
 
-test: $(STAMP)
+# the report tests open the HTML report in headless Chromium (Debian's package)
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+			> .chromium-install.log 2>&1 || { cat .chromium-install.log; exit 1; }; \
+	else echo "the report tests need Chromium: apt-get install chromium"; exit 1; fi
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 

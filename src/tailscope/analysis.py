@@ -172,7 +172,7 @@ def _fit_row(evals: np.ndarray, o: Options) -> dict:
     row = {"alpha": fit.alpha, "D": fit.D, "xmin": fit.xmin,
            "xmax": fit.xmax if fit.xmax is not None else float(fit.data[-1]),
            "sigma": fit.sigma, "num_pl_spikes": int(np.count_nonzero(evals >= fit.xmin)),
-           "status": "success", "reason": ""}
+           "status": "success", "reason": "", "_fit": fit}
     if o.fix_fingers == "clip_xmax":
         row.update(num_fingers=fit.num_fingers, raw_alpha=fit.raw_alpha)
     row["warning"] = ("over-trained" if fit.alpha < OVER_TRAINED else
@@ -287,6 +287,7 @@ class Analysis:
     options: dict
     seconds: float
     _esds: dict = field(default_factory=dict, repr=False)
+    _fits: dict = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict:
         """Means over successful layers, and how many layers were analysed, failed, skipped."""
@@ -305,25 +306,34 @@ class Analysis:
         })
         return out
 
+    def _key(self, layer) -> tuple:
+        if isinstance(layer, tuple):
+            return layer
+        d = self.details
+        if isinstance(layer, (int, np.integer)):
+            hits = d[d["layer_id"] == int(layer)]
+        else:
+            hits = d[(d["name"] == layer) | (d["module"] == layer)]
+        if hits.empty:
+            raise KeyError(f"no analysed layer {layer!r}")
+        first = hits.iloc[0]
+        sid = first.get("slice_id")
+        return (int(first["layer_id"]), None if sid is None or pd.isna(sid) else int(sid))
+
     def esd(self, layer) -> np.ndarray:
         """The eigenvalues of one layer: its ``layer_id``, tensor name or module name.
         With ``pool=False`` pass ``(layer_id, slice_id)``."""
-        if isinstance(layer, tuple):
-            key = layer
-        else:
-            d = self.details
-            if isinstance(layer, (int, np.integer)):
-                hits = d[d["layer_id"] == int(layer)]
-            else:
-                hits = d[(d["name"] == layer) | (d["module"] == layer)]
-            if hits.empty:
-                raise KeyError(f"no analysed layer {layer!r}")
-            first = hits.iloc[0]
-            sid = first.get("slice_id")
-            key = (int(first["layer_id"]), None if sid is None or pd.isna(sid) else int(sid))
+        key = self._key(layer)
         if key not in self._esds:
             raise KeyError(f"no eigenvalues for layer {layer!r} (it failed before its ESD)")
         return self._esds[key]
+
+    def fit(self, layer):
+        """The :class:`PowerLawFit` of one layer (KeyError when that layer has no fit)."""
+        key = self._key(layer)
+        if key not in self._fits:
+            raise KeyError(f"layer {layer!r} has no power-law fit")
+        return self._fits[key]
 
     # --- output ----------------------------------------------------------------------------
     def to_csv(self, path) -> Path:
@@ -340,6 +350,12 @@ class Analysis:
             raise ValueError("writing parquet needs pyarrow: pip install 'tailscope[parquet]'"
                              ) from None
         return _atomic_write(path, lambda p: self.details.to_parquet(p, index=False))
+
+    def to_html(self, path, *, title: str | None = None, layer_figures: bool = True) -> Path:
+        """A self-contained HTML report (summary, warnings, figures, sortable table)."""
+        from .report import write_report
+
+        return write_report(self, path, title=title, layer_figures=layer_figures)
 
     def save(self, path) -> Path:
         """Write ``details`` in the format named by the extension (.csv, .json, .parquet)."""
@@ -462,12 +478,16 @@ def analyze(source, *, trust_pickle: bool = False,
     src = open_source(source, trust_pickle=trust_pickle)
     todo, skipped = _plan(src, o)
     results = _run(todo, o, backend, progress)
-    rows, esds = [], {}
+    rows, esds, fits = [], {}, {}
     for row, evals in (item for layer in results for item in layer):
+        fit = row.pop("_fit", None)
         rows.append(row)
+        sid = row.get("slice_id")
+        key = (row["layer_id"], None if sid is None else int(sid))
         if evals is not None:
-            sid = row.get("slice_id")
-            esds[(row["layer_id"], None if sid is None else int(sid))] = evals
+            esds[key] = evals
+        if fit is not None:
+            fits[key] = fit
     details = pd.DataFrame(rows, columns=COLUMNS)
     drop = [c for c in ("slice_id",) if o.pool] + \
         [c for c in ("num_fingers", "raw_alpha") if o.fix_fingers != "clip_xmax"]
@@ -476,7 +496,7 @@ def analyze(source, *, trust_pickle: bool = False,
                                                 "dtype", "reason"])
     opts = {k: v for k, v in o.__dict__.items()}
     return Analysis(details=details, skipped=skipped_df, source=src.describe(), options=opts,
-                    seconds=time.perf_counter() - t0, _esds=esds)
+                    seconds=time.perf_counter() - t0, _esds=esds, _fits=fits)
 
 
 def _run(todo, o: Options, backend, progress) -> list:

@@ -259,6 +259,34 @@ def cmd_analyze(args) -> int:
             raise InputError(str(exc)) from None
         if not args.quiet:
             print(f"wrote {args.out}")
+    if args.plot:
+        from .plots import layer_figures
+
+        paths = layer_figures(analysis, args.plot)
+        if not args.quiet:
+            print(f"wrote {len(paths)} layer figures to {args.plot}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .analysis import analyze
+    from .sources import SourceError
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"-o {args.output}: the report is an .html file")
+    if out.exists() and out.is_dir():
+        raise InputError(f"-o {args.output}: is a folder")
+    try:
+        analysis = analyze(args.source, trust_pickle=args.trust_pickle,
+                           layers=_parse_layers(args.layers),
+                           progress=Progress(enabled=not args.quiet))
+        path = analysis.to_html(out, layer_figures=not args.no_layer_figures)
+    except (SourceError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc}") from None
+    print(f"wrote {path}")
     return 0
 
 
@@ -355,6 +383,8 @@ def cmd_demo(args) -> int:
         analysis = run_model(progress=Progress())
         _print_analysis(analysis)
         print(f"({analysis.seconds:.2f} s)")
+        report = analysis.to_html(Path("demo-out") / "minilm-report.html")
+        print(f"report: {report.resolve()}")
         print()
         print("== tailscope fit: the Clauset-Shalizi-Newman datasets ==")
         run_fits()
@@ -420,7 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "or -k to drop the top k eigenvalues")
     a.add_argument("--fix-fingers", choices=["clip_xmax", "xmin_peak"])
     a.add_argument("--quiet", action="store_true", help="no table, no progress bar")
+    a.add_argument("--plot", metavar="DIR", help="save each layer's figures to DIR")
     a.set_defaults(func=cmd_analyze)
+
+    rp = sub.add_parser("report", help="analyse a model and write a self-contained HTML report")
+    _add_source_arguments(rp)
+    rp.add_argument("-o", "--output", default="report.html", help="the .html file to write "
+                                                                  "(default: report.html)")
+    rp.add_argument("--no-layer-figures", action="store_true",
+                    help="only the model-level figures and the table (faster for huge models)")
+    rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp.set_defaults(func=cmd_report)
 
     s = sub.add_parser("describe", help="list a model's layers without computing anything")
     _add_source_arguments(s)

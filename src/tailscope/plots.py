@@ -63,8 +63,9 @@ def log_bins(x: np.ndarray, per_decade: int = 10) -> np.ndarray:
     return np.logspace(lo, hi, n)
 
 
-def pdf_cdf(fit, *, title="", ax=None, path=None):
-    """The tail's empirical PDF (log-binned) and CDF, solid, with the fitted ones, dotted."""
+def pdf_cdf(fit, *, ccdf=False, title="", ax=None, path=None):
+    """The tail's empirical PDF (log-binned) and CDF (or CCDF with ``ccdf=True``), solid, with the
+    fitted ones dotted; PDF blue, CDF red; alpha, xmin and D in the legend."""
     fig, ax = _new(ax)
     tail = np.sort(fit.tail)
     edges = log_bins(tail)
@@ -75,14 +76,18 @@ def pdf_cdf(fit, *, title="", ax=None, path=None):
     ax.plot(centers[keep], dens[keep], "o-", color=BLUE, label="PDF (data)")
     grid = np.logspace(np.log10(tail[0]), np.log10(tail[-1]), 200)
     ax.plot(grid, fit.pdf(grid), ":", color=BLUE, linewidth=2, label=f"PDF fit ({label})")
-    ecdf = np.arange(1, tail.size + 1) / tail.size
-    ax.plot(tail, ecdf, "-", color=RED, label="CDF (data)")
-    ax.plot(grid, fit.cdf(grid), ":", color=RED, linewidth=2, label="CDF fit")
+    if ccdf:
+        emp = 1.0 - np.arange(tail.size) / tail.size  # P(X >= x)
+        ax.plot(tail, emp, "-", color=RED, label="CCDF (data)")
+        ax.plot(grid, fit.ccdf(grid), ":", color=RED, linewidth=2, label="CCDF fit")
+    else:
+        ax.plot(tail, np.arange(1, tail.size + 1) / tail.size, "-", color=RED, label="CDF (data)")
+        ax.plot(grid, fit.cdf(grid), ":", color=RED, linewidth=2, label="CDF fit")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("eigenvalue")
     ax.set_title(title or "power-law tail")
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=7)
     return _finish(fig, path)
 
 
@@ -155,3 +160,125 @@ def rank_figures(selection, folder) -> list[Path]:
         plt.close(fig)
         out.append(folder / name)
     return out
+
+
+# --- one layer, and a whole model --------------------------------------------------------------
+def layer_figure(analysis, layer, *, path=None, dpi=None):
+    """ESD with xmin, tail PDF/CCDF vs fit, D vs xmin, alpha vs xmin for one layer; a layer
+    without a fit shows its ESD (if any) and the reason, never a fit it does not have."""
+    plt = _pyplot()
+    key = analysis._key(layer)
+    d = analysis.details
+    row = d[(d["layer_id"] == key[0])].iloc[0] if key[1] is None else \
+        d[(d["layer_id"] == key[0]) & (d["slice_id"] == key[1])].iloc[0]
+    name = f"{row['layer_id']} {row['module']}"
+    evals = analysis._esds.get(key)
+    fit = analysis._fits.get(key)
+    if fit is None:
+        fig, ax = plt.subplots(figsize=(5.5, 3.2))
+        if evals is not None and np.any(evals > 0):
+            esd_histogram(evals, ax=ax, title=f"{name}: no fit")
+        else:
+            ax.axis("off")
+        fig.text(0.02, 0.01, f"{row['status']}: {row['reason']}", fontsize=8, color=RED)
+        return _finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.6))
+    esd_histogram(evals, fit.xmin, ax=axes[0], title=f"{name}: ESD")
+    pdf_cdf(fit, ccdf=True, ax=axes[1], title="tail: PDF and CCDF")
+    ks_curve(fit, ax=axes[2])
+    alpha_curve(fit, ax=axes[3])
+    fig.tight_layout()
+    return _finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
+
+
+def _save_dpi(fig, path, dpi):
+    if path is not None:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return fig
+
+
+def _ok(analysis):
+    d = analysis.details
+    return d, d["status"] == "success"
+
+
+def alpha_per_layer(analysis, *, title="", ax=None, path=None):
+    """alpha per layer in model order; the 2-6 band shaded; over/under-trained layers coloured;
+    failed layers marked on the axis with an x (they have no alpha)."""
+    fig, ax = _new(ax, figsize=(9, 3.8))
+    d, ok = _ok(analysis)
+    x = np.arange(len(d))
+    ax.axhspan(2.0, 6.0, color="tab:green", alpha=0.12, label="2 <= alpha <= 6")
+    a = d["alpha"].to_numpy(dtype=float)
+    colors = np.where(a < 2, RED, np.where(a > 6, ORANGE, BLUE))
+    ax.scatter(x[ok], a[ok], c=colors[ok], s=18, zorder=3)
+    if (~ok).any():
+        ax.scatter(x[~ok], np.full((~ok).sum(), 2.0), marker="x", color="gray", zorder=3,
+                   label="failed (no alpha)")
+    ax.set_xlabel("layer (model order)")
+    ax.set_ylabel("alpha")
+    ax.set_title(title or "alpha per layer")
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    return _finish(fig, path)
+
+
+def metric_per_layer(analysis, column, *, title="", ax=None, path=None):
+    """Any per-layer column in model order (successful layers)."""
+    fig, ax = _new(ax, figsize=(9, 3.2))
+    d, ok = _ok(analysis)
+    x = np.arange(len(d))
+    ax.plot(x[ok], d.loc[ok, column].to_numpy(dtype=float), "o-", color=BLUE, markersize=3)
+    ax.set_xlabel("layer (model order)")
+    ax.set_ylabel(column)
+    ax.set_title(title or f"{column} per layer")
+    return _finish(fig, path)
+
+
+def alpha_histogram(analysis, *, title="", ax=None, path=None):
+    fig, ax = _new(ax)
+    d, ok = _ok(analysis)
+    ax.hist(d.loc[ok, "alpha"].to_numpy(dtype=float), bins=30, color=BLUE, alpha=0.8)
+    for edge in (2.0, 6.0):
+        ax.axvline(edge, color=ORANGE, linestyle="--")
+    ax.set_xlabel("alpha")
+    ax.set_ylabel("layers")
+    ax.set_title(title or "alphas of the model")
+    return _finish(fig, path)
+
+
+def compare_models(first, second, *, labels=("model A", "model B"), title="", ax=None,
+                   path=None):
+    """alpha per layer of two models side by side (e.g. base vs fine-tuned), matched by name."""
+    fig, ax = _new(ax, figsize=(9, 3.8))
+    a = first.details[first.details["status"] == "success"].set_index("name")["alpha"]
+    b = second.details[second.details["status"] == "success"].set_index("name")["alpha"]
+    names = [n for n in a.index if n in b.index]
+    x = np.arange(len(names))
+    ax.plot(x, a.loc[names].to_numpy(), "o-", color=BLUE, markersize=3, label=labels[0])
+    ax.plot(x, b.loc[names].to_numpy(), "s-", color=ORANGE, markersize=3, label=labels[1])
+    ax.axhspan(2.0, 6.0, color="tab:green", alpha=0.12)
+    ax.set_xlabel("layer (model order, shared names)")
+    ax.set_ylabel("alpha")
+    ax.set_title(title or "alpha per layer")
+    ax.legend(frameon=False)
+    return _finish(fig, path)
+
+
+def layer_figures(analysis, folder) -> list[Path]:
+    """One PNG per analysed layer (``analyze --plot DIR``)."""
+    plt = _pyplot()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for key in _layer_keys(analysis):
+        sid = "" if key[1] is None else f".slice{key[1]}"
+        path = folder / f"layer{key[0]:04d}{sid}.png"
+        plt.close(layer_figure(analysis, key, path=path))
+        out.append(path)
+    return out
+
+
+def _layer_keys(analysis) -> list[tuple]:
+    d = analysis.details
+    sids = d["slice_id"] if "slice_id" in d.columns else [None] * len(d)
+    return [(int(i), None if s is None or s != s else int(s)) for i, s in zip(d["layer_id"], sids)]
