@@ -1,6 +1,5 @@
 """The HTML report: self-contained, every layer listed, opened for real in headless Chromium."""
 
-import functools
 import re
 import subprocess
 import sys
@@ -23,10 +22,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--enable-logging=stderr", "--v=0"]
 
 
-@functools.cache
-def minilm_report(tmp):
+@pytest.fixture(scope="module")
+def minilm_report(tmp_path_factory):
     analysis = analyze(minilm_path())
-    path = analysis.to_html(f"{tmp}/minilm.html")
+    path = analysis.to_html(tmp_path_factory.mktemp("report") / "minilm.html")
     return analysis, path
 
 
@@ -35,19 +34,22 @@ def chromium(tmp_path, url, *extra):
                            *extra, url], capture_output=True, text=True, timeout=180)
 
 
-def test_report_opens_in_chromium_with_every_layer(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("report")
-    analysis, path = minilm_report(str(tmp))
+def test_report_opens_in_chromium_with_every_layer(minilm_report, tmp_path):
+    tmp = tmp_path
+    analysis, path = minilm_report
     text = path.read_text()
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", text)  # no network request
-    dom = chromium(tmp, path.as_uri(), "--dump-dom")
+    url = path.as_uri() + "#open-all"  # opens every layer, which draws its figures
+    dom = chromium(tmp, url, "--virtual-time-budget=5000", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     table = dom.stdout.split("id=\"layers\"")[1].split("</table>")[0]
     assert table.count("<tr") - 1 == len(analysis.details) == 39
     for module in analysis.details["module"]:
         assert module in table
+    assert dom.stdout.count('data-drawn="1"') == 39  # every layer's figures were drawn
     shot = tmp / "shot.png"
-    res = chromium(tmp, path.as_uri(), f"--screenshot={shot}", "--window-size=1280,2000")
+    res = chromium(tmp, url, "--virtual-time-budget=5000", f"--screenshot={shot}",
+                   "--window-size=1280,2000")
     assert res.returncode == 0 and shot.exists()
     log = dom.stderr + res.stderr
     assert "net::ERR" not in log  # no failed request
@@ -56,8 +58,8 @@ def test_report_opens_in_chromium_with_every_layer(tmp_path_factory):
     assert pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.001  # not blank
 
 
-def test_report_content(tmp_path_factory):
-    analysis, path = minilm_report(str(tmp_path_factory.mktemp("content")))
+def test_report_content(minilm_report):
+    analysis, path = minilm_report
     text = path.read_text()
     s = analysis.summary()
     assert f"{s['alpha']:.4g}" in text
@@ -79,6 +81,8 @@ def test_failed_layers_are_shown_as_such(tmp_path):
     out = analysis.to_html(tmp_path / "new" / "folder" / "r.html")  # missing folders created
     text = out.read_text()
     assert "no fit (an all-zero matrix" in text and "class='failed'" in text
+    section = text.split("id='layer-1'")[1].split("</details>")[0]
+    assert "No power-law fit" in section and '"fit": null' in section
 
 
 def run(*args):
@@ -106,6 +110,6 @@ def test_layer_figures_for_every_row(tmp_path, pool):
 
     from tailscope.plots import layer_figures
 
-    analysis = analyze(mtcnn_path("pnet"), pool=pool)
+    analysis = analyze(mtcnn_path("onet"), pool=pool, layers=["conv4", "dense5"])
     paths = layer_figures(analysis, tmp_path)
     assert len(paths) == len(analysis.details)

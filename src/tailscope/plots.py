@@ -183,17 +183,17 @@ def layer_figure(analysis, layer, *, path=None, dpi=None):
         fig.text(0.02, 0.01, f"{row['status']}: {row['reason']}", fontsize=8, color=RED)
         return _finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.6))
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.16, top=0.9, wspace=0.25)
     esd_histogram(evals, fit.xmin, ax=axes[0], title=f"{name}: ESD")
     pdf_cdf(fit, ccdf=True, ax=axes[1], title="tail: PDF and CCDF")
     ks_curve(fit, ax=axes[2])
     alpha_curve(fit, ax=axes[3])
-    fig.tight_layout()
     return _finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
 
 
 def _save_dpi(fig, path, dpi):
     if path is not None:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        fig.savefig(path, dpi=dpi)
     return fig
 
 
@@ -273,7 +273,7 @@ def layer_figures(analysis, folder) -> list[Path]:
     for key in _layer_keys(analysis):
         sid = "" if key[1] is None else f".slice{key[1]}"
         path = folder / f"layer{key[0]:04d}{sid}.png"
-        plt.close(layer_figure(analysis, key, path=path))
+        plt.close(layer_figure(analysis, key, path=path, dpi=80))
         out.append(path)
     return out
 

@@ -24,6 +24,72 @@ tr.failed td{background:#eee;color:#777}.warn li{margin:2px 0}img{max-width:100%
 details{margin:6px 0}summary{cursor:pointer}
 """
 
+_PLOT_JS = """
+function tsScale(lo, hi, a, b){ return function(v){ return a + (v - lo) / ((hi - lo) || 1) * (b - a); }; }
+function tsFrame(ctx, w, h, title, xl, yl){
+  ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, w, h); ctx.strokeStyle = '#999';
+  ctx.strokeRect(40, 20, w - 50, h - 50); ctx.fillStyle = '#222'; ctx.font = '12px sans-serif';
+  ctx.fillText(title, 45, 14); ctx.fillText(xl, w / 2 - 30, h - 8);
+  ctx.save(); ctx.translate(10, h / 2 + 20); ctx.rotate(-Math.PI / 2); ctx.fillText(yl, 0, 0);
+  ctx.restore();
+}
+function tsLine(ctx, xs, ys, sx, sy, color, dash){
+  ctx.strokeStyle = color; ctx.lineWidth = 1.5; ctx.setLineDash(dash || []); ctx.beginPath();
+  var started = false;
+  for (var i = 0; i < xs.length; i++){
+    if (!isFinite(xs[i]) || !isFinite(ys[i])) continue;
+    var X = sx(xs[i]), Y = sy(ys[i]);
+    if (!started){ ctx.moveTo(X, Y); started = true; } else { ctx.lineTo(X, Y); }
+  }
+  ctx.stroke(); ctx.setLineDash([]);
+}
+function tsVLine(ctx, X, h, color){
+  ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath(); ctx.moveTo(X, 20);
+  ctx.lineTo(X, h - 30); ctx.stroke();
+}
+function tsDraw(el){
+  var d = JSON.parse(el.querySelector('script[type="application/json"]').textContent);
+  var canvases = el.querySelectorAll('canvas'), w = 330, h = 220, O = '#ff7f0e', B = '#1f77b4',
+      R = '#d62728';
+  var lx = d.evals.filter(function(v){ return v > 0; }).map(Math.log10);
+  var lo = Math.min.apply(null, lx), hi = Math.max.apply(null, lx), nb = 60, counts = [];
+  for (var i = 0; i < nb; i++) counts.push(0);
+  lx.forEach(function(v){ counts[Math.min(nb - 1, Math.floor((v - lo) / ((hi - lo) || 1) * nb))]++; });
+  var ctx = canvases[0].getContext('2d'), cmax = Math.max.apply(null, counts);
+  tsFrame(ctx, w, h, 'ESD (log10 eigenvalue)', 'log10 eigenvalue', 'count');
+  var sx = tsScale(lo, hi, 40, w - 10), sy = tsScale(0, cmax, h - 30, 20);
+  ctx.fillStyle = B;
+  counts.forEach(function(c, i){ var x0 = sx(lo + i * (hi - lo) / nb), x1 = sx(lo + (i + 1) * (hi - lo) / nb);
+    ctx.fillRect(x0, sy(c), Math.max(1, x1 - x0 - 1), sy(0) - sy(c)); });
+  if (d.fit){
+    tsVLine(ctx, sx(Math.log10(d.fit.xmin)), h, O);
+    var c2 = canvases[1].getContext('2d');
+    tsFrame(c2, w, h, 'tail CCDF: data (solid) vs fit (dotted)', 'log10 eigenvalue', 'log10 P(X >= x)');
+    var tail = d.evals.filter(function(v){ return v >= d.fit.xmin; }).sort(function(a, b){ return a - b; });
+    var tx = tail.map(Math.log10), ty = tail.map(function(v, i){ return Math.log10(1 - i / tail.length); });
+    var fy = tail.map(function(v){ return (1 - d.fit.alpha) * Math.log10(v / d.fit.xmin); });
+    var ylo = Math.min(Math.min.apply(null, ty), Math.min.apply(null, fy));
+    var s2x = tsScale(tx[0], tx[tx.length - 1], 40, w - 10), s2y = tsScale(ylo, 0, h - 30, 20);
+    tsLine(c2, tx, ty, s2x, s2y, R); tsLine(c2, tx, fy, s2x, s2y, R, [3, 3]);
+    var c3 = canvases[2].getContext('2d');
+    tsFrame(c3, w, h, 'KS distance D vs xmin', 'log10 xmin', 'D');
+    var kx = d.fit.xmins.map(Math.log10), ky = d.fit.Ds;
+    var finite = ky.filter(isFinite);
+    var s3x = tsScale(Math.min.apply(null, kx), Math.max.apply(null, kx), 40, w - 10),
+        s3y = tsScale(0, Math.max.apply(null, finite), h - 30, 20);
+    tsLine(c3, kx, ky, s3x, s3y, B);
+    c3.fillStyle = O; c3.beginPath();
+    c3.arc(s3x(Math.log10(d.fit.xmin)), s3y(d.fit.D), 5, 0, 2 * Math.PI); c3.fill();
+  }
+}
+document.querySelectorAll('details.layer').forEach(function(el){
+  el.addEventListener('toggle', function(){
+    if (el.open && !el.getAttribute('data-drawn')){ tsDraw(el); el.setAttribute('data-drawn', '1'); }
+  });
+  if (location.hash === '#open-all') el.open = true;  // draw every layer (used by the tests)
+});
+"""
+
 _JS = """
 document.querySelectorAll('table.sortable th').forEach(function(th, col){
   th.addEventListener('click', function(){
@@ -98,19 +164,52 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
             f"<img alt='model figure' src='{_png(f)}'>" for f in figs))
     parts.append(_table(d))
     if layer_figures and len(d):
-        parts.append("<h2>Layers</h2>")
+        parts.append("<h2>Layers</h2><p class='muted'>Open a layer to draw its figures: the ESD "
+                     "with xmin (orange), the tail's CCDF against the fit, and D for every "
+                     "candidate xmin with the minimum (orange).</p>")
         for key in plots._layer_keys(analysis):
-            row = d[d["layer_id"] == key[0]].iloc[0]
-            label = f"layer {key[0]}{'' if key[1] is None else f' slice {key[1]}'}: " \
-                    f"{row['module']}"
-            status = row["status"] if row["status"] != "success" else \
-                f"alpha {row['alpha']:.3f}" + (f", {row['warning']}" if row["warning"] else "")
-            img = _png(plots.layer_figure(analysis, key), dpi=55)
-            parts.append(f"<details id='layer-{key[0]}'><summary>{html.escape(label)} "
-                         f"<span class='muted'>({html.escape(status)})</span></summary>"
-                         f"<img loading='lazy' alt='{html.escape(label)}' src='{img}'></details>")
+            parts.append(_layer_section(analysis, key))
+    parts.append(f"<script>{_PLOT_JS}</script>")
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts)
+
+
+def _thin(values: np.ndarray, limit: int) -> list:
+    """At most ``limit`` evenly spaced values (figures do not need every point)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size > limit:
+        values = values[np.linspace(0, values.size - 1, limit).astype(int)]
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def _layer_section(analysis, key) -> str:
+    import json
+
+    d = analysis.details
+    rows = d[d["layer_id"] == key[0]]
+    if key[1] is not None:
+        rows = rows[rows["slice_id"] == key[1]]
+    row = rows.iloc[0]
+    label = f"layer {key[0]}{'' if key[1] is None else f' slice {key[1]}'}: {row['module']}"
+    evals = analysis._esds.get(key)
+    fit = analysis._fits.get(key)
+    if row["status"] == "success":
+        status = f"alpha {row['alpha']:.3f}" + (f", {row['warning']}" if row["warning"] else "")
+    else:
+        status = f"{row['status']}: {row['reason']}"
+    data = {"evals": _thin(np.sort(evals), 4000) if evals is not None else [], "fit": None}
+    if fit is not None:
+        data["fit"] = {"alpha": fit.alpha, "xmin": fit.xmin, "D": fit.D,
+                       "xmins": _thin(fit.xmins, 600), "Ds": _thin(fit.Ds, 600)}
+    payload = json.dumps(data).replace("</", "<\\/")
+    n_canvas = 3 if fit is not None else (1 if evals is not None else 0)
+    canvases = "".join("<canvas width='330' height='220'></canvas>" for _ in range(n_canvas))
+    note = "" if fit is not None else \
+        f"<p class='muted'>No power-law fit: {html.escape(str(row['reason']))}</p>"
+    return (f"<details class='layer' id='layer-{key[0]}{'' if key[1] is None else f'-{key[1]}'}'>"
+            f"<summary>{html.escape(label)} <span class='muted'>({html.escape(status)})</span>"
+            f"</summary>{note}{canvases}<script type='application/json'>{payload}</script>"
+            "</details>")
 
 
 def _warnings(d) -> str:
