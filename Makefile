@@ -31,6 +31,7 @@ test: $(STAMP) $(CHROMIUM)
 bench: $(STAMP)
 	$(BIN)/python bench/fit_speed.py
 	$(BIN)/python bench/analyze_speed.py
+	$(BIN)/python bench/rank_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
