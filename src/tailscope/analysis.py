@@ -38,9 +38,6 @@ COLUMNS = ["layer_id", "name", "module", "layer_type", "slice_id", "N", "M", "Q"
            "log_spectral_norm", "stable_rank", "matrix_rank", "rank_loss", "weak_rank_loss",
            "entropy", "sv_max", "sv_min", "num_fingers", "raw_alpha", "status", "warning",
            "reason", "dtype"]
-_FIT_COLUMNS = ("alpha", "alpha_weighted", "log_alpha_norm", "D", "xmin", "xmax", "sigma",
-                "num_pl_spikes", "num_fingers", "raw_alpha")
-
 
 @dataclass(frozen=True)
 class Options:

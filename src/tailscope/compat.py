@@ -47,8 +47,10 @@ def _translate(kwargs: dict) -> dict:
         elif key == "pl_package":
             if value not in ("ww", "powerlaw"):
                 raise ValueError(f"pl_package={value!r}: use 'ww' or 'powerlaw'")
+        elif key == "savefig":
+            continue  # only used with plot=True, which is refused below
         elif key in _ACCEPTED_DEFAULTS:
-            if value != _ACCEPTED_DEFAULTS[key] and not (key == "savefig" and value is not None):
+            if value != _ACCEPTED_DEFAULTS[key]:
                 raise ValueError(f"{key}={value!r} is not supported by tailscope.compat yet")
         else:
             raise ValueError(f"unknown WeightWatcher option {key}={value!r}")
