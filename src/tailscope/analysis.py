@@ -39,6 +39,7 @@ COLUMNS = ["layer_id", "name", "module", "layer_type", "slice_id", "N", "M", "Q"
            "entropy", "sv_max", "sv_min", "num_fingers", "raw_alpha", "status", "warning",
            "reason", "dtype"]
 
+
 @dataclass(frozen=True)
 class Options:
     layers: Any = None
