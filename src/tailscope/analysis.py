@@ -388,16 +388,19 @@ def _atomic_write(path, write: Callable[[str], Any]) -> Path:
 
 
 # --- the entry points ------------------------------------------------------------------------
-def _plan(src: Source, o: Options) -> tuple[list[tuple[LayerRef, LayerPlan]], list[dict]]:
+def _planned(src: Source, o: Options):
+    """(ref, plan, reason) for every tensor, in model order; reason '' means it is analysed."""
     keep = _selector(o.layers)
-    todo, skipped = [], []
     for ref in src:
         plan = plan_layer(ref)
-        reason = plan.skip
-        if not reason and not keep(ref, plan):
-            reason = "not selected by layers="
-        if not reason:
-            reason = _size_skip(plan, o)
+        reason = plan.skip or ("" if keep(ref, plan) else "not selected by layers=") or \
+            _size_skip(plan, o)
+        yield ref, plan, reason
+
+
+def _plan(src: Source, o: Options) -> tuple[list[tuple[LayerRef, LayerPlan]], list[dict]]:
+    todo, skipped = [], []
+    for ref, plan, reason in _planned(src, o):
         if reason:
             skipped.append({"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
                             "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype,
@@ -413,16 +416,11 @@ def describe(source, *, trust_pickle: bool = False, **options) -> pd.DataFrame:
     o = Options(**options)
     o.check()
     src = open_source(source, trust_pickle=trust_pickle)
-    keep = _selector(o.layers)
-    rows = []
-    for ref in src:
-        plan = plan_layer(ref)
-        reason = plan.skip or ("" if keep(ref, plan) else "not selected by layers=") or \
-            _size_skip(plan, o)
-        rows.append({"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
-                     "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype, "N": plan.N,
-                     "M": plan.M, "rf": plan.rf, "num_evals": plan.num_evals,
-                     "analyze": not reason, "reason": reason})
+    rows = [{"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
+             "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype, "N": plan.N,
+             "M": plan.M, "rf": plan.rf, "num_evals": plan.num_evals,
+             "analyze": not reason, "reason": reason}
+            for ref, plan, reason in _planned(src, o)]
     return pd.DataFrame(rows, columns=["layer_id", "name", "layer_type", "shape", "dtype", "N",
                                        "M", "rf", "num_evals", "analyze", "reason"])
 
