@@ -51,12 +51,9 @@ def synthetic_tfidf(n_docs=11000, n_terms=100000, n_topics=20, doc_len=200, seed
 
 def planted(n=8000, p=20000, k=30, seed=0):
     """Sparse noise plus k sparse directions with power-law strengths: a small K."""
-    rng = np.random.default_rng(seed)
-    noise = sp.random(n, p, density=0.002, random_state=seed, format="csr",
-                      data_rvs=rng.standard_normal)
-    u = sp.random(n, k, density=0.05, random_state=seed + 1, data_rvs=rng.standard_normal)
-    v = sp.random(p, k, density=0.05, random_state=seed + 2, data_rvs=rng.standard_normal)
-    return sp.csr_matrix(noise + u @ sp.diags(4.0 * (1.0 + np.arange(k)) ** -0.6) @ v.T)
+    from tailscope.datasets import planted_low_rank
+
+    return planted_low_rank(n, p, k, density=0.002, seed=seed)
 
 
 def naive(X):

