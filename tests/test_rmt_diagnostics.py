@@ -195,3 +195,26 @@ def test_compat_passes_the_options_and_erg_alias():
                 "ERG_gap"):
         assert col in details and details[col].notna().all(), col
     assert "mp_softrank" in watcher.get_summary()
+
+
+def test_cli_flags(tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    path = mtcnn_path("pnet")
+    out = tmp_path / "pnet.csv"
+    res = subprocess.run([sys.executable, "-m", "tailscope", "analyze", str(path), "--mp-fit",
+                          "--randomize", "--seed", "3", "--detX", "--quiet", "--out", str(out),
+                          "--plot", str(tmp_path / "figs")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    table = pd.read_csv(out)
+    ref = analyze(path, mp_fit=True, randomize=True, seed=3, detX=True).details
+    for col in ("sigma_mp", "num_spikes", "rand_distance", "max_rand_eval", "detX_num"):
+        np.testing.assert_allclose(table[col], ref[col].astype(float), rtol=1e-12, err_msg=col)
+    assert len(list((tmp_path / "figs").glob("layer*.png"))) == len(ref)
+    bad = subprocess.run([sys.executable, "-m", "tailscope", "analyze", str(path), "--randomize",
+                          "--seed", "-2"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "seed" in bad.stderr

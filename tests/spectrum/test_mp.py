@@ -139,9 +139,9 @@ def test_shuffle_is_a_permutation_and_legacy_state_equals_np_random_shuffle():
     out = shuffle_elements(w, np.random.default_rng(1))
     assert out.shape == w.shape and not np.array_equal(out, w)
     np.testing.assert_array_equal(np.sort(out.ravel()), w.ravel())
-    np.random.seed(5)
+    np.random.seed(5)  # noqa: NPY002 - the legacy global state WeightWatcher uses
     flat = w.flatten()
-    np.random.shuffle(flat)  # what WeightWatcher does, unseeded
+    np.random.shuffle(flat)  # noqa: NPY002 - what WeightWatcher does, unseeded
     np.testing.assert_array_equal(shuffle_elements(w, np.random.RandomState(5)).ravel(), flat)
 
 
