@@ -218,3 +218,20 @@ def test_cli_flags(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tailscope", "analyze", str(path), "--randomize",
                           "--seed", "-2"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "seed" in bad.stderr
+
+
+def test_same_shuffles_whatever_the_jobs_or_the_backend(tmp_path):
+    """Each layer's generator comes from (seed, layer_id): threads and the batched torch path
+    give the numbers of the plain run."""
+    rng = np.random.default_rng(4)
+    path = tmp_path / "m.safetensors"
+    save_file({f"l{i}.weight": rng.standard_t(4, (120, 60)).astype(np.float32) for i in range(4)},
+              str(path))
+    opts = dict(mp_fit=True, randomize=True, detX=True, seed=11)
+    plain = analyze(path, **opts).details
+    cols = ["sigma_mp", "max_rand_eval", "rand_sigma_mp", "rand_distance", "detX_val"]
+    for other in (analyze(path, jobs=2, **opts).details,
+                  analyze(path, device="torch:cpu", **opts).details):
+        np.testing.assert_allclose(other[cols].astype(float), plain[cols].astype(float),
+                                   rtol=1e-9)
+    assert plain["max_rand_eval"].nunique() == 4  # the layers' shuffles differ
