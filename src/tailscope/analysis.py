@@ -284,6 +284,8 @@ def _rmt_row(evals, plan: LayerPlan, o: Options, row: dict, mats, scale: float, 
             out.update(fit.as_row(), mp_reason="", _mp=fit)
         except MPFitError as exc:
             out["mp_reason"] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the layer's other columns stand
+            out["mp_reason"] = _one_line(exc)
     if o.randomize:
         try:
             if mats is None:
@@ -296,7 +298,10 @@ def _rmt_row(evals, plan: LayerPlan, o: Options, row: dict, mats, scale: float, 
         except Exception as exc:  # noqa: BLE001 - the layer's other columns stand
             out["rand_reason"] = _one_line(exc)
     if o.detX:
-        d = detx(evals)
+        try:
+            d = detx(evals)
+        except Exception:  # noqa: BLE001 - NaN rather than a stopped layer
+            d = {"detX_num": math.nan, "detX_val": math.nan, "detX_val_unrescaled": math.nan}
         pl = row.get("num_pl_spikes")
         out.update(d, num_ERG_spikes=d["detX_num"],
                    ERG_gap=d["detX_num"] - pl if pl is not None and pl == pl else math.nan)
