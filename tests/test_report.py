@@ -124,6 +124,8 @@ def test_report_with_mp_fit_and_randomize_draws_their_panels(tmp_path):
     path = analysis.to_html(tmp_path / "rmt.html")
     text = path.read_text()
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", text)  # still self-contained
+    assert ">rand_num_spikes</th>" in text and ">mp_reason</th>" in text
+    assert f"{analysis.summary()['mp_softrank']:.4g}" in text  # the summary card
     n = len(analysis.details)
     for key in [(int(i), None) for i in analysis.details["layer_id"]]:
         section = text.split(f"id='layer-{key[0]}'")[1].split("</details>")[0]

@@ -153,7 +153,8 @@ document.querySelectorAll('table.sortable th').forEach(function(th, col){
 
 TABLE_COLUMNS = ["layer_id", "module", "layer_type", "N", "M", "num_evals", "alpha", "D", "xmin",
                  "num_pl_spikes", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
-                 "stable_rank", "status", "warning", "reason"]
+                 "stable_rank", "num_spikes", "sigma_mp", "mp_softrank", "rand_num_spikes",
+                 "rand_distance", "detX_num", "status", "warning", "reason", "mp_reason"]
 
 
 def _png(fig, dpi=72) -> str:
@@ -192,6 +193,8 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
              ("mean log_spectral_norm", s["log_spectral_norm"]),
              ("mean stable_rank", s["stable_rank"]), ("over-trained", s["over_trained"]),
              ("under-trained", s["under_trained"])]
+    if "mp_softrank" in s:
+        cards.append(("mean mp_softrank", s["mp_softrank"]))
     parts.append("<h2>Summary</h2><div class='cards'>" + "".join(
         f"<div class='card'><span class='muted'>{html.escape(k)}</span><b>{_cell(v)[1]}</b></div>"
         for k, v in cards) + "</div>")
@@ -292,7 +295,7 @@ def _table(d) -> str:
     cols = [c for c in TABLE_COLUMNS if c in d.columns]
     if "slice_id" in d.columns:
         cols.insert(2, "slice_id")
-    text_cols = ("module", "layer_type", "status", "warning", "reason")
+    text_cols = ("module", "layer_type", "status", "warning", "reason", "mp_reason")
     head = "".join(f"<th class='{'l' if c in text_cols else ''}'>{html.escape(c)}</th>"
                    for c in cols)
     rows = []
