@@ -235,3 +235,19 @@ def test_same_shuffles_whatever_the_jobs_or_the_backend(tmp_path):
         np.testing.assert_allclose(other[cols].astype(float), plain[cols].astype(float),
                                    rtol=1e-9)
     assert plain["max_rand_eval"].nunique() == 4  # the layers' shuffles differ
+
+
+def test_wide_conv_slices_are_shuffled_as_weightwatcher_transposes_them():
+    """A conv with fewer outputs than inputs: WeightWatcher transposes each slice before
+    flattening it, so the same permutation only gives the same matrix if we do too."""
+    gen = torch.Generator().manual_seed(0)
+    sd = {"wide.weight": torch.randn(8, 32, 3, 3, generator=gen) ** 3,
+          "tall.weight": torch.randn(24, 6, 3, 3, generator=gen) ** 3}
+    ours = analyze(sd, randomize=True, mp_fit=True, seed=SEED).details
+    ids = dict(zip(ours["module"], ours["layer_id"]))
+    ref = weightwatcher_with_our_shuffles(sd, ids, randomize=True, mp_fit=True)
+    ours, ref = ours.set_index("module").loc[ref["name"]], ref.set_index("name")
+    assert list(ref.index) == ["wide", "tall"]
+    np.testing.assert_array_equal(ours["rand_num_spikes"].astype(int),
+                                  ref["rand_num_spikes"].astype(int))
+    assert_same(ours, ref, RAND_MP, rtol=1e-6)
