@@ -190,7 +190,7 @@ def mp_fit_figure(evals, fit, *, title="", bins=100, ax=None, path=None):
     ax.plot(x, y, "-", color=RED, linewidth=2,
             label=f"MP fit: sigma={fit.sigma_mp:.3f}, Q={fit.Q:.3g}")
     ax.axvline(fit.bulk_max * w2, color=ORANGE, linewidth=2,
-               label=f"bulk_max = {fit.bulk_max:.4g}")
+               label=f"bulk edge {fit.bulk_max * w2:.3g} (bulk_max = {fit.bulk_max:.4g})")
     threshold = fit.spike_threshold * w2
     spikes = scaled[scaled > threshold]
     if spikes.size:
