@@ -513,6 +513,7 @@ def _plan(src: Source, o: Options) -> tuple[list[tuple[LayerRef, LayerPlan]], li
 def describe(source, *, trust_pickle: bool = False, **options) -> pd.DataFrame:
     """List the layers of a model with their shapes and whether ``analyze`` would fit them,
     without reading any tensor."""
+    options.pop("ERG", None)  # the diagnostics' options are accepted and change nothing here
     o = Options(**options)
     o.check()
     src = open_source(source, trust_pickle=trust_pickle)
