@@ -137,27 +137,39 @@ def _mle(n: int, s_log: float, s_x: float, xmin: float, xmax: float | None, star
     theta = np.clip(np.asarray(start, dtype=np.float64), lo, hi)
     fx = f(theta)
     for _ in range(100):
-        h = np.array([1e-4 * max(1.0, abs(theta[0])), 1e-4 * theta[1]])
-        fp = [f(theta + [h[0], 0]), f(theta + [0, h[1]])]
-        fm = [f(theta - [h[0], 0]), f(theta - [0, h[1]])]
+        # steps relative to the parameters, but not below 1e-8 / mean(x) for Lambda (near its
+        # bound at ~0 a relative step would drown in rounding); one-sided there
+        h = np.array([1e-4 * max(1.0, abs(theta[0])), 1e-4 * max(theta[1], 1e-4 / mean_x)])
+        e = np.eye(2) * h
+        fp = [f(theta + e[0]), f(theta + e[1])]
         fpp = f(theta + h)
-        g = np.array([(fp[i] - fm[i]) / (2 * h[i]) for i in range(2)])
-        hess = np.empty((2, 2))
+        g, hess = np.empty(2), np.empty((2, 2))
         for i in range(2):
-            hess[i, i] = (fp[i] - 2 * fx + fm[i]) / h[i] ** 2
+            if theta[i] - h[i] > (0.0 if i else -np.inf):
+                fm = f(theta - e[i])
+                g[i] = (fp[i] - fm) / (2 * h[i])
+                hess[i, i] = (fp[i] - 2 * fx + fm) / h[i] ** 2
+            else:
+                f2 = f(theta + 2 * e[i])
+                g[i] = (-3 * fx + 4 * fp[i] - f2) / (2 * h[i])
+                hess[i, i] = (fx - 2 * fp[i] + f2) / h[i] ** 2
         hess[0, 1] = hess[1, 0] = (fpp - fp[0] - fp[1] + fx) / (h[0] * h[1])
         if not np.all(np.isfinite(g)) or not np.all(np.isfinite(hess)):
             break
-        blocked = ((theta <= lo) & (g > 0)) | ((theta >= hi) & (g < 0))
-        free = ~blocked
+        free = ~(((theta <= lo) & (g > 0)) | ((theta >= hi) & (g < 0)))
         step = np.zeros(2)
         if free.all() and np.linalg.det(hess) > 0 and hess[0, 0] > 0:
             step = -np.linalg.solve(hess, g)
-        elif free.any():
-            i = int(np.flatnonzero(free)[0]) if free.sum() == 1 else int(np.argmax(np.abs(g)))
+            # the Newton step leaves the box through a bound we sit on: hold that coordinate
+            free = ~(((theta + step < lo) & (theta <= lo)) | ((theta + step > hi) & (theta >= hi)))
+        if free.sum() == 1:  # Newton along the one free coordinate
+            i = int(np.flatnonzero(free)[0])
+            step = np.zeros(2)
             step[i] = -g[i] / hess[i, i] if hess[i, i] > 0 else -g[i] * h[i]
-        else:
+        elif not free.any():
             break
+        elif not step.any():  # not convex here (rounding): a gradient step
+            step = -g * h / np.maximum(np.abs(g), 1e-300)
         t, new, fnew = 1.0, theta, fx
         while t > 1e-12:
             new = np.clip(theta + t * step, lo, hi)
