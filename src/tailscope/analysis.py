@@ -268,7 +268,7 @@ def _vector_rows(rows: list, mats: list[np.ndarray], plan: LayerPlan, o: Options
         sid = row.get("slice_id")
         group = pairs if sid is None else [pairs[int(sid)]]
         evals = np.concatenate([ev * scale for ev, _ in group])
-        row.update(vector_summary(evals, [v for _, v in group], row["xmin"]))
+        row.update(vector_summary(evals, [v for _, v in group], n_tail=row["num_pl_spikes"]))
 
 
 def _load_matrices(ref: LayerRef) -> list[np.ndarray]:

@@ -109,18 +109,27 @@ def per_vector(vecs: np.ndarray) -> dict[str, np.ndarray]:
     return {"vec_entropy": ent, "loc_ratio": loc, "part_ratio": part}
 
 
-def vector_summary(evals: np.ndarray, vecs: list[np.ndarray] | np.ndarray, xmin: float,
-                   ) -> dict[str, float]:
+def vector_summary(evals: np.ndarray, vecs: list[np.ndarray] | np.ndarray,
+                   xmin: float | None = None, n_tail: int | None = None) -> dict[str, float]:
     """WeightWatcher's per-layer columns: bulk_/tail_ mean/var of vec_entropy, loc_ratio and
-    part_ratio, with the bulk the eigenvectors whose eigenvalue is below ``xmin``.
+    part_ratio, with the tail the eigenvectors whose eigenvalue is >= ``xmin``.
 
     ``evals`` are the eigenvalues of every vector (pooled over conv slices, in the order of the
-    columns of the concatenated ``vecs``). An empty side gives NaN.
+    columns of the concatenated ``vecs``). Give ``n_tail`` (the fit's tail size) instead of xmin
+    to split by rank: the n_tail largest eigenvalues form the tail. ``analyze`` does, because
+    the eigensolver's value of the eigenvalue equal to xmin can be an ulp below the fit's xmin
+    (WeightWatcher then counts that vector in the bulk). An empty side gives NaN.
     """
     vecs = np.concatenate(vecs, axis=1) if isinstance(vecs, list) else vecs
     metrics = per_vector(vecs)
     evals = np.asarray(evals, dtype=np.float64)
-    bulk = evals < xmin
+    if n_tail is not None:
+        bulk = np.ones(evals.size, dtype=bool)
+        bulk[np.argsort(evals, kind="stable")[evals.size - int(n_tail):]] = False
+    elif xmin is not None:
+        bulk = evals < xmin
+    else:
+        raise ValueError("give xmin or n_tail")
     out = {}
     for name in NAMES:
         for part, sel in (("bulk", bulk), ("tail", ~bulk)):
