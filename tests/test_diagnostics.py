@@ -219,10 +219,10 @@ def test_xmin_peak_equals_weightwatcher_on_its_range_and_documents_ours():
 
 
 # --- option combinations ------------------------------------------------------------------------
-WORKS = [  # WeightWatcher 0.7.5.5 rejects or crashes on each of these (see README)
-    {"fit": "TPL"},  # needs pl_package='powerlaw', and powerlaw 2.0 then fails every fit
+WORKS = [  # WeightWatcher 0.7.5.5 (default pl_package='ww') rejects or fails each of these
+    {"fit": "TPL"},  # 'params not valid'; with pl_package='powerlaw' and powerlaw 2.0 every fit fails
     {"fit": "E_TPL"},
-    {"fit": "TPL", "xmax": "force"},
+    {"fit": "TPL", "xmax": "force"},  # with powerlaw 1.5 it runs, but its likelihood ignores xmax
     {"fit": "TPL", "xmax": -2},
     {"fit": "TPL", "fix_fingers": "xmin_peak"},
     {"fix_fingers": "xmin_peak"},  # with pl_package='ww': CRITICAL and a failed fit

@@ -423,7 +423,8 @@ class Analysis:
         return self._esds[key]
 
     def fit(self, layer):
-        """The :class:`PowerLawFit` of one layer (KeyError when that layer has no fit)."""
+        """The :class:`PowerLawFit` of one layer (a ``TruncatedPowerLawFit`` with ``fit='TPL'``;
+        KeyError when that layer has no fit)."""
         key = self._key(layer)
         if key not in self._fits:
             raise KeyError(f"layer {layer!r} has no power-law fit")
@@ -541,12 +542,31 @@ def analyze(source, *, trust_pickle: bool = False,
         Pool a conv layer's slice ESDs into one row (default) or give one row per slice.
     normalize : bool
         Divide eigenvalues by N.
-    fit : 'PL'
-        The power law (other fits arrive in later versions).
+    fit : 'PL', 'TPL' or 'E_TPL'
+        The power law (default); the truncated power law x^-alpha e^(-Lambda x), with xmin chosen
+        by its own KS distance as WeightWatcher's ``fit='TPL'`` (adds ``Lambda``; ``sigma`` is
+        NaN; alpha >= 1 and Lambda > 0 as in ``powerlaw``); or the truncated power law with
+        ``fix_fingers='xmin_peak'`` (WeightWatcher's 'E_TPL').
     xmax : None, 'force', float or -k
         Upper truncation of the fit: none, the largest eigenvalue, a value, or drop the top k.
     fix_fingers, xmin_max, max_fingers, finger_thresh :
         WeightWatcher's finger fixes (see :func:`tailscope.fit_power_law`).
+    compare : bool or tuple of str
+        Likelihood-ratio tests of the power law against alternatives on its tail: True means
+        ('TPL', 'lognormal', 'exponential'); also 'stretched_exponential', 'lognormal_positive'.
+        Adds ``R_<name>`` (> 0 favours the power law) and ``p_<name>`` per alternative, with
+        ``R_TPL, p_TPL`` for the truncated power law. With ``fit='TPL'`` they still use the
+        power-law fit's tail.
+    gof : int
+        Bootstrap replicates for the goodness-of-fit p-value ``p_gof`` of the power law (CSN;
+        0, the default, skips it; the power law is ruled out when p_gof <= 0.1).
+    seed : int, optional
+        Makes ``p_gof`` reproducible (layer i uses the seed ``[seed, layer_id, slice_id]``).
+    vectors : bool
+        Eigenvector localization (symmetric eigensolver): WeightWatcher's ``bulk_mean_``,
+        ``bulk_var_``, ``tail_mean_``, ``tail_var_`` of ``vec_entropy``, ``loc_ratio`` and
+        ``part_ratio``, the tail being the ``num_pl_spikes`` largest eigenvalues (see
+        :mod:`tailscope.spectrum.vectors`).
     method : 'gram' or 'svd'
         Eigenvalues from the float64 Gram matrix (default) or a full SVD.
     device : str
@@ -562,6 +582,12 @@ def analyze(source, *, trust_pickle: bool = False,
     Returns
     -------
     Analysis
+
+    Raises
+    ------
+    ValueError
+        For a bad option or a meaningless combination, naming the option (e.g. ``fit='TPL'``
+        with ``fix_fingers='clip_xmax'``).
     """
     t0 = time.perf_counter()
     o = Options(**options)
