@@ -116,10 +116,14 @@ def test_interior_optimum_on_synthetic_data_equals_powerlaw():
     assert ours.xmins.size == ours.Ds.size == ours.alphas.size == ours.Lambdas.size
 
 
-def test_xmin_is_the_first_argmin_of_the_candidates_D():
-    x = _cutoff(200, seed=5)
-    fit = fit_truncated_power_law(x)
-    assert fit.xmin == fit.xmins[int(np.nanargmin(fit.Ds))]
+@pytest.mark.parametrize("real", [False, True])
+def test_xmin_is_the_first_argmin_of_the_candidates_D(real):
+    """The scan skips candidates whose lower bound exceeds the best D; with every D computed
+    (``fit.Ds``) the argmin is the same."""
+    x = _minilm_esds()["encoder.layer.0.output.dense.weight"] if real else _cutoff(200, seed=5)
+    fit = _full_fit("encoder.layer.0.output.dense.weight") if real else fit_truncated_power_law(x)
+    assert np.isfinite(fit.Ds).all()
+    assert fit.xmin == fit.xmins[int(np.argmin(fit.Ds))] and fit.D == fit.Ds.min()
     again = fit_truncated_power_law(x, xmin=fit.xmin)
     assert (again.alpha, again.Lambda) == pytest.approx((fit.alpha, fit.Lambda), rel=1e-6)
     assert fit.cdf(np.array([fit.xmin]))[0] == pytest.approx(0.0, abs=1e-12)

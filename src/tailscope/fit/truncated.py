@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy.special import exp1, gammaincc
@@ -61,9 +62,21 @@ class TruncatedPowerLawFit:
     xmins: np.ndarray
     alphas: np.ndarray
     Lambdas: np.ndarray  # noqa: N815
-    Ds: np.ndarray  # noqa: N815
     data: np.ndarray = field(repr=False)
     fix_fingers: str | None = None
+    _known: np.ndarray | None = field(default=None, repr=False)
+    _cands_i: np.ndarray | None = field(default=None, repr=False)
+
+    @cached_property
+    def Ds(self) -> np.ndarray:  # noqa: N802
+        """Every candidate's exact KS distance (the scan computes only those that could win)."""
+        if self._known is None:
+            return np.full(self.xmins.shape, math.nan)
+        out = self._known.copy()
+        for j in np.flatnonzero(np.isnan(out) & np.isfinite(self.alphas)):
+            out[j] = _D_exact(self.data, int(self._cands_i[j]), float(self.xmins[j]),
+                              self.alphas[j], self.Lambdas[j], self.xmax)
+        return out
 
     @property
     def ok(self) -> bool:
@@ -237,7 +250,7 @@ def fit_truncated_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | No
         return TruncatedPowerLawFit(
             alpha=math.nan, Lambda=math.nan, xmin=math.nan, xmax=xmax_v, D=math.nan,
             loglikelihood=math.nan, n_tail=0, n=int(x.size), status="failed", reason=reason,
-            xmins=empty, alphas=empty, Lambdas=empty, Ds=empty, data=x,
+            xmins=empty, alphas=empty, Lambdas=empty, data=x,
             fix_fingers=fix_fingers or None)
 
     if x.size < 2 or x[0] == x[-1]:
@@ -261,7 +274,7 @@ def fit_truncated_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | No
     s_x = np.cumsum(x[::-1])[::-1]
     lam_bounds = (1e-12 / float(x[-1]), 1e12 / float(x[0]))
     k = cands_x.size
-    alphas, lams, lls, Ds = (np.full(k, math.nan) for _ in range(4))
+    alphas, lams, lls, bound = (np.full(k, math.nan) for _ in range(4))
     start = None
     for j in range(k):
         i, x0 = int(cands_i[j]), float(cands_x[j])
@@ -273,20 +286,45 @@ def fit_truncated_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | No
         start = (a, lam) if math.isfinite(ll) else None
         alphas[j], lams[j], lls[j] = a, lam, ll
         if math.isfinite(ll):
-            from .powerlaw import ks_distance
-
-            Ds[j] = ks_distance(tail, lambda v, a=a, lam=lam, x0=x0: _TPL.cdf((a, lam), v, x0,
-                                                                               xmax_v))
-    good = np.isfinite(Ds)
+            bound[j] = _D_bound(x, i, x0, a, lam, xmax_v)
+    good = np.isfinite(bound)
     if not good.any():
         return failed("the truncated power law has no finite likelihood on any candidate tail")
-    best = int(np.argmin(np.where(good, Ds, np.inf)))
+    # branch and bound: exact D in order of the lower bounds, until a bound exceeds the best D;
+    # every candidate that could be the (first) argmin gets its exact D, as in a full scan
+    Ds = np.full(k, math.nan)
+    best, best_D = -1, math.inf
+    for j in np.argsort(np.where(good, bound, np.inf), kind="stable"):
+        if not good[j] or bound[j] > best_D:
+            break
+        Ds[j] = _D_exact(x, int(cands_i[j]), float(cands_x[j]), alphas[j], lams[j], xmax_v)
+        if Ds[j] < best_D or (Ds[j] == best_D and j < best):
+            best, best_D = int(j), float(Ds[j])
     x0 = float(cands_x[best])
     return TruncatedPowerLawFit(
         alpha=float(alphas[best]), Lambda=float(lams[best]), xmin=x0, xmax=xmax_v,
         D=float(Ds[best]), loglikelihood=float(lls[best]), n_tail=int(np.count_nonzero(x >= x0)),
         n=int(x.size), status="success", reason="", xmins=cands_x, alphas=alphas, Lambdas=lams,
-        Ds=Ds, data=x, fix_fingers=fix_fingers or None)
+        data=x, fix_fingers=fix_fingers or None, _known=Ds, _cands_i=cands_i)
+
+
+_N_PROBE = 64  # tail points of the cheap lower bound on each candidate's D
+
+
+def _D_exact(x, i, x0, a, lam, xmax) -> float:  # noqa: N802
+    from .powerlaw import ks_distance
+
+    return ks_distance(x[i:], lambda v: _TPL.cdf((a, lam), v, x0, xmax))
+
+
+def _D_bound(x, i, x0, a, lam, xmax) -> float:  # noqa: N802
+    """max |model CDF - left-limit ECDF| over a subset of the tail: a lower bound on D."""
+    m = x.size - i
+    idx = np.unique(i + np.round(np.linspace(0, m - 1, min(m, _N_PROBE))).astype(np.int64))
+    v = x[idx]
+    below = (np.searchsorted(x, v, side="left") - i) / m
+    diff = _TPL.cdf((a, lam), v, x0, xmax) - below
+    return float(np.max(np.abs(diff)))
 
 
 __all__ = ["TruncatedPowerLawFit", "fit_truncated_power_law"]
