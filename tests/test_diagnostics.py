@@ -293,3 +293,15 @@ def test_cli_fit_compare_vectors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tailscope", "analyze", str(path), "--compare",
                         "gamma", "--quiet"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "compare" in r.stderr
+
+
+def test_tpl_analysis_draws_its_figures_and_report(tmp_path):
+    from tailscope.plots import layer_figures
+
+    a = tailscope.analyze(_combo_model(), fit="TPL")
+    fit = a.fit(0)
+    grid = np.array([fit.xmin / 2, fit.xmin, fit.xmin * 2])
+    assert fit.pdf(grid)[0] == 0 and fit.pdf(grid)[1] > 0 and fit.cdf(grid)[0] == 0
+    assert fit.ccdf(grid)[1] == pytest.approx(1.0)
+    assert layer_figures(a, tmp_path)
+    assert a.to_html(tmp_path / "r.html").stat().st_size > 0

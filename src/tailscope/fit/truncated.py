@@ -91,8 +91,19 @@ class TruncatedPowerLawFit:
         return self.data[self.data >= self.xmin] if self.ok else self.data[:0]
 
     def cdf(self, x) -> np.ndarray:
-        return _TPL.cdf((self.alpha, self.Lambda), np.asarray(x, dtype=np.float64), self.xmin,
-                        self.xmax)
+        """Model CDF P(X < x | X >= xmin) of the tail."""
+        x = np.clip(np.asarray(x, dtype=np.float64), self.xmin, self.xmax or np.inf)
+        return _TPL.cdf((self.alpha, self.Lambda), x, self.xmin, self.xmax)
+
+    def ccdf(self, x) -> np.ndarray:
+        return 1.0 - self.cdf(x)
+
+    def pdf(self, x) -> np.ndarray:
+        """Model density of the tail (zero outside [xmin, xmax])."""
+        x = np.asarray(x, dtype=np.float64)
+        inside = (x >= self.xmin) & (x <= (self.xmax or np.inf))
+        safe = np.where(inside, x, self.xmin)
+        return np.where(inside, np.exp(self.loglikelihoods(safe)), 0.0)
 
     def loglikelihoods(self, x=None) -> np.ndarray:
         x = self.tail if x is None else np.asarray(x, dtype=np.float64)
