@@ -50,9 +50,10 @@ def _powerlaw_range(x, lo, hi):
     return lo, u[-2]
 
 
-# measured on these layers: |alpha - alpha_powerlaw| <= 4e-5 and |Lambda / Lambda_powerlaw - 1|
-# <= 5e-4 where fmin converged (our likelihood within 1e-4 of its); fmin's own tolerance is 1e-4.
-ALPHA_TOL, LAMBDA_RTOL, LL_CONVERGED = 1e-4, 2e-3, 1e-4
+# measured on the 36 MiniLM encoder layers where fmin converged (our likelihood within 1e-4 of
+# its, Lambda > 1e-6): |alpha - alpha_powerlaw| <= 1.2e-4, |Lambda / Lambda_powerlaw - 1| <= 1.4e-3,
+# |D - D_powerlaw| <= 1.4e-4; fmin's own tolerance is 1e-4.
+ALPHA_TOL, LAMBDA_RTOL, LL_CONVERGED = 2e-4, 2e-3, 1e-4
 
 
 @functools.cache
