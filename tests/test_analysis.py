@@ -186,7 +186,7 @@ def test_options_change_what_they_should(tmp_path):
     assert {"num_fingers", "raw_alpha"} <= set(clipped.columns)
     dropped = analyze(path, xmax=-2).details.set_index("module")
     assert (dropped["xmax"] < base["lambda_max"]).all()
-    for bad in ({"fit": "TPL"}, {"xmax": 0}, {"fix_fingers": "x"}, {"jobs": 0},
+    for bad in ({"fit": "lognormal"}, {"xmax": 0}, {"fix_fingers": "x"}, {"jobs": 0},
                 {"min_evals": 100, "max_evals": 10}, {"method": "qr"}):
         with pytest.raises(ValueError):
             analyze(path, **bad)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .fit import fit_power_law
+from .fit import fit_power_law, fit_truncated_power_law
 from .sources import LayerPlan, LayerRef, Source, open_source, plan_layer
 from .sources.layers import matrices
 from .spectrum import (
@@ -35,6 +35,8 @@ from .spectrum import (
     norm_metrics,
     randomized_esd,
 )
+from .spectrum.vectors import SUMMARY_COLUMNS as VECTOR_COLUMNS
+from .spectrum.vectors import eigenvectors, vector_summary
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
@@ -54,6 +56,13 @@ RAND_COLUMNS = ["max_rand_eval", "rand_num_spikes", "rand_sigma_mp", "rand_mp_so
                 "rand_W_scale", "rand_bulk_max", "rand_bulk_min", "rand_distance", "ww_softrank",
                 "ww_maxdist", "rand_reason"]
 DETX_COLUMNS = ["detX_num", "detX_val", "detX_val_unrescaled", "num_ERG_spikes", "ERG_gap"]
+# optional diagnostics: inserted before "status" when asked for (see _optional_columns)
+FITS = {"PL": "PL", "power_law": "PL", "TPL": "TPL", "truncated_power_law": "TPL",
+        "E_TPL": "E_TPL"}
+COMPARE_DEFAULT = ("truncated_power_law", "lognormal", "exponential")
+COMPARE_TAGS = {"truncated_power_law": "TPL", "TPL": "TPL", "lognormal": "lognormal",
+                "exponential": "exponential", "stretched_exponential": "stretched_exponential",
+                "lognormal_positive": "lognormal_positive"}
 
 
 @dataclass(frozen=True)
@@ -75,20 +84,44 @@ class Options:
     method: str = "gram"
     device: str = "auto"
     jobs: int = 1
+    compare: Any = False
+    gof: int = 0
+    seed: int | None = None
+    vectors: bool = False
     mp_fit: bool = False
     randomize: bool = False
-    seed: int | None = None
     detX: bool = False
+
+    def compare_names(self) -> tuple[str, ...]:
+        """The alternatives named by ``compare`` (True: TPL, lognormal, exponential)."""
+        c = self.compare
+        if c is None or c is False:
+            return ()
+        if c is True:
+            return COMPARE_DEFAULT
+        names = (c,) if isinstance(c, str) else tuple(c) if isinstance(c, (list, tuple)) else None
+        if names is None or not names or any(n not in COMPARE_TAGS for n in names):
+            raise ValueError(f"compare must be True or names among {sorted(COMPARE_TAGS)}; "
+                             f"got {c!r}")
+        return tuple("truncated_power_law" if n == "TPL" else n for n in names)
 
     def check(self) -> None:
         if self.seed is not None and not (isinstance(self.seed, (int, np.integer))
                                           and not isinstance(self.seed, bool) and self.seed >= 0):
             raise ValueError(f"seed must be None or an int >= 0; got {self.seed!r}")
-        if self.fit not in ("PL", "power_law"):
-            raise ValueError(f"fit={self.fit!r}: this version fits the power law ('PL') only")
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be 'PL', 'TPL' or 'E_TPL'; got {self.fit!r}")
         if self.fix_fingers not in (None, False, "clip_xmax", "xmin_peak"):
             raise ValueError(f"fix_fingers must be None, 'clip_xmax' or 'xmin_peak'; "
                              f"got {self.fix_fingers!r}")
+        if FITS[self.fit] != "PL" and self.fix_fingers == "clip_xmax":
+            raise ValueError(f"fix_fingers='clip_xmax' refits a power law; it does not combine "
+                             f"with fit={self.fit!r} (use fix_fingers='xmin_peak' or fit='E_TPL')")
+        self.compare_names()
+        if isinstance(self.gof, bool) or not isinstance(self.gof, (int, np.integer)) or self.gof < 0:
+            raise ValueError(f"gof must be a number of bootstrap replicates >= 0; got {self.gof!r}")
+        if not isinstance(self.vectors, (bool, np.bool_)):
+            raise ValueError(f"vectors must be True or False; got {self.vectors!r}")
         if self.method not in ("gram", "svd"):
             raise ValueError(f"method must be 'gram' or 'svd'; got {self.method!r}")
         if self.min_evals is not None and self.min_evals < 0:
@@ -171,8 +204,9 @@ def _base_row(ref: LayerRef, plan: LayerPlan) -> dict:
             "warning": "", "reason": ""}
 
 
-def _fit_row(evals: np.ndarray, o: Options) -> dict:
-    """The power-law columns for one ESD (NaN and a reason when no fit exists)."""
+def _fit_row(evals: np.ndarray, o: Options, key: tuple = ()) -> dict:
+    """The power-law (or truncated power-law) columns for one ESD (NaN and a reason when no fit
+    exists), and the optional comparisons and bootstrap p-value."""
     data = evals[evals > EVALS_THRESH]
     xmax = o.xmax
     if isinstance(xmax, (int, np.integer)) and not isinstance(xmax, bool):
@@ -186,20 +220,74 @@ def _fit_row(evals: np.ndarray, o: Options) -> dict:
     if data.size < 2:
         return {"status": "failed",
                 "reason": f"{data.size} eigenvalue(s) above {EVALS_THRESH:g}: nothing to fit"}
-    fit = fit_power_law(data, xmax=xmax, fix_fingers=o.fix_fingers or None, xmin_max=o.xmin_max,
-                        max_fingers=o.max_fingers, finger_thresh=o.finger_thresh)
+    kind = FITS[o.fit]
+    if kind == "PL":
+        fit = fit_power_law(data, xmax=xmax, fix_fingers=o.fix_fingers or None,
+                            xmin_max=o.xmin_max, max_fingers=o.max_fingers,
+                            finger_thresh=o.finger_thresh)
+    else:
+        peak = kind == "E_TPL" or o.fix_fingers == "xmin_peak"
+        fit = fit_truncated_power_law(data, xmax=xmax, fix_fingers="xmin_peak" if peak else None,
+                                      xmin_max=o.xmin_max)
     if not fit.ok:
-        return {"status": "failed", "reason": f"power-law fit: {fit.reason}"}
+        return {"status": "failed", "reason": f"{'power-law' if kind == 'PL' else kind} fit: "
+                                              f"{fit.reason}"}
     row = {"alpha": fit.alpha, "D": fit.D, "xmin": fit.xmin,
            "xmax": fit.xmax if fit.xmax is not None else float(fit.data[-1]),
            "sigma": fit.sigma, "num_pl_spikes": int(np.count_nonzero(evals >= fit.xmin)),
            "status": "success", "reason": "", "_fit": fit}
+    if kind != "PL":
+        row["Lambda"] = fit.Lambda
     if o.fix_fingers == "clip_xmax":
         row.update(num_fingers=fit.num_fingers, raw_alpha=fit.raw_alpha)
     row["warning"] = ("over-trained" if fit.alpha < OVER_TRAINED else
                       "under-trained" if fit.alpha > UNDER_TRAINED else "")
     row.update(alpha_metrics(evals, fit.alpha))
+    if o.compare_names() or o.gof:
+        pl = fit if kind == "PL" else fit_power_law(data, xmax=xmax)
+        row.update(_tests_row(pl, o, key))
     return row
+
+
+def _tests_row(pl, o: Options, key: tuple) -> dict:
+    """R_<model>, p_<model> (power law against each alternative on the power-law tail; R > 0
+    favours the power law) and p_gof (CSN bootstrap, seeded per layer)."""
+    row: dict = {}
+    if not pl.ok:
+        return row
+    for name in o.compare_names():
+        tag = COMPARE_TAGS[name]
+        cmp = pl.compare(name)
+        row[f"R_{tag}"], row[f"p_{tag}"] = cmp.R, cmp.p
+    if o.gof:
+        seed = None if o.seed is None else [int(o.seed), *(int(k) for k in key if k is not None)]
+        row["p_gof"] = pl.goodness_of_fit(int(o.gof), seed=seed, n_jobs=1).p_value
+    return row
+
+
+def _optional_columns(o: Options) -> list[str]:
+    cols = [f"{p}_{COMPARE_TAGS[n]}" for n in o.compare_names() for p in ("R", "p")]
+    cols += ["p_gof"] if o.gof else []
+    return cols + (list(VECTOR_COLUMNS) if o.vectors else [])
+
+
+def _vector_rows(rows: list, mats: list[np.ndarray], plan: LayerPlan, o: Options) -> None:
+    """Add the eigenvector localization columns (split at each row's xmin) to a layer's rows."""
+    try:
+        scale = _scale(plan, o)
+        pairs = [eigenvectors(m) for m in mats]
+    except Exception as exc:  # noqa: BLE001 - the fit stands; only the vector columns are missing
+        for row, _ in rows:
+            row["reason"] = (row["reason"] + "; " if row["reason"] else "") + \
+                f"vectors: {_one_line(exc)}"
+        return
+    for row, _ in rows:
+        if row.get("status") != "success":
+            continue
+        sid = row.get("slice_id")
+        group = pairs if sid is None else [pairs[int(sid)]]
+        evals = np.concatenate([ev * scale for ev, _ in group])
+        row.update(vector_summary(evals, [v for _, v in group], n_tail=row["num_pl_spikes"]))
 
 
 def _load_matrices(ref: LayerRef) -> list[np.ndarray]:
@@ -229,7 +317,10 @@ def _analyze_layer(ref: LayerRef, plan: LayerPlan, o: Options, backend
         slices = eigenvalues_many(mats, backend, o.method)
     except Exception as exc:  # noqa: BLE001 - any failure becomes this layer's reason
         return _failed_layer(ref, plan, exc)
-    return _layer_rows(ref, plan, o, slices, mats, backend)
+    rows = _layer_rows(ref, plan, o, slices, mats, backend)
+    if o.vectors:
+        _vector_rows(rows, mats, plan, o)
+    return rows
 
 
 def _layer_rows(ref: LayerRef, plan: LayerPlan, o: Options, slices: list[np.ndarray],
@@ -251,7 +342,7 @@ def _layer_rows(ref: LayerRef, plan: LayerPlan, o: Options, slices: list[np.ndar
             if not row["lambda_max"] > 0:
                 row.update(status="failed", reason="an all-zero matrix: no spectrum to fit")
             else:
-                row.update(_fit_row(evals, o))
+                row.update(_fit_row(evals, o, (ref.index, slice_id)))
         except Exception as exc:  # noqa: BLE001
             row.update(status="failed", reason=_one_line(exc))
         if row.get("lambda_max", 0) > 0:
@@ -329,6 +420,8 @@ def _analyze_batch(batch, o: Options, backend) -> list:
         return results
     for (i, mats), ev in zip(loaded, evs):
         results[i] = _layer_rows(*batch[i], o, [ev], mats, backend)
+        if o.vectors:
+            _vector_rows(results[i], mats, batch[i][1], o)
     return results
 
 
@@ -406,7 +499,8 @@ class Analysis:
         return self._esds[key]
 
     def fit(self, layer):
-        """The :class:`PowerLawFit` of one layer (KeyError when that layer has no fit)."""
+        """The :class:`PowerLawFit` of one layer (a ``TruncatedPowerLawFit`` with ``fit='TPL'``;
+        KeyError when that layer has no fit)."""
         key = self._key(layer)
         if key not in self._fits:
             raise KeyError(f"layer {layer!r} has no power-law fit")
@@ -546,12 +640,29 @@ def analyze(source, *, trust_pickle: bool = False,
         Pool a conv layer's slice ESDs into one row (default) or give one row per slice.
     normalize : bool
         Divide eigenvalues by N.
-    fit : 'PL'
-        The power law (other fits arrive in later versions).
+    fit : 'PL', 'TPL' or 'E_TPL'
+        The power law (default); the truncated power law x^-alpha e^(-Lambda x), with xmin chosen
+        by its own KS distance as WeightWatcher's ``fit='TPL'`` (adds ``Lambda``; ``sigma`` is
+        NaN; alpha >= 1 and Lambda > 0 as in ``powerlaw``); or the truncated power law with
+        ``fix_fingers='xmin_peak'`` (WeightWatcher's 'E_TPL').
     xmax : None, 'force', float or -k
         Upper truncation of the fit: none, the largest eigenvalue, a value, or drop the top k.
     fix_fingers, xmin_max, max_fingers, finger_thresh :
         WeightWatcher's finger fixes (see :func:`tailscope.fit_power_law`).
+    compare : bool or tuple of str
+        Likelihood-ratio tests of the power law against alternatives on its tail: True means
+        ('TPL', 'lognormal', 'exponential'); also 'stretched_exponential', 'lognormal_positive'.
+        Adds ``R_<name>`` (> 0 favours the power law) and ``p_<name>`` per alternative, with
+        ``R_TPL, p_TPL`` for the truncated power law. With ``fit='TPL'`` they still use the
+        power-law fit's tail.
+    gof : int
+        Bootstrap replicates for the goodness-of-fit p-value ``p_gof`` of the power law (CSN;
+        0, the default, skips it; the power law is ruled out when p_gof <= 0.1).
+    vectors : bool
+        Eigenvector localization (symmetric eigensolver): WeightWatcher's ``bulk_mean_``,
+        ``bulk_var_``, ``tail_mean_``, ``tail_var_`` of ``vec_entropy``, ``loc_ratio`` and
+        ``part_ratio``, the tail being the ``num_pl_spikes`` largest eigenvalues (see
+        :mod:`tailscope.spectrum.vectors`).
     method : 'gram' or 'svd'
         Eigenvalues from the float64 Gram matrix (default) or a full SVD.
     device : str
@@ -569,7 +680,8 @@ def analyze(source, *, trust_pickle: bool = False,
         rand_bulk_min, rand_distance, ww_softrank, ww_maxdist, rand_reason.
     seed : int, optional
         The shuffles' seed (each layer's generator is ``default_rng([seed, layer_id])``); None
-        draws fresh entropy, recorded in ``Analysis.options['seed']``.
+        draws fresh entropy, recorded in ``Analysis.options['seed']``. Also makes ``p_gof``
+        reproducible (layer i uses the seed ``[seed, layer_id, slice_id]``).
     detX : bool
         (alias ``ERG``) WeightWatcher's det X = 1 tail: detX_num, detX_val,
         detX_val_unrescaled (WeightWatcher's name for the *rescaled* value), num_ERG_spikes,
@@ -582,6 +694,12 @@ def analyze(source, *, trust_pickle: bool = False,
     Returns
     -------
     Analysis
+
+    Raises
+    ------
+    ValueError
+        For a bad option or a meaningless combination, naming the option (e.g. ``fit='TPL'``
+        with ``fix_fingers='clip_xmax'``).
     """
     t0 = time.perf_counter()
     if options.pop("ERG", False):  # WeightWatcher 0.7.7's alias
@@ -612,6 +730,11 @@ def analyze(source, *, trust_pickle: bool = False,
     columns = COLUMNS[:COLUMNS.index("status")] + (MP_COLUMNS if o.mp_fit else []) + \
         (RAND_COLUMNS if o.randomize else []) + (DETX_COLUMNS if o.detX else []) + \
         COLUMNS[COLUMNS.index("status"):]
+    columns = list(COLUMNS)
+    columns[columns.index("alpha") + 1:1] = ["Lambda"] if FITS[o.fit] != "PL" else []
+    columns[columns.index("status"):columns.index("status")] = \
+        (MP_COLUMNS if o.mp_fit else []) + (RAND_COLUMNS if o.randomize else []) + \
+        (DETX_COLUMNS if o.detX else []) + _optional_columns(o)
     details = pd.DataFrame(rows, columns=columns)
     drop = [c for c in ("slice_id",) if o.pool] + \
         [c for c in ("num_fingers", "raw_alpha") if o.fix_fingers != "clip_xmax"]
@@ -628,7 +751,7 @@ def _run(todo, o: Options, backend, progress) -> list:
     total = len(todo)
     if o.jobs <= 1 or total <= 1:
         out: list = []
-        for batch in _batches(todo, backend):
+        for batch in _batches(todo, backend) if not o.vectors else [[t] for t in todo]:
             out.extend(_analyze_batch(batch, o, backend))
             if progress:
                 progress(len(out), total, batch[-1][0].name)

@@ -233,6 +233,9 @@ def _analysis_options(args) -> dict:
     if args.fix_fingers:
         opts["fix_fingers"] = args.fix_fingers
     opts.update(mp_fit=args.mp_fit, randomize=args.randomize, seed=args.seed, detX=args.detX)
+    opts.update(fit=args.fit, vectors=args.vectors)
+    if args.compare is not None:
+        opts["compare"] = tuple(args.compare) or True
     return opts
 
 
@@ -450,6 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--xmax", type=_ww_xmax, help="'force' (the largest eigenvalue), a number, "
                                                  "or -k to drop the top k eigenvalues")
     a.add_argument("--fix-fingers", choices=["clip_xmax", "xmin_peak"])
+    a.add_argument("--fit", choices=["PL", "TPL", "E_TPL"], default="PL",
+                   help="power law (default), truncated power law (adds Lambda), or TPL with "
+                        "xmin near the ESD peak")
+    a.add_argument("--compare", nargs="*", metavar="DIST",
+                   help="likelihood-ratio columns R_<dist>, p_<dist> of the power law against "
+                        "DIST (default: TPL lognormal exponential)")
+    a.add_argument("--vectors", action="store_true",
+                   help="eigenvector localization columns (bulk_/tail_ mean/var)")
     a.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     a.add_argument("--plot", metavar="DIR", help="save each layer's figures to DIR")
     a.add_argument("--mp-fit", action="store_true",

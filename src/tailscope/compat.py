@@ -26,13 +26,13 @@ from .analysis import Analysis, analyze, describe
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
 _ACCEPTED_DEFAULTS = {"plot": False, "ww2x": False,
                       "conv2d_fft": False, "fft": False, "deltas": False, "intra": False,
-                      "vectors": False, "channels": None, "stacked": False,
+                      "channels": None, "stacked": False,
                       "svd_method": None, "pl_package": "ww", "base_model": None,
                       "peft": False, "inverse": False, "glorot_fix": False, "savefig": None,
                       "start_ids": 0, "min_size": None, "max_size": None, "sparsify": True}
 _PASSED = ("layers", "min_evals", "max_evals", "max_N", "conv2d_norm", "pool", "fit", "xmax",
            "fix_fingers", "xmin_max", "max_fingers", "finger_thresh", "tolerance", "normalize",
-           "mp_fit", "randomize", "detX", "ERG", "seed")
+           "mp_fit", "randomize", "detX", "ERG", "seed", "vectors", "compare", "gof")
 
 
 def _translate(kwargs: dict) -> dict:
@@ -47,7 +47,7 @@ def _translate(kwargs: dict) -> dict:
                 raise ValueError(f"svd_method={value!r}: use 'fast' or 'accurate'")
             if value == "accurate":
                 out["method"] = "svd"
-        elif key == "pl_package":
+        elif key == "pl_package":  # one engine for every fit here (PL, TPL, E_TPL, xmin_peak)
             if value not in ("ww", "powerlaw"):
                 raise ValueError(f"pl_package={value!r}: use 'ww' or 'powerlaw'")
         elif key == "savefig":

@@ -7,10 +7,12 @@ from .bootstrap import GoodnessOfFit, goodness_of_fit
 from .compare import Comparison, loglikelihood_ratio
 from .distributions import MODELS, TailFit, fit_tail_model
 from .powerlaw import PowerLawFit, fit_power_law
+from .truncated import TruncatedPowerLawFit, fit_truncated_power_law
 
 DISTRIBUTIONS = tuple(MODELS)
 
 __all__ = [
     "DISTRIBUTIONS", "Comparison", "GoodnessOfFit", "PowerLawFit", "TailFit", "fit_power_law",
-    "fit_tail_model", "goodness_of_fit", "loglikelihood_ratio",
+    "TruncatedPowerLawFit", "fit_tail_model", "fit_truncated_power_law", "goodness_of_fit",
+    "loglikelihood_ratio",
 ]
