@@ -25,11 +25,12 @@ import pandas as pd
 from .fit import fit_power_law
 from .sources import LayerPlan, LayerRef, Source, open_source, plan_layer
 from .sources.layers import matrices
+from .sources.split import expand
 from .spectrum import alpha_metrics, eigenvalues_many, get_backend, norm_metrics
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
-LAYER_TYPES = ("dense", "embedding", "conv1d", "conv2d")
+LAYER_TYPES = ("dense", "embedding", "conv1d", "conv2d", "recurrent")
 SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
                    "stable_rank", "D")
 COLUMNS = ["layer_id", "name", "module", "layer_type", "slice_id", "N", "M", "Q", "rf",
@@ -59,6 +60,8 @@ class Options:
     method: str = "gram"
     device: str = "auto"
     jobs: int = 1
+    split: bool = True
+    heads: int | None = None
 
     def check(self) -> None:
         if self.fit not in ("PL", "power_law"):
@@ -72,6 +75,8 @@ class Options:
             raise ValueError(f"min_evals must be >= 0; got {self.min_evals}")
         if self.min_evals and self.max_evals and self.min_evals > self.max_evals:
             raise ValueError(f"min_evals={self.min_evals} > max_evals={self.max_evals}")
+        if self.heads is not None and (isinstance(self.heads, bool) or int(self.heads) < 1):
+            raise ValueError(f"heads must be a positive number of attention heads; got {self.heads}")
         if int(self.jobs) < 1:
             raise ValueError(f"jobs must be >= 1; got {self.jobs}")
         x = self.xmax
@@ -391,7 +396,7 @@ def _atomic_write(path, write: Callable[[str], Any]) -> Path:
 def _planned(src: Source, o: Options):
     """(ref, plan, reason) for every tensor, in model order; reason '' means it is analysed."""
     keep = _selector(o.layers)
-    for ref in src:
+    for ref in expand(src, split=o.split, heads=o.heads):
         plan = plan_layer(ref)
         reason = plan.skip or ("" if keep(ref, plan) else "not selected by layers=") or \
             _size_skip(plan, o)
@@ -458,6 +463,11 @@ def analyze(source, *, trust_pickle: bool = False,
         'torch:cpu'.
     jobs : int
         Layers analysed at once (threads; BLAS threads are divided among them).
+    split : bool
+        Analyse recurrent gate stacks (LSTM, GRU) gate by gate and fused attention
+        ``in_proj_weight`` as q, k, v (default True); the fused tensor is listed as skipped.
+    heads : int, optional
+        Split q/k/v/o attention projections into this many per-head matrices.
     trust_pickle : bool
         Allow PyTorch pickles that need code execution (never by default).
     progress : callable(done, total, name), optional
