@@ -188,6 +188,8 @@ def keras_weights():
         "lstm_r": RNG.standard_normal((12, 48)).astype(f),          # (H, 4H)
         "gru_k": RNG.standard_normal((12, 33)).astype(f),           # (in, 3H), gates z r h
         "gru_r": RNG.standard_normal((11, 33)).astype(f),
+        "query": RNG.standard_normal((24, 2, 8)).astype(f),        # MHA (E, heads, head_dim)
+        "attention_output": RNG.standard_normal((2, 8, 24)).astype(f),  # (heads, head_dim, E)
     }
 
 
@@ -202,6 +204,8 @@ def _legacy_h5(path, w):
                  ("lstm/lstm_cell/bias:0", np.zeros(48, np.float32))],
         "gru": [("gru/gru_cell/kernel:0", w["gru_k"]), ("gru/gru_cell/recurrent_kernel:0", w["gru_r"]),
                 ("gru/gru_cell/bias:0", np.zeros((2, 33), np.float32))],
+        "mha": [("mha/query/kernel:0", w["query"]), ("mha/query/bias:0", np.zeros((2, 8), np.float32)),
+                ("mha/attention_output/kernel:0", w["attention_output"])],
     }
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = "2.15.0"
@@ -223,7 +227,9 @@ def _keras3_zip(path, w):
         {"class_name": "LSTM", "config": {"name": "lstm"}},
         {"class_name": "GRU", "config": {"name": "gru"}},
         {"class_name": "Conv2D", "config": {"name": "conv"}},
+        {"class_name": "MultiHeadAttention", "config": {"name": "mha"}},
         {"class_name": "Dense", "config": {"name": "dense"}},
+        {"class_name": "Bidirectional", "config": {"name": "bi"}},
     ]}}
     buf = io.BytesIO()
     with h5py.File(buf, "w") as f:
@@ -239,6 +245,18 @@ def _keras3_zip(path, w):
         var_group("layers/lstm/cell/vars", "lstm_cell", [w["lstm_k"], w["lstm_r"], np.zeros(48, np.float32)])
         var_group("layers/gru/vars", "gru", [])
         var_group("layers/gru/cell/vars", "gru_cell", [w["gru_k"], w["gru_r"], np.zeros((2, 33), np.float32)])
+        var_group("layers/multi_head_attention/vars", "mha", [])
+        var_group("layers/multi_head_attention/output_dense/vars", "attention_output",
+                  [w["attention_output"]])
+        var_group("layers/multi_head_attention/query_dense/vars", "query",
+                  [w["query"], np.zeros((2, 8), np.float32)])
+        # Bidirectional: Keras 3 names both cells 'lstm_cell'; their layers say the direction
+        var_group("layers/bidirectional/vars", "bi", [])
+        for side in ("backward", "forward"):
+            var_group(f"layers/bidirectional/{side}_layer/vars", f"{side}_lstm", [])
+            var_group(f"layers/bidirectional/{side}_layer/cell/vars", "lstm_cell",
+                      [w["lstm_k"][:, ::-1] if side == "backward" else w["lstm_k"], w["lstm_r"],
+                       np.zeros(48, np.float32)])
         var_group("optimizer/vars", "adam", [w["dense"], w["dense"]])
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
@@ -271,10 +289,25 @@ def test_keras_esds_equal_numpy(tmp_path, keras_weights, layout):
             assert d.loc[name, "layer_type"] == "recurrent"
             np.testing.assert_allclose(a.esd(name), gram_evals(w[key][:, k * h:(k + 1) * h]),
                                        rtol=1e-10)
+    # MultiHeadAttention kernels read as (E, heads*head_dim) and (heads*head_dim, E)
+    q, o = w["query"].reshape(24, 16), w["attention_output"].reshape(16, 24)
+    np.testing.assert_allclose(a.esd("mha/query/kernel"), gram_evals(q), rtol=1e-10)
+    np.testing.assert_allclose(a.esd("mha/attention_output/kernel"), gram_evals(o), rtol=1e-10)
     # optimizer state is never read; biases are vectors
     assert not any("momentum" in n or "optimizer" in n for n in a.skipped["name"])
-    assert "gru/gru_cell/bias" in set(a.skipped["name"])
-    assert len(d) == 3 + 14
+    assert {"gru/gru_cell/bias", "mha/query/bias"} <= set(a.skipped["name"])
+    if layout == "keras":
+        names = list(d.index)
+        fwd, bwd = names.index("bi/forward_lstm/lstm_cell/kernel[i]"), \
+            names.index("bi/backward_lstm/lstm_cell/kernel[i]")
+        assert names.index("dense/kernel") < fwd < bwd  # config order, then Keras' part order
+        np.testing.assert_allclose(a.esd("bi/backward_lstm/lstm_cell/kernel[o]"),
+                                   gram_evals(w["lstm_k"][:, ::-1][:, 36:48]), rtol=1e-10)
+    assert len(d) == 5 + 14 + (16 if layout == "keras" else 0)
+    # heads: Keras kernels are (in, out), so q heads are column blocks, the output's row blocks
+    refs = {r.name: r for r in expand(open_source(path), heads=2)}
+    np.testing.assert_array_equal(refs["mha/query/kernel[h1]"].load(), q[:, 8:16])
+    np.testing.assert_array_equal(refs["mha/attention_output/kernel[h1]"].load(), o[8:16])
 
 
 def test_h5_that_is_not_keras_fails_in_one_line(tmp_path):

@@ -28,7 +28,8 @@ from .base import Source, SourceError, numbered
 
 KERAS_GATES = {4: "ifco", 3: "zrh"}
 _MHA_PARTS = ("query", "key", "value", "attention_output")
-_MHA_ORDER = {"query_dense": 1, "key_dense": 2, "value_dense": 3, "output_dense": 4}
+_SUB_ORDER = {"forward_layer": 1, "backward_layer": 2,  # Keras' own order of a layer's parts
+              "query_dense": 1, "key_dense": 2, "value_dense": 3, "output_dense": 4}
 
 
 def import_h5py():
@@ -85,6 +86,18 @@ def _config_layers(config: dict | None) -> list[tuple[str, str]]:
     return out
 
 
+def _path_names(group, rel: str) -> list[str]:
+    """Keras' own names along a variables path: 'backward_layer/cell/vars' of a Bidirectional
+    -> ['backward_lstm', 'lstm_cell'] (each group's ``vars`` carries its layer's name)."""
+    names, node = [], group
+    for part in rel.split("/")[:-1]:
+        node = node[part]
+        vars_ = node.get("vars")
+        names.append(_text(vars_.attrs["name"])[0] if vars_ is not None and "name" in vars_.attrs
+                     else part)
+    return names
+
+
 def _keras3(root, config: dict | None) -> list[tuple[str, object]]:
     """(name, dataset) pairs of a Keras 3 weights file, in model order when a config is given."""
     h5py = import_h5py()
@@ -110,14 +123,13 @@ def _keras3(root, config: dict | None) -> list[tuple[str, object]]:
             if isinstance(obj, h5py.Group) and rel.split("/")[-1] == "vars" and rel != "vars":
                 found.append((rel, obj))
         g.visititems(visit)
-        found.sort(key=lambda item: _MHA_ORDER.get(item[0].split("/")[0], 0))
+        found.sort(key=lambda item: _SUB_ORDER.get(item[0].split("/")[0], 0))
         if "vars" in g:
             found.insert(0, ("vars", g["vars"]))
         for rel, vars_ in found:
             keys = sorted(vars_.keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
-            sub = _text(vars_.attrs["name"])[0] if "name" in vars_.attrs else rel
-            prefix = lname if rel == "vars" else f"{lname}/{sub}"
-            if prefix in used:  # e.g. Bidirectional: both directions' cells share a name
+            prefix = "/".join([lname, *_path_names(g, rel)])
+            if prefix in used:
                 prefix = f"{lname}/{rel[: -len('/vars')]}"
             used.add(prefix)
             names = _var_names(rel[: -len("vars")], len(keys), cls)
