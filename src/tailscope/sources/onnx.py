@@ -115,6 +115,17 @@ class _Model:
             a = a.astype(np.float32)  # ml_dtypes' bfloat16: numpy has no such dtype
         return a
 
+    def pure_root(self, name: str) -> str | None:
+        """The constant that ``name`` is, up to Identity / Cast / Transpose nodes, else None."""
+        for _ in range(_MAX_FOLD_DEPTH):
+            if name in self.consts:
+                return name
+            node = self.producers.get(name)
+            if node is None or node.op_type not in ("Identity", "Cast", "Transpose"):
+                return None
+            name = node.input[0]
+        return None
+
     # --- constant folding of data-movement chains -----------------------------------------------
     def fold(self, name: str, depth: int = 0) -> np.ndarray | None:
         """The value of ``name`` when it is a constant or moved from constants only, else None."""
@@ -241,10 +252,18 @@ def open_onnx(path: Path) -> Source:
         if input_name in m.consts:
             direct(input_name, node, role, transpose, ndims)
             return
+        root = m.pure_root(input_name)
+        if root is not None and root in seen_consts:
+            return
         a = computed(input_name, node, role, transpose, ndims)
         if a is not None:
-            items.append((unique(f"{node_label(node)}.{role}"), a.shape, str(a.dtype),
-                          lambda a=a: a))
+            # a named initializer seen through Transpose/Cast keeps its name (torch's exporter
+            # feeds MatMul the transpose of 'attn.in_proj_weight')
+            named = root is not None and not _anonymous(root)
+            if named:
+                seen_consts.add(root)
+            items.append((unique(root if named else f"{node_label(node)}.{role}"), a.shape,
+                          str(a.dtype), lambda a=a: a))
 
     def recurrent(node) -> None:
         gates = _RNN_GATES[node.op_type]
