@@ -101,6 +101,26 @@ def test_onnx_weights_names_layouts_and_gates(tmp_path, onnx_weights):
     assert refs["/gru/GRU.R"].role == "recurrent" and refs["/gru/GRU.R"].split_into
 
 
+def test_onnx_quantized_weights_are_dequantized(tmp_path):
+    """A QDQ model: MatMul's B = DequantizeLinear(int8, per-column scale, zero point)."""
+    q = RNG.integers(-128, 127, size=(24, 18), dtype=np.int8)
+    scale = RNG.uniform(0.01, 0.1, size=18).astype(np.float32)
+    zero = RNG.integers(-3, 3, size=18, dtype=np.int8)
+    inits = [numpy_helper.from_array(q, "w_q"), numpy_helper.from_array(scale, "w_scale"),
+             numpy_helper.from_array(zero, "w_zero")]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=1),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=inits)
+    path = tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+    (ref,) = open_source(path)
+    assert ref.name == "/fc/MatMul.B" and ref.shape == (18, 24) and ref.dtype == "float32"
+    expected = (q.astype(np.float32) - zero.astype(np.float32)) * scale
+    np.testing.assert_allclose(ref.load(), expected.T, rtol=1e-6)
+
+
 def test_onnx_external_data_loaded_beside_the_model_and_missing_fails(tmp_path, onnx_weights):
     folder = tmp_path / "m"
     folder.mkdir()

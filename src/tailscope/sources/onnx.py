@@ -2,8 +2,9 @@
 ConvTranspose, Gather (embeddings), LSTM, GRU and RNN nodes, in graph order, subgraphs included.
 
 A weight is an initializer or a ``Constant`` node, or a value computed from them by data-movement
-nodes only (Identity, Cast, Reshape, Transpose, Slice, Concat, (Un)Squeeze): PyTorch's exporter
-reorders LSTM gates that way. Such values are folded here with numpy when the model is opened.
+nodes only (Identity, Cast, Reshape, Transpose, Slice, Concat, (Un)Squeeze; PyTorch's exporter
+reorders LSTM gates that way) or by DequantizeLinear (the int8 weights of a quantized
+model). Such values are folded here with numpy when the model is opened.
 Dense weights are given in PyTorch's (out, in) layout: a Gemm's B is transposed unless
 ``transB=1``, a MatMul's constant right operand is transposed. LSTM/GRU/RNN weights W
 ([dirs, G*H, in]) and R ([dirs, G*H, H]) give one matrix per direction, with the ONNX gate order
@@ -15,6 +16,7 @@ External data (models over 2 GB) is memory-mapped from the files beside the mode
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,7 +24,8 @@ import numpy as np
 
 from .base import Source, SourceError, numbered
 
-_MOVES = {"Identity", "Cast", "Reshape", "Transpose", "Slice", "Concat", "Squeeze", "Unsqueeze"}
+_MOVES = {"Identity", "Cast", "Reshape", "Transpose", "Slice", "Concat", "Squeeze", "Unsqueeze",
+          "DequantizeLinear"}
 _RNN_GATES = {"LSTM": "iofc", "GRU": "zrh", "RNN": ""}
 _MAX_FOLD_DEPTH = 32
 
@@ -190,6 +193,17 @@ def _apply(op: str, ins: list, attrs: dict, onnx) -> np.ndarray:
         for s, e, a, st in zip(starts, ends, axes, steps):
             index[a] = slice(s, e, st)
         return x[tuple(index)]
+    if op == "DequantizeLinear":  # int8/uint8 weights of a quantized model: (x - zero) * scale
+        if attrs.get("block_size"):
+            raise ValueError("blocked quantization")
+        scale = np.asarray(ins[1], dtype=np.float32)
+        zero = np.asarray(ins[2]).astype(np.float32) if len(ins) > 2 and ins[2] is not None \
+            else np.float32(0)
+        if scale.ndim == 1 and x.ndim > 1:
+            shape = [1] * x.ndim
+            shape[attrs.get("axis", 1) % x.ndim] = -1
+            scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
+        return (x.astype(np.float32) - zero) * scale
     raise ValueError(op)
 
 
@@ -210,7 +224,7 @@ def open_onnx(path: Path) -> Source:
     m = _Model(model, Path(path))
     items: list[tuple] = []
     seen_consts: set[str] = set()
-    seen_folded: list[tuple[str, np.ndarray]] = []
+    seen_folded: set[tuple] = set()
     names: set[str] = set()
 
     def unique(name: str) -> str:
@@ -235,16 +249,28 @@ def open_onnx(path: Path) -> Source:
         load = (lambda t=t: m.array(t).T) if transpose else (lambda t=t: m.array(t))
         items.append((unique(name), shape[::-1] if transpose else shape, m.dtype_name(t), load))
 
-    def computed(input_name: str, node, role: str, transpose: bool, ndims: tuple[int, ...]):
-        """A weight moved from constants (e.g. exporter-reordered LSTM gates): folded now."""
+    def computed(input_name: str, role: str, ndims: tuple[int, ...]):
+        """(shape, dtype) of a weight moved from constants (e.g. exporter-reordered LSTM gates),
+        folded once now and again when loaded, so no folded copy is held; None when it is not one
+        or when the same values were already listed (e.g. both branches of an If)."""
         a = m.fold(input_name)
         if a is None or a.ndim not in ndims:
             return None
-        if any(n == role and b.shape == a.shape and np.array_equal(b, a) for n, b in seen_folded):
-            return None  # the same weight feeding two nodes (e.g. both branches of an If)
-        seen_folded.append((role, a))
-        a = a.T if transpose else a
-        return a
+        key = (role, a.shape, str(a.dtype), hashlib.blake2b(np.ascontiguousarray(a).tobytes(),
+                                                            digest_size=16).digest())
+        if key in seen_folded:
+            return None
+        seen_folded.add(key)
+        return a.shape, str(a.dtype)
+
+    def folded_loader(input_name: str, transpose: bool = False, direction: int | None = None):
+        def load() -> np.ndarray:
+            a = m.fold(input_name)
+            if a is None:
+                raise SourceError(f"{path}: cannot compute {input_name!r} any more")
+            a = a if direction is None else a[direction]
+            return a.T if transpose else a
+        return load
 
     def weight(input_name: str, node, role: str, transpose: bool = False, ndims=(2,)):
         if not input_name:
@@ -255,15 +281,16 @@ def open_onnx(path: Path) -> Source:
         root = m.pure_root(input_name)
         if root is not None and root in seen_consts:
             return
-        a = computed(input_name, node, role, transpose, ndims)
-        if a is not None:
-            # a named initializer seen through Transpose/Cast keeps its name (torch's exporter
-            # feeds MatMul the transpose of 'attn.in_proj_weight')
+        found = computed(input_name, role, ndims)
+        if found is not None:
+            # a named initializer seen through Transpose/Cast keeps its name
             named = root is not None and not _anonymous(root)
             if named:
                 seen_consts.add(root)
-            items.append((unique(root if named else f"{node_label(node)}.{role}"), a.shape,
-                          str(a.dtype), lambda a=a: a))
+            shape, dtype = found
+            items.append((unique(root if named else f"{node_label(node)}.{role}"),
+                          shape[::-1] if transpose else shape, dtype,
+                          folded_loader(input_name, transpose)))
 
     def recurrent(node) -> None:
         gates = _RNN_GATES[node.op_type]
@@ -277,21 +304,18 @@ def open_onnx(path: Path) -> Source:
                 seen_consts.add(name)
                 t = m.consts[name]
                 m.external(t)
-                a = None
-                shape = tuple(int(d) for d in t.dims)
-                dtype = m.dtype_name(t)
+                shape, dtype = tuple(int(d) for d in t.dims), m.dtype_name(t)
             else:
-                a = m.fold(name)
-                if a is None or any(n == role and b.shape == a.shape and np.array_equal(b, a)
-                                    for n, b in seen_folded):
+                found = computed(name, role, (3,))
+                if found is None:
                     continue
-                seen_folded.append((role, a))
-                t, shape, dtype = None, a.shape, str(a.dtype)
+                t, (shape, dtype) = None, found
             if len(shape) != 3:
                 continue
             for d in range(shape[0]):
                 suffix = "" if d == 0 else "_reverse"
-                load = ((lambda t=t, d=d: m.array(t)[d]) if a is None else (lambda a=a, d=d: a[d]))
+                load = (lambda t=t, d=d: m.array(t)[d]) if t is not None else \
+                    folded_loader(name, direction=d)
                 extra = {"gates": gates, "role": "recurrent"}
                 items.append((unique(f"{node_label(node)}.{role}{suffix}"), shape[1:], dtype, load,
                               extra))

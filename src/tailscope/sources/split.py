@@ -59,7 +59,10 @@ def _torch_gates(ref: LayerRef, by_name: dict[str, LayerRef]) -> str:
     hidden = hr.shape[1] if hr is not None and len(hr.shape) == 2 else hh.shape[1]
     if hidden == 0 or hh.shape[0] % hidden:
         return ""
-    gates = {4: LSTM_GATES, 3: GRU_GATES}.get(hh.shape[0] // hidden, "")
+    count = hh.shape[0] // hidden
+    if count == 1 and ref.shape[0] == hidden:
+        return "-"  # a plain RNN: recurrent, nothing to split
+    gates = {4: LSTM_GATES, 3: GRU_GATES}.get(count, "")
     return gates if gates and ref.shape[0] == len(gates) * hidden else ""
 
 
@@ -105,6 +108,8 @@ def _expand_one(ref: LayerRef, by_name: dict[str, LayerRef], split: bool) -> lis
     if not split or len(ref.shape) != 2 or not ref.is_float:
         return [ref]
     gates = ref.gates or _torch_gates(ref, by_name)
+    if gates == "-":
+        return [replace(ref, role="recurrent")]
     if gates:
         parts = _gate_split(ref, gates)
         if parts:
