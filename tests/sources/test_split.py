@@ -118,3 +118,20 @@ def test_g2p_gru_checkpoint_split_gate_by_gate():
 def test_heads_must_be_positive():
     with pytest.raises(ValueError, match="heads"):
         tailscope.describe(np.ones((4, 4)), heads=0)
+
+
+def test_heads_with_grouped_kv_use_the_q_head_dim():
+    """LLaMA-style names: q_proj (heads*d, E), k/v_proj (kv_heads*d, E), o_proj (E, heads*d)."""
+    rng = np.random.default_rng(3)
+    p = "model.layers.0.self_attn"
+    shapes = {"q_proj": (32, 32), "k_proj": (16, 32), "v_proj": (16, 32), "o_proj": (32, 32)}
+    sd = {f"{p}.{k}.weight": rng.standard_normal(s) for k, s in shapes.items()}
+    sd["model.layers.0.mlp.down_proj.weight"] = rng.standard_normal((32, 64))
+    refs = _parts(sd, heads=4)
+    k_heads = [n for n in refs if n.startswith(f"{p}.k_proj.weight[")]
+    assert k_heads == [f"{p}.k_proj.weight[h{i}]" for i in range(2)]
+    np.testing.assert_array_equal(refs[f"{p}.k_proj.weight[h1]"].load(), sd[f"{p}.k_proj.weight"][8:16])
+    np.testing.assert_array_equal(refs[f"{p}.q_proj.weight[h3]"].load(), sd[f"{p}.q_proj.weight"][24:32])
+    np.testing.assert_array_equal(refs[f"{p}.o_proj.weight[h2]"].load(), sd[f"{p}.o_proj.weight"][:, 16:24])
+    assert not refs["model.layers.0.mlp.down_proj.weight"].split_into
+    assert refs[f"{p}.q_proj.weight[h0]"].module == f"{p}.q_proj[h0]"
