@@ -411,3 +411,17 @@ def test_cli_hub_id_offline(tmp_path):
     res = cli("describe", "owner/other-model", env=env)
     assert res.returncode == 2 and "offline" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_missing_optional_packages_name_their_extra(tmp_path, monkeypatch, onnx_weights):
+    onnx.save(_onnx_model(onnx_weights), str(tmp_path / "m.onnx"))
+    _legacy_h5(tmp_path / "m.h5", {k: RNG.standard_normal(s).astype(np.float32) for k, s in (
+        ("dense", (40, 20)), ("conv", (3, 3, 10, 14)), ("embed", (50, 16)), ("lstm_k", (16, 48)),
+        ("lstm_r", (12, 48)), ("gru_k", (12, 33)), ("gru_r", (11, 33)), ("query", (24, 2, 8)),
+        ("attention_output", (2, 8, 24)))})
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(SourceError, match=r"tailscope\[onnx\]"):
+        open_source(tmp_path / "m.onnx")
+    with pytest.raises(SourceError, match=r"tailscope\[keras\]"):
+        open_source(tmp_path / "m.h5")
