@@ -25,6 +25,7 @@ import pandas as pd
 from .fit import fit_power_law, fit_truncated_power_law
 from .sources import LayerPlan, LayerRef, Source, open_source, plan_layer
 from .sources.layers import matrices
+from .sources.split import expand
 from .spectrum import (
     MPFitError,
     alpha_metrics,
@@ -40,7 +41,7 @@ from .spectrum.vectors import eigenvectors, vector_summary
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
-LAYER_TYPES = ("dense", "embedding", "conv1d", "conv2d")
+LAYER_TYPES = ("dense", "embedding", "conv1d", "conv2d", "recurrent")
 SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
                    "stable_rank", "D")
 COLUMNS = ["layer_id", "name", "module", "layer_type", "slice_id", "N", "M", "Q", "rf",
@@ -104,6 +105,8 @@ class Options:
             raise ValueError(f"compare must be True or names among {sorted(COMPARE_TAGS)}; "
                              f"got {c!r}")
         return tuple("truncated_power_law" if n == "TPL" else n for n in names)
+    split: bool = True
+    heads: int | None = None
 
     def check(self) -> None:
         if self.seed is not None and not (isinstance(self.seed, (int, np.integer))
@@ -128,6 +131,8 @@ class Options:
             raise ValueError(f"min_evals must be >= 0; got {self.min_evals}")
         if self.min_evals and self.max_evals and self.min_evals > self.max_evals:
             raise ValueError(f"min_evals={self.min_evals} > max_evals={self.max_evals}")
+        if self.heads is not None and (isinstance(self.heads, bool) or int(self.heads) < 1):
+            raise ValueError(f"heads must be a positive number of attention heads; got {self.heads}")
         if int(self.jobs) < 1:
             raise ValueError(f"jobs must be >= 1; got {self.jobs}")
         x = self.xmax
@@ -585,7 +590,7 @@ def _atomic_write(path, write: Callable[[str], Any]) -> Path:
 def _planned(src: Source, o: Options):
     """(ref, plan, reason) for every tensor, in model order; reason '' means it is analysed."""
     keep = _selector(o.layers)
-    for ref in src:
+    for ref in expand(src, split=o.split, heads=o.heads):
         plan = plan_layer(ref)
         reason = plan.skip or ("" if keep(ref, plan) else "not selected by layers=") or \
             _size_skip(plan, o)
@@ -686,6 +691,11 @@ def analyze(source, *, trust_pickle: bool = False,
         (alias ``ERG``) WeightWatcher's det X = 1 tail: detX_num, detX_val,
         detX_val_unrescaled (WeightWatcher's name for the *rescaled* value), num_ERG_spikes,
         ERG_gap = detX_num - num_pl_spikes.
+    split : bool
+        Analyse recurrent gate stacks (LSTM, GRU) gate by gate and fused attention
+        ``in_proj_weight`` as q, k, v (default True); the fused tensor is listed as skipped.
+    heads : int, optional
+        Split q/k/v/o attention projections into this many per-head matrices.
     trust_pickle : bool
         Allow PyTorch pickles that need code execution (never by default).
     progress : callable(done, total, name), optional

@@ -227,7 +227,8 @@ def _print_analysis(analysis) -> None:
 def _analysis_options(args) -> dict:
     opts = {"layers": _parse_layers(args.layers), "min_evals": args.min_evals,
             "max_evals": args.max_evals, "max_N": args.max_N, "pool": not args.no_pool,
-            "conv2d_norm": not args.no_conv2d_norm, "normalize": args.normalize}
+            "conv2d_norm": not args.no_conv2d_norm, "normalize": args.normalize,
+            **_split_options(args)}
     if args.xmax is not None:
         opts["xmax"] = args.xmax
     if args.fix_fingers:
@@ -237,6 +238,10 @@ def _analysis_options(args) -> dict:
     if args.compare is not None:
         opts["compare"] = tuple(args.compare) or True
     return opts
+
+
+def _split_options(args) -> dict:
+    return {"split": not args.no_split, "heads": args.heads}
 
 
 def cmd_analyze(args) -> int:
@@ -284,7 +289,7 @@ def cmd_report(args) -> int:
     try:
         analysis = analyze(args.source, trust_pickle=args.trust_pickle,
                            layers=_parse_layers(args.layers),
-                           progress=Progress(enabled=not args.quiet))
+                           progress=Progress(enabled=not args.quiet), **_split_options(args))
         path = analysis.to_html(out, layer_figures=not args.no_layer_figures)
     except (SourceError, ValueError) as exc:
         raise InputError(str(exc)) from None
@@ -302,7 +307,7 @@ def cmd_describe(args) -> int:
 
     try:
         src = open_source(args.source, trust_pickle=args.trust_pickle)
-        table = describe(src, layers=_parse_layers(args.layers))
+        table = describe(src, layers=_parse_layers(args.layers), **_split_options(args))
     except (SourceError, ValueError) as exc:
         raise InputError(str(exc)) from None
     print(src.describe())
@@ -315,10 +320,16 @@ def cmd_describe(args) -> int:
 
 def _add_source_arguments(p) -> None:
     p.add_argument("source", help="a safetensors file or sharded folder, a PyTorch .bin/.pt/.pth "
-                                  "or TorchScript file, a .npz/.npy, or a model folder")
+                                  "or TorchScript file, an ONNX model, a Keras .h5/.keras, a "
+                                  ".npz/.npy, a model folder, or a Hugging Face id owner/name")
     p.add_argument("--layers", action="append", metavar="SPEC",
                    help="layer ids, types (dense, embedding, conv1d, conv2d) or name globs, "
                         "comma-separated; '-' in front (or negative ids) skips instead")
+    p.add_argument("--no-split", action="store_true",
+                   help="analyse LSTM/GRU gate stacks and fused attention in_proj_weight whole "
+                        "(default: gate by gate, and q, k, v)")
+    p.add_argument("--heads", type=int, metavar="N",
+                   help="split q/k/v/o attention projections into N per-head matrices")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow PyTorch pickles that need code execution (only for files you "
                         "trust)")

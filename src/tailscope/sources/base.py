@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,19 @@ class SourceError(ValueError):
     """The input cannot be read as a model: a one-line, user-facing message."""
 
 
+_WEIGHT_SUFFIX = re.compile(r"\.weight((?:\[[^\]]*\])*)$")
+
+
 @dataclass(frozen=True)
 class LayerRef:
     """One named tensor of a model, read lazily.
 
     ``index`` is its position among all tensors of the source in model order (stable whatever
-    filter is applied), ``layout`` says how to read a 4-D tensor ('torch': out, in, kh, kw).
+    filter is applied), ``layout`` says how to read a tensor ('torch': out, in, kh, kw; 'keras':
+    kh, kw, in, out). ``gates`` names the gate blocks of a stacked recurrent weight in order along
+    its output axis (e.g. 'ifgo' for a PyTorch LSTM), when the source knows them. A derived
+    matrix (a gate, q/k/v, a head) has its ``parent``'s name; a tensor that was split lists its
+    parts in ``split_into``. ``role`` is 'recurrent' for recurrent weights.
     """
 
     name: str
@@ -34,6 +41,10 @@ class LayerRef:
     source: str
     _loader: Callable[[], np.ndarray] = field(repr=False, compare=False)
     layout: str = "torch"
+    gates: str = ""
+    role: str = ""
+    parent: str = ""
+    split_into: tuple[str, ...] = ()
 
     def load(self) -> np.ndarray:
         """The tensor as a numpy array (bf16 arrives as float32)."""
@@ -41,8 +52,9 @@ class LayerRef:
 
     @property
     def module(self) -> str:
-        """The name without a trailing '.weight' (WeightWatcher's layer name)."""
-        return self.name[: -len(".weight")] if self.name.endswith(".weight") else self.name
+        """The name without a trailing '.weight' (WeightWatcher's layer name); a derived matrix
+        keeps its part label ('attn.q_proj[h0]')."""
+        return _WEIGHT_SUFFIX.sub(r"\1", self.name)
 
     @property
     def is_float(self) -> bool:
@@ -81,12 +93,30 @@ def natural_key(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in _NUM.split(name))
 
 
-def numbered(items: list[tuple[str, tuple[int, ...], str, Callable[[], np.ndarray]]], source: str,
-             layout: str = "torch") -> tuple[LayerRef, ...]:
-    """LayerRefs with consecutive indices from (name, shape, dtype, loader) in model order."""
-    return tuple(LayerRef(name=n, index=i, shape=tuple(int(s) for s in shape), dtype=d,
-                          source=source, _loader=fn, layout=layout)
-                 for i, (n, shape, d, fn) in enumerate(items))
+def numbered(items: list[tuple], source: str, layout: str = "torch") -> tuple[LayerRef, ...]:
+    """LayerRefs with consecutive indices from (name, shape, dtype, loader[, extra]) in model
+    order; ``extra`` is a dict of further LayerRef fields (gates, role)."""
+    return tuple(LayerRef(name=it[0], index=i, shape=tuple(int(s) for s in it[1]), dtype=it[2],
+                          source=source, _loader=it[3], layout=layout,
+                          **(it[4] if len(it) > 4 else {}))
+                 for i, it in enumerate(items))
+
+
+_ONNX_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xAA}
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """A serialized ModelProto: field 1 (ir_version, a small varint), then another of its fields."""
+    if len(head) < 3 or head[0] != 0x08:
+        return False
+    i, value, shift = 1, 0, 0
+    while i < len(head) and head[i] & 0x80:
+        value |= (head[i] & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+    if i >= len(head) - 1:
+        return False
+    value |= head[i] << shift
+    return 1 <= value <= 100 and head[i + 1] in _ONNX_TAGS
 
 
 def _sniff(path: Path) -> str:
@@ -107,22 +137,22 @@ def _sniff(path: Path) -> str:
             return "torchscript"
         if any(n.endswith("data.pkl") for n in names):
             return "torch"
-        raise SourceError(f"{path}: a zip archive that is neither a numpy .npz nor a PyTorch "
-                          "checkpoint")
+        if "model.weights.h5" in names:
+            return "keras"
+        raise SourceError(f"{path}: a zip archive that is neither a numpy .npz, a PyTorch "
+                          "checkpoint nor a Keras .keras file")
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "torch"  # a legacy (non-zip) torch.save pickle
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
-    if head.startswith(b"\x89HDF"):
-        raise SourceError(f"{path}: a Keras/HDF5 file; this version of tailscope reads "
-                          "safetensors, PyTorch and numpy files")
-    if path.suffix.lower() == ".onnx":
-        raise SourceError(f"{path}: an ONNX model; this version of tailscope reads "
-                          "safetensors, PyTorch and numpy files")
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if _looks_like_onnx(head) or path.suffix.lower() == ".onnx":
+        return "onnx"  # the suffix too, so a damaged .onnx file gets the ONNX reader's message
     raise SourceError(f"{path}: unknown format (not safetensors, a PyTorch checkpoint, "
-                      "TorchScript, .npz or .npy)")
+                      "TorchScript, ONNX, Keras, .npz or .npy)")
 
 
 def _open_file(path: Path, trust_pickle: bool) -> Source:
@@ -135,6 +165,14 @@ def _open_file(path: Path, trust_pickle: bool) -> Source:
         from .numpy import open_numpy
 
         return open_numpy(path, kind)
+    if kind == "onnx":
+        from .onnx import open_onnx
+
+        return open_onnx(path)
+    if kind in ("hdf5", "keras"):
+        from .keras import open_keras
+
+        return open_keras(path, kind)
     from .torch import open_torch_file
 
     return open_torch_file(path, kind, trust_pickle=trust_pickle)
@@ -144,6 +182,8 @@ _WEIGHT_PATTERNS = (
     ("safetensors", ("model*.safetensors", "*.safetensors")),
     ("torch", ("pytorch_model*.bin", "*.bin", "*.pt", "*.pth")),
     ("numpy", ("*.npz", "*.npy")),
+    ("onnx", ("*.onnx",)),
+    ("keras", ("*.keras", "*.h5")),
 )
 
 
@@ -173,13 +213,13 @@ def _open_folder(path: Path, trust_pickle: bool) -> Source:
                 src = _concat([_open_file(f, trust_pickle) for f in files])
             return Source(src.refs, src.format, src.files, note)
     raise SourceError(f"{path}: no weights found in this folder (looked for *.safetensors, "
-                      "*.bin, *.pt, *.pth, *.npz, *.npy)")
+                      "*.bin, *.pt, *.pth, *.npz, *.npy, *.onnx, *.keras, *.h5)")
 
 
 def _concat(sources: list[Source]) -> Source:
-    items = [(r.name, r.shape, r.dtype, r._loader) for s in sources for r in s.refs]
+    refs = [r for s in sources for r in s.refs]
     files = tuple(f for s in sources for f in s.files)
-    return Source(numbered(items, files[0]), sources[0].format, files)
+    return Source(tuple(replace(r, index=i) for i, r in enumerate(refs)), sources[0].format, files)
 
 
 def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
@@ -187,7 +227,9 @@ def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
 
     Accepts a path (safetensors file, sharded folder with ``model.safetensors.index.json``,
     Hugging Face-style folder, PyTorch ``.bin/.pt/.pth`` state dict or TorchScript archive, numpy
-    ``.npz/.npy``), an in-memory ``torch.nn.Module``, a state dict (mapping of names to tensors or
+    ``.npz/.npy``, ONNX model, Keras ``.h5`` / ``.keras``), a Hugging Face model id
+    ``owner/name`` (weights downloaded to the Hugging Face cache; needs the ``hub`` extra), an
+    in-memory ``torch.nn.Module``, a state dict (mapping of names to tensors or
     arrays, also nested under 'state_dict' / 'model_state' / 'model'), or a single array.
 
     PyTorch pickles are loaded with ``weights_only=True``; one that needs arbitrary code to load
@@ -198,6 +240,10 @@ def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
     if isinstance(x, (str, Path)):
         path = Path(x).expanduser()
         if not path.exists():
+            from .hub import is_repo_id, open_hub
+
+            if isinstance(x, str) and is_repo_id(x):
+                return _open_folder(open_hub(x), trust_pickle)
             raise SourceError(f"{path}: no such file or folder")
         if path.is_dir():
             return _open_folder(path, trust_pickle)

@@ -2,10 +2,12 @@
 
 Decided from the shape alone, so ``describe`` never reads a tensor:
 - 2-D: a dense layer (Linear, lm_head, GPT-2 Conv1D) or an embedding (name contains 'embed').
-- 3-D (out, in, k): conv1d, k slices W[:, :, i].
+- 3-D (out, in, k): conv1d, k slices W[:, :, i] (Keras layout k, in, out: W[i, :, :]).
 - 4-D (out, in, kh, kw): conv2d, kh*kw slices W[:, :, i, j] (Keras layout kh, kw, in, out is
   sliced as W[i, j, :, :]).
 - 0/1-D (biases, norms), integer tensors and higher ranks are not weight matrices.
+- A recurrent weight (``LayerRef.role == 'recurrent'``: a gate stack or one gate) is 'recurrent';
+  a tensor split into parts (``LayerRef.split_into``, see ``split.py``) is listed, not analysed.
 """
 
 from __future__ import annotations
@@ -42,10 +44,14 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
     if ndim == 2:
         rows, cols, rf = shape[0], shape[1], 1
         name = ref.name.lower()
-        kind = "embedding" if ("embed" in name or name.endswith(("wte.weight", "wpe.weight"))) \
-            else "dense"
+        kind = "recurrent" if ref.role == "recurrent" else "embedding" if (
+            "embed" in name or name.endswith(("wte.weight", "wpe.weight"))) else "dense"
     elif ndim == 3:
-        rows, cols, rf, kind = shape[0], shape[1], shape[2], "conv1d"
+        if ref.layout == "keras":
+            rows, cols, rf = shape[1], shape[2], shape[0]
+        else:
+            rows, cols, rf = shape[0], shape[1], shape[2]
+        kind = "conv1d"
     elif ndim == 4:
         if ref.layout == "keras":
             rows, cols, rf = shape[2], shape[3], shape[0] * shape[1]
@@ -54,6 +60,10 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
         kind = "conv2d"
     else:
         return LayerPlan("other", 0, 0, 0, f"a {ndim}-D tensor, not a dense or conv weight")
+    if ref.split_into:
+        parts = ", ".join(p[len(ref.name):] for p in ref.split_into)
+        return LayerPlan(kind, max(rows, cols), min(rows, cols), rf,
+                         f"split into {len(ref.split_into)} matrices {parts}, analysed instead")
     return LayerPlan(kind, max(rows, cols), min(rows, cols), rf)
 
 
@@ -62,6 +72,8 @@ def matrices(ref: LayerRef, w: np.ndarray) -> list[np.ndarray]:
     if w.ndim == 2:
         return [w]
     if w.ndim == 3:
+        if ref.layout == "keras":
+            return [w[i, :, :] for i in range(w.shape[0])]
         return [w[:, :, i] for i in range(w.shape[2])]
     if ref.layout == "keras":
         return [w[i, j, :, :] for i in range(w.shape[0]) for j in range(w.shape[1])]

@@ -1,0 +1,347 @@
+"""ONNX models (the ``onnx`` package; no onnxruntime): the weights of Gemm, MatMul, Conv,
+ConvTranspose, Gather (embeddings), LSTM, GRU and RNN nodes, in graph order, subgraphs included.
+
+A weight is an initializer or a ``Constant`` node, or a value computed from them by data-movement
+nodes only (Identity, Cast, Reshape, Transpose, Slice, Concat, (Un)Squeeze; PyTorch's exporter
+reorders LSTM gates that way) or by DequantizeLinear (the int8 weights of a quantized
+model). Such values are folded here with numpy when the model is opened.
+Dense weights are given in PyTorch's (out, in) layout: a Gemm's B is transposed unless
+``transB=1``, a MatMul's constant right operand is transposed. LSTM/GRU/RNN weights W
+([dirs, G*H, in]) and R ([dirs, G*H, H]) give one matrix per direction, with the ONNX gate order
+('iofc' for LSTM, 'zrh' for GRU) in ``LayerRef.gates``. Names are the initializers' names, or
+``<node name>.<input>`` when the initializer is anonymous (``onnx::MatMul_123``) or computed.
+
+External data (models over 2 GB) is memory-mapped from the files beside the model, lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .base import Source, SourceError, numbered
+
+_MOVES = {"Identity", "Cast", "Reshape", "Transpose", "Slice", "Concat", "Squeeze", "Unsqueeze",
+          "DequantizeLinear"}
+_RNN_GATES = {"LSTM": "iofc", "GRU": "zrh", "RNN": ""}
+_MAX_FOLD_DEPTH = 32
+
+
+def import_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise SourceError("reading ONNX models needs the onnx package: pip install "
+                          "'tailscope[onnx]'") from None
+    return onnx
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class _Model:
+    """The constants, producers and weight-consuming nodes of a model, subgraphs included."""
+
+    def __init__(self, model, path: Path):
+        onnx = import_onnx()
+        self.onnx = onnx
+        self.path = path
+        self.consts: dict[str, object] = {}
+        self.producers: dict[str, object] = {}
+        self.nodes: list = []
+        self._walk(model.graph)
+
+    def _walk(self, graph) -> None:
+        for t in graph.initializer:
+            self.consts.setdefault(t.name, t)
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value" and node.output:
+                        self.consts.setdefault(node.output[0], a.t)
+                continue
+            for out in node.output:
+                self.producers.setdefault(out, node)
+            self.nodes.append(node)
+            for a in node.attribute:  # If / Loop / Scan bodies, in place
+                if a.type == self.onnx.AttributeProto.GRAPH:
+                    self._walk(a.g)
+                for g in a.graphs:
+                    self._walk(g)
+
+    # --- reading one tensor ---------------------------------------------------------------------
+    def dtype_name(self, t) -> str:
+        try:
+            return str(np.dtype(self.onnx.helper.tensor_dtype_to_np_dtype(t.data_type)))
+        except Exception:  # noqa: BLE001 - float8 and friends: listed, reported per layer
+            return self.onnx.TensorProto.DataType.Name(t.data_type).lower()
+
+    def external(self, t) -> tuple[Path, int, int | None] | None:
+        if t.data_location != self.onnx.TensorProto.EXTERNAL:
+            return None
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location", "")
+        rel = Path(location)
+        if not location or rel.is_absolute() or ".." in rel.parts:
+            raise SourceError(f"{self.path}: tensor {t.name!r} points at external data "
+                              f"{location!r} outside the model's folder; refused")
+        file = self.path.parent / rel
+        if not file.is_file():
+            raise SourceError(f"{self.path}: the external data file {location} of tensor "
+                              f"{t.name!r} is missing (it must sit beside the model file)")
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else None
+        if offset + (length or 0) > os.path.getsize(file):
+            raise SourceError(f"{self.path}: the external data file {location} is shorter than "
+                              f"tensor {t.name!r} needs; it may be truncated")
+        return file, offset, length
+
+    def array(self, t) -> np.ndarray:
+        ext = self.external(t)
+        if ext is not None:
+            file, offset, _ = ext
+            dtype = np.dtype(self.onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+            bf16 = t.data_type == self.onnx.TensorProto.BFLOAT16
+            shape = tuple(int(d) for d in t.dims)
+            if int(np.prod(shape)) == 0:
+                return np.empty(shape, dtype=np.float32 if bf16 else dtype)
+            mm = np.memmap(file, dtype=np.uint16 if bf16 else dtype, mode="r", offset=offset,
+                           shape=shape)
+            return (mm.astype(np.uint32) << 16).view(np.float32) if bf16 else mm
+        a = self.onnx.numpy_helper.to_array(t)
+        if a.dtype.kind == "V" or a.dtype.name == "bfloat16":
+            a = a.astype(np.float32)  # ml_dtypes' bfloat16: numpy has no such dtype
+        return a
+
+    def pure_root(self, name: str) -> str | None:
+        """The constant that ``name`` is, up to Identity / Cast / Transpose nodes, else None."""
+        for _ in range(_MAX_FOLD_DEPTH):
+            if name in self.consts:
+                return name
+            node = self.producers.get(name)
+            if node is None or node.op_type not in ("Identity", "Cast", "Transpose"):
+                return None
+            name = node.input[0]
+        return None
+
+    # --- constant folding of data-movement chains -----------------------------------------------
+    def fold(self, name: str, depth: int = 0) -> np.ndarray | None:
+        """The value of ``name`` when it is a constant or moved from constants only, else None."""
+        if name in self.consts:
+            return self.array(self.consts[name])
+        node = self.producers.get(name)
+        if node is None or node.op_type not in _MOVES or depth > _MAX_FOLD_DEPTH:
+            return None
+        ins = []
+        for i in node.input:
+            if not i:
+                ins.append(None)
+                continue
+            v = self.fold(i, depth + 1)
+            if v is None:
+                return None
+            ins.append(v)
+        attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+        try:
+            return _apply(node.op_type, ins, attrs, self.onnx)
+        except Exception:  # noqa: BLE001 - an op we cannot fold: not a weight we can read
+            return None
+
+
+def _apply(op: str, ins: list, attrs: dict, onnx) -> np.ndarray:
+    x = np.asarray(ins[0])
+    if op == "Identity":
+        return x
+    if op == "Cast":
+        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
+    if op == "Transpose":
+        return np.transpose(x, attrs.get("perm"))
+    if op == "Reshape":
+        shape = [int(s) for s in ins[1]]
+        shape = [x.shape[i] if s == 0 and not attrs.get("allowzero") else s
+                 for i, s in enumerate(shape)]
+        return x.reshape(shape)
+    if op == "Concat":
+        return np.concatenate([np.asarray(v) for v in ins], axis=attrs["axis"])
+    if op in ("Squeeze", "Unsqueeze"):
+        axes = attrs.get("axes")
+        if axes is None and len(ins) > 1 and ins[1] is not None:
+            axes = [int(a) for a in ins[1]]
+        if op == "Squeeze":
+            return np.squeeze(x, axis=tuple(axes)) if axes is not None else np.squeeze(x)
+        out = x
+        ndim = x.ndim + len(axes)
+        for a in sorted(a % ndim for a in axes):
+            out = np.expand_dims(out, a)
+        return out
+    if op == "Slice":
+        if "starts" in attrs:  # opset < 10
+            starts, ends = attrs["starts"], attrs["ends"]
+            axes, steps = attrs.get("axes"), None
+        else:
+            starts, ends = [int(v) for v in ins[1]], [int(v) for v in ins[2]]
+            axes = [int(v) for v in ins[3]] if len(ins) > 3 and ins[3] is not None else None
+            steps = [int(v) for v in ins[4]] if len(ins) > 4 and ins[4] is not None else None
+        axes = list(range(len(starts))) if axes is None else axes
+        steps = [1] * len(starts) if steps is None else steps
+        index = [slice(None)] * x.ndim
+        for s, e, a, st in zip(starts, ends, axes, steps):
+            index[a] = slice(s, e, st)
+        return x[tuple(index)]
+    if op == "DequantizeLinear":  # int8/uint8 weights of a quantized model: (x - zero) * scale
+        if attrs.get("block_size"):
+            raise ValueError("blocked quantization")
+        scale = np.asarray(ins[1], dtype=np.float32)
+        zero = np.asarray(ins[2]).astype(np.float32) if len(ins) > 2 and ins[2] is not None \
+            else np.float32(0)
+        if scale.ndim == 1 and x.ndim > 1:
+            shape = [1] * x.ndim
+            shape[attrs.get("axis", 1) % x.ndim] = -1
+            scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
+        return (x.astype(np.float32) - zero) * scale
+    raise ValueError(op)
+
+
+def _anonymous(name: str) -> bool:
+    return not name or name.startswith("onnx::")
+
+
+def open_onnx(path: Path) -> Source:
+    """The weight matrices of an ONNX model file (see the module docstring)."""
+    onnx = import_onnx()
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise SourceError(f"{path}: not a readable ONNX model, truncated or damaged? "
+                          f"({_one_line(exc)})") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise SourceError(f"{path}: not an ONNX model (no graph), or a truncated one")
+    m = _Model(model, Path(path))
+    items: list[tuple] = []
+    seen_consts: set[str] = set()
+    seen_folded: set[tuple] = set()
+    names: set[str] = set()
+
+    def unique(name: str) -> str:
+        out, k = name, 2
+        while out in names:
+            out, k = f"{name}#{k}", k + 1
+        names.add(out)
+        return out
+
+    def node_label(node) -> str:
+        return node.name or f"{node.op_type}:{node.output[0] if node.output else ''}"
+
+    def direct(input_name: str, node, role: str, transpose: bool, ndims: tuple[int, ...]):
+        """A weight that is an initializer or Constant: read lazily."""
+        t = m.consts[input_name]
+        if len(t.dims) not in ndims or input_name in seen_consts:
+            return
+        seen_consts.add(input_name)
+        m.external(t)  # a missing external file fails now, in one line
+        shape = tuple(int(d) for d in t.dims)
+        name = f"{node_label(node)}.{role}" if _anonymous(input_name) else input_name
+        load = (lambda t=t: m.array(t).T) if transpose else (lambda t=t: m.array(t))
+        items.append((unique(name), shape[::-1] if transpose else shape, m.dtype_name(t), load))
+
+    def computed(input_name: str, role: str, ndims: tuple[int, ...]):
+        """(shape, dtype) of a weight moved from constants (e.g. exporter-reordered LSTM gates),
+        folded once now and again when loaded, so no folded copy is held; None when it is not one
+        or when the same values were already listed (e.g. both branches of an If)."""
+        a = m.fold(input_name)
+        if a is None or a.ndim not in ndims:
+            return None
+        key = (role, a.shape, str(a.dtype), hashlib.blake2b(np.ascontiguousarray(a).tobytes(),
+                                                            digest_size=16).digest())
+        if key in seen_folded:
+            return None
+        seen_folded.add(key)
+        return a.shape, str(a.dtype)
+
+    def folded_loader(input_name: str, transpose: bool = False, direction: int | None = None):
+        def load() -> np.ndarray:
+            a = m.fold(input_name)
+            if a is None:
+                raise SourceError(f"{path}: cannot compute {input_name!r} any more")
+            a = a if direction is None else a[direction]
+            return a.T if transpose else a
+        return load
+
+    def weight(input_name: str, node, role: str, transpose: bool = False, ndims=(2,)):
+        if not input_name:
+            return
+        if input_name in m.consts:
+            direct(input_name, node, role, transpose, ndims)
+            return
+        root = m.pure_root(input_name)
+        if root is not None and root in seen_consts:
+            return
+        found = computed(input_name, role, ndims)
+        if found is not None:
+            # a named initializer seen through Transpose/Cast keeps its name
+            named = root is not None and not _anonymous(root)
+            if named:
+                seen_consts.add(root)
+            shape, dtype = found
+            items.append((unique(root if named else f"{node_label(node)}.{role}"),
+                          shape[::-1] if transpose else shape, dtype,
+                          folded_loader(input_name, transpose)))
+
+    def recurrent(node) -> None:
+        gates = _RNN_GATES[node.op_type]
+        for k, role in ((1, "W"), (2, "R")):
+            if len(node.input) <= k or not node.input[k]:
+                continue
+            name = node.input[k]
+            if name in m.consts:
+                if name in seen_consts:
+                    continue
+                seen_consts.add(name)
+                t = m.consts[name]
+                m.external(t)
+                shape, dtype = tuple(int(d) for d in t.dims), m.dtype_name(t)
+            else:
+                found = computed(name, role, (3,))
+                if found is None:
+                    continue
+                t, (shape, dtype) = None, found
+            if len(shape) != 3:
+                continue
+            for d in range(shape[0]):
+                suffix = "" if d == 0 else "_reverse"
+                load = (lambda t=t, d=d: m.array(t)[d]) if t is not None else \
+                    folded_loader(name, direction=d)
+                extra = {"gates": gates, "role": "recurrent"}
+                items.append((unique(f"{node_label(node)}.{role}{suffix}"), shape[1:], dtype, load,
+                              extra))
+
+    for node in m.nodes:
+        op, ins = node.op_type, list(node.input)
+        attrs = {a.name: a for a in node.attribute}
+        if op == "Gemm" and len(ins) >= 2:
+            trans_b = bool(attrs["transB"].i) if "transB" in attrs else False
+            weight(ins[1], node, "B", transpose=not trans_b)
+        elif op == "MatMul" and len(ins) == 2:
+            if ins[1] in m.consts or m.producers.get(ins[1]) is not None and \
+                    m.producers[ins[1]].op_type in _MOVES:
+                weight(ins[1], node, "B", transpose=True)
+            else:
+                weight(ins[0], node, "A")
+        elif op in ("Conv", "ConvTranspose") and len(ins) >= 2:
+            weight(ins[1], node, "W", ndims=(3, 4))
+        elif op == "Gather" and ins and ins[0] in m.consts:
+            t = m.consts[ins[0]]
+            if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                               onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE):
+                weight(ins[0], node, "embedding")
+        elif op in _RNN_GATES:
+            recurrent(node)
+    if not items:
+        raise SourceError(f"{path}: an ONNX model with no weights of Gemm, MatMul, Conv, Gather, "
+                          "LSTM, GRU or RNN nodes")
+    return Source(numbered(items, str(path)), "onnx", (str(path),))
