@@ -231,7 +231,7 @@ WORKS = [  # WeightWatcher 0.7.5.5 (default pl_package='ww') rejects or fails ea
     {"fix_fingers": "xmin_peak"},  # with pl_package='ww': CRITICAL and a failed fit
     {"fix_fingers": "clip_xmax", "xmax": -2},  # rejected: fix_fingers with an integer xmax
     {"fix_fingers": "xmin_peak", "xmax": "force"},  # xmax='force' needs pl_package='powerlaw'
-    {"vectors": True, "pool": False},
+    {"vectors": True, "pool": False},  # WeightWatcher runs vectors with conv layers too (checked)
     {"vectors": True, "fit": "TPL"},
     {"compare": True, "fit": "E_TPL"},
     {"compare": ("lognormal_positive", "stretched_exponential"), "gof": 3, "seed": 0},

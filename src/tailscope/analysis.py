@@ -277,7 +277,8 @@ def _optional_columns(o: Options) -> list[str]:
 
 
 def _vector_rows(rows: list, mats: list[np.ndarray], plan: LayerPlan, o: Options) -> None:
-    """Add the eigenvector localization columns (split at each row's xmin) to a layer's rows."""
+    """Add the eigenvector localization columns to a layer's rows (tail: its num_pl_spikes
+    largest eigenvalues; the eigenvectors come from the CPU, whatever the device)."""
     try:
         scale = _scale(plan, o)
         pairs = [eigenvectors(m) for m in mats]
