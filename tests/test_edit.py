@@ -1,0 +1,182 @@
+"""smooth / sharpen / distances: WeightWatcher 0.7.5.5's SVDSmoothing, SVDSharpness and distances,
+exact and deterministic; new weights written atomically."""
+
+import contextlib
+import copy
+import io
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from oracles import minilm_path, mtcnn_path
+
+import tailscope
+from tailscope.sources.layers import matrices
+
+
+def ww():
+    import weightwatcher
+
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    return weightwatcher.WeightWatcher()
+
+
+@contextlib.contextmanager
+def quiet():
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def onet():
+    return torch.load(mtcnn_path("onet"), weights_only=True)
+
+
+def ww_smoothed(sd, **kwargs):
+    model = copy.deepcopy(sd)
+    with quiet():
+        ww().SVDSmoothing(model=model, **kwargs)
+    return {k: v.numpy() for k, v in model.items()}
+
+
+def slice_ranks(name, w):
+    ref = tailscope.open_source({name: w}).refs[0]
+    return [int(np.linalg.matrix_rank(m.astype(np.float64))) for m in matrices(ref, w)]
+
+
+def test_svd_percent_keeps_int_percent_m_components_as_weightwatcher():
+    sd = onet()
+    ours = tailscope.smooth(sd, method="svd", percent=0.2)
+    ref = ww_smoothed(sd, method="svd", percent=0.2)
+    w, w_ref = ours.weights["dense5.weight"].astype(np.float64), ref["dense5.weight"]
+    k = int(0.2 * 256)
+    sv = np.linalg.svd(w, compute_uv=False)
+    sv_ref = np.linalg.svd(w_ref.astype(np.float64), compute_uv=False)
+    assert np.count_nonzero(sv**2 > 1e-10 * sv[0]**2) == k == \
+        np.count_nonzero(sv_ref**2 > 1e-10 * sv_ref[0]**2)
+    exact = np.linalg.svd(sd["dense5.weight"].double().numpy(), compute_uv=False)[:k]
+    np.testing.assert_allclose(sv[:k], exact, rtol=1e-6)  # exact SVD: the true top k
+    # WeightWatcher's randomized TruncatedSVD (n_iter=7) is close, not exact
+    np.testing.assert_allclose(sv_ref[:k], exact, rtol=2e-2)
+    for name in sd:
+        if sd[name].ndim >= 2 and name in set(ours.details["name"]):
+            assert slice_ranks(name, ours.weights[name]) == slice_ranks(name, ref[name]), name
+    row = ours.details.set_index("name").loc["dense5.weight"]
+    assert (row["kept"], row["removed"], row["status"]) == (k, 256 - k, "edited")
+    np.testing.assert_array_equal(ours.weights["dense5.bias"], sd["dense5.bias"].numpy())
+
+
+def test_negative_percent_removes_the_top_components_exactly_as_weightwatcher():
+    sd = onet()
+    ours = tailscope.smooth(sd, method="svd", percent=-0.2, layers=["dense"])
+    ref = ww_smoothed(sd, method="svd", percent=-0.2)
+    for name in ("dense5.weight", "dense6_3.weight"):  # both use a full SVD here
+        np.testing.assert_allclose(ours.weights[name], ref[name], atol=1e-5, rtol=0)
+    assert ours.details.set_index("name").loc["dense5.weight", "removed"] == 51
+
+
+@pytest.mark.parametrize("method, ww_method", [("pl", "alpha_min"), ("detX", "detX")])
+def test_pl_and_detx_counts_equal_weightwatchers(method, ww_method):
+    sd = onet()
+    ours = tailscope.smooth(sd, method=method, layers=["conv2", "dense5", "dense6_3"])
+    ref = ww_smoothed(sd, method=ww_method, layers=[3, 9, 13])  # its ids of the same layers
+    assert list(ours.details["name"]) == ["conv2.weight", "dense5.weight", "dense6_3.weight"]
+    for name in ("conv1.weight", "conv3.weight"):
+        np.testing.assert_array_equal(ours.weights[name], ref[name])  # both left alone
+    for name in ours.details["name"]:
+        assert slice_ranks(name, ours.weights[name]) == slice_ranks(name, ref[name]), name
+        a, b = ours.weights[name], ref[name]
+        assert np.linalg.norm(a - b) <= 0.05 * np.linalg.norm(a), name  # randomized vs exact
+
+
+def test_pl_keeps_the_power_law_tail_that_analyze_finds_on_real_weights():
+    layers = ["encoder.layer.0.attention.self.*", "encoder.layer.5.output.dense.weight"]
+    analysis = tailscope.analyze(minilm_path(), layers=layers)
+    edited = tailscope.smooth(minilm_path(), method="pl", layers=layers)
+    d = edited.details.set_index("name")
+    expected = analysis.details.set_index("name")["num_pl_spikes"]
+    assert list(d.index) == list(expected.index)
+    assert list(d["kept"]) == [min(int(k), m) for k, m in zip(expected, d["M"])]
+    name = "encoder.layer.5.output.dense.weight"
+    sv = np.linalg.svd(edited.weights[name].astype(np.float64), compute_uv=False)
+    kept = int(d.loc[name, "kept"])
+    assert sv[kept] < 1e-5 * sv[0]  # rank kept
+    orig = tailscope.open_source(minilm_path())
+    untouched = "encoder.layer.1.attention.self.query.weight"
+    ref = next(r for r in orig if r.name == untouched)
+    np.testing.assert_array_equal(edited.weights[untouched], ref.load())
+
+
+def test_save_is_atomic_and_reads_back(tmp_path):
+    sd = onet()
+    edited = tailscope.smooth(sd, method="svd", percent=0.5, layers=["dense5"])
+    path = edited.save(tmp_path / "smooth.safetensors")
+    back = tailscope.open_source(path)
+    assert sorted(r.name for r in back) == sorted(sd)  # every tensor
+    for ref in back:
+        np.testing.assert_array_equal(ref.load(), edited.weights[ref.name])
+    with pytest.raises(ValueError, match="does not exist"):
+        edited.save(tmp_path / "missing" / "x.safetensors")
+    assert not (tmp_path / "missing").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["smooth.safetensors"]  # no temp left
+    module_sd = edited.to_state_dict()
+    assert module_sd["dense5.weight"].dtype == torch.float32
+    with pytest.raises(ValueError, match="method must be"):
+        tailscope.smooth(sd, method="nope")
+    with pytest.raises(ValueError, match="percent"):
+        tailscope.smooth(sd, method="svd", percent=2)
+
+
+def test_a_bad_layer_is_left_as_it_was_with_its_reason():
+    rng = np.random.default_rng(0)
+    bad = rng.standard_normal((40, 30)).astype(np.float32)
+    bad[0, 0] = np.nan
+    state = {"a.weight": rng.standard_normal((40, 30)), "b.weight": bad,
+             "z.weight": np.zeros((40, 30))}
+    edited = tailscope.smooth(state, method="pl")
+    d = edited.details.set_index("name")
+    assert d.loc["a.weight", "status"] == "edited"
+    assert d.loc["b.weight", "status"] == "failed" and "NaN" in d.loc["b.weight", "reason"]
+    assert d.loc["z.weight", "status"] == "unchanged"
+    assert "all-zero" in d.loc["z.weight", "reason"]
+    assert edited.weights["b.weight"] is not None and np.isnan(edited.weights["b.weight"][0, 0])
+
+
+# --- distances ----------------------------------------------------------------------------------
+def perturbed(sd, seed=0, scale=0.01):
+    gen = torch.Generator().manual_seed(seed)
+    return {k: (v + scale * torch.randn(v.shape, generator=gen)).contiguous()
+            for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("method", ["raw", "euclidean", "cka"])
+def test_distances_equal_weightwatchers(method):
+    sd = onet()
+    other = perturbed(sd)
+    with quiet():
+        avg_dw, avg_db, ref = ww().distances(sd, other, method=method)
+    ours = tailscope.distances(sd, other, method=method)
+    dw, db, details = ours  # unpacks as WeightWatcher's tuple
+    assert list(details["name"].str.replace(".weight", "")) == list(ref["name"])
+    np.testing.assert_allclose(details["delta_W"], ref["delta_W"], rtol=1e-5)
+    assert dw == pytest.approx(avg_dw, rel=1e-5)
+    if method == "raw":
+        np.testing.assert_allclose(details["delta_b"], ref["delta_b"], rtol=1e-5)
+        assert db == pytest.approx(avg_db, rel=1e-5)
+    else:  # WeightWatcher writes 0 where it computed nothing; NaN here
+        assert math.isnan(db) and (ref["delta_b"] == 0).all()
+
+
+def test_distances_of_identical_models_and_unmatched_layers(tmp_path):
+    sd = onet()
+    same = tailscope.distances(sd, {f"model.{k}": v for k, v in sd.items()}, method="cka")
+    np.testing.assert_allclose(same.details["delta_W"], 1.0, rtol=1e-12)
+    zero = tailscope.distances(sd, sd, method="euclidean")
+    assert (zero.details["delta_W"] == 0).all()
+    partial = {k: v for k, v in sd.items() if not k.startswith("dense5")}
+    d = tailscope.distances(sd, partial).details.set_index("name")
+    assert math.isnan(d.loc["dense5.weight", "delta_W"])
+    assert "no layer named 'dense5.weight'" in d.loc["dense5.weight", "reason"]
+    with pytest.raises(ValueError, match="method must be"):
+        tailscope.distances(sd, sd, method="cosine")
