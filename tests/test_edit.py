@@ -180,3 +180,30 @@ def test_distances_of_identical_models_and_unmatched_layers(tmp_path):
     assert "no layer named 'dense5.weight'" in d.loc["dense5.weight", "reason"]
     with pytest.raises(ValueError, match="method must be"):
         tailscope.distances(sd, sd, method="cosine")
+
+
+def test_cli_smooth_writes_the_model_or_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.numpy import save_file
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "tailscope", *args], capture_output=True,
+                              text=True, timeout=300)
+
+    rng = np.random.default_rng(2)
+    tensors = {"a.weight": rng.standard_normal((90, 60)).astype(np.float32),
+               "a.bias": rng.standard_normal(90).astype(np.float32)}
+    save_file(tensors, str(tmp_path / "m.safetensors"))
+    out = tmp_path / "s.safetensors"
+    res = run("smooth", str(tmp_path / "m.safetensors"), "-o", str(out), "--method", "svd",
+              "--percent", "0.5")
+    assert res.returncode == 0, res.stderr
+    expected = tailscope.smooth(tmp_path / "m.safetensors", method="svd", percent=0.5)
+    back = {r.name: r.load() for r in tailscope.open_source(out)}
+    np.testing.assert_array_equal(back["a.weight"], expected.weights["a.weight"])
+    assert np.linalg.matrix_rank(back["a.weight"]) == 30
+    res = run("smooth", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "no" / "s.safetensors"))
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "no").exists()

@@ -222,3 +222,35 @@ def test_lowrank_eigenvalues_are_those_of_the_product(shape):
     b, a = rng.standard_normal((n, r)), rng.standard_normal((r, m))
     dense = np.sort(np.linalg.svd(b @ a, compute_uv=False) ** 2)[-min(n, m, r):]
     np.testing.assert_allclose(lowrank_eigenvalues(b, a), dense, rtol=1e-10)
+
+
+def test_cli_analyze_base_and_peft(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "tailscope", *args], capture_output=True,
+                              text=True, timeout=300)
+
+    rng = np.random.default_rng(1)
+    base = {"l.weight": rng.standard_normal((80, 40)).astype(np.float32)}
+    tuned = {"model.l.weight": base["l.weight"] + 0.1 * rng.standard_normal((80, 40)).astype(
+        np.float32)}
+    save_file(base, str(tmp_path / "base.safetensors"))
+    save_file(tuned, str(tmp_path / "tuned.safetensors"))
+    res = run("analyze", str(tmp_path / "tuned.safetensors"), "--base",
+              str(tmp_path / "base.safetensors"), "--out", str(tmp_path / "d.csv"))
+    assert res.returncode == 0, res.stderr
+    expected = tailscope.analyze(tmp_path / "tuned.safetensors",
+                                 base_model=tmp_path / "base.safetensors").details
+    import pandas as pd
+
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "d.csv")["alpha"], expected["alpha"],
+                               rtol=1e-12)
+    folder, _ = _adapter_folder(tmp_path, LoraNet(), alpha=16)
+    res = run("analyze", str(folder), "--peft", "only", "--min-evals", "1")
+    assert res.returncode == 0, res.stderr
+    assert "base_model.model.q.lora_BA" in res.stdout
+    res = run("analyze", str(folder), "--peft", "with_base")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "pass base_model=" in res.stderr
