@@ -43,3 +43,43 @@ def test_figures_show_the_fit(tmp_path):
     fig = per_eigenpair(np.linspace(1, 0, 50), 12, ylabel="y")
     (line,) = _orange(fig.axes[0])
     assert line.get_xdata()[0] == 12
+
+
+def test_mp_and_randomized_figures_show_the_fit_and_the_shuffled_esd(tmp_path):
+    from oracles import mtcnn_path
+
+    from tailscope import analyze
+    from tailscope.plots import layer_figure, layer_figures, mp_fit_figure, randomized_esd
+
+    analysis = analyze(mtcnn_path("pnet"), mp_fit=True, randomize=True, seed=0)
+    name = analysis.details["name"].iloc[2]
+    evals, fit = analysis.esd(name), analysis.mp_fit(name)
+    fig = mp_fit_figure(evals, fit, path=tmp_path / "mp.png")
+    ax = fig.axes[0]
+    w2 = fit.W_scale ** 2
+    curve = [ln for ln in ax.lines if ln.get_linestyle() == "-" and len(ln.get_xdata()) > 2][0]
+    x = curve.get_xdata()
+    assert x[0] == pytest.approx(fit.bulk_min * w2) and x[-1] == pytest.approx(fit.bulk_max * w2)
+    (edge,) = _orange(ax)
+    assert edge.get_xdata()[0] == pytest.approx(fit.bulk_max * w2)
+    spikes = [ln for ln in ax.lines if ln.get_marker() == "|"]
+    assert len(spikes[0].get_xdata()) == fit.num_spikes > 0
+    heights = [p.get_height() for p in ax.patches]
+    expected, _ = np.histogram(evals * w2, bins=100, density=True)
+    np.testing.assert_allclose(heights, expected)
+    assert (tmp_path / "mp.png").stat().st_size > 1000
+
+    rand = analysis.random_esd(name)
+    fig = randomized_esd(evals, rand)
+    ax = fig.axes[0]
+    red = [p for p in ax.patches if matplotlib.colors.same_color(p.get_facecolor()[:3], "tab:red")]
+    lq, lr = np.log10(rand[rand > 0]), np.log10(evals[evals > 0])
+    edges = np.histogram_bin_edges(np.concatenate([lr, lq]), bins=100)
+    expected, _ = np.histogram(lq, bins=edges, density=True)
+    np.testing.assert_allclose([p.get_height() for p in red], expected)
+    (line,) = _orange(ax)
+    assert line.get_xdata()[0] == pytest.approx(np.log10(rand.max()))
+
+    fig = layer_figure(analysis, name)
+    assert len([a for a in fig.axes if a.axison]) == 6  # 4 power-law panels + MP + randomized
+    assert len(layer_figures(analysis, tmp_path / "figs")) == len(analysis.details)

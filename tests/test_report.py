@@ -113,3 +113,30 @@ def test_layer_figures_for_every_row(tmp_path, pool):
     analysis = analyze(mtcnn_path("onet"), pool=pool, layers=["conv4", "dense5"])
     paths = layer_figures(analysis, tmp_path)
     assert len(paths) == len(analysis.details)
+
+
+def test_report_with_mp_fit_and_randomize_draws_their_panels(tmp_path):
+    import json
+
+    from oracles import mtcnn_path
+
+    analysis = analyze(mtcnn_path("pnet"), mp_fit=True, randomize=True, seed=0)
+    path = analysis.to_html(tmp_path / "rmt.html")
+    text = path.read_text()
+    assert not re.search(r"""(src|href)=['"]?(https?:)?//""", text)  # still self-contained
+    n = len(analysis.details)
+    for key in [(int(i), None) for i in analysis.details["layer_id"]]:
+        section = text.split(f"id='layer-{key[0]}'")[1].split("</details>")[0]
+        data = json.loads(section.split("application/json'>")[1].split("</script>")[0])
+        fit = analysis._mps[key]
+        w2 = fit.W_scale ** 2
+        assert data["mp"]["x"][0] == pytest.approx(fit.bulk_min * w2)
+        assert data["mp"]["x"][-1] == pytest.approx(fit.bulk_max * w2)
+        np.testing.assert_allclose(data["rand"], analysis._rands[key].evals)  # < 4000: all
+    dom = chromium(tmp_path, path.as_uri() + "#open-all", "--virtual-time-budget=5000",
+                   "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert not re.search(r"CONSOLE.*(Uncaught|Error)", dom.stderr)  # no console error
+    for panel in ("mp", "rand"):
+        drawn = re.findall(rf'<canvas data-panel="{panel}"[^>]*data-ok="1"', dom.stdout)
+        assert len(drawn) == n, panel

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,17 @@ from .fit import fit_power_law
 from .sources import LayerPlan, LayerRef, Source, open_source, plan_layer
 from .sources.derived import LowRankRef, derive
 from .sources.layers import matrices
-from .spectrum import alpha_metrics, eigenvalues_many, get_backend, lowrank_eigenvalues, norm_metrics
+from .spectrum import (
+    MPFitError,
+    alpha_metrics,
+    detx,
+    eigenvalues_many,
+    get_backend,
+    lowrank_eigenvalues,
+    mp_fit,
+    norm_metrics,
+    randomized_esd,
+)
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
@@ -39,6 +49,13 @@ COLUMNS = ["layer_id", "name", "module", "layer_type", "slice_id", "N", "M", "Q"
            "log_spectral_norm", "stable_rank", "matrix_rank", "rank_loss", "weak_rank_loss",
            "entropy", "sv_max", "sv_min", "num_fingers", "raw_alpha", "status", "warning",
            "reason", "dtype"]
+# the random-matrix diagnostics' columns (WeightWatcher's names), present when asked for
+MP_COLUMNS = ["num_spikes", "sigma_mp", "mp_softrank", "W_scale", "bulk_max", "bulk_min",
+              "mp_reason"]
+RAND_COLUMNS = ["max_rand_eval", "rand_num_spikes", "rand_sigma_mp", "rand_mp_softrank",
+                "rand_W_scale", "rand_bulk_max", "rand_bulk_min", "rand_distance", "ww_softrank",
+                "ww_maxdist", "rand_reason"]
+DETX_COLUMNS = ["detX_num", "detX_val", "detX_val_unrescaled", "num_ERG_spikes", "ERG_gap"]
 
 
 @dataclass(frozen=True)
@@ -60,8 +77,15 @@ class Options:
     method: str = "gram"
     device: str = "auto"
     jobs: int = 1
+    mp_fit: bool = False
+    randomize: bool = False
+    seed: int | None = None
+    detX: bool = False
 
     def check(self) -> None:
+        if self.seed is not None and not (isinstance(self.seed, (int, np.integer))
+                                          and not isinstance(self.seed, bool) and self.seed >= 0):
+            raise ValueError(f"seed must be None or an int >= 0; got {self.seed!r}")
         if self.fit not in ("PL", "power_law"):
             raise ValueError(f"fit={self.fit!r}: this version fits the power law ('PL') only")
         if self.fix_fingers not in (None, False, "clip_xmax", "xmin_peak"):
@@ -205,20 +229,25 @@ def _analyze_layer(ref: LayerRef, plan: LayerPlan, o: Options, backend
     try:
         if isinstance(ref, LowRankRef):  # a LoRA update: its r eigenvalues from the factors
             slices = [lowrank_eigenvalues(*ref.load_factors())]
+            mats = [ref.load()] if o.randomize else None  # shuffles need the dense product
         else:
-            slices = eigenvalues_many(_load_matrices(ref), backend, o.method)
+            mats = _load_matrices(ref)
+            slices = eigenvalues_many(mats, backend, o.method)
     except Exception as exc:  # noqa: BLE001 - any failure becomes this layer's reason
         return _failed_layer(ref, plan, exc)
-    return _layer_rows(ref, plan, o, slices)
+    return _layer_rows(ref, plan, o, slices, mats, backend)
 
 
-def _layer_rows(ref: LayerRef, plan: LayerPlan, o: Options, slices: list[np.ndarray]
+def _layer_rows(ref: LayerRef, plan: LayerPlan, o: Options, slices: list[np.ndarray],
+                mats: list[np.ndarray] | None = None, backend=None
                 ) -> list[tuple[dict, np.ndarray | None]]:
     """Rows (one pooled, or one per slice) from a layer's unscaled eigenvalues."""
     base = _base_row(ref, plan)
     scale = _scale(plan, o)
     slices = [s * scale for s in slices]
     groups = [(None, slices)] if o.pool else [(i, [s]) for i, s in enumerate(slices)]
+    # one generator per layer, from (seed, layer id): the same shuffles whatever the job order
+    rng = np.random.default_rng([int(o.seed or 0), int(ref.index)]) if o.randomize else None
     out = []
     for slice_id, group in groups:
         evals = np.sort(np.concatenate(group)) if len(group) > 1 else group[0]
@@ -231,7 +260,52 @@ def _layer_rows(ref: LayerRef, plan: LayerPlan, o: Options, slices: list[np.ndar
                 row.update(_fit_row(evals, o))
         except Exception as exc:  # noqa: BLE001
             row.update(status="failed", reason=_one_line(exc))
+        if row.get("lambda_max", 0) > 0:
+            oriented = _ww_oriented(ref, plan, mats)
+            group_mats = None if mats is None else \
+                (oriented if slice_id is None else [oriented[slice_id]])
+            row.update(_rmt_row(evals, plan, o, row, group_mats, scale, rng, backend))
         out.append((row, evals))
+    return out
+
+
+def _ww_oriented(ref: LayerRef, plan: LayerPlan, mats):
+    """The matrices as WeightWatcher holds them (its shuffles permute them in row-major order):
+    conv2d slices made tall (made wide in the Keras layout), other layers as stored."""
+    if mats is None or plan.layer_type != "conv2d":
+        return mats
+    keras = ref.layout == "keras"
+    return [w.T if (w.shape[1] < w.shape[0] if keras else w.shape[0] < w.shape[1]) else w
+            for w in mats]
+
+
+def _rmt_row(evals, plan: LayerPlan, o: Options, row: dict, mats, scale: float, rng,
+             backend) -> dict:
+    """The random-matrix diagnostics asked for (MP fit, randomized ESD, detX); each failure is
+    NaN and a reason in its own column, never a number, and never stops the layer."""
+    out: dict = {}
+    if o.mp_fit:
+        try:
+            fit = mp_fit(evals, plan.N, plan.M)
+            out.update(fit.as_row(), mp_reason="", _mp=fit)
+        except MPFitError as exc:
+            out["mp_reason"] = str(exc)
+    if o.randomize:
+        try:
+            if mats is None:
+                raise ValueError("the layer's matrices were not kept")
+            rand = randomized_esd(
+                mats, evals, plan.N, plan.M, rng, scale=scale,
+                eigvals=lambda w: eigenvalues_many([w], backend, o.method)[0])
+            out.update(rand.as_row(), rand_reason=rand.mp_reason and
+                       f"randomized MP fit: {rand.mp_reason}", _rand=rand)
+        except Exception as exc:  # noqa: BLE001 - the layer's other columns stand
+            out["rand_reason"] = _one_line(exc)
+    if o.detX:
+        d = detx(evals)
+        pl = row.get("num_pl_spikes")
+        out.update(d, num_ERG_spikes=d["detX_num"],
+                   ERG_gap=d["detX_num"] - pl if pl is not None and pl == pl else math.nan)
     return out
 
 
@@ -254,8 +328,8 @@ def _analyze_batch(batch, o: Options, backend) -> list:
         for i, _ in loaded:
             results[i] = _analyze_layer(*batch[i], o, backend)
         return results
-    for (i, _), ev in zip(loaded, evs):
-        results[i] = _layer_rows(*batch[i], o, [ev])
+    for (i, mats), ev in zip(loaded, evs):
+        results[i] = _layer_rows(*batch[i], o, [ev], mats, backend)
     return results
 
 
@@ -291,13 +365,15 @@ class Analysis:
     seconds: float
     _esds: dict = field(default_factory=dict, repr=False)
     _fits: dict = field(default_factory=dict, repr=False)
+    _mps: dict = field(default_factory=dict, repr=False)
+    _rands: dict = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict:
         """Means over successful layers, and how many layers were analysed, failed, skipped."""
         d = self.details
         ok = d[d["status"] == "success"] if len(d) else d
         out: dict[str, Any] = {}
-        for col in SUMMARY_METRICS:
+        for col in SUMMARY_METRICS + (("mp_softrank",) if "mp_softrank" in d else ()):
             out[col] = float(ok[col].mean()) if len(ok) else math.nan
         out.update({
             "layers": int(len(d)),
@@ -337,6 +413,27 @@ class Analysis:
         if key not in self._fits:
             raise KeyError(f"layer {layer!r} has no power-law fit")
         return self._fits[key]
+
+    def mp_fit(self, layer):
+        """The :class:`~tailscope.spectrum.mp.MPFit` of one layer (``mp_fit=True``; KeyError when
+        that layer has none, e.g. no MP fit exists: see its ``mp_reason``)."""
+        key = self._key(layer)
+        if key not in self._mps:
+            raise KeyError(f"layer {layer!r} has no MP fit (analyze with mp_fit=True)")
+        return self._mps[key]
+
+    def randomized(self, layer):
+        """The :class:`~tailscope.spectrum.randomize.RandomizedESD` of one layer
+        (``randomize=True``)."""
+        key = self._key(layer)
+        if key not in self._rands:
+            raise KeyError(f"layer {layer!r} has no randomized ESD (analyze with randomize=True)")
+        return self._rands[key]
+
+    def random_esd(self, layer) -> np.ndarray:
+        """The eigenvalues of one layer's element-shuffled matrices (all replicas, pooled), as
+        scaled and fitted (``randomize=True``)."""
+        return self.randomized(layer).evals
 
     # --- output ----------------------------------------------------------------------------
     def to_csv(self, path) -> Path:
@@ -482,6 +579,21 @@ def analyze(source, *, base_model=None, peft=False, trust_pickle: bool = False,
         'torch:cpu'.
     jobs : int
         Layers analysed at once (threads; BLAS threads are divided among them).
+    mp_fit : bool
+        Marchenko-Pastur fit of each ESD's bulk (:func:`tailscope.spectrum.mp.mp_fit`): columns
+        num_spikes, sigma_mp, mp_softrank, W_scale, bulk_max, bulk_min and mp_reason (why a
+        layer has no fit; its columns are then NaN).
+    randomize : bool
+        The ESD of each layer's element-shuffled matrices (correlation traps): max_rand_eval,
+        rand_num_spikes, rand_sigma_mp, rand_mp_softrank, rand_W_scale, rand_bulk_max,
+        rand_bulk_min, rand_distance, ww_softrank, ww_maxdist, rand_reason.
+    seed : int, optional
+        The shuffles' seed (each layer's generator is ``default_rng([seed, layer_id])``); None
+        draws fresh entropy, recorded in ``Analysis.options['seed']``.
+    detX : bool
+        (alias ``ERG``) WeightWatcher's det X = 1 tail: detX_num, detX_val,
+        detX_val_unrescaled (WeightWatcher's name for the *rescaled* value), num_ERG_spikes,
+        ERG_gap = detX_num - num_pl_spikes.
     trust_pickle : bool
         Allow PyTorch pickles that need code execution (never by default).
     progress : callable(done, total, name), optional
@@ -492,15 +604,20 @@ def analyze(source, *, base_model=None, peft=False, trust_pickle: bool = False,
     Analysis
     """
     t0 = time.perf_counter()
+    if options.pop("ERG", False):  # WeightWatcher 0.7.7's alias
+        options["detX"] = True
     o = Options(**options)
     o.check()
+    if o.randomize and o.seed is None:  # fresh entropy, recorded in Analysis.options
+        o = replace(o, seed=int(np.random.SeedSequence().entropy))
     backend = get_backend(o.device)
     src = _open(source, trust_pickle, base_model, peft)
     todo, skipped = _plan(src, o)
     results = _run(todo, o, backend, progress)
-    rows, esds, fits = [], {}, {}
+    rows, esds, fits, mps, rands = [], {}, {}, {}, {}
     for row, evals in (item for layer in results for item in layer):
         fit = row.pop("_fit", None)
+        mp, rand = row.pop("_mp", None), row.pop("_rand", None)
         rows.append(row)
         sid = row.get("slice_id")
         key = (row["layer_id"], None if sid is None else int(sid))
@@ -508,7 +625,14 @@ def analyze(source, *, base_model=None, peft=False, trust_pickle: bool = False,
             esds[key] = evals
         if fit is not None:
             fits[key] = fit
-    details = pd.DataFrame(rows, columns=COLUMNS)
+        if mp is not None:
+            mps[key] = mp
+        if rand is not None:
+            rands[key] = rand
+    columns = COLUMNS[:COLUMNS.index("status")] + (MP_COLUMNS if o.mp_fit else []) + \
+        (RAND_COLUMNS if o.randomize else []) + (DETX_COLUMNS if o.detX else []) + \
+        COLUMNS[COLUMNS.index("status"):]
+    details = pd.DataFrame(rows, columns=columns)
     drop = [c for c in ("slice_id",) if o.pool] + \
         [c for c in ("num_fingers", "raw_alpha") if o.fix_fingers != "clip_xmax"]
     details = details.drop(columns=drop)
@@ -519,7 +643,8 @@ def analyze(source, *, base_model=None, peft=False, trust_pickle: bool = False,
                 str(base_model) if isinstance(base_model, (str, Path)) else
                 type(base_model).__name__)
     return Analysis(details=details, skipped=skipped_df, source=src.describe(), options=opts,
-                    seconds=time.perf_counter() - t0, _esds=esds, _fits=fits)
+                    seconds=time.perf_counter() - t0, _esds=esds, _fits=fits,
+                    _mps=mps, _rands=rands)
 
 
 def _run(todo, o: Options, backend, progress) -> list:

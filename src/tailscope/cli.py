@@ -232,6 +232,7 @@ def _analysis_options(args) -> dict:
         opts["xmax"] = args.xmax
     if args.fix_fingers:
         opts["fix_fingers"] = args.fix_fingers
+    opts.update(mp_fit=args.mp_fit, randomize=args.randomize, seed=args.seed, detX=args.detX)
     return opts
 
 
@@ -483,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--peft", choices=["only", "with_base"],
                    help="a LoRA adapter: only its B·A updates, or also the base layers and "
                         "W_base + B·A (with_base needs --base unless SOURCE holds the base)")
+    a.add_argument("--mp-fit", action="store_true",
+                   help="Marchenko-Pastur fit of each ESD's bulk (num_spikes, sigma_mp, ...)")
+    a.add_argument("--randomize", action="store_true",
+                   help="the ESD of each layer's element-shuffled matrices (correlation traps)")
+    a.add_argument("--seed", type=int, help="seed for --randomize (default: fresh, recorded)")
+    a.add_argument("--detX", action="store_true", help="the det X = 1 tail (detX_num, ERG_gap)")
     a.set_defaults(func=cmd_analyze)
 
     sm = sub.add_parser("smooth", help="write a copy of a model with each weight matrix "

@@ -12,7 +12,9 @@ conv2d ESDs are twice those it fits). ``base_model`` gives the update W - W_base
 matched by name (WeightWatcher's substring match on the layer order silently analyses an unmatched
 layer's own W); ``peft`` analyses LoRA updates as WeightWatcher does, ``'with_base'`` with the full
 spectrum of W + BA (WeightWatcher keeps only its top r eigenvalues). Options tailscope does not
-offer yet raise a ``ValueError`` instead of being silently ignored.
+offer yet raise a ``ValueError`` instead of being silently ignored. ``mp_fit``, ``randomize`` and
+``detX`` (alias ``ERG``, as in WeightWatcher 0.7.7) are passed on, with ``seed=`` for reproducible
+shuffles (an extra option: WeightWatcher's shuffles cannot be seeded).
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ import pandas as pd
 from .analysis import Analysis, analyze, describe
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
-_ACCEPTED_DEFAULTS = {"plot": False, "randomize": False, "mp_fit": False, "ww2x": False,
+_ACCEPTED_DEFAULTS = {"plot": False, "ww2x": False,
                       "conv2d_fft": False, "fft": False, "deltas": False, "intra": False,
-                      "vectors": False, "channels": None, "stacked": False, "detX": False,
+                      "vectors": False, "channels": None, "stacked": False,
                       "svd_method": None, "pl_package": "ww", "inverse": False, "glorot_fix": False,
                       "savefig": None,
                       "start_ids": 0, "min_size": None, "max_size": None, "sparsify": True}
 _PASSED = ("layers", "min_evals", "max_evals", "max_N", "conv2d_norm", "pool", "fit", "xmax",
-           "fix_fingers", "xmin_max", "max_fingers", "finger_thresh", "tolerance", "normalize")
+           "fix_fingers", "xmin_max", "max_fingers", "finger_thresh", "tolerance", "normalize",
+           "mp_fit", "randomize", "detX", "ERG", "seed")
 
 
 def _translate(kwargs: dict) -> dict:
@@ -114,7 +117,7 @@ class WeightWatcher:
         d = self.get_details() if details is None else details
         ok = d[d["status"] == "success"]
         keys = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
-                "stable_rank")
+                "stable_rank") + (("mp_softrank",) if "mp_softrank" in d else ())
         return {k: float(ok[k].mean()) if len(ok) else float("nan") for k in keys}
 
     def get_ESD(self, model=None, layer=None, **kwargs) -> np.ndarray:  # noqa: N802

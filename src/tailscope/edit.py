@@ -27,7 +27,7 @@ from .analysis import Options, _atomic_write, _layer_rows, _one_line, _planned
 from .sources import LayerPlan, LayerRef, SourceError, open_source
 from .sources.derived import NameIndex
 from .sources.layers import matrices
-from .spectrum import gram
+from .spectrum import detx, gram
 
 SMOOTH_METHODS = ("pl", "detX", "svd", "mp")
 _ALIASES = {"alpha_min": "pl", "lambda_min": "pl", "detx": "detX", "rmt": "mp"}
@@ -184,19 +184,6 @@ def _edit(source, count_for: Callable[[LayerRef, LayerPlan], Callable], method: 
 
 
 # --- smoothing ---------------------------------------------------------------------------------
-def detx_num(evals: np.ndarray) -> int:
-    """WeightWatcher's detX count: eigenvalues rescaled to sum to their number, the size of the
-    smallest top set whose product is below 1 (all of them when no smaller set is)."""
-    ev = np.sort(np.asarray(evals, dtype=np.float64))
-    if ev.size < 2 or not ev[0] < ev[-1]:
-        return 0
-    ev = ev * (ev.size / ev.sum())
-    with np.errstate(divide="ignore"):
-        logs = np.cumsum(np.log(ev[::-1]))  # log prod of the top j+1
-    below = np.nonzero(logs[:-1] < 0.0)[0]  # WeightWatcher's loop never takes the full set
-    return int(below[0] + 1) if below.size else int(ev.size)
-
-
 def _mp_spikes(evals: np.ndarray, N: int, M: int) -> int:
     try:
         from .spectrum.mp import mp_fit
@@ -260,7 +247,8 @@ def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
             row, evals = _layer_rows(ref, plan, Options(**{**o.__dict__, "pool": True}),
                                      slices)[0]
             if method == "detX":
-                return detx_num(evals), "detX count is 0"
+                num = detx(evals)["detX_num"]
+                return (0, "no spectrum") if num != num else (int(num), "detX count is 0")
             if row["status"] != "success":
                 return 0, f"no power-law fit: {row['reason']}"
             return int(row["num_pl_spikes"]), ""
@@ -444,4 +432,4 @@ def _bias_distance(ref: LayerRef, other: LayerRef, by_name: dict, index: NameInd
     return float(np.linalg.norm(diff))
 
 
-__all__ = ["Distances", "EditedModel", "detx_num", "distances", "sharpen", "smooth"]
+__all__ = ["Distances", "EditedModel", "distances", "sharpen", "smooth"]

@@ -162,10 +162,71 @@ def rank_figures(selection, folder) -> list[Path]:
     return out
 
 
+# --- random-matrix diagnostics ---------------------------------------------------------------
+def mp_curve(fit, points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted MP density on its support [bulk_min, bulk_max], in rescaled units (the ESD
+    times ``fit.W_scale**2``, mean eigenvalue 1)."""
+    from .spectrum.mp import mp_density
+
+    w2 = fit.W_scale ** 2
+    lo, hi = fit.bulk_min * w2, fit.bulk_max * w2
+    x = np.linspace(lo, hi, points)
+    inner = x[1:-1]  # the density is 0 at the edges, infinite at 0 when Q == 1
+    y = np.concatenate([[0.0], mp_density(inner, fit.sigma_mp, fit.Q), [0.0]])
+    if lo == 0:
+        y[0] = y[1]
+    return x, y
+
+
+def mp_fit_figure(evals, fit, *, title="", bins=100, ax=None, path=None):
+    """The Marchenko-Pastur bulk: a linear histogram (density) of the rescaled ESD with the fitted
+    MP density over [bulk_min, bulk_max], the bulk edge (orange) and the spikes past the
+    Tracy-Widom threshold (red ticks)."""
+    fig, ax = _new(ax)
+    w2 = fit.W_scale ** 2
+    scaled = np.asarray(evals, dtype=np.float64) * w2
+    ax.hist(scaled, bins=bins, density=True, color=BLUE, alpha=0.6, label="ESD (rescaled)")
+    x, y = mp_curve(fit)
+    ax.plot(x, y, "-", color=RED, linewidth=2,
+            label=f"MP fit: sigma={fit.sigma_mp:.3f}, Q={fit.Q:.3g}")
+    ax.axvline(fit.bulk_max * w2, color=ORANGE, linewidth=2,
+               label=f"bulk_max = {fit.bulk_max:.4g}")
+    threshold = fit.spike_threshold * w2
+    spikes = scaled[scaled > threshold]
+    if spikes.size:
+        ax.plot(spikes, np.zeros(spikes.size), "|", color=RED, markersize=14,
+                label=f"{fit.num_spikes} spikes")
+    ax.set_xlabel("eigenvalue x W_scale^2 (mean 1)")
+    ax.set_ylabel("density")
+    ax.set_title(title or f"MP bulk: {fit.num_spikes} spikes, mp_softrank {fit.mp_softrank:.3f}")
+    ax.legend(frameon=False, fontsize=7)
+    return _finish(fig, path)
+
+
+def randomized_esd(evals, rand_evals, *, title="", bins=100, ax=None, path=None):
+    """log10 histograms (density) of the real ESD (blue) and of the element-shuffled matrices'
+    ESD (red, over it) on shared bins, with the largest shuffled eigenvalue (orange)."""
+    fig, ax = _new(ax)
+    real = np.asarray(evals, dtype=np.float64)
+    rand = np.asarray(rand_evals, dtype=np.float64)
+    lr, lq = np.log10(real[real > 0]), np.log10(rand[rand > 0])
+    edges = np.histogram_bin_edges(np.concatenate([lr, lq]), bins=bins)
+    ax.hist(lr, bins=edges, density=True, color=BLUE, alpha=0.7, label="ESD")
+    ax.hist(lq, bins=edges, density=True, color=RED, alpha=0.5, label="randomized ESD")
+    ax.axvline(np.log10(rand.max()), color=ORANGE, linewidth=2,
+               label=f"max rand eval = {rand.max():.4g}")
+    ax.set_xlabel("log10 eigenvalue")
+    ax.set_ylabel("density")
+    ax.set_title(title or "ESD and randomized ESD")
+    ax.legend(frameon=False, fontsize=7)
+    return _finish(fig, path)
+
+
 # --- one layer, and a whole model --------------------------------------------------------------
 def layer_figure(analysis, layer, *, path=None, dpi=None):
     """ESD with xmin, tail PDF/CCDF vs fit, D vs xmin, alpha vs xmin for one layer; a layer
-    without a fit shows its ESD (if any) and the reason, never a fit it does not have."""
+    without a fit shows its ESD (if any) and the reason, never a fit it does not have. When the
+    analysis ran them, the MP bulk and the randomized ESD follow on a second row."""
     plt = _pyplot()
     key = analysis._key(layer)
     d = analysis.details
@@ -174,20 +235,37 @@ def layer_figure(analysis, layer, *, path=None, dpi=None):
     name = f"{row['layer_id']} {row['module']}"
     evals = analysis._esds.get(key)
     fit = analysis._fits.get(key)
+    mp = analysis._mps.get(key)
+    rand = analysis._rands.get(key)
+    extras = [p for p in (
+        (lambda ax: mp_fit_figure(evals, mp, ax=ax)) if mp is not None else None,
+        (lambda ax: randomized_esd(evals, rand.evals, ax=ax)) if rand is not None else None)
+        if p is not None]
     if fit is None:
-        fig, ax = plt.subplots(figsize=(5.5, 3.2))
+        fig, axes = plt.subplots(1, 1 + len(extras), figsize=(5.5 * (1 + len(extras)), 3.6),
+                                 squeeze=False)
+        ax = axes[0, 0]
         if evals is not None and np.any(evals > 0):
             esd_histogram(evals, ax=ax, title=f"{name}: no fit")
         else:
             ax.axis("off")
+        for draw, ax in zip(extras, axes[0, 1:]):
+            draw(ax)
         fig.text(0.02, 0.01, f"{row['status']}: {row['reason']}", fontsize=8, color=RED)
         return _finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
-    fig, axes = plt.subplots(1, 4, figsize=(18, 3.6))
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.16, top=0.9, wspace=0.25)
-    esd_histogram(evals, fit.xmin, ax=axes[0], title=f"{name}: ESD")
-    pdf_cdf(fit, ccdf=True, ax=axes[1], title="tail: PDF and CCDF")
-    ks_curve(fit, ax=axes[2])
-    alpha_curve(fit, ax=axes[3])
+    rows = 2 if extras else 1
+    fig, axes = plt.subplots(rows, 4, figsize=(18, 3.6 * rows), squeeze=False)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.16 / rows, top=1 - 0.1 / rows,
+                        wspace=0.25, hspace=0.35)
+    esd_histogram(evals, fit.xmin, ax=axes[0, 0], title=f"{name}: ESD")
+    pdf_cdf(fit, ccdf=True, ax=axes[0, 1], title="tail: PDF and CCDF")
+    ks_curve(fit, ax=axes[0, 2])
+    alpha_curve(fit, ax=axes[0, 3])
+    if extras:
+        for draw, ax in zip(extras, axes[1]):
+            draw(ax)
+        for ax in axes[1, len(extras):]:
+            ax.axis("off")
     return _finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
 
 

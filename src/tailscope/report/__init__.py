@@ -81,6 +81,49 @@ function tsDraw(el){
     c3.fillStyle = O; c3.beginPath();
     c3.arc(s3x(Math.log10(d.fit.xmin)), s3y(d.fit.D), 5, 0, 2 * Math.PI); c3.fill();
   }
+  if (d.mp) tsDrawMP(el.querySelector('canvas[data-panel="mp"]'), d, w, h, O, B, R);
+  if (d.rand) tsDrawRand(el.querySelector('canvas[data-panel="rand"]'), d, w, h, O, B, R);
+}
+function tsHist(values, lo, hi, nb){
+  var counts = [], bw = (hi - lo) / nb || 1;
+  for (var i = 0; i < nb; i++) counts.push(0);
+  values.forEach(function(v){
+    if (v >= lo && v <= hi) counts[Math.min(nb - 1, Math.floor((v - lo) / bw))]++; });
+  return counts.map(function(c){ return c / (values.length * bw); });
+}
+function tsBars(ctx, dens, lo, hi, sx, sy, color){
+  var nb = dens.length; ctx.fillStyle = color;
+  dens.forEach(function(c, i){ var x0 = sx(lo + i * (hi - lo) / nb), x1 = sx(lo + (i + 1) * (hi - lo) / nb);
+    ctx.fillRect(x0, sy(c), Math.max(1, x1 - x0 - 1), sy(0) - sy(c)); });
+}
+function tsDrawMP(cv, d, w, h, O, B, R){
+  // the MP bulk: linear histogram of the rescaled ESD, the fitted density, the bulk edge
+  var ctx = cv.getContext('2d'), s = d.mp.W_scale * d.mp.W_scale;
+  var xs = d.evals.map(function(v){ return v * s; });
+  var hi = Math.max(Math.max.apply(null, xs), d.mp.x[d.mp.x.length - 1]) * 1.02, nb = 60;
+  var dens = tsHist(xs, 0, hi, nb), dmax = Math.max.apply(null, dens);
+  var ymax = Math.max(dmax, Math.min(Math.max.apply(null, d.mp.y), 1.5 * dmax)) || 1;
+  tsFrame(ctx, w, h, 'MP bulk: sigma ' + d.mp.sigma.toFixed(3) + ', ' + d.mp.num_spikes + ' spikes',
+          'eigenvalue x W_scale^2', 'density');
+  var sx = tsScale(0, hi, 40, w - 10), sy = tsScale(0, ymax, h - 30, 20);
+  ctx.globalAlpha = 0.6; tsBars(ctx, dens, 0, hi, sx, sy, B); ctx.globalAlpha = 1;
+  tsLine(ctx, d.mp.x, d.mp.y.map(function(v){ return Math.min(v, ymax); }), sx, sy, R);
+  tsVLine(ctx, sx(d.mp.bulk_max), h, O);
+  cv.setAttribute('data-ok', '1');
+}
+function tsDrawRand(cv, d, w, h, O, B, R){
+  // log10 histograms of the ESD and of the element-shuffled matrices' ESD, shared bins
+  var ctx = cv.getContext('2d'), pos = function(v){ return v > 0; };
+  var lr = d.evals.filter(pos).map(Math.log10), lq = d.rand.filter(pos).map(Math.log10);
+  var all = lr.concat(lq), lo = Math.min.apply(null, all), hi = Math.max.apply(null, all), nb = 60;
+  var dr = tsHist(lr, lo, hi, nb), dq = tsHist(lq, lo, hi, nb);
+  var ymax = Math.max(Math.max.apply(null, dr), Math.max.apply(null, dq)) || 1;
+  tsFrame(ctx, w, h, 'ESD (blue) and randomized ESD (red)', 'log10 eigenvalue', 'density');
+  var sx = tsScale(lo, hi, 40, w - 10), sy = tsScale(0, ymax, h - 30, 20);
+  ctx.globalAlpha = 0.7; tsBars(ctx, dr, lo, hi, sx, sy, B);
+  ctx.globalAlpha = 0.5; tsBars(ctx, dq, lo, hi, sx, sy, R); ctx.globalAlpha = 1;
+  tsVLine(ctx, sx(Math.max.apply(null, lq)), h, O);
+  cv.setAttribute('data-ok', '1');
 }
 document.querySelectorAll('details.layer').forEach(function(el){
   el.addEventListener('toggle', function(){
@@ -166,7 +209,9 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
     if layer_figures and len(d):
         parts.append("<h2>Layers</h2><p class='muted'>Open a layer to draw its figures: the ESD "
                      "with xmin (orange), the tail's CCDF against the fit, and D for every "
-                     "candidate xmin with the minimum (orange).</p>")
+                     "candidate xmin with the minimum (orange); with mp_fit the rescaled ESD with the "
+                     "fitted Marchenko-Pastur density and its bulk edge (orange); with randomize "
+                     "the ESD (blue) over the element-shuffled matrices' ESD (red).</p>")
         for key in plots._layer_keys(analysis):
             parts.append(_layer_section(analysis, key))
     parts.append(f"<script>{_PLOT_JS}</script>")
@@ -201,9 +246,23 @@ def _layer_section(analysis, key) -> str:
     if fit is not None:
         data["fit"] = {"alpha": fit.alpha, "xmin": fit.xmin, "D": fit.D,
                        "xmins": _thin(fit.xmins, 600), "Ds": _thin(fit.Ds, 600)}
+    mp, rand = analysis._mps.get(key), analysis._rands.get(key)
+    panels = []
+    if mp is not None and evals is not None:
+        from ..plots import mp_curve
+
+        x, y = mp_curve(mp, 200)
+        w2 = mp.W_scale ** 2
+        data["mp"] = {"W_scale": mp.W_scale, "sigma": mp.sigma_mp, "num_spikes": mp.num_spikes,
+                      "bulk_max": mp.bulk_max * w2, "x": _thin(x, 200), "y": _thin(y, 200)}
+        panels.append("mp")
+    if rand is not None and evals is not None:
+        data["rand"] = _thin(rand.evals, 4000)
+        panels.append("rand")
     payload = json.dumps(data).replace("</", "<\\/")
     n_canvas = 3 if fit is not None else (1 if evals is not None else 0)
-    canvases = "".join("<canvas width='330' height='220'></canvas>" for _ in range(n_canvas))
+    canvases = "".join("<canvas width='330' height='220'></canvas>" for _ in range(n_canvas)) + \
+        "".join(f"<canvas data-panel='{p}' width='330' height='220'></canvas>" for p in panels)
     note = "" if fit is not None else \
         f"<p class='muted'>No power-law fit: {html.escape(str(row['reason']))}</p>"
     return (f"<details class='layer' id='layer-{key[0]}{'' if key[1] is None else f'-{key[1]}'}'>"

@@ -58,3 +58,34 @@ def alpha_metrics(evals: np.ndarray, alpha: float) -> dict:
     rel = np.sum((evals / lam_max) ** alpha)
     return {"alpha_weighted": alpha * math.log10(lam_max),
             "log_alpha_norm": alpha * math.log10(lam_max) + math.log10(rel)}
+
+
+def detx(evals: np.ndarray) -> dict:
+    """WeightWatcher's detX columns: the smallest tail of the ESD, rescaled to mean 1, whose
+    eigenvalues' product (det X restricted to the tail) is still >= 1.
+
+    Scanning idx from the top, the first idx where prod(evals[idx:]) < 1 gives
+    ``detX_num`` = n - idx. ``detX_val`` is evals[idx] on the original scale and
+    ``detX_val_unrescaled`` the same eigenvalue on the *rescaled* scale (WeightWatcher's names are
+    inverted; kept for equality). The product is a sum of logs here, so it cannot overflow.
+    When no idx qualifies WeightWatcher's loop ends at idx = 1 with detX_num = n; kept.
+    """
+    ev = np.asarray(evals, dtype=np.float64)
+    n = ev.size
+    if n == 0 or not ev.sum() > 0:
+        return {"detX_num": math.nan, "detX_val": math.nan, "detX_val_unrescaled": math.nan}
+    w2 = n / float(ev.sum())
+    if n < 2 or not ev[0] < ev[-1]:  # WeightWatcher's (0, 0): a flat spectrum has no tail
+        return {"detX_num": 0, "detX_val": float(ev[0]), "detX_val_unrescaled": float(w2 * ev[0])}
+    scaled = w2 * ev
+    with np.errstate(divide="ignore"):
+        logs = np.log(np.maximum(scaled, 0.0))  # a rounding-negative eigenvalue is a zero
+    tail_logs = np.cumsum(logs[::-1])[::-1]  # tail_logs[i] = log prod(scaled[i:])
+    hits = np.nonzero(tail_logs[1:] < 0.0)[0]
+    if hits.size:
+        idx = int(hits[-1]) + 1
+        num = n - idx
+    else:
+        idx, num = 1, n
+    return {"detX_num": int(num), "detX_val": float(scaled[idx] / w2),
+            "detX_val_unrescaled": float(scaled[idx])}
