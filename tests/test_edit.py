@@ -207,3 +207,56 @@ def test_cli_smooth_writes_the_model_or_one_line_error(tmp_path):
     res = run("smooth", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "no" / "s.safetensors"))
     assert res.returncode == 2 and "does not exist" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "no").exists()
+
+
+# --- sharpen (correlation traps) ----------------------------------------------------------------
+def trapped(n, m, traps, seed):
+    """A random layer with a few huge entries (correlation traps) in distinct rows and columns."""
+    r = np.random.default_rng(seed)
+    w = r.standard_normal((n, m)) / np.sqrt(m)
+    rows = r.choice(n, traps, replace=False)
+    cols = r.choice(m, traps, replace=False)
+    w[rows, cols] = 250.0 / np.sqrt(m)
+    return torch.from_numpy(w.astype(np.float32))
+
+
+def traps_model():
+    conv = np.random.default_rng(3).standard_normal((40, 20, 3, 3)).astype(np.float32)
+    conv[0, 0, 0, 0] = 40.0
+    return {"trapped.weight": trapped(150, 100, 3, 1), "clean.weight": trapped(160, 60, 0, 2),
+            "conv.weight": torch.from_numpy(conv)}
+
+
+def test_sharpen_removes_the_traps_as_weightwatchers_svdsharpness():
+    sd = traps_model()
+    ref = copy.deepcopy(sd)
+    np.random.seed(0)  # noqa: NPY002 - WeightWatcher shuffles with the global state
+    with quiet():
+        ww().SVDSharpness(model=ref)
+    ours = tailscope.sharpen(sd, seed=0)
+    d = ours.details.set_index("name")
+    assert (d.loc["trapped.weight", "removed"], d.loc["clean.weight", "removed"]) == (3, 0)
+    assert d.loc["clean.weight", "status"] == "unchanged"
+    for name in ("trapped.weight", "clean.weight"):  # both remove by a full SVD: equal
+        np.testing.assert_allclose(ours.weights[name], ref[name].numpy(), atol=1e-5, rtol=0)
+    before = np.linalg.norm(sd["trapped.weight"].double().numpy(), 2)
+    after = np.linalg.norm(ours.weights["trapped.weight"].astype(np.float64), 2)
+    assert before / after > 2  # lambda_max drops (WeightWatcher's own test)
+    # one trap in a 3x3 conv: k = 1 < rf = 9; tailscope removes ceil(1/9) = 1 per slice,
+    # WeightWatcher's ceil(-1/9) = 0 removes nothing
+    assert d.loc["conv.weight", "removed"] == 1
+    np.testing.assert_array_equal(ref["conv.weight"].numpy(), sd["conv.weight"].numpy())
+    assert np.abs(ours.weights["conv.weight"]).max() < 20
+    again = tailscope.sharpen(sd, seed=0)
+    for name in sd:
+        np.testing.assert_array_equal(again.weights[name], ours.weights[name])  # seeded
+
+
+def test_smooth_mp_keeps_the_marchenko_pastur_spikes_as_weightwatchers_rmt():
+    sd = traps_model()
+    ref = ww_smoothed(sd, method="rmt")
+    ours = tailscope.smooth(sd, method="mp")
+    for name in sd:
+        assert slice_ranks(name, ours.weights[name]) == slice_ranks(name, ref[name].copy()), name
+    np.testing.assert_allclose(ours.weights["trapped.weight"], ref["trapped.weight"], atol=1e-4)
+    assert ours.details.set_index("name").loc["clean.weight", "status"] == "unchanged"

@@ -27,7 +27,7 @@ from .analysis import Options, _atomic_write, _layer_rows, _one_line, _planned
 from .sources import LayerPlan, LayerRef, SourceError, open_source
 from .sources.derived import NameIndex
 from .sources.layers import matrices
-from .spectrum import detx, gram
+from .spectrum import MPFitError, detx, eigenvalues_many, gram, mp_fit, shuffle_elements
 
 SMOOTH_METHODS = ("pl", "detX", "svd", "mp")
 _ALIASES = {"alpha_min": "pl", "lambda_min": "pl", "detx": "detX", "rmt": "mp"}
@@ -134,12 +134,12 @@ def _per_slice(k: int, rf: int) -> int:
 
 def _edit_layer(ref: LayerRef, plan: LayerPlan, w: np.ndarray, count: Callable, method: str
                 ) -> tuple[np.ndarray | None, dict]:
-    """(new tensor or None, details row); ``count(slice_evals) -> (k, reason)``."""
+    """(new tensor or None, details row); ``count(slice_evals, mats) -> (k, reason)``."""
     row = {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type, "N": plan.N,
            "M": plan.M, "rf": plan.rf, "method": method, "components": plan.M}
     mats = matrices(ref, w)
     spectra = [_spectrum(m) for m in mats]
-    k, reason = count([sp.evals for sp in spectra])
+    k, reason = count([sp.evals for sp in spectra], mats)
     k_slice = _per_slice(k, plan.rf)
     k_slice = int(np.clip(k_slice, -plan.M, plan.M))
     if k_slice == 0:
@@ -184,13 +184,11 @@ def _edit(source, count_for: Callable[[LayerRef, LayerPlan], Callable], method: 
 
 
 # --- smoothing ---------------------------------------------------------------------------------
-def _mp_spikes(evals: np.ndarray, N: int, M: int) -> int:
+def _mp_spikes(evals: np.ndarray, N: int, M: int) -> tuple[int, str]:
     try:
-        from .spectrum.mp import mp_fit
-    except ImportError:
-        raise ValueError("method='mp' needs the Marchenko-Pastur fit (tailscope.spectrum.mp), "
-                         "which this version does not have") from None
-    return int(mp_fit(evals, N, M).num_spikes)
+        return int(mp_fit(evals, N, M).num_spikes), "no Marchenko-Pastur spike"
+    except MPFitError as exc:
+        return 0, f"no Marchenko-Pastur fit: {exc}"
 
 
 def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
@@ -238,12 +236,12 @@ def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
     o.check()
 
     def count_for(ref: LayerRef, plan: LayerPlan):
-        def count(slices) -> tuple[int, str]:
+        def count(slices, mats) -> tuple[int, str]:
             if method == "svd":
                 return int(percent * plan.M * plan.rf), ""
             if method == "mp":
                 evals = np.sort(np.concatenate(slices))
-                return _mp_spikes(evals, plan.N, plan.M), "no Marchenko-Pastur spike"
+                return _mp_spikes(evals, plan.N, plan.M)
             row, evals = _layer_rows(ref, plan, Options(**{**o.__dict__, "pool": True}),
                                      slices)[0]
             if method == "detX":
@@ -262,14 +260,15 @@ def sharpen(source, layers=None, *, seed: int = 0, trust_pickle: bool = False,
             **options) -> EditedModel:
     """Remove correlation traps: the top singular components that survive shuffling.
 
-    For each layer, the elements of W are shuffled (seeded), the Marchenko-Pastur fit of the
-    shuffled matrix's ESD counts its spikes k (a random matrix has none, so each is a trap: a few
-    large entries that order cannot explain), and the top k singular components of the original W
-    are removed (per conv slice ceil(k / rf)), as WeightWatcher's ``SVDSharpness``.
+    For each layer, the elements of each of its matrices are shuffled (seeded), the
+    Marchenko-Pastur fit of the shuffled ESD counts its spikes k (a random matrix has none, so each
+    is a trap: a few large entries that order cannot explain), and the top k singular components of
+    the original W are removed (per conv slice ceil(k / rf)), as WeightWatcher's ``SVDSharpness``.
 
     Parameters
     ----------
     source : path, torch.nn.Module, state dict or array
+        Anything :func:`tailscope.analyze` reads; it is never modified.
     layers : list, optional
         As in :func:`tailscope.analyze`.
     seed : int
@@ -281,23 +280,16 @@ def sharpen(source, layers=None, *, seed: int = 0, trust_pickle: bool = False,
     -------
     EditedModel
     """
-    try:
-        from .spectrum.mp import mp_fit
-        from .spectrum.randomize import shuffle_elements
-    except ImportError:
-        raise ValueError("sharpen needs the Marchenko-Pastur fit and shuffling "
-                         "(tailscope.spectrum.mp, .randomize), which this version does not have"
-                         ) from None
-    from .spectrum import eigenvalues_many
-
-    rng = np.random.default_rng(seed)
-
     def count_for(ref: LayerRef, plan: LayerPlan):
-        def count(slices) -> tuple[int, str]:
-            w = np.asarray(ref.load())
-            shuffled = shuffle_elements(np.array(w, dtype=np.float64), rng)
-            evals = np.sort(np.concatenate(eigenvalues_many(matrices(ref, shuffled))))
-            k = int(mp_fit(evals, plan.N, plan.M).num_spikes)
+        def count(slices, mats) -> tuple[int, str]:
+            # one generator per layer, from (seed, layer id), as analyze(randomize=True) seeds
+            rng = np.random.default_rng([int(seed), int(ref.index)])
+            shuffled = [shuffle_elements(np.asarray(m, dtype=np.float64), rng) for m in mats]
+            evals = np.sort(np.concatenate(eigenvalues_many(shuffled)))
+            try:
+                k = int(mp_fit(evals, plan.N, plan.M).num_spikes)
+            except MPFitError as exc:
+                return 0, f"no Marchenko-Pastur fit of the shuffled ESD: {exc}"
             return -k, "no correlation trap (no spike in the shuffled ESD)"
         return count
 
