@@ -158,6 +158,9 @@ def test_distances_equal_weightwatchers(method):
         avg_dw, avg_db, ref = ww().distances(sd, other, method=method)
     ours = tailscope.distances(sd, other, method=method)
     dw, db, details = ours  # unpacks as WeightWatcher's tuple
+    from tailscope.compat import WeightWatcher
+
+    assert WeightWatcher().distances(sd, other, method=method)[0] == dw
     assert list(details["name"].str.replace(".weight", "")) == list(ref["name"])
     np.testing.assert_allclose(details["delta_W"], ref["delta_W"], rtol=1e-5)
     assert dw == pytest.approx(avg_dw, rel=1e-5)

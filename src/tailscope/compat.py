@@ -120,6 +120,16 @@ class WeightWatcher:
                 "stable_rank") + (("mp_softrank",) if "mp_softrank" in d else ())
         return {k: float(ok[k].mean()) if len(ok) else float("nan") for k in keys}
 
+    def distances(self, model_1, model_2, method: str = "raw", layers=None, start_ids: int = 0,
+                  pool: bool = True, channels=None) -> tuple:
+        """``(avg_dW, avg_db, details)`` as WeightWatcher's, layers matched by name."""
+        if start_ids or not pool or channels is not None:
+            raise ValueError("distances: start_ids, pool=False and channels are not supported")
+        from .edit import distances
+
+        d = distances(model_1, model_2, method=method, layers=layers or None)
+        return d.delta_W, d.delta_b, d.details
+
     def get_ESD(self, model=None, layer=None, **kwargs) -> np.ndarray:  # noqa: N802
         """Eigenvalues of one layer (its layer_id or name), as analysed."""
         if layer is None:
