@@ -254,3 +254,22 @@ def test_cli_analyze_base_and_peft(tmp_path):
     res = run("analyze", str(folder), "--peft", "with_base")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "pass base_model=" in res.stderr
+
+
+def test_name_matching_rules():
+    from tailscope.sources.derived import NameIndex
+
+    def refs(*names):
+        return tailscope.open_source({n: np.zeros((4, 4), np.float32) for n in names}).refs
+
+    index = NameIndex(refs("model.layers.0.q.weight", "layers.0.q.weight", "bert.encoder.k.weight",
+                           "lm_head.weight", "a.x.weight", "b.x.weight", "blk.v.base_layer.weight"))
+    assert index.find("layers.0.q.weight")[0].name == "layers.0.q.weight"  # exact first
+    assert index.find("base_model.model.lm_head.weight")[0].name == "lm_head.weight"
+    assert index.find("encoder.k.weight")[0].name == "bert.encoder.k.weight"  # dotted suffix
+    assert index.find("blk.v.weight")[0].name == "blk.v.base_layer.weight"
+    assert index.find("module.layers.0.q.weight")[0] is None  # two base layers match
+    assert "2 base layers" in index.find("module.layers.0.q.weight")[1]
+    ref, why = index.find("x.weight")
+    assert ref is None and "end like" in why
+    assert index.find("x.weigh")[0] is None  # never a partial-segment match

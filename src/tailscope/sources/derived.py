@@ -205,7 +205,7 @@ def lora_scale(config: dict, module: str, rank: int) -> float:
     return float(alpha) / (math.sqrt(rank) if config.get("use_rslora") else rank)
 
 
-def _oriented(a: np.ndarray, b: np.ndarray, embedding: bool) -> tuple[np.ndarray, np.ndarray]:
+def _oriented(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(B, A) with B (out, r) and A (r, in), whatever the storage."""
     if a.ndim != 2 or b.ndim != 2:
         raise SourceError(f"LoRA factors of shapes {a.shape} and {b.shape}: only dense (2-D) "
@@ -229,7 +229,7 @@ def _product_shape(pair: _Pair) -> tuple[int, int]:
 
 def _factors_loader(pair: _Pair, scale: float):
     def factors() -> tuple[np.ndarray, np.ndarray]:
-        b, a = _oriented(_float(pair.a.load()), _float(pair.b.load()), pair.embedding)
+        b, a = _oriented(_float(pair.a.load()), _float(pair.b.load()))
         return np.asarray(b, dtype=np.float64) * scale, np.asarray(a, dtype=np.float64)
     return factors
 
