@@ -41,8 +41,8 @@ def test_options_are_translated_or_refused():
         watcher.analyze(model=path, intra=True)
     with pytest.raises(ValueError, match="unknown WeightWatcher option"):
         watcher.analyze(model=path, colour="red")
-    with pytest.raises(ValueError, match="base_model"):
-        WeightWatcher(model=path, base_model=path)
+    with pytest.raises(ValueError, match="peft must be"):
+        watcher.analyze(model=path, peft="maybe")
 
 
 def test_failed_layers_are_not_averaged_in(tmp_path):

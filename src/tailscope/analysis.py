@@ -24,6 +24,7 @@ import pandas as pd
 
 from .fit import fit_power_law, fit_truncated_power_law
 from .sources import LayerPlan, LayerRef, Source, open_source, plan_layer
+from .sources.derived import LowRankRef, derive
 from .sources.layers import matrices
 from .sources.split import expand
 from .spectrum import (
@@ -32,6 +33,7 @@ from .spectrum import (
     detx,
     eigenvalues_many,
     get_backend,
+    lowrank_eigenvalues,
     mp_fit,
     norm_metrics,
     randomized_esd,
@@ -319,8 +321,12 @@ def _failed_layer(ref: LayerRef, plan: LayerPlan, exc: BaseException) -> list:
 def _analyze_layer(ref: LayerRef, plan: LayerPlan, o: Options, backend
                    ) -> list[tuple[dict, np.ndarray | None]]:
     try:
-        mats = _load_matrices(ref)
-        slices = eigenvalues_many(mats, backend, o.method)
+        if isinstance(ref, LowRankRef):  # a LoRA update: its r eigenvalues from the factors
+            slices = [lowrank_eigenvalues(*ref.load_factors())]
+            mats = [ref.load()] if (o.randomize or o.vectors) else None  # both need the product
+        else:
+            mats = _load_matrices(ref)
+            slices = eigenvalues_many(mats, backend, o.method)
     except Exception as exc:  # noqa: BLE001 - any failure becomes this layer's reason
         return _failed_layer(ref, plan, exc)
     rows = _layer_rows(ref, plan, o, slices, mats, backend)
@@ -438,7 +444,8 @@ def _batches(todo, backend) -> list[list]:
     groups: list[list] = []
     for ref, plan in todo:
         last = groups[-1] if groups else None
-        if (last and plan.rf == 1 and last[0][1].rf == 1 and last[0][0].shape == ref.shape
+        if (last and plan.rf == 1 and last[0][1].rf == 1 and not isinstance(ref, LowRankRef)
+                and not isinstance(last[0][0], LowRankRef) and last[0][0].shape == ref.shape
                 and (len(last) + 1) * plan.M * plan.M * 8 <= _BATCH_BYTES):
             last.append((ref, plan))
         else:
@@ -610,13 +617,21 @@ def _plan(src: Source, o: Options) -> tuple[list[tuple[LayerRef, LayerPlan]], li
     return todo, skipped
 
 
-def describe(source, *, trust_pickle: bool = False, **options) -> pd.DataFrame:
+def _open(source, trust_pickle: bool, base_model, peft) -> Source:
+    """The model, or its delta from ``base_model``, or its LoRA layers (``peft``)."""
+    src = open_source(source, trust_pickle=trust_pickle)
+    base = None if base_model is None else open_source(base_model, trust_pickle=trust_pickle)
+    return derive(src, base=base, peft=peft)
+
+
+def describe(source, *, base_model=None, peft=False, trust_pickle: bool = False,
+             **options) -> pd.DataFrame:
     """List the layers of a model with their shapes and whether ``analyze`` would fit them,
-    without reading any tensor."""
+    without reading any tensor (``base_model`` and ``peft`` as in :func:`analyze`)."""
     options.pop("ERG", None)  # the diagnostics' options are accepted and change nothing here
     o = Options(**options)
     o.check()
-    src = open_source(source, trust_pickle=trust_pickle)
+    src = _open(source, trust_pickle, base_model, peft)
     rows = [{"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
              "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype, "N": plan.N,
              "M": plan.M, "rf": plan.rf, "num_evals": plan.num_evals,
@@ -626,7 +641,7 @@ def describe(source, *, trust_pickle: bool = False, **options) -> pd.DataFrame:
                                        "M", "rf", "num_evals", "analyze", "reason"])
 
 
-def analyze(source, *, trust_pickle: bool = False,
+def analyze(source, *, base_model=None, peft=False, trust_pickle: bool = False,
             progress: Callable[[int, int, str], None] | None = None, **options) -> Analysis:
     """Analyse every weight matrix of a model: ESD, power-law fit, WeightWatcher's metrics.
 
@@ -634,6 +649,17 @@ def analyze(source, *, trust_pickle: bool = False,
     ----------
     source : path, torch.nn.Module, state dict or array
         Anything :func:`tailscope.sources.open_source` reads.
+    base_model : path, torch.nn.Module, state dict or array, optional
+        Analyse the fine-tuning update W - W_base instead of W, layers matched by name (exact,
+        then without prefixes such as 'model.' or 'base_model.model.', then a unique dotted
+        suffix); any format, not necessarily the model's. A layer with no base counterpart or
+        another shape is a failed row saying so. With ``peft='with_base'``: the base the LoRA
+        updates are added to.
+    peft : False, True, 'only' or 'with_base'
+        For a LoRA adapter: True/'only' analyse one ``<module>.lora_BA`` layer per lora_A/lora_B
+        pair, the update scale·B·A (scale = lora_alpha / r from adapter_config.json, else 1), from
+        its r nonzero eigenvalues; 'with_base' analyses every base layer and, after each adapted
+        one, its ``lora_BA`` and ``lora_W_plus_AB`` = W_base + scale·B·A.
     layers : list, optional
         Layer ids (all >= 0 keep; all < 0 skip), types ('dense', 'embedding', 'conv1d',
         'conv2d') or name globs ('-glob' skips), as WeightWatcher's ``layers``.
@@ -720,7 +746,7 @@ def analyze(source, *, trust_pickle: bool = False,
     if o.randomize and o.seed is None:  # fresh entropy, recorded in Analysis.options
         o = replace(o, seed=int(np.random.SeedSequence().entropy))
     backend = get_backend(o.device)
-    src = open_source(source, trust_pickle=trust_pickle)
+    src = _open(source, trust_pickle, base_model, peft)
     todo, skipped = _plan(src, o)
     results = _run(todo, o, backend, progress)
     rows, esds, fits, mps, rands = [], {}, {}, {}, {}
@@ -753,6 +779,9 @@ def analyze(source, *, trust_pickle: bool = False,
     skipped_df = pd.DataFrame(skipped, columns=["layer_id", "name", "layer_type", "shape",
                                                 "dtype", "reason"])
     opts = {k: v for k, v in o.__dict__.items()}
+    opts.update(peft=peft, base_model=None if base_model is None else
+                str(base_model) if isinstance(base_model, (str, Path)) else
+                type(base_model).__name__)
     return Analysis(details=details, skipped=skipped_df, source=src.describe(), options=opts,
                     seconds=time.perf_counter() - t0, _esds=esds, _fits=fits,
                     _mps=mps, _rands=rands)

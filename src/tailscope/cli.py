@@ -253,8 +253,9 @@ def cmd_analyze(args) -> int:
     if args.out and not Path(args.out).resolve().parent.exists():
         raise InputError(f"--out {args.out}: the folder does not exist")
     try:
+        peft = {None: False, "only": "only", "with_base": "with_base"}[args.peft]
         analysis = analyze(args.source, trust_pickle=args.trust_pickle, device=args.device,
-                           jobs=args.jobs, method=args.method,
+                           jobs=args.jobs, method=args.method, base_model=args.base, peft=peft,
                            progress=Progress(enabled=not args.quiet),
                            **_analysis_options(args))
     except (SourceError, ValueError) as exc:
@@ -315,6 +316,32 @@ def cmd_describe(args) -> int:
                            "display.max_colwidth", 60):
         print(table.drop(columns=["dtype"]).to_string(index=False))
     print(f"{int(table['analyze'].sum())} of {len(table)} tensors would be analysed")
+    return 0
+
+
+def cmd_smooth(args) -> int:
+    import pandas as pd
+
+    from .edit import smooth
+    from .sources import SourceError
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".safetensors":
+        raise InputError(f"-o {args.output}: the smoothed model is written as .safetensors")
+    if not out.resolve().parent.exists():
+        raise InputError(f"-o {args.output}: the folder does not exist")
+    try:
+        edited = smooth(args.source, method=args.method, percent=args.percent,
+                        layers=_parse_layers(args.layers), trust_pickle=args.trust_pickle)
+        path = edited.save(out)
+    except (SourceError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    with pd.option_context("display.max_rows", 100000, "display.width", 200,
+                           "display.max_colwidth", 60):
+        print(edited.details[["layer_id", "name", "M", "rf", "kept", "removed", "status",
+                              "reason"]].to_string(index=False))
+    n = int((edited.details["status"] == "edited").sum())
+    print(f"wrote {path} ({n} of {len(edited.details)} layers smoothed)")
     return 0
 
 
@@ -474,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eigenvector localization columns (bulk_/tail_ mean/var)")
     a.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     a.add_argument("--plot", metavar="DIR", help="save each layer's figures to DIR")
+    a.add_argument("--base", metavar="BASE", help="analyse the fine-tuning update W - W_base, "
+                                                  "layers matched by name (any format)")
+    a.add_argument("--peft", choices=["only", "with_base"],
+                   help="a LoRA adapter: only its B·A updates, or also the base layers and "
+                        "W_base + B·A (with_base needs --base unless SOURCE holds the base)")
     a.add_argument("--mp-fit", action="store_true",
                    help="Marchenko-Pastur fit of each ESD's bulk (num_spikes, sigma_mp, ...)")
     a.add_argument("--randomize", action="store_true",
@@ -481,6 +513,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, help="seed for --randomize (default: fresh, recorded)")
     a.add_argument("--detX", action="store_true", help="the det X = 1 tail (detX_num, ERG_gap)")
     a.set_defaults(func=cmd_analyze)
+
+    sm = sub.add_parser("smooth", help="write a copy of a model with each weight matrix "
+                                       "truncated to its top singular components",
+                        description="SVD smoothing: keep the power-law tail (pl), the detX count, "
+                                    "a fraction (svd --percent) or the Marchenko-Pastur spikes "
+                                    "(mp) of each layer; biases and other tensors are copied.")
+    _add_source_arguments(sm)
+    sm.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    sm.add_argument("--method", choices=["pl", "detX", "svd", "mp"], default="pl")
+    sm.add_argument("--percent", type=float, default=0.8,
+                    help="for --method svd: the fraction kept (negative: removed from the top)")
+    sm.set_defaults(func=cmd_smooth)
 
     rp = sub.add_parser("report", help="analyse a model and write a self-contained HTML report")
     _add_source_arguments(rp)

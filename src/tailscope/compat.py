@@ -8,10 +8,13 @@
 Differences, on purpose: the summary averages successful layers only (WeightWatcher averages failed
 fits in as alpha = -1); failed layers carry NaN, not -1, and no 'over-trained' warning;
 ``get_ESD`` returns the eigenvalues ``analyze`` used (WeightWatcher's skips ``conv2d_norm``, so its
-conv2d ESDs are twice those it fits). Options tailscope does not offer yet raise a ``ValueError``
-instead of being silently ignored. ``mp_fit``, ``randomize`` and ``detX`` (alias ``ERG``, as in
-WeightWatcher 0.7.7) are passed on, with ``seed=`` for reproducible shuffles (an extra option:
-WeightWatcher's shuffles cannot be seeded).
+conv2d ESDs are twice those it fits). ``base_model`` gives the update W - W_base of every layer
+matched by name (WeightWatcher's substring match on the layer order silently analyses an unmatched
+layer's own W); ``peft`` analyses LoRA updates as WeightWatcher does, ``'with_base'`` with the full
+spectrum of W + BA (WeightWatcher keeps only its top r eigenvalues). Options tailscope does not
+offer yet raise a ``ValueError`` instead of being silently ignored. ``mp_fit``, ``randomize`` and
+``detX`` (alias ``ERG``, as in WeightWatcher 0.7.7) are passed on, with ``seed=`` for reproducible
+shuffles (an extra option: WeightWatcher's shuffles cannot be seeded).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from .analysis import Analysis, analyze, describe
 _ACCEPTED_DEFAULTS = {"plot": False, "ww2x": False,
                       "conv2d_fft": False, "fft": False, "deltas": False, "intra": False,
                       "channels": None, "stacked": False,
-                      "svd_method": None, "pl_package": "ww", "base_model": None,
-                      "peft": False, "inverse": False, "glorot_fix": False, "savefig": None,
+                      "svd_method": None, "pl_package": "ww", "inverse": False, "glorot_fix": False,
+                      "savefig": None,
                       "start_ids": 0, "min_size": None, "max_size": None, "sparsify": True}
 _PASSED = ("layers", "min_evals", "max_evals", "max_N", "conv2d_norm", "pool", "fit", "xmax",
            "fix_fingers", "xmin_max", "max_fingers", "finger_thresh", "tolerance", "normalize",
@@ -38,7 +41,7 @@ _PASSED = ("layers", "min_evals", "max_evals", "max_N", "conv2d_norm", "pool", "
 def _translate(kwargs: dict) -> dict:
     out = {}
     for key, value in kwargs.items():
-        if key in _PASSED:
+        if key in _PASSED or key in ("base_model", "peft"):
             out[key] = value
         elif key == "ww2x" and value:
             out["pool"] = False
@@ -76,9 +79,8 @@ class WeightWatcher:
 
     def __init__(self, model: Any = None, framework: Any = None, base_model: Any = None,
                  log_level: Any = None):
-        if base_model is not None:
-            raise ValueError("base_model is not supported by tailscope.compat yet")
         self.model = model
+        self.base_model = base_model
         self.details: pd.DataFrame | None = None
         self.analysis: Analysis | None = None
 
@@ -88,13 +90,19 @@ class WeightWatcher:
             raise ValueError("no model: pass model= to WeightWatcher() or to this call")
         return model
 
+    def _options(self, kwargs: dict) -> dict:
+        opts = _translate(kwargs)
+        if opts.get("base_model") is None:
+            opts["base_model"] = self.base_model
+        return opts
+
     def analyze(self, model=None, **kwargs) -> pd.DataFrame:
-        self.analysis = analyze(self._model(model), **_translate(kwargs))
+        self.analysis = analyze(self._model(model), **self._options(kwargs))
         self.details = _ww_frame(self.analysis.details)
         return self.details
 
     def describe(self, model=None, **kwargs) -> pd.DataFrame:
-        d = describe(self._model(model), **_translate(kwargs))
+        d = describe(self._model(model), **self._options(kwargs))
         d = d[d["analyze"]].copy()
         d.insert(1, "longname", d["name"].str.replace(r"\.weight$", "", regex=True))
         return d.reset_index(drop=True)
@@ -112,11 +120,21 @@ class WeightWatcher:
                 "stable_rank") + (("mp_softrank",) if "mp_softrank" in d else ())
         return {k: float(ok[k].mean()) if len(ok) else float("nan") for k in keys}
 
+    def distances(self, model_1, model_2, method: str = "raw", layers=None, start_ids: int = 0,
+                  pool: bool = True, channels=None) -> tuple:
+        """``(avg_dW, avg_db, details)`` as WeightWatcher's, layers matched by name."""
+        if start_ids or not pool or channels is not None:
+            raise ValueError("distances: start_ids, pool=False and channels are not supported")
+        from .edit import distances
+
+        d = distances(model_1, model_2, method=method, layers=layers or None)
+        return d.delta_W, d.delta_b, d.details
+
     def get_ESD(self, model=None, layer=None, **kwargs) -> np.ndarray:  # noqa: N802
         """Eigenvalues of one layer (its layer_id or name), as analysed."""
         if layer is None:
             raise ValueError("get_ESD needs layer= (a layer_id or a name)")
         if self.analysis is None or model is not None:
-            self.analysis = analyze(self._model(model), **_translate(kwargs))
+            self.analysis = analyze(self._model(model), **self._options(kwargs))
             self.details = _ww_frame(self.analysis.details)
         return self.analysis.esd(layer)

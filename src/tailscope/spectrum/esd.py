@@ -219,3 +219,21 @@ def eigenvalues_many(mats: list[np.ndarray], backend=None, method: str = "gram")
 def eigenvalues(w: np.ndarray, method: str = "gram") -> np.ndarray:
     """Ascending eigenvalues of X = W^T W for one matrix."""
     return eigenvalues_many([w], method=method)[0]
+
+
+def lowrank_eigenvalues(b: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Ascending eigenvalues of (BA)^T (BA) that can be nonzero (r of them) for B (n, r), A (r, m),
+    without forming BA: with B = Q_B R_B and A^T = Q_A R_A, BA = Q_B (R_B R_A^T) Q_A^T, so its
+    singular values are those of the r x r core R_B R_A^T.
+    """
+    b = np.asarray(b, dtype=np.float64)
+    a = np.asarray(a, dtype=np.float64)
+    if b.ndim != 2 or a.ndim != 2 or b.shape[1] != a.shape[0]:
+        raise ValueError(f"factors of shapes {b.shape} and {a.shape} do not multiply")
+    if not (np.isfinite(b).all() and np.isfinite(a).all()):
+        raise ValueError("the weights hold NaN or Inf entries")
+    r_b = np.linalg.qr(b, mode="r")
+    r_a = np.linalg.qr(a.T, mode="r")
+    sv = svd_eigenvalues(r_b @ r_a.T)
+    k = min(b.shape[0], a.shape[1], b.shape[1])
+    return sv[sv.size - k:]
