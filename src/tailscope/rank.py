@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .fit import PowerLawFit, fit_power_law
-from .spectrum import gram, symmetric_eigenvalues
+from .spectrum import gram
 
 REL_THRESH = 1e-10  # eigenvalues below this fraction of the largest are numerical zeros
 _START_K = 64
@@ -61,7 +61,7 @@ def _gram_smaller_side(X) -> tuple[np.ndarray, bool]:
 def _all_eigenvalues(X) -> np.ndarray:
     """Every eigenvalue of X^T X (min(n, p) of them), descending, via the smaller Gram matrix."""
     g, _ = _gram_smaller_side(X)
-    ev = symmetric_eigenvalues(g, overwrite=True)
+    ev = np.linalg.eigvalsh(g)
     return np.maximum(ev, 0.0)[::-1]
 
 

@@ -45,61 +45,6 @@ def gram(w: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
     return upper + np.triu(upper, 1).T
 
 
-def _two_stage_lapack():
-    """LAPACK's dsyevd_2stage (two-stage tridiagonal reduction: mostly BLAS-3, faster than
-    dsyevd's half BLAS-2 reduction for eigenvalues only) from the OpenBLAS that scipy's wheels
-    bundle; None where that library or symbol is absent (other builds: numpy's eigvalsh)."""
-    global _TWO_STAGE
-    if _TWO_STAGE is not False:
-        return _TWO_STAGE
-    _TWO_STAGE = None
-    try:
-        import ctypes
-        import glob
-
-        import scipy
-
-        root = os.path.dirname(os.path.dirname(scipy.__file__))
-        for path in sorted(glob.glob(os.path.join(root, "scipy.libs", "libscipy_openblas*.so*"))):
-            lib = ctypes.CDLL(path)
-            fn = getattr(lib, "scipy_LAPACKE_dsyevd_2stage", None)
-            if fn is not None:
-                fn.restype = ctypes.c_int
-                fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, ctypes.c_int,
-                               ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-                _TWO_STAGE = fn
-                break
-    except Exception:  # noqa: BLE001 - any loading problem means: use numpy
-        _TWO_STAGE = None
-    return _TWO_STAGE
-
-
-_TWO_STAGE = False  # not looked up yet
-
-
-def symmetric_eigenvalues(g: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
-    """Ascending eigenvalues of one real symmetric matrix (float64), as numpy's eigvalsh gives
-    them (to rounding), through LAPACK's two-stage solver when available.
-
-    ``overwrite=True`` lets the solver destroy ``g`` (no copy) when it is a float64 array.
-    """
-    n = g.shape[0]
-    fn = _two_stage_lapack() if 64 <= n < 46341 else None
-    if fn is None:
-        return np.linalg.eigvalsh(g)
-    a = g if (overwrite and g.dtype == np.float64 and (g.flags.c_contiguous or g.flags.f_contiguous)
-              and g.flags.writeable) else np.array(g, dtype=np.float64, order="F")
-    if not np.isfinite(a).all():
-        raise np.linalg.LinAlgError("the matrix holds NaN or Inf entries")
-    w = np.empty(n, dtype=np.float64)
-    # a symmetric matrix reads the same in either memory order; 102 = column-major
-    info = fn(102, b"N", b"L" if a.flags.f_contiguous else b"U", n, a.ctypes.data, n,
-              w.ctypes.data)
-    if info != 0:
-        return np.linalg.eigvalsh(g)
-    return w
-
-
 def svd_eigenvalues(w: np.ndarray) -> np.ndarray:
     from scipy.linalg import svd
 
