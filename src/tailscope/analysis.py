@@ -426,7 +426,8 @@ def describe(source, *, trust_pickle: bool = False, **options) -> pd.DataFrame:
 
 
 def analyze(source, *, trust_pickle: bool = False,
-            progress: Callable[[int, int, str], None] | None = None, **options) -> Analysis:
+            progress: Callable[[int, int, str], None] | None = None, scheduler=None,
+            **options) -> Analysis:
     """Analyse every weight matrix of a model: ESD, power-law fit, WeightWatcher's metrics.
 
     Parameters
@@ -462,6 +463,9 @@ def analyze(source, *, trust_pickle: bool = False,
         Allow PyTorch pickles that need code execution (never by default).
     progress : callable(done, total, name), optional
         Called after each layer.
+    scheduler : str or distributed.Client, optional
+        Spread the layers over a Dask cluster (``tcp://host:8786`` or a client); each worker
+        reads only its own tensors, so ``source`` must be a path every worker can read.
 
     Returns
     -------
@@ -473,7 +477,12 @@ def analyze(source, *, trust_pickle: bool = False,
     backend = get_backend(o.device)
     src = open_source(source, trust_pickle=trust_pickle)
     todo, skipped = _plan(src, o)
-    results = _run(todo, o, backend, progress)
+    if scheduler is not None:  # the one hook into zoo: layers as Dask tasks
+        from .zoo.distributed import run_layers
+
+        results = run_layers(source, todo, o, scheduler, progress, trust_pickle)
+    else:
+        results = _run(todo, o, backend, progress)
     rows, esds, fits = [], {}, {}
     for row, evals in (item for layer in results for item in layer):
         fit = row.pop("_fit", None)
