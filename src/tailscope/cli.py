@@ -275,21 +275,23 @@ _ZOO_COLUMNS = ["name", "group", "status", "layers", "failed", "alpha", "alpha_w
 def cmd_zoo(args) -> int:
     import pandas as pd
 
-    from .zoo import run_zoo, write_zoo_report
+    from .zoo import quality_columns, read_manifest, run_zoo, write_zoo_report
 
     if args.report and Path(args.report).suffix.lower() not in (".html", ".htm"):
         raise InputError(f"--report {args.report}: the report is an .html file")
     try:
+        have = quality_columns(read_manifest(args.manifest))
+        missing = [q for q in args.correlate or [] if q not in have]
+        if missing:  # checked before any work starts
+            raise InputError(f"--correlate {missing[0]}: no such quality column in the manifest "
+                             f"(have: {', '.join(have) or 'none'})")
         run = run_zoo(args.manifest, store=args.store, scheduler=args.scheduler,
                       workers=args.workers, threads_per_worker=args.threads_per_worker,
                       blas_threads=args.blas_threads, force=args.force,
                       trust_pickle=args.trust_pickle, progress=not args.quiet,
-                      device=args.device, method=args.method, **_analysis_options(args))
+                      connect_timeout=args.connect_timeout, device=args.device,
+                      method=args.method, **_analysis_options(args))
         models = run.models
-        missing = [q for q in args.correlate or [] if q not in models.columns]
-        if missing:
-            raise InputError(f"--correlate {missing[0]}: no such quality column in the manifest "
-                             f"(have: {', '.join(run.quality_columns) or 'none'})")
         tables = {q: run.correlate(q) for q in args.correlate or []}
         if args.report:
             write_zoo_report(models, args.report, quality=args.correlate or [])
@@ -303,7 +305,8 @@ def cmd_zoo(args) -> int:
                 print(f"failed: {row['name']}: {row['reason']}")
         for q, table in tables.items():
             print()
-            print(f"summary metrics vs {q} (Spearman rho, Kendall tau, R^2; overall and per group)")
+            print(f"summary metrics vs {q} (Spearman rho, Kendall tau, R^2; overall and per "
+                  "group)")
             print(table.to_string(index=False))
     print(f"{len(models)} models: {int((models['status'] == 'success').sum())} analysed, "
           f"{int((models['status'] == 'failed').sum())} failed ({run.computed} computed now, "
@@ -512,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(postgresql://user:password@host/db)")
     z.add_argument("--scheduler", metavar="ADDRESS",
                    help="an existing Dask scheduler (tcp://HOST:PORT); default: a LocalCluster")
+    z.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for --scheduler (default 10)")
     z.add_argument("--workers", type=int, help="LocalCluster worker processes (default: cores)")
     z.add_argument("--threads-per-worker", type=int, default=1)
     z.add_argument("--blas-threads", type=int, default=1, help="BLAS threads per model task")

@@ -6,10 +6,10 @@ Dask, SQLAlchemy, psycopg and pyyaml are imported only when used (``pip install 
 
 from ._dask import SchedulerError
 from .correlate import correlate, scatter_figure, write_zoo_report
-from .manifest import ManifestError, read_manifest
+from .manifest import ManifestError, quality_columns, read_manifest
 from .run import ZooRun, analyze_model, options_key, run_zoo
 from .store import Store, StoreError, open_store
 
 __all__ = ["ManifestError", "SchedulerError", "Store", "StoreError", "ZooRun", "analyze_model",
-           "correlate", "open_store", "options_key", "read_manifest", "run_zoo", "scatter_figure",
-           "write_zoo_report"]
+           "correlate", "open_store", "options_key", "quality_columns", "read_manifest", "run_zoo",
+           "scatter_figure", "write_zoo_report"]

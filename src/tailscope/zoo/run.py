@@ -22,7 +22,7 @@ import pandas as pd
 
 from .. import __version__
 from ..analysis import Options
-from ._dask import dask_client, dashboard_link
+from ._dask import dashboard_link, dask_client
 from .manifest import quality_columns, read_manifest
 from .store import Store, open_store
 

@@ -26,6 +26,8 @@ _TEXT_COLUMNS = ("name", "module", "layer_type", "status", "warning", "reason", 
 _INT_COLUMNS = ("layer_id",)
 _EXTRA_COLUMNS = ("slice_id", "num_fingers", "raw_alpha")
 LAYER_COLUMNS = [c for c in COLUMNS if c not in _EXTRA_COLUMNS]
+# PostgreSQL reserves xmin and xmax as system column names: stored under other names
+_DB_NAMES = {"xmin": "fit_xmin", "xmax": "fit_xmax"}
 
 
 class StoreError(ValueError):
@@ -141,7 +143,7 @@ class Store:
         cols = []
         for c in LAYER_COLUMNS:
             kind = sa.Text if c in _TEXT_COLUMNS else sa.Integer if c in _INT_COLUMNS else sa.Float
-            cols.append(sa.Column(c, kind))
+            cols.append(sa.Column(_DB_NAMES.get(c, c), kind, key=c))
         self.layers = sa.Table(
             "layers", meta,
             sa.Column("row_id", sa.Integer, primary_key=True, autoincrement=True),
@@ -246,6 +248,7 @@ class Store:
              .where((m.c.key == key) & (m.c.name == name)).order_by(lay.c.position))
         with self.engine.connect() as conn:
             table = pd.read_sql(q, conn)
+        table = table.rename(columns={v: k for k, v in _DB_NAMES.items()})
         extras = [json.loads(e) if e else {} for e in table.pop("extras")]
         for c in _EXTRA_COLUMNS:
             if any(c in e for e in extras):
