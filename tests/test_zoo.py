@@ -226,6 +226,7 @@ class _renamed:
         return self.run.details(f"{name}-{self.c}")
 
 
+@pytest.mark.slow  # a second LocalCluster in a subprocess: ~30-70 s on 2 busy cores
 def test_killed_driver_resumes_with_every_model_once(client, models, expected, tmp_path):
     """SIGKILL the driver (a subprocess with its own LocalCluster) mid-run: the store holds only
     whole models; a re-run finishes the rest and the results equal a clean run."""
