@@ -96,7 +96,8 @@ import json, resource, sys, time
 import tailscope
 marks = []
 def progress(done, total, name):
-    marks.append((name, time.perf_counter()))
+    marks.append((name, time.perf_counter(),
+                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 t0 = time.perf_counter()
 a = tailscope.analyze(sys.argv[1], progress=progress)
 seconds = time.perf_counter() - t0
@@ -126,8 +127,9 @@ def big_model(folder: Path, blocks: int) -> None:
     largest = VOCAB_7B * HIDDEN_7B * 2 / 2**20
     gram = HIDDEN_7B * HIDDEN_7B * 8 / 2**20
     prev, per_layer = r["t0"], {}
-    for name, t in r["marks"]:
+    for name, t, rss in r["marks"]:
         per_layer[name] = t - prev
+        print(f"  {name:45s} {t - prev:6.1f} s   peak RSS so far {rss:5.0f} MB")
         prev = t
     outer = sum(v for k, v in per_layer.items() if ".layers." not in k)
     block_times = [sum(v for k, v in per_layer.items() if f".layers.{b}." in k)
