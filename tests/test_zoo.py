@@ -26,6 +26,7 @@ pytest.importorskip("sqlalchemy")
 
 from tailscope.zoo import (  # noqa: E402
     ManifestError,
+    SchedulerError,
     StoreError,
     correlate,
     open_store,
@@ -306,30 +307,39 @@ def _cli(*args):
                           text=True, timeout=300, env=env)
 
 
-def test_bad_manifest_store_or_scheduler_is_one_line_exit_2(tmp_path, models):
+def test_bad_manifest_store_or_scheduler_fails_before_any_work(tmp_path, models):
     no_source = tmp_path / "a.csv"
     no_source.write_text("path,accuracy\nx.pt,0.5\n")
     dup = tmp_path / "b.csv"
     dup.write_text(f"source,name\n{models['pnet']},m\n{models['rnet']},m\n")
     good = write_manifest(tmp_path / "good.csv", {"pnet": models["pnet"]})
+    store = tmp_path / "s.db"
     cases = [
-        (("zoo", str(no_source)), "no 'source' column"),
-        (("zoo", str(dup)), "appears twice"),
-        (("zoo", str(tmp_path / "none.csv")), "no such manifest"),
-        (("zoo", str(good), "--store", str(tmp_path / "no" / "dir" / "r.db")), "does not exist"),
-        (("zoo", str(good), "--store", "nosuchdb://x"), "store"),
-        (("zoo", str(good), "--store", str(tmp_path / "s.db"), "--scheduler",
-          "tcp://127.0.0.1:9", "--connect-timeout", "1"), "cannot reach the Dask scheduler"),
-        (("analyze", models["pnet"], "--scheduler", "tcp://127.0.0.1:9"),
-         "cannot reach the Dask scheduler"),
+        ((no_source,), {}, ManifestError, "no 'source' column"),
+        ((dup,), {}, ManifestError, "appears twice"),
+        ((tmp_path / "none.csv",), {}, ManifestError, "no such manifest"),
+        ((good,), {"store": tmp_path / "no" / "dir" / "r.db"}, StoreError, "does not exist"),
+        ((good,), {"store": "nosuchdb://x"}, StoreError, "store"),
+        ((good,), {"store": store, "scheduler": "tcp://127.0.0.1:9", "connect_timeout": 1},
+         SchedulerError, "cannot reach the Dask scheduler"),
     ]
-    for args, text in cases:
+    for args, kwargs, error, text in cases:
+        with pytest.raises(error, match=text) as info:
+            run_zoo(*args, progress=False, **kwargs)
+        assert "\n" not in str(info.value)
+    assert _stored(store) == 0  # nothing was analysed
+    # the command line: one line on stderr, exit code 2
+    for args, text in [(("zoo", str(dup)), "appears twice"),
+                       (("zoo", str(good), "--store", str(store), "--scheduler",
+                         "tcp://127.0.0.1:9", "--connect-timeout", "1"),
+                        "cannot reach the Dask scheduler")]:
         res = _cli(*args)
         assert res.returncode == 2, (args, res.stderr)
         assert res.stderr.startswith("tailscope: error:") and res.stderr.count("\n") == 1, \
             res.stderr
         assert text in res.stderr, (text, res.stderr)
-    assert not (tmp_path / "s.db").exists() or _stored(tmp_path / "s.db") == 0
+    with pytest.raises(SchedulerError, match="cannot reach"):  # analyze --scheduler's path
+        analyze(models["pnet"], scheduler="tcp://127.0.0.1:9")
 
 
 def test_manifest_formats(tmp_path, models):
