@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fit_speed.py
 	$(BIN)/python bench/analyze_speed.py
 	$(BIN)/python bench/rank_speed.py
+	$(BIN)/python bench/zoo_speed.py --blocks 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -24,8 +24,10 @@ import numpy as np
 HIDDEN, INTER, VOCAB = 2048, 5632, 32000
 
 
-def write_checkpoint(folder: Path, blocks: int, seed: int = 0) -> int:
-    """A sharded LLaMA-shaped checkpoint; returns its size in bytes."""
+def write_checkpoint(folder: Path, blocks: int, seed: int = 0, *, hidden: int = HIDDEN,
+                     inter: int = INTER, vocab: int = VOCAB) -> int:
+    """A sharded LLaMA-shaped checkpoint (fp16; one shard per block plus the embedding and the
+    head); returns its size in bytes. LLaMA-7B is hidden 4096, intermediate 11008."""
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -37,22 +39,22 @@ def write_checkpoint(folder: Path, blocks: int, seed: int = 0) -> int:
     def heavy(shape):
         return (rng.standard_t(3.0, size=shape) * 0.02).astype(np.float16)
 
-    shards: list[dict] = [{"model.embed_tokens.weight": heavy((VOCAB, HIDDEN))}]
+    shards: list[dict] = [{"model.embed_tokens.weight": heavy((vocab, hidden))}]
     for b in range(blocks):
         p = f"model.layers.{b}."
         shards.append({
-            p + "self_attn.q_proj.weight": heavy((HIDDEN, HIDDEN)),
-            p + "self_attn.k_proj.weight": heavy((HIDDEN, HIDDEN)),
-            p + "self_attn.v_proj.weight": heavy((HIDDEN, HIDDEN)),
-            p + "self_attn.o_proj.weight": heavy((HIDDEN, HIDDEN)),
-            p + "mlp.gate_proj.weight": heavy((INTER, HIDDEN)),
-            p + "mlp.up_proj.weight": heavy((INTER, HIDDEN)),
-            p + "mlp.down_proj.weight": heavy((HIDDEN, INTER)),
-            p + "input_layernorm.weight": np.ones(HIDDEN, np.float16),
-            p + "post_attention_layernorm.weight": np.ones(HIDDEN, np.float16),
+            p + "self_attn.q_proj.weight": heavy((hidden, hidden)),
+            p + "self_attn.k_proj.weight": heavy((hidden, hidden)),
+            p + "self_attn.v_proj.weight": heavy((hidden, hidden)),
+            p + "self_attn.o_proj.weight": heavy((hidden, hidden)),
+            p + "mlp.gate_proj.weight": heavy((inter, hidden)),
+            p + "mlp.up_proj.weight": heavy((inter, hidden)),
+            p + "mlp.down_proj.weight": heavy((hidden, inter)),
+            p + "input_layernorm.weight": np.ones(hidden, np.float16),
+            p + "post_attention_layernorm.weight": np.ones(hidden, np.float16),
         })
-    shards.append({"model.norm.weight": np.ones(HIDDEN, np.float16),
-                   "lm_head.weight": heavy((VOCAB, HIDDEN))})
+    shards.append({"model.norm.weight": np.ones(hidden, np.float16),
+                   "lm_head.weight": heavy((vocab, hidden))})
     weight_map = {}
     for i, shard in enumerate(shards, 1):
         name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"

@@ -642,7 +642,8 @@ def describe(source, *, base_model=None, peft=False, trust_pickle: bool = False,
 
 
 def analyze(source, *, base_model=None, peft=False, trust_pickle: bool = False,
-            progress: Callable[[int, int, str], None] | None = None, **options) -> Analysis:
+            progress: Callable[[int, int, str], None] | None = None, scheduler=None,
+            **options) -> Analysis:
     """Analyse every weight matrix of a model: ESD, power-law fit, WeightWatcher's metrics.
 
     Parameters
@@ -727,6 +728,9 @@ def analyze(source, *, base_model=None, peft=False, trust_pickle: bool = False,
         Allow PyTorch pickles that need code execution (never by default).
     progress : callable(done, total, name), optional
         Called after each layer.
+    scheduler : str or distributed.Client, optional
+        Spread the layers over a Dask cluster (``tcp://host:8786`` or a client); each worker
+        reads only its own tensors, so ``source`` must be a path every worker can read.
 
     Returns
     -------
@@ -748,7 +752,12 @@ def analyze(source, *, base_model=None, peft=False, trust_pickle: bool = False,
     backend = get_backend(o.device)
     src = _open(source, trust_pickle, base_model, peft)
     todo, skipped = _plan(src, o)
-    results = _run(todo, o, backend, progress)
+    if scheduler is not None:  # the one hook into zoo: layers as Dask tasks
+        from .zoo.distributed import run_layers
+
+        results = run_layers(source, todo, o, scheduler, progress, trust_pickle)
+    else:
+        results = _run(todo, o, backend, progress)
     rows, esds, fits, mps, rands = [], {}, {}, {}, {}
     for row, evals in (item for layer in results for item in layer):
         fit = row.pop("_fit", None)

@@ -257,7 +257,7 @@ def cmd_analyze(args) -> int:
         analysis = analyze(args.source, trust_pickle=args.trust_pickle, device=args.device,
                            jobs=args.jobs, method=args.method, base_model=args.base, peft=peft,
                            progress=Progress(enabled=not args.quiet),
-                           **_analysis_options(args))
+                           scheduler=args.scheduler, **_analysis_options(args))
     except (SourceError, ValueError) as exc:
         raise InputError(str(exc)) from None
     if not args.quiet:
@@ -275,6 +275,54 @@ def cmd_analyze(args) -> int:
         paths = layer_figures(analysis, args.plot)
         if not args.quiet:
             print(f"wrote {len(paths)} layer figures to {args.plot}")
+    return 0
+
+
+_ZOO_COLUMNS = ["name", "group", "status", "layers", "failed", "alpha", "alpha_weighted",
+                "log_alpha_norm", "log_spectral_norm", "stable_rank", "seconds"]
+
+
+def cmd_zoo(args) -> int:
+    import pandas as pd
+
+    from .zoo import quality_columns, read_manifest, run_zoo, write_zoo_report
+
+    if args.report and Path(args.report).suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"--report {args.report}: the report is an .html file")
+    try:
+        have = quality_columns(read_manifest(args.manifest))
+        missing = [q for q in args.correlate or [] if q not in have]
+        if missing:  # checked before any work starts
+            raise InputError(f"--correlate {missing[0]}: no such quality column in the manifest "
+                             f"(have: {', '.join(have) or 'none'})")
+        run = run_zoo(args.manifest, store=args.store, scheduler=args.scheduler,
+                      workers=args.workers, threads_per_worker=args.threads_per_worker,
+                      blas_threads=args.blas_threads, force=args.force,
+                      trust_pickle=args.trust_pickle, progress=not args.quiet,
+                      connect_timeout=args.connect_timeout, device=args.device,
+                      method=args.method, **_analysis_options(args))
+        models = run.models
+        tables = {q: run.correlate(q) for q in args.correlate or []}
+        if args.report:
+            write_zoo_report(models, args.report, quality=args.correlate or [])
+    except ValueError as exc:  # ManifestError, StoreError, SchedulerError, bad options
+        raise InputError(str(exc)) from None
+    with pd.option_context("display.max_rows", 100000, "display.width", 200,
+                           "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
+        if not args.quiet:
+            print(models[[c for c in _ZOO_COLUMNS if c in models.columns]].to_string(index=False))
+            for _, row in models[models["status"] == "failed"].iterrows():
+                print(f"failed: {row['name']}: {row['reason']}")
+        for q, table in tables.items():
+            print()
+            print(f"summary metrics vs {q} (Spearman rho, Kendall tau, R^2; overall and per "
+                  "group)")
+            print(table.to_string(index=False))
+    print(f"{len(models)} models: {int((models['status'] == 'success').sum())} analysed, "
+          f"{int((models['status'] == 'failed').sum())} failed ({run.computed} computed now, "
+          f"{run.resumed} already in the store); store {run.store.shown}, key {run.key}")
+    if args.report:
+        print(f"wrote {args.report}")
     return 0
 
 
@@ -512,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the ESD of each layer's element-shuffled matrices (correlation traps)")
     a.add_argument("--seed", type=int, help="seed for --randomize (default: fresh, recorded)")
     a.add_argument("--detX", action="store_true", help="the det X = 1 tail (detX_num, ERG_gap)")
+    a.add_argument("--scheduler", metavar="ADDRESS",
+                   help="spread the layers over a Dask cluster (tcp://HOST:PORT); each worker "
+                        "reads only its own tensors")
     a.set_defaults(func=cmd_analyze)
 
     sm = sub.add_parser("smooth", help="write a copy of a model with each weight matrix "
@@ -525,6 +576,43 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--percent", type=float, default=0.8,
                     help="for --method svd: the fraction kept (negative: removed from the top)")
     sm.set_defaults(func=cmd_smooth)
+
+    z = sub.add_parser("zoo", help="analyse every model of a manifest on Dask into a results store",
+                       description="Analyse many models (a CSV or YAML manifest: source, name, "
+                                   "group, quality columns) as Dask tasks, keep the results in a "
+                                   "SQLite file or a SQLAlchemy database, resume finished models, "
+                                   "and correlate summary metrics with quality.")
+    z.add_argument("manifest", help="a .csv or .yaml file, one model per row")
+    z.add_argument("--store", default="results.db",
+                   help="a SQLite file (default results.db) or a SQLAlchemy URL "
+                        "(postgresql://user:password@host/db)")
+    z.add_argument("--scheduler", metavar="ADDRESS",
+                   help="an existing Dask scheduler (tcp://HOST:PORT); default: a LocalCluster")
+    z.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for --scheduler (default 10)")
+    z.add_argument("--workers", type=int, help="LocalCluster worker processes (default: cores)")
+    z.add_argument("--threads-per-worker", type=int, default=1)
+    z.add_argument("--blas-threads", type=int, default=1, help="BLAS threads per model task")
+    z.add_argument("--force", action="store_true", help="recompute models already in the store")
+    z.add_argument("--correlate", action="append", metavar="COLUMN",
+                   help="Spearman, Kendall and R^2 of each summary metric against this quality "
+                        "column, overall and per group (repeatable)")
+    z.add_argument("--report", metavar="FILE.html",
+                   help="an HTML page with the models, correlations and scatter plots")
+    z.add_argument("--layers", action="append", metavar="SPEC", help="as for analyze")
+    z.add_argument("--trust-pickle", action="store_true")
+    z.add_argument("--device", default="auto", help="auto, cpu, cuda, torch:cpu (in each worker)")
+    z.add_argument("--method", choices=["gram", "svd"], default="gram")
+    z.add_argument("--min-evals", type=int, default=10)
+    z.add_argument("--max-evals", type=int, default=15000)
+    z.add_argument("--max-N", type=int, default=50000)
+    z.add_argument("--no-pool", action="store_true")
+    z.add_argument("--no-conv2d-norm", action="store_true")
+    z.add_argument("--normalize", action="store_true")
+    z.add_argument("--xmax", type=_ww_xmax)
+    z.add_argument("--fix-fingers", choices=["clip_xmax", "xmin_peak"])
+    z.add_argument("--quiet", action="store_true", help="no progress, no models table")
+    z.set_defaults(func=cmd_zoo)
 
     rp = sub.add_parser("report", help="analyse a model and write a self-contained HTML report")
     _add_source_arguments(rp)

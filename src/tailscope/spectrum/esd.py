@@ -41,8 +41,20 @@ def gram(w: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
         # tall: (B^T)(B^T)^T = B^T B; wide: (B^T)^T (B^T) = B B^T
         g = dsyrk(1.0, block.T, beta=1.0, c=g, trans=1 if wide else 0, lower=0,
                   overwrite_c=True)
-    upper = np.triu(g)
-    return upper + np.triu(upper, 1).T
+    return _mirror_upper(g)
+
+
+def _mirror_upper(g: np.ndarray, block: int = 512) -> np.ndarray:
+    """Copy the upper triangle onto the lower one in place, a column block at a time: no M x M
+    temporaries, so a Gram matrix costs its own size and no more (the lower triangle is exactly
+    zero after syrk with lower=0, so this equals upper + triu(upper, 1).T bit for bit)."""
+    m = g.shape[0]
+    for j in range(0, m, block):
+        k = min(j + block, m)
+        g[k:, j:k] = g[j:k, k:].T
+        tile = g[j:k, j:k]
+        tile[np.tril_indices(k - j, -1)] = tile.T[np.tril_indices(k - j, -1)]
+    return g
 
 
 def svd_eigenvalues(w: np.ndarray) -> np.ndarray:
@@ -144,7 +156,8 @@ def eigenvalues_many(mats: list[np.ndarray], backend=None, method: str = "gram")
     for idx in groups.values():
         grams = [backend.gram(mats[i]) for i in idx]
         if isinstance(grams[0], np.ndarray):
-            stacked = np.stack(grams)
+            # one matrix: a view, not a copy of an M x M Gram matrix
+            stacked = grams[0][None] if len(grams) == 1 else np.stack(grams)
             finite = bool(np.isfinite(stacked).all())
         else:
             stacked = backend.torch.stack(grams)

@@ -1,0 +1,235 @@
+"""``run_zoo``: analyse every model of a manifest as a Dask task and keep the results in a store.
+
+The driver submits one task per model that is not finished yet under the run's options key,
+writes each result to the store as it arrives (one transaction per model) and reports progress on
+stderr. Workers return results; only the driver writes, so a killed worker costs its task a retry
+on another worker and a killed driver loses at most the models in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import __version__
+from ..analysis import Options
+from ._dask import dashboard_link, dask_client
+from .manifest import quality_columns, read_manifest
+from .store import Store, open_store
+
+# options that change how, not what, is computed: not part of the resume key
+_NOT_IN_KEY = ("jobs", "device")
+
+
+def options_key(options: dict) -> str:
+    """The resume key: a hash of the tailscope version and the result-changing options."""
+    text = json.dumps({"version": __version__,
+                       "options": {k: v for k, v in options.items() if k not in _NOT_IN_KEY}},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def analyze_model(path: str, options: dict, blas_threads: int = 1,
+                  trust_pickle: bool = False) -> dict:
+    """One zoo task: ``analyze`` one model, with BLAS limited to ``blas_threads``.
+
+    Returns a dict (status, reason, summary, details, read, seconds, worker); any failure to read
+    the model is a failed result with its reason, never an exception.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from ..analysis import analyze
+
+    t0 = time.perf_counter()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    if not path:
+        return {"status": "failed", "reason": "no source given in the manifest",
+                "seconds": 0.0, "worker": worker}
+    try:
+        with threadpool_limits(limits=int(blas_threads), user_api="blas"):
+            a = analyze(path, trust_pickle=trust_pickle, **options)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be read is a failed row
+        return {"status": "failed", "reason": _one_line(exc),
+                "seconds": time.perf_counter() - t0, "worker": worker}
+    return {"status": "success", "reason": "", "summary": a.summary(), "details": a.details,
+            "read": a.source, "seconds": time.perf_counter() - t0, "worker": worker}
+
+
+class ZooProgress:
+    """Models done / failed / ETA on stderr: one rewritten line on a terminal, else a line per
+    model at most every 5 s."""
+
+    def __init__(self, enabled: bool = True, stream=None):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = self.last = time.monotonic()
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def __call__(self, done: int, failed: int, total: int, name: str) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        elapsed = now - self.start
+        eta = elapsed / done * (total - done) if done else 0.0
+        text = (f"models {done}/{total} done, {failed} failed, {_hms(elapsed)} elapsed, "
+                f"ETA {_hms(eta)}  {name[-40:]}")
+        if self.tty:
+            self.stream.write("\r" + text.ljust(100) + ("\n" if done == total else ""))
+        elif now - self.last >= 5.0 or done == total:
+            self.last = now
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+@dataclass(frozen=True, repr=False)
+class ZooRun:
+    """The result of :func:`run_zoo`.
+
+    ``models``: one row per manifest model (from the store), ``key``: the options key its rows
+    are stored under, ``computed`` / ``resumed``: how many models this run analysed / found
+    finished already.
+    """
+
+    models: pd.DataFrame
+    store: Store
+    key: str
+    run_id: int
+    computed: int
+    resumed: int
+    seconds: float
+    quality_columns: list = field(default_factory=list)
+
+    def details(self, name: str) -> pd.DataFrame:
+        """The stored per-layer table of one model."""
+        return self.store.details(name, self.key)
+
+    def correlate(self, quality: str, **kwargs) -> pd.DataFrame:
+        """:func:`tailscope.zoo.correlate` on this run's models."""
+        from .correlate import correlate
+
+        return correlate(self.models, quality, **kwargs)
+
+    def __repr__(self) -> str:
+        ok = int((self.models["status"] == "success").sum())
+        return (f"ZooRun({len(self.models)} models: {ok} analysed, {len(self.models) - ok} "
+                f"failed; {self.computed} computed, {self.resumed} resumed; store "
+                f"{self.store.shown}, key {self.key})")
+
+
+def run_zoo(manifest, *, store: Any = "results.db", scheduler=None, workers: int | None = None,
+            threads_per_worker: int = 1, blas_threads: int = 1, force: bool = False,
+            trust_pickle: bool = False, progress: bool | ZooProgress = True,
+            connect_timeout: float = 10.0, **options) -> ZooRun:
+    """Analyse every model of a manifest on Dask and store the results.
+
+    Parameters
+    ----------
+    manifest : str or Path
+        A CSV or YAML manifest (see :func:`read_manifest`).
+    store : str, Path or Store
+        A SQLite file path (default ``results.db``) or a SQLAlchemy URL
+        (``postgresql://user:password@host/db``).
+    scheduler : str or distributed.Client, optional
+        An existing Dask scheduler's address (``tcp://host:8786``) or client; by default a
+        LocalCluster of ``workers`` processes (default one per core).
+    threads_per_worker, blas_threads : int
+        Tasks per worker process, and BLAS threads per task (1 and 1: no oversubscription).
+    force : bool
+        Recompute models already finished under the same options (default: skip them).
+    trust_pickle : bool
+        Allow PyTorch pickles that need code execution.
+    progress : bool or ZooProgress
+        Models done / failed / ETA on stderr.
+    connect_timeout : float
+        Seconds to wait for ``scheduler``.
+    **options
+        Analysis options, as :func:`tailscope.analyze` takes them (``layers``, ``min_evals``...).
+
+    Returns
+    -------
+    ZooRun
+
+    Raises
+    ------
+    ManifestError, StoreError, SchedulerError
+        Before any work starts: the manifest, the store or the scheduler cannot be used.
+    """
+    t0 = time.perf_counter()
+    o = Options(**options)
+    o.check()
+    opts = dict(o.__dict__)
+    table = read_manifest(manifest)
+    qcols = quality_columns(table)
+    db = open_store(store)
+    key = options_key(opts)
+    report = progress if isinstance(progress, ZooProgress) else ZooProgress(bool(progress))
+    finished = set() if force else db.finished_names(key)
+    todo = [r for r in table.to_dict("records") if r["name"] not in finished]
+    resumed = len(table) - len(todo)
+    if resumed:
+        report.note(f"{resumed} of {len(table)} models already in {db.shown}: skipped "
+                    "(--force recomputes them)")
+    run_id = db.start_run(key, __version__, opts, str(Path(manifest).resolve()),
+                          str(scheduler or "LocalCluster"), len(table))
+    failed = 0
+    if todo:
+        task_opts = dict(opts, jobs=1)
+        with dask_client(scheduler, workers=workers, threads_per_worker=threads_per_worker,
+                         timeout=connect_timeout) as client:
+            from distributed import as_completed
+
+            link = dashboard_link(client)
+            if link:
+                report.note(f"Dask dashboard: {link}")
+            futures = {client.submit(analyze_model, row["path"], task_opts, blas_threads,
+                                     trust_pickle, pure=False,
+                                     key=f"tailscope-zoo-{i}-{time.time_ns()}"): row
+                       for i, row in enumerate(todo)}
+            for done, fut in enumerate(as_completed(futures), 1):
+                row = futures[fut]
+                try:
+                    result = fut.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after retries
+                    result = {"status": "failed", "reason": f"task lost: {_one_line(exc)}"}
+                entry = {"name": row["name"], "source": row["source"], "group": row["group"],
+                         "quality": {c: row[c] for c in qcols}}
+                db.write_model(key, run_id, entry, result)
+                failed += result["status"] != "success"
+                report(done, failed, len(todo), row["name"])
+                fut.release()
+    db.finish_run(run_id, len(todo) - failed, failed, resumed)
+    models = db.models_table(key)
+    order = {n: i for i, n in enumerate(table["name"])}
+    models = models[models["name"].isin(order)]
+    models = models.sort_values("name", key=lambda s: s.map(order)).reset_index(drop=True)
+    # group and quality as the manifest says now (they may have been edited since)
+    by_name = table.set_index("name")
+    models["group"] = models["name"].map(by_name["group"])
+    for c in qcols:
+        models[c] = models["name"].map(by_name[c]).astype(float)
+    return ZooRun(models=models, store=db, key=key, run_id=run_id, computed=len(todo),
+                  resumed=resumed, seconds=time.perf_counter() - t0, quality_columns=qcols)

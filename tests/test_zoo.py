@@ -1,0 +1,419 @@
+"""tailscope zoo: real small models analysed on a real Dask LocalCluster (2 workers) into SQLite and
+PostgreSQL stores, checked against single-process ``analyze``; resume, crashes, bad input,
+correlations against pandas' own rank correlations."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from oracles import minilm_path, mtcnn_path
+
+from tailscope import analyze
+from tailscope.datasets import fetch_wheel_file
+
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("sqlalchemy")
+
+from tailscope.zoo import (  # noqa: E402
+    ManifestError,
+    SchedulerError,
+    StoreError,
+    correlate,
+    open_store,
+    options_key,
+    read_manifest,
+    run_zoo,
+    write_zoo_report,
+)
+
+TEXT = ("name", "module", "layer_type", "status", "warning", "reason", "dtype")
+
+
+# --- fixtures: one cluster and one set of real models for the whole module -------------------
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=40)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Real trained weights: MTCNN pnet/rnet/onet (.pt), g2p-en (.npz), and three one-block slices
+    of all-MiniLM-L6-v2 (safetensors with that block's real tensors)."""
+    from safetensors.numpy import save_file
+
+    from tailscope.sources import open_source
+
+    folder = tmp_path_factory.mktemp("zoo-models")
+    paths = {net: str(mtcnn_path(net)) for net in ("pnet", "rnet", "onet")}
+    paths["g2p"] = str(fetch_wheel_file("g2p-en==2.1.0", "g2p_en/checkpoint20.npz"))
+    refs = list(open_source(minilm_path()))
+    for block in range(3):
+        tensors = {r.name: np.ascontiguousarray(r.load()) for r in refs
+                   if r.name.startswith(f"encoder.layer.{block}.") and len(r.shape) == 2}
+        path = folder / f"minilm-block{block}.safetensors"
+        save_file(tensors, str(path))
+        paths[f"minilm{block}"] = str(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def expected(models):
+    """Single-process analyze() of every model: what the store must hold. With one BLAS thread, as
+    in the workers: the smallest eigenvalues of a Gram matrix differ in their last bits between
+    thread counts (sv_min ~1e-9 relative), the fit's eigenvalues do not."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return {name: analyze(path) for name, path in models.items()}
+
+
+GROUPS = {"pnet": "mtcnn", "rnet": "mtcnn", "onet": "mtcnn", "g2p": "rnn", "minilm0": "bert",
+          "minilm1": "bert", "minilm2": "bert"}
+
+
+def write_manifest(path, models, extra_rows=(), copies=1):
+    rows = ["source,name,group,accuracy"]
+    for c in range(copies):
+        for i, (name, src) in enumerate(models.items()):
+            suffix = f"-{c}" if copies > 1 else ""
+            rows.append(f"{src},{name}{suffix},{GROUPS[name]},{0.5 + 0.05 * i}")
+    rows.extend(extra_rows)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def assert_same_details(stored: pd.DataFrame, want: pd.DataFrame, rtol=1e-10):
+    assert list(stored.columns) == list(want.columns)
+    assert len(stored) == len(want)
+    for c in want.columns:
+        if c in TEXT:
+            assert stored[c].fillna("").tolist() == want[c].fillna("").tolist(), c
+        else:
+            np.testing.assert_allclose(stored[c].astype(float), want[c].astype(float),
+                                       rtol=rtol, equal_nan=True, err_msg=c)
+
+
+def assert_store_equals(run, expected, rtol=1e-10):
+    for name, a in expected.items():
+        assert_same_details(run.details(name), a.details, rtol)
+        row = run.models.set_index("name").loc[name]
+        for k, v in a.summary().items():
+            np.testing.assert_allclose(float(row[k]), v, rtol=rtol, equal_nan=True, err_msg=k)
+
+
+# --- the zoo on a shared LocalCluster --------------------------------------------------------
+def test_store_equals_single_process_analyze_and_resumes(client, models, expected, tmp_path):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    manifest = write_manifest(tmp_path / "zoo.csv", models, [
+        f"{tmp_path / 'missing.pt'},ghost,rnn,0.1",
+        f"{corrupt},corrupt,,0.2",
+        ",no-source,,0.3"])
+    store = tmp_path / "results.db"
+    run = run_zoo(manifest, store=store, scheduler=client, progress=False)
+    assert run.computed == 10 and run.resumed == 0
+    assert run.models["name"].tolist() == [*models, "ghost", "corrupt", "no-source"]
+    assert_store_equals(run, expected)
+    failed = run.models.set_index("name")
+    assert (failed.loc[list(models), "status"] == "success").all()
+    assert failed.loc["ghost", "status"] == "failed"
+    assert "no such file" in failed.loc["ghost", "reason"]
+    assert "corrupt safetensors header" in failed.loc["corrupt", "reason"]
+    assert failed.loc["no-source", "reason"] == "no source given in the manifest"
+    assert np.isnan(failed.loc["ghost", "alpha"])  # never a made-up number
+    assert failed.loc["g2p", "group"] == "rnn" and failed.loc["onet", "accuracy"] == 0.6
+
+    # the tables hold exactly one row per model, and each model's layer rows
+    con = sqlite3.connect(store)
+    assert con.execute("SELECT count(*), count(DISTINCT name) FROM models").fetchone() == (10, 10)
+    n_layers = sum(len(a.details) for a in expected.values())
+    assert con.execute("SELECT count(*) FROM layers").fetchone()[0] == n_layers
+    version, opts = con.execute("SELECT tailscope_version, options FROM runs").fetchone()
+    assert version == "0.1.0" and '"min_evals": 10' in opts
+    con.close()
+
+    # resume: finished models are skipped, failed ones tried again; --force recomputes all
+    again = run_zoo(manifest, store=store, scheduler=client, progress=False)
+    assert (again.computed, again.resumed) == (3, 7) and again.key == run.key
+    assert_store_equals(again, expected)
+    forced = run_zoo(manifest, store=store, scheduler=client, progress=False, force=True)
+    assert (forced.computed, forced.resumed) == (10, 0)
+    assert options_key(dict(forced.store.keys()["options"].map(json.loads).iloc[0],
+                            min_evals=50)) != run.key  # other options: another key
+    assert options_key(dict(forced.store.keys()["options"].map(json.loads).iloc[0],
+                            jobs=4, device="torch:cpu")) == run.key
+    counts = open_store(store).counts(run.key)
+    assert len(counts) == 10 and all(n == rows or n is None for n, rows in counts.values())
+
+
+def test_torch_batched_path_equals_numpy_in_the_workers(client, models, expected, tmp_path):
+    """The GPU code path (same-shape layers batched into one torch eigvalsh call), run on
+    'torch:cpu' in the Dask workers, equals the numpy path to 1e-6 relative in float64."""
+    manifest = write_manifest(tmp_path / "zoo.csv", models)
+    run = run_zoo(manifest, store=tmp_path / "t.db", scheduler=client, progress=False,
+                  device="torch:cpu")
+    assert_store_equals(run, expected, rtol=1e-6)
+
+
+def test_analyze_scheduler_spreads_layers_and_equals_analyze(client, models, expected):
+    for name in ("onet", "minilm1"):
+        spread = analyze(models[name], scheduler=client)
+        pd.testing.assert_frame_equal(spread.details, expected[name].details, rtol=1e-10)
+        assert spread.summary() == pytest.approx(expected[name].summary(), rel=1e-10,
+                                                 nan_ok=True)
+    with pytest.raises(ValueError, match="path"):
+        analyze(np.ones((20, 20)), scheduler=client)
+
+
+def test_killed_worker_loses_nothing(client, models, expected, tmp_path):
+    """SIGKILL one worker mid-run: its task is redone elsewhere, every model appears once."""
+    manifest = write_manifest(tmp_path / "zoo.csv", models, copies=2)
+    store = tmp_path / "kill.db"
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(run=run_zoo(
+        manifest, store=store, scheduler=client, progress=False)))
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _stored(store) < 1:
+        time.sleep(0.02)
+    pids = client.run(os.getpid)
+    assert _stored(store) < 14, "the run ended before the kill: nothing was tested"
+    os.kill(next(iter(pids.values())), signal.SIGKILL)
+    thread.join(300)
+    run = out["run"]
+    client.wait_for_workers(2, timeout=60)
+    assert len(run.models) == 14 and (run.models["status"] == "success").all()
+    for c in range(2):
+        assert_store_equals(_renamed(run, c), expected)
+    assert _stored(store) == 14
+
+
+def _stored(path) -> int:
+    if not os.path.exists(path):
+        return 0
+    con = sqlite3.connect(path, timeout=5)
+    try:
+        return con.execute("SELECT count(*) FROM models").fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not there yet
+        return 0
+    finally:
+        con.close()
+
+
+class _renamed:
+    """A run's copy c of each model, under the model's plain name."""
+
+    def __init__(self, run, c):
+        self.run, self.c = run, c
+        models = run.models[run.models["name"].str.endswith(f"-{c}")].copy()
+        models["name"] = models["name"].str.rsplit("-", n=1).str[0]
+        self.models = models
+
+    def details(self, name):
+        return self.run.details(f"{name}-{self.c}")
+
+
+@pytest.mark.slow  # a second LocalCluster in a subprocess: ~30-70 s on 2 busy cores
+def test_killed_driver_resumes_with_every_model_once(client, models, expected, tmp_path):
+    """SIGKILL the driver (a subprocess with its own LocalCluster) mid-run: the store holds only
+    whole models; a re-run finishes the rest and the results equal a clean run."""
+    manifest = write_manifest(tmp_path / "zoo.csv", models, copies=2)
+    store = tmp_path / "crash.db"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.join(os.path.dirname(__file__), "..", "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "tailscope", "zoo", str(manifest), "--store",
+                             str(store), "--workers", "2", "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and _stored(store) < 1 and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    before = _stored(store)
+    assert 1 <= before < 14, f"the kill missed the run ({before} of 14 stored)"
+    db = open_store(store)
+    key = db.latest_key()
+    counts = db.counts(key)
+    assert all(n == rows for n, rows in counts.values())  # no partial model
+    run = run_zoo(manifest, store=store, scheduler=client, progress=False)
+    assert run.resumed == before and run.computed == 14 - before
+    assert len(run.models) == 14 and run.models["name"].is_unique
+    for c in range(2):
+        assert_store_equals(_renamed(run, c), expected)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pg_url():
+    url = os.environ.get("TAILSCOPE_TEST_PG_URL")
+    if not url:
+        message = ("TAILSCOPE_TEST_PG_URL is not set: run `export TAILSCOPE_TEST_PG_URL=$(.ci/"
+                   "postgres.sh)` (.ci/run does)")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)  # in CI the server is part of the set-up: never skip
+        pytest.skip(message)
+    return url
+
+
+def test_postgres_store_equals_sqlite(client, models, expected, pg_url, tmp_path):
+    import sqlalchemy as sa
+
+    manifest = write_manifest(tmp_path / "zoo.csv", models, [f"{tmp_path / 'nope.pt'},ghost,,1"])
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:  # a fresh schema each time
+        for table in ("layers", "models", "runs"):
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+    engine.dispose()
+    run = run_zoo(manifest, store=pg_url, scheduler=client, progress=False)
+    assert run.store.engine.dialect.name == "postgresql"
+    assert_store_equals(run, expected)
+    assert run.models.set_index("name").loc["ghost", "status"] == "failed"
+    again = run_zoo(manifest, store=pg_url, scheduler=client, progress=False)
+    assert (again.computed, again.resumed) == (1, 7)
+    assert len(again.models) == 8
+
+
+def test_postgres_bad_credentials_fail_before_any_work(pg_url, tmp_path, models):
+    bad = pg_url.replace("tailscope-test@", "wrong-password@")
+    with pytest.raises(StoreError, match="password authentication failed"):
+        open_store(bad)
+    manifest = write_manifest(tmp_path / "zoo.csv", models)
+    res = _cli("zoo", str(manifest), "--store", bad)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "password authentication failed" in res.stderr
+    assert "://postgres:***@" in res.stderr  # the password is not printed
+
+
+# --- bad input -------------------------------------------------------------------------------
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.join(os.path.dirname(__file__), "..", "src"), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "tailscope", *args], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def test_bad_manifest_store_or_scheduler_fails_before_any_work(tmp_path, models):
+    no_source = tmp_path / "a.csv"
+    no_source.write_text("path,accuracy\nx.pt,0.5\n")
+    dup = tmp_path / "b.csv"
+    dup.write_text(f"source,name\n{models['pnet']},m\n{models['rnet']},m\n")
+    good = write_manifest(tmp_path / "good.csv", {"pnet": models["pnet"]})
+    store = tmp_path / "s.db"
+    cases = [
+        ((no_source,), {}, ManifestError, "no 'source' column"),
+        ((dup,), {}, ManifestError, "appears twice"),
+        ((tmp_path / "none.csv",), {}, ManifestError, "no such manifest"),
+        ((good,), {"store": tmp_path / "no" / "dir" / "r.db"}, StoreError, "does not exist"),
+        ((good,), {"store": "nosuchdb://x"}, StoreError, "store"),
+        ((good,), {"store": store, "scheduler": "tcp://127.0.0.1:9", "connect_timeout": 1},
+         SchedulerError, "cannot reach the Dask scheduler"),
+    ]
+    for args, kwargs, error, text in cases:
+        with pytest.raises(error, match=text) as info:
+            run_zoo(*args, progress=False, **kwargs)
+        assert "\n" not in str(info.value)
+    assert _stored(store) == 0  # nothing was analysed
+    # the command line: one line on stderr, exit code 2
+    for args, text in [(("zoo", str(dup)), "appears twice"),
+                       (("zoo", str(good), "--store", str(store), "--scheduler",
+                         "tcp://127.0.0.1:9", "--connect-timeout", "1"),
+                        "cannot reach the Dask scheduler")]:
+        res = _cli(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.startswith("tailscope: error:") and res.stderr.count("\n") == 1, \
+            res.stderr
+        assert text in res.stderr, (text, res.stderr)
+    with pytest.raises(SchedulerError, match="cannot reach"):  # analyze --scheduler's path
+        analyze(models["pnet"], scheduler="tcp://127.0.0.1:9")
+
+
+def test_manifest_formats(tmp_path, models):
+    yml = tmp_path / "m.yaml"
+    yml.write_text(f"models:\n  - source: {models['pnet']}\n    group: mtcnn\n    accuracy: 0.9\n"
+                   f"  - source: sub/x.pt\n    name: rel\n    top5: 0.5\n")
+    table = read_manifest(yml)
+    assert table["name"].tolist() == [models["pnet"], "rel"]
+    assert table["group"].tolist() == ["mtcnn", ""]
+    assert np.isnan(table.loc[1, "accuracy"]) and table.loc[1, "top5"] == 0.5
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.pt").write_bytes(b"")
+    assert read_manifest(yml)["path"].tolist()[1] == str(tmp_path / "sub" / "x.pt")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("just a string\n")
+    with pytest.raises(ManifestError, match="list of models"):
+        read_manifest(bad)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("source,name\n")
+    with pytest.raises(ManifestError, match="no model"):
+        read_manifest(empty)
+
+
+# --- correlations ----------------------------------------------------------------------------
+def test_correlate_equals_pandas_and_least_squares(tmp_path):
+    rng = np.random.default_rng(7)
+    n = 40
+    alpha = rng.uniform(2, 6, n)
+    table = pd.DataFrame({
+        "name": [f"m{i}" for i in range(n)], "status": ["success"] * n,
+        "group": rng.choice(["a", "b", ""], n),
+        "alpha": alpha, "alpha_weighted": rng.normal(size=n), "log_alpha_norm": rng.normal(size=n),
+        "log_spectral_norm": rng.normal(size=n), "log_norm": np.round(rng.normal(size=n), 1),
+        "stable_rank": rng.normal(size=n), "D": rng.normal(size=n),
+        "accuracy": 1.0 - 0.1 * alpha + rng.normal(0, 0.05, n)})
+    table.loc[3, "status"] = "failed"
+    table.loc[5, "accuracy"] = np.nan
+    result = correlate(table, "accuracy")
+    assert set(result["group"]) == {"all", "a", "b"}
+    for _, row in result.iterrows():
+        part = table[(table["status"] == "success") & table["accuracy"].notna()]
+        if row["group"] != "all":
+            part = part[part["group"] == row["group"]]
+        x, y = part[row["metric"]], part["accuracy"]
+        assert row["n"] == len(part)
+        assert row["spearman_rho"] == pytest.approx(x.corr(y, method="spearman"), abs=1e-12)
+        assert row["kendall_tau"] == pytest.approx(x.corr(y, method="kendall"), abs=1e-12)
+        slope, icept = np.polyfit(x, y, 1)
+        resid = y - (slope * x + icept)
+        r2 = 1 - (resid ** 2).sum() / ((y - y.mean()) ** 2).sum()
+        assert row["r2"] == pytest.approx(r2, abs=1e-10)
+    assert result.set_index(["metric", "group"]).loc[("alpha", "all"), "spearman_rho"] < -0.8
+    tiny = correlate(table.iloc[:2], "accuracy", by_group=False)
+    assert tiny["spearman_rho"].isna().all()  # under 3 models: no number
+    with pytest.raises(ValueError, match="no quality column"):
+        correlate(table, "perplexity")
+    page = write_zoo_report(table, tmp_path / "zoo.html", quality=["accuracy"])
+    text = page.read_text()
+    assert text.count("<img") == 7 and "spearman_rho" in text
+
+
+def test_cli_zoo_correlate_and_report(client, models, tmp_path):
+    manifest = write_manifest(tmp_path / "zoo.csv", models)
+    store = tmp_path / "cli.db"
+    run_zoo(manifest, store=store, scheduler=client, progress=False)  # the CLI resumes all
+    res = _cli("zoo", str(manifest), "--store", str(store), "--correlate", "accuracy",
+               "--report", str(tmp_path / "zoo.html"))
+    assert res.returncode == 0, res.stderr
+    assert "7 of 7 models already in" in res.stderr
+    assert "summary metrics vs accuracy" in res.stdout and "spearman_rho" in res.stdout
+    assert "7 models: 7 analysed, 0 failed (0 computed now, 7 already in the store)" in res.stdout
+    want = correlate(store, "accuracy")
+    rho = want.set_index(["metric", "group"]).loc[("alpha", "all"), "spearman_rho"]
+    assert f"{rho:.4g}" in res.stdout
+    assert (tmp_path / "zoo.html").read_text().count("<img") == 7
+    res = _cli("zoo", str(manifest), "--store", str(store), "--correlate", "perplexity")
+    assert res.returncode == 2 and "no such quality column" in res.stderr
