@@ -242,6 +242,8 @@ def test_killed_driver_resumes_with_every_model_once(client, models, expected, t
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and _stored(store) < 1 and proc.poll() is None:
         time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.fail(f"the driver ended before the kill: {proc.stderr.read().decode()[-500:]}")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     before = _stored(store)

@@ -260,6 +260,8 @@ def cmd_analyze(args) -> int:
                            scheduler=args.scheduler, **_analysis_options(args))
     except (SourceError, ValueError) as exc:
         raise InputError(str(exc)) from None
+    if args.randomize and args.seed is None:  # the drawn seed, so the run can be repeated
+        print(f"randomize: seed {analysis.options['seed']} (--seed to repeat)", file=sys.stderr)
     if not args.quiet:
         _print_analysis(analysis)
     if args.out:
@@ -393,6 +395,38 @@ def cmd_smooth(args) -> int:
     return 0
 
 
+def _add_analysis_arguments(p) -> None:
+    """The options of the analysis itself (shared by analyze and zoo)."""
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when available), cpu, cuda, cuda:N, torch:cpu")
+    p.add_argument("--method", choices=["gram", "svd"], default="gram",
+                   help="eigenvalues from the float64 Gram matrix (default) or a full SVD")
+    p.add_argument("--min-evals", type=int, default=10)
+    p.add_argument("--max-evals", type=int, default=15000)
+    p.add_argument("--max-N", type=int, default=50000)
+    p.add_argument("--no-pool", action="store_true", help="one row per conv slice")
+    p.add_argument("--no-conv2d-norm", action="store_true",
+                   help="do not halve pooled conv2d eigenvalues")
+    p.add_argument("--normalize", action="store_true", help="divide eigenvalues by N")
+    p.add_argument("--xmax", type=_ww_xmax, help="'force' (the largest eigenvalue), a number, "
+                                                 "or -k to drop the top k eigenvalues")
+    p.add_argument("--fix-fingers", choices=["clip_xmax", "xmin_peak"])
+    p.add_argument("--fit", choices=["PL", "TPL", "E_TPL"], default="PL",
+                   help="power law (default), truncated power law (adds Lambda), or TPL with "
+                        "xmin near the ESD peak")
+    p.add_argument("--compare", nargs="*", metavar="DIST",
+                   help="likelihood-ratio columns R_<dist>, p_<dist> of the power law against "
+                        "DIST (default: TPL lognormal exponential)")
+    p.add_argument("--vectors", action="store_true",
+                   help="eigenvector localization columns (bulk_/tail_ mean/var)")
+    p.add_argument("--mp-fit", action="store_true",
+                   help="Marchenko-Pastur fit of each ESD's bulk (num_spikes, sigma_mp, ...)")
+    p.add_argument("--randomize", action="store_true",
+                   help="the ESD of each layer's element-shuffled matrices (correlation traps)")
+    p.add_argument("--seed", type=int, help="seed for --randomize (default: fresh, recorded)")
+    p.add_argument("--detX", action="store_true", help="the det X = 1 tail (detX_num, ERG_gap)")
+
+
 def _add_source_arguments(p) -> None:
     p.add_argument("source", help="a safetensors file or sharded folder, a PyTorch .bin/.pt/.pth "
                                   "or TorchScript file, an ONNX model, a Keras .h5/.keras, a "
@@ -524,29 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_arguments(a)
     a.add_argument("--out", metavar="FILE", help="write the per-layer table (.csv, .json or "
                                                  ".parquet), atomically")
-    a.add_argument("--device", default="auto",
-                   help="auto (CUDA when available), cpu, cuda, cuda:N, torch:cpu")
+    _add_analysis_arguments(a)
     a.add_argument("--jobs", type=int, default=1, help="layers analysed at once")
-    a.add_argument("--method", choices=["gram", "svd"], default="gram",
-                   help="eigenvalues from the float64 Gram matrix (default) or a full SVD")
-    a.add_argument("--min-evals", type=int, default=10)
-    a.add_argument("--max-evals", type=int, default=15000)
-    a.add_argument("--max-N", type=int, default=50000)
-    a.add_argument("--no-pool", action="store_true", help="one row per conv slice")
-    a.add_argument("--no-conv2d-norm", action="store_true",
-                   help="do not halve pooled conv2d eigenvalues")
-    a.add_argument("--normalize", action="store_true", help="divide eigenvalues by N")
-    a.add_argument("--xmax", type=_ww_xmax, help="'force' (the largest eigenvalue), a number, "
-                                                 "or -k to drop the top k eigenvalues")
-    a.add_argument("--fix-fingers", choices=["clip_xmax", "xmin_peak"])
-    a.add_argument("--fit", choices=["PL", "TPL", "E_TPL"], default="PL",
-                   help="power law (default), truncated power law (adds Lambda), or TPL with "
-                        "xmin near the ESD peak")
-    a.add_argument("--compare", nargs="*", metavar="DIST",
-                   help="likelihood-ratio columns R_<dist>, p_<dist> of the power law against "
-                        "DIST (default: TPL lognormal exponential)")
-    a.add_argument("--vectors", action="store_true",
-                   help="eigenvector localization columns (bulk_/tail_ mean/var)")
     a.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     a.add_argument("--plot", metavar="DIR", help="save each layer's figures to DIR")
     a.add_argument("--base", metavar="BASE", help="analyse the fine-tuning update W - W_base, "
@@ -554,12 +567,6 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--peft", choices=["only", "with_base"],
                    help="a LoRA adapter: only its B·A updates, or also the base layers and "
                         "W_base + B·A (with_base needs --base unless SOURCE holds the base)")
-    a.add_argument("--mp-fit", action="store_true",
-                   help="Marchenko-Pastur fit of each ESD's bulk (num_spikes, sigma_mp, ...)")
-    a.add_argument("--randomize", action="store_true",
-                   help="the ESD of each layer's element-shuffled matrices (correlation traps)")
-    a.add_argument("--seed", type=int, help="seed for --randomize (default: fresh, recorded)")
-    a.add_argument("--detX", action="store_true", help="the det X = 1 tail (detX_num, ERG_gap)")
     a.add_argument("--scheduler", metavar="ADDRESS",
                    help="spread the layers over a Dask cluster (tcp://HOST:PORT); each worker "
                         "reads only its own tensors")
@@ -601,16 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an HTML page with the models, correlations and scatter plots")
     z.add_argument("--layers", action="append", metavar="SPEC", help="as for analyze")
     z.add_argument("--trust-pickle", action="store_true")
-    z.add_argument("--device", default="auto", help="auto, cpu, cuda, torch:cpu (in each worker)")
-    z.add_argument("--method", choices=["gram", "svd"], default="gram")
-    z.add_argument("--min-evals", type=int, default=10)
-    z.add_argument("--max-evals", type=int, default=15000)
-    z.add_argument("--max-N", type=int, default=50000)
-    z.add_argument("--no-pool", action="store_true")
-    z.add_argument("--no-conv2d-norm", action="store_true")
-    z.add_argument("--normalize", action="store_true")
-    z.add_argument("--xmax", type=_ww_xmax)
-    z.add_argument("--fix-fingers", choices=["clip_xmax", "xmin_peak"])
+    z.add_argument("--no-split", action="store_true", help="as for analyze")
+    z.add_argument("--heads", type=int, metavar="N", help="as for analyze")
+    _add_analysis_arguments(z)
     z.add_argument("--quiet", action="store_true", help="no progress, no models table")
     z.set_defaults(func=cmd_zoo)
 
