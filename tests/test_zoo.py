@@ -419,3 +419,28 @@ def test_cli_zoo_correlate_and_report(client, models, tmp_path):
     assert (tmp_path / "zoo.html").read_text().count("<img") == 7
     res = _cli("zoo", str(manifest), "--store", str(store), "--correlate", "perplexity")
     assert res.returncode == 2 and "no such quality column" in res.stderr
+
+
+def test_diagnostics_columns_are_stored_and_read_back(client, models, tmp_path):
+    """Options that add columns (MP fit with its text reason, detX, comparisons, unpooled slices)
+    keep every column, in the analysis' order, through the store."""
+    from threadpoolctl import threadpool_limits
+
+    picked = {k: models[k] for k in ("onet", "minilm0")}
+    options = dict(mp_fit=True, detX=True, compare=("lognormal",), pool=False)
+    manifest = write_manifest(tmp_path / "zoo.csv", picked)
+    run = run_zoo(manifest, store=tmp_path / "diag.db", scheduler=client, progress=False,
+                  **options)
+    for name, path in picked.items():
+        with threadpool_limits(limits=1, user_api="blas"):
+            want = analyze(path, **options).details
+        stored = run.details(name)
+        assert {"mp_reason", "detX_num", "R_lognormal", "slice_id"} <= set(stored.columns)
+        text = (*TEXT, "mp_reason")
+        assert list(stored.columns) == list(want.columns)
+        for c in want.columns:
+            if c in text:
+                assert stored[c].fillna("").tolist() == want[c].fillna("").tolist(), c
+            else:
+                np.testing.assert_allclose(stored[c].astype(float), want[c].astype(float),
+                                           rtol=1e-10, equal_nan=True, err_msg=c)

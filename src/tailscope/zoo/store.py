@@ -26,6 +26,7 @@ _TEXT_COLUMNS = ("name", "module", "layer_type", "status", "warning", "reason", 
 _INT_COLUMNS = ("layer_id",)
 _EXTRA_COLUMNS = ("slice_id", "num_fingers", "raw_alpha")
 LAYER_COLUMNS = [c for c in COLUMNS if c not in _EXTRA_COLUMNS]
+_ORDER = "__columns__"  # in the first layer's extras: the stored table's column order
 # PostgreSQL reserves xmin and xmax as system column names: stored under other names
 _DB_NAMES = {"xmin": "fit_xmin", "xmax": "fit_xmax"}
 
@@ -194,11 +195,16 @@ class Store:
         details = result.get("details")
         layer_rows = []
         if details is not None and len(details):
-            extras = [c for c in _EXTRA_COLUMNS if c in details.columns]
+            # columns that only some options produce (diagnostics, slices, fingers) -> extras;
+            # the first row also keeps the table's column order
+            extras = [c for c in details.columns if c not in LAYER_COLUMNS]
             for pos, rec in enumerate(details.to_dict("records")):
                 out = {c: _plain(rec.get(c)) for c in LAYER_COLUMNS}
                 out["position"] = pos
-                out["extras"] = json.dumps({c: _plain(rec[c]) for c in extras}) if extras else None
+                more = {c: _plain(rec[c]) for c in extras}
+                if pos == 0 and extras:
+                    more[_ORDER] = list(details.columns)
+                out["extras"] = json.dumps(more) if extras else None
                 layer_rows.append(out)
         with self.engine.begin() as conn:
             old = sa.select(m.c.model_id).where((m.c.key == key) & (m.c.name == entry["name"]))
@@ -250,17 +256,22 @@ class Store:
             table = pd.read_sql(q, conn)
         table = table.rename(columns={v: k for k, v in _DB_NAMES.items()})
         extras = [json.loads(e) if e else {} for e in table.pop("extras")]
-        for c in _EXTRA_COLUMNS:
-            if any(c in e for e in extras):
-                table[c] = [e.get(c) for e in extras]
+        order = extras[0].pop(_ORDER, None) if extras else None
+        names = list(dict.fromkeys(c for e in extras for c in e))
+        text = set(_TEXT_COLUMNS)
+        for c in names:
+            values = [e.get(c) for e in extras]
+            table[c] = values
+            if any(isinstance(v, str) for v in values):  # e.g. mp_reason
+                text.add(c)
         for c in table.columns:
-            if c not in _TEXT_COLUMNS and c not in ("row_id", "model_id", "position"):
+            if c not in text and c not in ("row_id", "model_id", "position"):
                 table[c] = pd.to_numeric(table[c], errors="coerce")
-        for c in _TEXT_COLUMNS:
+        for c in text:
             if c in table.columns:
                 table[c] = table[c].fillna("")
-        cols = [c for c in COLUMNS if c in table.columns]
-        return table[cols]
+        cols = order or [c for c in COLUMNS if c in table.columns]
+        return table[[c for c in cols if c in table.columns]]
 
     def counts(self, key: str) -> dict[str, int]:
         """How many model rows and layer rows exist per model name under ``key``."""
