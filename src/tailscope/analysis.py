@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._io import atomic_write
 from .fit import fit_power_law, fit_truncated_power_law
 from .sources import LayerPlan, LayerRef, Source, open_source, plan_layer
 from .sources.derived import LowRankRef, derive
@@ -542,10 +543,10 @@ class Analysis:
 
     # --- output ----------------------------------------------------------------------------
     def to_csv(self, path) -> Path:
-        return _atomic_write(path, lambda p: self.details.to_csv(p, index=False))
+        return atomic_write(path, lambda p: self.details.to_csv(p, index=False))
 
     def to_json(self, path) -> Path:
-        return _atomic_write(path, lambda p: self.details.to_json(
+        return atomic_write(path, lambda p: self.details.to_json(
             p, orient="records", indent=1, double_precision=15))
 
     def to_parquet(self, path) -> Path:
@@ -554,7 +555,7 @@ class Analysis:
         except ImportError:
             raise ValueError("writing parquet needs pyarrow: pip install 'tailscope[parquet]'"
                              ) from None
-        return _atomic_write(path, lambda p: self.details.to_parquet(p, index=False))
+        return atomic_write(path, lambda p: self.details.to_parquet(p, index=False))
 
     def to_html(self, path, *, title: str | None = None, layer_figures: bool = True) -> Path:
         """A self-contained HTML report (summary, warnings, figures, sortable table)."""
@@ -577,21 +578,6 @@ class Analysis:
 
     def _repr_html_(self) -> str:
         return f"<p>{self!r}</p>" + self.details.to_html(index=False, max_rows=500)
-
-
-def _atomic_write(path, write: Callable[[str], Any]) -> Path:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise ValueError(f"{path}: the folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 # --- the entry points ------------------------------------------------------------------------

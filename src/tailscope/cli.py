@@ -444,6 +444,11 @@ def _add_source_arguments(p) -> None:
                         "trust)")
 
 
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add .npy to the temporary name
+        np.save(f, array)
+
+
 def cmd_rank(args) -> int:
     from .rank import PowerLawSVD, load_input, select_rank, tfidf
 
@@ -486,13 +491,13 @@ def cmd_rank(args) -> int:
                 top = terms[np.argsort(-comp)[: args.terms]]
                 print(f"  component {i + 1}: {' '.join(top)}")
         if args.out:
-            from .analysis import _atomic_write
+            from ._io import atomic_write
 
             out = Path(args.out)
             if out.suffix.lower() != ".npy":
                 raise InputError(f"--out {args.out}: the latent space is written as .npy")
             try:
-                _atomic_write(out, lambda p: np.save(open(p, "wb"), latent))
+                atomic_write(out, lambda p: _save_npy(p, latent))
             except ValueError as exc:
                 raise InputError(str(exc)) from None
             print(f"wrote {out} ({latent.shape[0]} x {latent.shape[1]})")

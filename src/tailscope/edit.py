@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import Options, _atomic_write, _layer_rows, _one_line, _planned
+from ._io import atomic_write
+from .analysis import Options, _layer_rows, _one_line, _planned
 from .sources import LayerPlan, LayerRef, SourceError, open_source
 from .sources.derived import NameIndex
 from .sources.layers import matrices
@@ -55,7 +56,7 @@ class EditedModel:
         path = Path(path)
         if path.suffix.lower() != ".safetensors":
             raise ValueError(f"{path}: write a .safetensors file")
-        return _atomic_write(path, lambda p: _write_safetensors(p, self.weights))
+        return atomic_write(path, lambda p: _write_safetensors(p, self.weights))
 
     def to_state_dict(self) -> dict:
         """The weights as torch tensors (for ``module.load_state_dict``)."""

@@ -316,9 +316,9 @@ def _table(d) -> str:
 
 def write_report(analysis, path, *, title: str | None = None, layer_figures: bool = True) -> Path:
     """Write the report to ``path`` (atomically; its folder is created when missing)."""
-    from ..analysis import _atomic_write
+    from .._io import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = render(analysis, title=title, layer_figures=layer_figures)
-    return _atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))

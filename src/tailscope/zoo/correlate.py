@@ -137,7 +137,7 @@ def write_zoo_report(data, path, *, quality=(), metrics=METRICS, key=None,
                      title: str = "tailscope zoo") -> Path:
     """A self-contained HTML page: the models table, and for each quality column the correlation
     table and the scatter plots of each metric against it."""
-    from ..analysis import _atomic_write
+    from .._io import atomic_write
     from ..report import _png
 
     models = _models(data, key)
@@ -155,4 +155,4 @@ def write_zoo_report(data, path, *, quality=(), metrics=METRICS, key=None,
             "</title><style>body{font-family:sans-serif;margin:1em}table{border-collapse:"
             "collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
             "</head><body>" + "".join(parts) + "</body></html>")
-    return _atomic_write(path, lambda p: Path(p).write_text(page))
+    return atomic_write(path, lambda p: Path(p).write_text(page))
