@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._io import atomic_write
+from .util.io import atomic_write
 from .fit import fit_power_law, fit_truncated_power_law
 from .sources import LayerPlan, LayerRef, Source, open_source, plan_layer
 from .sources.derived import LowRankRef, derive

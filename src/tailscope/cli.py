@@ -491,7 +491,7 @@ def cmd_rank(args) -> int:
                 top = terms[np.argsort(-comp)[: args.terms]]
                 print(f"  component {i + 1}: {' '.join(top)}")
         if args.out:
-            from ._io import atomic_write
+            from .util.io import atomic_write
 
             out = Path(args.out)
             if out.suffix.lower() != ".npy":

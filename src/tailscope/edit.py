@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._io import atomic_write
+from .util.io import atomic_write
 from .analysis import Options, _layer_rows, _one_line, _planned
 from .sources import LayerPlan, LayerRef, SourceError, open_source
 from .sources.derived import NameIndex

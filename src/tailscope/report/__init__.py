@@ -316,7 +316,7 @@ def _table(d) -> str:
 
 def write_report(analysis, path, *, title: str | None = None, layer_figures: bool = True) -> Path:
     """Write the report to ``path`` (atomically; its folder is created when missing)."""
-    from .._io import atomic_write
+    from ..util.io import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

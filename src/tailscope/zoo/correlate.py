@@ -137,7 +137,7 @@ def write_zoo_report(data, path, *, quality=(), metrics=METRICS, key=None,
                      title: str = "tailscope zoo") -> Path:
     """A self-contained HTML page: the models table, and for each quality column the correlation
     table and the scatter plots of each metric against it."""
-    from .._io import atomic_write
+    from ..util.io import atomic_write
     from ..report import _png
 
     models = _models(data, key)
