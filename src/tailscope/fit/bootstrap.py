@@ -47,9 +47,7 @@ class GoodnessOfFit:
 
 
 def _replicate(args) -> list[tuple[float, float]]:
-    from .powerlaw import fit_power_law
-
-    seeds, body, n, n_tail, xmin, alpha, xmax, xmin_opt = args
+    seeds, body, n, n_tail, xmin, alpha, xmax, xmin_opt, refit = args
     out = []
     beta = alpha - 1.0
     tail_mass = 1.0 if xmax is None else -math.expm1(-beta * math.log(xmax / xmin))
@@ -62,7 +60,7 @@ def _replicate(args) -> list[tuple[float, float]]:
         lower = body[rng.integers(0, body.size, n - k)] if body.size else np.empty(0)
         sample = np.concatenate([lower, tail])
         try:
-            fit = fit_power_law(sample, xmin=xmin_opt, xmax=xmax)
+            fit = refit(sample, xmin=xmin_opt, xmax=xmax)
         except ValueError:
             out.append((math.nan, math.nan))
             continue
@@ -77,7 +75,8 @@ def goodness_of_fit(fit, n_boot: int = 1000, *, seed=None, n_jobs: int | None = 
     Parameters
     ----------
     fit : PowerLawFit
-        A successful fit (its xmin search range and xmax are re-used by every replicate).
+        A successful fit. Every replicate is refitted by ``fit.refit`` with ``fit.xmin_search``
+        (the fit's xmin search range, or its fixed xmin) and ``fit.xmax``.
     n_boot : int
         Replicates. 1/(4 eps^2) gives p to within eps: 2,500 for eps = 0.01.
     seed : int or None
@@ -98,12 +97,13 @@ def goodness_of_fit(fit, n_boot: int = 1000, *, seed=None, n_jobs: int | None = 
     ss = np.random.SeedSequence(seed)
     children = ss.spawn(n_boot)
     body = fit.data[fit.data < fit.xmin]
-    xmin_opt = fit.xmin if fit.xmins.size == 1 and fit._state is None else _search_range(fit)
+    xmin_opt = fit.xmin_search
     jobs = (os.cpu_count() or 1) if n_jobs is None else max(1, int(n_jobs))
     jobs = min(jobs, n_boot)
     n_chunks = min(n_boot, jobs * 4) if jobs > 1 else 1
     index_chunks = [np.arange(i, n_boot, n_chunks) for i in range(n_chunks)]
-    common = (body, fit.n, fit.n_tail, fit.xmin, fit.alpha, fit.xmax, xmin_opt)
+    # the fit's class refits the replicates (a staticmethod: it pickles by name for the workers)
+    common = (body, fit.n, fit.n_tail, fit.xmin, fit.alpha, fit.xmax, xmin_opt, type(fit).refit)
     tasks = [([children[j] for j in idx], *common) for idx in index_chunks]
     if jobs == 1:
         results = [_replicate(t) for t in tasks]
@@ -124,11 +124,3 @@ def goodness_of_fit(fit, n_boot: int = 1000, *, seed=None, n_jobs: int | None = 
     return GoodnessOfFit(p_value=p, D=fit.D, n_boot=n_boot, n_failed=n_boot - n_good,
                          alpha_ci=interval, ci=ci, Ds=Ds, alphas=alphas,
                          seed=seed if isinstance(seed, int) else None)
-
-
-def _search_range(fit):
-    """The xmin option a replicate re-uses: None for a full scan, or the original range."""
-    sp = fit._state[0]
-    lo, hi = float(fit.xmins.min()), float(fit.xmins.max())
-    full = lo == sp.u[0] and hi == sp.u[sp.K - 2]
-    return None if full else (lo, hi)

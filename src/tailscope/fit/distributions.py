@@ -17,6 +17,7 @@ from scipy import optimize
 from scipy.special import log_ndtr
 
 from .special import log_upper_gamma
+from .tail import ks_distance
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -257,8 +258,6 @@ class TailFit:
 
     @property
     def D(self) -> float:  # noqa: N802
-        from .powerlaw import ks_distance
-
         return ks_distance(self._tail, self.cdf)
 
     def __repr__(self) -> str:

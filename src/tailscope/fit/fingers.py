@@ -1,7 +1,8 @@
 """WeightWatcher's "finger" fixes for spurious large alphas, with its two bugs mended.
 
 A finger is a handful of outlying largest eigenvalues that drags the KS choice of xmin to a tiny
-tail with a huge alpha (WeightWatcher issue #102).
+tail with a huge alpha (WeightWatcher issue #102). Here: the xmin range of the 'xmin_peak' fix;
+the 'clip_xmax' fix refits power laws and lives in :mod:`tailscope.fit.powerlaw`.
 """
 
 from __future__ import annotations
@@ -25,35 +26,4 @@ def xmin_peak_range(x: np.ndarray, xmin_max: float | None = None) -> tuple[float
     return lo, hi
 
 
-def clip_xmax(x: np.ndarray, *, xmin=None, xmax=None, max_fingers: int = 10,
-              finger_thresh: float = 1.0, min_alpha: float = 2.0):
-    """Refit with the k largest values removed, k = 1 .. max_fingers - 1; keep the first fit whose
-    alpha is below the raw alpha by more than ``finger_thresh``; stop once alpha <= ``min_alpha``.
-
-    Differences from WeightWatcher's ``fit_clipped_powerlaw``: it starts by removing two values and
-    reports one finger (an off-by-one); and it replaces ``max_fingers`` by 10 whenever it is below
-    half the number of eigenvalues (an inverted test), so the user's value is ignored. Here k values
-    removed means ``num_fingers = k``, and ``max_fingers`` is honoured (capped at half the data).
-    """
-    from .powerlaw import _fit_sorted, _with_fingers
-
-    if int(max_fingers) < 1:
-        raise ValueError(f"max_fingers must be >= 1; got {max_fingers!r}")
-    raw = _fit_sorted(x, xmin, xmax)
-    if not raw.ok:
-        return _with_fingers(raw, "clip_xmax", 0, raw.alpha)
-    limit = min(int(max_fingers), x.size // 2)
-    numeric_xmax = xmax is not None
-    for k in range(1, limit):
-        kept = x[:-k]
-        fit = _fit_sorted(kept, xmin, float(kept[-1]) if numeric_xmax else None)
-        if not fit.ok:
-            break
-        if fit.alpha + finger_thresh < raw.alpha:
-            return _with_fingers(fit, "clip_xmax", k, raw.alpha)
-        if min_alpha is not None and fit.alpha <= min_alpha:
-            break
-    return _with_fingers(raw, "clip_xmax", 0, raw.alpha)
-
-
-__all__ = ["clip_xmax", "xmin_peak_range"]
+__all__ = ["xmin_peak_range"]

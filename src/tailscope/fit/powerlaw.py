@@ -7,42 +7,20 @@ equal those of ``powerlaw.Fit(data)`` (version 1.5); the xmin scan is exact but 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from . import _scan
+from ._scan import Spectrum, exact_D, scan, truncated_beta
+from .bootstrap import goodness_of_fit
+from .compare import compare
+from .distributions import fit_tail_model
+from .fingers import xmin_peak_range
+from .tail import as_positive_1d, ks_distance, resolve_xmax, resolve_xmin
 
 SUCCESS, FAILED = "success", "failed"
-
-
-def as_positive_1d(data: Any, what: str = "data") -> np.ndarray:
-    """Validate ``data`` as a 1-D array of finite positive numbers; return it as float64."""
-    try:
-        arr = np.asarray(data)
-    except Exception as exc:  # ragged lists and the like
-        raise ValueError(f"{what} must be a 1-D array of numbers: {exc}") from None
-    if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise ValueError(f"{what} must be numbers; got dtype {arr.dtype}")
-    if arr.dtype.kind == "b":
-        raise ValueError(f"{what} must be numbers; got booleans")
-    if arr.ndim != 1:
-        shape = "a scalar" if arr.ndim == 0 else f"an array of shape {arr.shape}"
-        raise ValueError(f"{what} must be 1-D (one value per observation); got {shape}")
-    if arr.size == 0:
-        raise ValueError(f"{what} is empty")
-    arr = arr.astype(np.float64)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise ValueError(f"{what} contain {int(bad.sum())} NaN or infinite value(s)")
-    nonpos = arr <= 0
-    if nonpos.any():
-        raise ValueError(
-            f"{what} contain {int(nonpos.sum())} value(s) <= 0 (smallest {arr.min():g}); a power "
-            "law lives on x > 0: drop them first, e.g. x[x > 0]")
-    return arr
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -99,8 +77,32 @@ class PowerLawFit:
         valid = np.isfinite(beta[cands]) & (beta[cands] > 0)
         out = known[cands].copy()
         todo = valid & np.isnan(out)
-        out[todo] = _scan.exact_D(sp, cands[todo], beta, inv)
+        out[todo] = exact_D(sp, cands[todo], beta, inv)
         return out
+
+    @property
+    def xmin_search(self) -> float | tuple[float, float] | None:
+        """The ``xmin`` option that repeats this fit's xmin search on other data (the bootstrap's).
+
+        None for a scan of every candidate, the (lo, hi) span of the candidates when the scan was
+        restricted to a range, or the xmin itself when it was fixed. None for a failed fit.
+        """
+        if not self.ok:
+            return None
+        if self._state is None:  # fixed xmin: one candidate, no scan
+            return self.xmin
+        sp = self._state[0]
+        lo, hi = float(self.xmins.min()), float(self.xmins.max())
+        full = lo == sp.u[0] and hi == sp.u[sp.K - 2]
+        return None if full else (lo, hi)
+
+    @staticmethod
+    def refit(data, *, xmin=None, xmax=None) -> PowerLawFit:
+        """``fit_power_law(data, xmin=xmin, xmax=xmax)``: how the bootstrap refits a replicate.
+
+        A staticmethod, so worker processes receive it by its qualified name.
+        """
+        return fit_power_law(data, xmin=xmin, xmax=xmax)
 
     @property
     def tail(self) -> np.ndarray:
@@ -143,8 +145,6 @@ class PowerLawFit:
     def distribution(self, name: str):
         """Fit another tail model (``'truncated_power_law'``, ``'exponential'``, ``'lognormal'``,
         ``'lognormal_positive'``, ``'stretched_exponential'``, or ``'power_law'``) to this tail."""
-        from .distributions import fit_tail_model
-
         if not self.ok:
             raise ValueError(f"no tail to fit: the power-law fit failed ({self.reason})")
         if name not in self._cache:
@@ -154,15 +154,11 @@ class PowerLawFit:
     def compare(self, dist1: str, dist2: str | None = None, *, nested: bool | None = None,
                 normalized_ratio: bool = False):
         """Log-likelihood ratio test on the tail; see :func:`tailscope.fit.compare.compare`."""
-        from .compare import compare
-
         return compare(self, dist1, dist2, nested=nested, normalized_ratio=normalized_ratio)
 
     def goodness_of_fit(self, n_boot: int = 1000, *, seed=None, n_jobs: int | None = None,
                         ci: float = 0.95):
         """CSN semi-parametric bootstrap p-value; see :func:`tailscope.fit.bootstrap.goodness_of_fit`."""
-        from .bootstrap import goodness_of_fit
-
         return goodness_of_fit(self, n_boot=n_boot, seed=seed, n_jobs=n_jobs, ci=ci)
 
     def to_dict(self) -> dict:
@@ -191,13 +187,6 @@ def _failed(reason: str, x: np.ndarray, xmax: float | None, **extra) -> PowerLaw
                        alphas=empty, data=x, **extra)
 
 
-def ks_distance(tail: np.ndarray, model_cdf) -> float:
-    """KS distance at the unique tail values against the left-limit empirical CDF (powerlaw 1.5)."""
-    u, first = np.unique(tail, return_index=True)
-    diff = model_cdf(u) - first / tail.size
-    return float(max(diff.max(), -diff.min()))
-
-
 def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None) -> tuple[float, float, float, int]:
     """alpha, D, sigma and tail size at a fixed xmin (x sorted, already cut at xmax)."""
     tail = x[x >= xmin]
@@ -208,7 +197,7 @@ def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None) -> tuple[float, fl
         D = ks_distance(tail, lambda u: 1.0 - (u / xmin) ** (1.0 - alpha))
         return alpha, D, (alpha - 1.0) / math.sqrt(m), m
     t = math.log(xmax / xmin)
-    beta = float(_scan.truncated_beta(np.array([np.mean(logs)]), np.array([t]))[0])
+    beta = float(truncated_beta(np.array([np.mean(logs)]), np.array([t]))[0])
     alpha = 1.0 + beta
     if not beta > 0:
         return alpha, math.nan, math.nan, m
@@ -217,42 +206,6 @@ def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None) -> tuple[float, fl
     info = 1.0 / beta**2 - t**2 / (4.0 * math.sinh(beta * t / 2.0) ** 2)
     sigma = 1.0 / math.sqrt(m * info) if info > 0 else math.nan
     return alpha, D, sigma, m
-
-
-def _resolve_xmax(xmax, x: np.ndarray) -> float | None:
-    if xmax is None:
-        return None
-    if isinstance(xmax, str):
-        if xmax != "max":
-            raise ValueError(f"xmax must be a positive number, 'max' or None; got {xmax!r}")
-        return float(x.max())
-    try:
-        value = float(xmax)
-    except (TypeError, ValueError):
-        raise ValueError(f"xmax must be a positive number, 'max' or None; got {xmax!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"xmax must be a positive finite number; got {xmax!r}")
-    return value
-
-
-def _resolve_xmin(xmin) -> tuple[float | None, tuple[float, float] | None]:
-    if xmin is None:
-        return None, None
-    if isinstance(xmin, (tuple, list)):
-        if len(xmin) != 2:
-            raise ValueError(f"an xmin range must be (lo, hi); got {xmin!r}")
-        lo, hi = (float(v) for v in xmin)
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-            raise ValueError(f"xmin range must be finite with lo <= hi; got {xmin!r}")
-        return None, (lo, hi)
-    try:
-        value = float(xmin)
-    except (TypeError, ValueError):
-        raise ValueError(f"xmin must be a positive number, a (lo, hi) range or None; got {xmin!r}"
-                         ) from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"xmin must be a positive finite number; got {xmin!r}")
-    return value, None
 
 
 def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
@@ -298,13 +251,9 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
     if fix_fingers not in (None, False, "clip_xmax", "xmin_peak"):
         raise ValueError(f"fix_fingers must be None, 'clip_xmax' or 'xmin_peak'; got {fix_fingers!r}")
     if fix_fingers == "clip_xmax":
-        from .fingers import clip_xmax
-
-        return clip_xmax(x, xmin=xmin, xmax=xmax, max_fingers=max_fingers,
+        return _clip_xmax(x, xmin=xmin, xmax=xmax, max_fingers=max_fingers,
                          finger_thresh=finger_thresh, min_alpha=min_alpha)
     if fix_fingers == "xmin_peak":
-        from .fingers import xmin_peak_range
-
         if xmin is not None:
             raise ValueError("fix_fingers='xmin_peak' chooses the xmin range itself; drop xmin")
         fit = _fit_sorted(x, xmin_peak_range(x, xmin_max), xmax)
@@ -313,15 +262,42 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
 
 
 def _with_fingers(fit: PowerLawFit, how: str, num: int, raw_alpha: float) -> PowerLawFit:
-    from dataclasses import replace
-
     return replace(fit, fix_fingers=how, num_fingers=num, raw_alpha=raw_alpha, _cache={})
+
+
+def _clip_xmax(x: np.ndarray, *, xmin=None, xmax=None, max_fingers: int = 10,
+               finger_thresh: float = 1.0, min_alpha: float = 2.0) -> PowerLawFit:
+    """Refit with the k largest values removed, k = 1 .. max_fingers - 1; keep the first fit whose
+    alpha is below the raw alpha by more than ``finger_thresh``; stop once alpha <= ``min_alpha``.
+
+    Differences from WeightWatcher's ``fit_clipped_powerlaw``: it starts by removing two values and
+    reports one finger (an off-by-one); and it replaces ``max_fingers`` by 10 whenever it is below
+    half the number of eigenvalues (an inverted test), so the user's value is ignored. Here k values
+    removed means ``num_fingers = k``, and ``max_fingers`` is honoured (capped at half the data).
+    """
+    if int(max_fingers) < 1:
+        raise ValueError(f"max_fingers must be >= 1; got {max_fingers!r}")
+    raw = _fit_sorted(x, xmin, xmax)
+    if not raw.ok:
+        return _with_fingers(raw, "clip_xmax", 0, raw.alpha)
+    limit = min(int(max_fingers), x.size // 2)
+    numeric_xmax = xmax is not None
+    for k in range(1, limit):
+        kept = x[:-k]
+        fit = _fit_sorted(kept, xmin, float(kept[-1]) if numeric_xmax else None)
+        if not fit.ok:
+            break
+        if fit.alpha + finger_thresh < raw.alpha:
+            return _with_fingers(fit, "clip_xmax", k, raw.alpha)
+        if min_alpha is not None and fit.alpha <= min_alpha:
+            break
+    return _with_fingers(raw, "clip_xmax", 0, raw.alpha)
 
 
 def _fit_sorted(x: np.ndarray, xmin, xmax) -> PowerLawFit:
     """fit_power_law on validated, sorted data."""
-    xmax_v = _resolve_xmax(xmax, x)
-    fixed, rng = _resolve_xmin(xmin)
+    xmax_v = resolve_xmax(xmax, x)
+    fixed, rng = resolve_xmin(xmin)
     if xmax_v is not None:
         x = x[x <= xmax_v]
         if x.size == 0:
@@ -334,7 +310,7 @@ def _fit_sorted(x: np.ndarray, xmin, xmax) -> PowerLawFit:
     if fixed is not None:
         return _fit_fixed_xmin(x, fixed, xmax_v)
 
-    sp = _scan.Spectrum(x)
+    sp = Spectrum(x)
     cands = np.arange(sp.K - 1)
     if rng is not None:
         lo, hi = rng
@@ -349,14 +325,14 @@ def _fit_sorted(x: np.ndarray, xmin, xmax) -> PowerLawFit:
     else:
         t = np.log(xmax_v) - sp.L
         beta = np.full(sp.K, np.nan)
-        beta[cands] = _scan.truncated_beta(sp.mean_log_excess[cands], t[cands])
+        beta[cands] = truncated_beta(sp.mean_log_excess[cands], t[cands])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             inv = 1.0 / -np.expm1(-beta * t)
     valid = cands[np.isfinite(beta[cands]) & (beta[cands] > 0)]
     xmins, alphas = sp.u[cands], 1.0 + beta[cands]
     if valid.size == 0:
         return _failed("no candidate xmin gives alpha > 1", x, xmax_v)
-    k, known = _scan.scan(sp, valid, beta, inv)
+    k, known = scan(sp, valid, beta, inv)
     xmin_v = float(sp.u[k])
     alpha, D, sigma, m = _tail_fit(x, xmin_v, xmax_v)
     return PowerLawFit(alpha=alpha, xmin=xmin_v, xmax=xmax_v, D=D, sigma=sigma, n_tail=m,

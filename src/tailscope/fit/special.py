@@ -107,3 +107,22 @@ def log_upper_gamma(s: float, z) -> np.ndarray:
     if (~small).any():
         flat_out[~small] = _log_upper_gamma_cf(s, flat_z[~small])
     return out
+
+
+def log_upper_gamma_scalar(s: float, z: float) -> float:
+    """log Gamma(s, z) for one point in plain floats, as :func:`log_upper_gamma` (the truncated
+    power law's Newton loop calls it ~10^4 times)."""
+    if s > 0 or z > _SMALL_Z:
+        return float(log_upper_gamma(s, np.array([z]))[0]) if s > 0 else _cf_scalar(s, z)
+    k = math.ceil(-s)
+    s0 = s + k
+    g = float(exp1(z)) if s0 == 0.0 else math.exp(math.lgamma(s0)) * float(gammaincc(s0, z))
+    logz = math.log(z)
+    try:
+        for j in range(1, k + 1):
+            sj = s0 - j
+            g = (math.exp(sj * logz - z) - g) / (-sj)
+    except OverflowError:  # beyond float range: the array version's answer (inf)
+        with np.errstate(all="ignore"):
+            return float(log_upper_gamma(s, np.array([z]))[0])
+    return math.log(g) if g > 0 else -math.inf

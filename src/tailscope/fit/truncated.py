@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from scipy.special import exp1, gammaincc
 
 from .distributions import MODELS
-from .special import _SMALL_Z, _cf_scalar, log_upper_gamma
+from .fingers import xmin_peak_range
+from .special import log_upper_gamma_scalar
+from .tail import as_positive_1d, ks_distance, resolve_xmax, resolve_xmin
 
 ALPHA_MIN = 1.0  # powerlaw's parameter range: alpha > 1
 ALPHA_MAX = 1e3
@@ -116,30 +117,12 @@ class TruncatedPowerLawFit:
                 f"xmin={self.xmin:.6g}, D={self.D:.6g}, n_tail={self.n_tail}, n={self.n})")
 
 
-def _log_gamma_scalar(s: float, z: float) -> float:
-    """log Gamma(s, z) for one point in plain floats (the Newton loop calls it ~10^4 times)."""
-    if s > 0 or z > _SMALL_Z:
-        return float(log_upper_gamma(s, np.array([z]))[0]) if s > 0 else _cf_scalar(s, z)
-    k = math.ceil(-s)
-    s0 = s + k
-    g = float(exp1(z)) if s0 == 0.0 else math.exp(math.lgamma(s0)) * float(gammaincc(s0, z))
-    logz = math.log(z)
-    try:
-        for j in range(1, k + 1):
-            sj = s0 - j
-            g = (math.exp(sj * logz - z) - g) / (-sj)
-    except OverflowError:  # beyond float range: the array version's answer (inf)
-        with np.errstate(all="ignore"):
-            return float(log_upper_gamma(s, np.array([z]))[0])
-    return math.log(g) if g > 0 else -math.inf
-
-
 def _log_z(alpha: float, lam: float, xmin: float, xmax: float | None) -> float:
     """log of int_xmin^xmax x^-alpha e^(-lam x) dx = lam^(alpha-1) Gamma(1-alpha, lam x) |."""
-    lo = _log_gamma_scalar(1.0 - alpha, lam * xmin)
+    lo = log_upper_gamma_scalar(1.0 - alpha, lam * xmin)
     out = (alpha - 1.0) * math.log(lam) + lo
     if xmax is not None:
-        hi = _log_gamma_scalar(1.0 - alpha, lam * xmax)
+        hi = log_upper_gamma_scalar(1.0 - alpha, lam * xmax)
         out += math.log(-math.expm1(hi - lo)) if hi < lo else -math.inf
     return out
 
@@ -211,9 +194,7 @@ def _mle(n: int, s_log: float, s_x: float, xmin: float, xmax: float | None, star
 
 
 def _resolve(xmin, xmax, x):
-    from .powerlaw import _resolve_xmax, _resolve_xmin
-
-    return _resolve_xmin(xmin), _resolve_xmax(xmax, x)
+    return resolve_xmin(xmin), resolve_xmax(xmax, x)
 
 
 def fit_truncated_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
@@ -240,15 +221,11 @@ def fit_truncated_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | No
         alpha >= 1 and Lambda > 0 (``powerlaw``'s parameter range); ``status='failed'`` with a
         reason when there are fewer than two distinct values or no candidate.
     """
-    from .powerlaw import as_positive_1d
-
     x = np.sort(as_positive_1d(data))
     if fix_fingers not in (None, False, "xmin_peak"):
         raise ValueError(f"fix_fingers for the truncated power law must be None or 'xmin_peak'; "
                          f"got {fix_fingers!r}")
     if fix_fingers == "xmin_peak":
-        from .fingers import xmin_peak_range
-
         if xmin is not None:
             raise ValueError("fix_fingers='xmin_peak' chooses the xmin range itself; drop xmin")
         xmin = xmin_peak_range(x, xmin_max)
@@ -323,8 +300,6 @@ _N_PROBE = 64  # tail points of the cheap lower bound on each candidate's D
 
 
 def _D_exact(x, i, x0, a, lam, xmax) -> float:  # noqa: N802
-    from .powerlaw import ks_distance
-
     return ks_distance(x[i:], lambda v: _TPL.cdf((a, lam), v, x0, xmax))
 
 
