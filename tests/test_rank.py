@@ -186,3 +186,23 @@ def test_20newsgroups_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(sklearn.datasets, "fetch_20newsgroups", offline)
     with pytest.raises(ValueError, match="offline"):
         load_input("20newsgroups")
+
+
+def test_without_scikit_learn(monkeypatch):
+    """scikit-learn is the optional 'rank' extra: select_rank needs none of it, and what does
+    (tfidf, the 20newsgroups corpus, PowerLawSVD) says which extra to install."""
+    import tailscope.rank as rank
+    from tailscope.util.optional import MissingExtra
+
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")] + ["sklearn"]:
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: the import fails
+    monkeypatch.delitem(vars(rank), "PowerLawSVD", raising=False)  # no class cached earlier
+    X = np.random.default_rng(0).standard_t(2.5, size=(300, 80))
+    sel = select_rank(X)
+    assert sel.k >= 1 and sel.fit.ok and sel.localization is not None
+    with pytest.raises(MissingExtra, match=r"tailscope\[rank\]"):
+        rank.tfidf(["one text", "another text"])
+    with pytest.raises(MissingExtra, match=r"tailscope\[rank\]"):
+        rank.load_input("20newsgroups")
+    with pytest.raises(MissingExtra, match=r"tailscope\[rank\]"):
+        rank.PowerLawSVD  # noqa: B018

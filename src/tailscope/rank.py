@@ -5,22 +5,27 @@ matrix), fit a power law with the Kolmogorov-Smirnov choice of xmin, and keep th
 or above xmin: the strongly correlated part. ``select_rank`` also reports the usual alternatives
 (explained-variance elbows, the localization-ratio elbow, the Marchenko-Pastur edge, Gavish-Donoho)
 and ``PowerLawSVD`` is a scikit-learn transformer whose ``n_components_`` is this K.
+
+This module holds the rules; the decompositions they run on live in ``spectrum.esd``, the
+Marchenko-Pastur law in ``spectrum.mp`` and the localization ratio in ``spectrum.vectors``.
+scikit-learn (the ``rank`` extra) is needed only by ``PowerLawSVD``, ``tfidf`` and the
+20newsgroups corpus.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .fit import PowerLawFit, fit_power_law
-from .spectrum import gram
+from .spectrum.esd import REL_THRESH, all_eigenpairs, all_eigenvalues, top_right_vectors, top_singular_values
+from .spectrum.mp import mp_gram_edges, mp_median
+from .spectrum.vectors import localization_ratios  # public here too: tailscope.rank.localization_ratios
+from .util.optional import require
 
-REL_THRESH = 1e-10  # eigenvalues below this fraction of the largest are numerical zeros
 _START_K = 64
-_DENSE_BYTES = 2 * 1024**3
 
 
 def _as_matrix(X):
@@ -45,80 +50,6 @@ def _as_matrix(X):
     return X
 
 
-def _gram_smaller_side(X) -> tuple[np.ndarray, bool]:
-    """(the Gram matrix of the smaller side as a dense float64 array, whether it is X X^T)."""
-    import scipy.sparse as sp
-
-    samples_side = X.shape[0] <= X.shape[1]
-    n, p = X.shape
-    if sp.issparse(X) and (X.nnz < 0.1 * n * p or n * p * 8 > _DENSE_BYTES):
-        return _sparse_gram(X if samples_side else X.T.tocsr()), samples_side
-    dense = X.toarray() if sp.issparse(X) else X  # dense-ish: BLAS beats a sparse product
-    return gram(dense), samples_side
-
-
-def _sparse_gram(A, rows: int = 1024) -> np.ndarray:
-    """A A^T (A sparse CSR, n x p) as a dense array, one block of rows at a time on all cores:
-    each block's sparse product stays small (2.4x faster than one whole product on NewsArticles,
-    measured) and the sparse kernels release the GIL. Each entry is the same sum in the same order
-    as in the whole product, so the result is identical."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    n = A.shape[0]
-    at = A.T.tocsr()
-    g = np.empty((n, n))
-
-    def fill(start: int) -> None:
-        g[start:start + rows] = (A[start:start + rows] @ at).toarray()
-
-    starts = range(0, n, rows)
-    with ThreadPoolExecutor(max(1, min(len(starts), os.cpu_count() or 1))) as pool:
-        list(pool.map(fill, starts))
-    return g
-
-
-def _all_eigenvalues(X) -> np.ndarray:
-    """Every eigenvalue of X^T X (min(n, p) of them), descending, via the smaller Gram matrix."""
-    g, _ = _gram_smaller_side(X)
-    from scipy.linalg import eigh
-
-    # LAPACK's syevr (MRRR): ~15% faster than numpy's syevd here, the same values to rounding
-    ev = eigh(g, eigvals_only=True, driver="evr", overwrite_a=True, check_finite=False)
-    return np.maximum(ev, 0.0)[::-1]
-
-
-def _all_eigenpairs(X):
-    """Every eigenvalue (descending) and a function giving the top m right singular vectors
-    (columns, same order): only those m are formed, never all min(n, p) of them."""
-    g, samples_side = _gram_smaller_side(X)
-    ev, vec = np.linalg.eigh(g)
-    ev, vec = np.maximum(ev[::-1], 0.0), vec[:, ::-1]
-
-    def right_vectors(m: int) -> np.ndarray:
-        if not samples_side:
-            return vec[:, :m]
-        # eigenvectors of X X^T are left singular vectors: V = X^T U / sigma
-        sigma = np.sqrt(ev[:m])
-        keep = sigma > math.sqrt(REL_THRESH) * (sigma[0] if sigma.size else 0.0)
-        out = np.zeros((X.shape[1], m))
-        out[:, keep] = np.asarray(X.T @ vec[:, :m][:, keep]) / sigma[keep]
-        return out
-
-    return ev, right_vectors
-
-
-def _top_singular_values(X, k: int, random_state) -> np.ndarray:
-    """The k largest singular values (ARPACK through scipy), descending."""
-    from scipy.sparse.linalg import svds
-
-    rng = np.random.default_rng(random_state)
-    v0 = rng.uniform(-1, 1, min(X.shape))
-    sv = svds(X, k=k, which="LM", return_singular_vectors=False, v0=v0,
-              solver="arpack", maxiter=20 * min(X.shape))
-    return np.sort(sv)[::-1]
-
-
 def _positive(ev_desc: np.ndarray) -> np.ndarray:
     top = ev_desc[0] if ev_desc.size else 0.0
     return ev_desc[ev_desc > REL_THRESH * top] if top > 0 else ev_desc[:0]
@@ -140,22 +71,6 @@ def knee(y: np.ndarray) -> int:
     return int(np.argmax(np.abs(yn - chord))) + 1
 
 
-def _mp_median(beta: float) -> float:
-    """Median of the Marchenko-Pastur law with aspect ratio beta in (0, 1] and variance 1."""
-    from scipy.integrate import quad
-    from scipy.optimize import brentq
-
-    lo, hi = (1 - math.sqrt(beta)) ** 2, (1 + math.sqrt(beta)) ** 2
-
-    def density(t):
-        return math.sqrt(max((hi - t) * (t - lo), 0.0)) / (2 * math.pi * beta * t)
-
-    def cdf(x):
-        return quad(density, lo, x, limit=200)[0]
-
-    return brentq(lambda x: cdf(x) - 0.5, lo, hi, xtol=1e-12)
-
-
 def gavish_donoho_rank(sv_desc: np.ndarray, shape: tuple[int, int]) -> int:
     """Gavish & Donoho (2014) optimal hard threshold with unknown noise:
     tau = omega(beta) * median(sigma), omega(beta) ~ 0.56 b^3 - 0.95 b^2 + 1.82 b + 1.43."""
@@ -170,15 +85,9 @@ def mp_edge_rank(ev_desc: np.ndarray, shape: tuple[int, int]) -> tuple[int, floa
     noise level sigma^2 estimated from the median eigenvalue (robust to the signal spikes)."""
     n, p = max(shape), min(shape)
     beta = p / n
-    sigma2 = float(np.median(ev_desc)) / (n * _mp_median(beta))
-    edge = sigma2 * (math.sqrt(n) + math.sqrt(p)) ** 2
+    sigma2 = float(np.median(ev_desc)) / (n * mp_median(beta))
+    edge = mp_gram_edges(n, p, sigma2)[1]
     return int(np.count_nonzero(ev_desc > edge)), edge
-
-
-def localization_ratios(vectors: np.ndarray) -> np.ndarray:
-    """||v||_1 / ||v||_inf of each column: 1 for a vector on one coordinate, n for a flat one."""
-    v = np.abs(np.asarray(vectors, dtype=np.float64))
-    return v.sum(axis=0) / v.max(axis=0)
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -266,9 +175,9 @@ def select_rank(X, *, exact: bool | None = None, max_components: int | None = No
     vecs = None
     if exact or r <= _START_K + 1:
         if vectors:
-            ev_all, vecs = _all_eigenpairs(X)  # vecs(m): the top m right singular vectors
+            ev_all, vecs = all_eigenpairs(X)  # vecs(m): the top m right singular vectors
         else:
-            ev_all = _all_eigenvalues(X)
+            ev_all = all_eigenvalues(X)
         ev = _positive(ev_all)
         fit = _fit_desc(ev)
         exact = True
@@ -287,7 +196,7 @@ def select_rank(X, *, exact: bool | None = None, max_components: int | None = No
     if vectors:
         m = int(min(r - 1, max(2 * max(k, 1), 50), ev.size))
         if m >= 3:
-            top = vecs(m) if vecs is not None else _right_vectors(X, m, random_state)
+            top = vecs(m) if vecs is not None else top_right_vectors(X, m, random_state)
             loc = localization_ratios(top)
             alternatives["localization ratio elbow"] = knee(_smooth(loc))
             notes["localization ratio elbow"] = f"||v||_1/||v||_inf of the top {m} vectors"
@@ -326,9 +235,9 @@ def _adaptive(X, r: int, max_components, random_state):
     previous = None
     while True:
         if k > r // 32:  # past this, one dense eigvalsh costs less than more Lanczos blocks
-            ev = _positive(_all_eigenvalues(X))
+            ev = _positive(all_eigenvalues(X))
             return ev, _fit_desc(ev), True
-        ev = _positive(_top_singular_values(X, k, random_state) ** 2)
+        ev = _positive(top_singular_values(X, k, random_state) ** 2)
         uniq = np.unique(ev)
         # the smallest computed value is no candidate: its tail may continue below it
         fit = _fit_desc(ev, xmin=(float(uniq[1]), float(uniq[-1]))) if uniq.size > 2 \
@@ -341,20 +250,6 @@ def _adaptive(X, r: int, max_components, random_state):
         k = min(2 * k, cap)
 
 
-def _right_vectors(X, m: int, random_state) -> np.ndarray:
-    """The top m right singular vectors (feature side), as columns."""
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import svds
-
-    if min(X.shape) <= 500 or m >= min(X.shape) - 1:
-        dense = X.toarray() if sp.issparse(X) else X
-        _, _, vt = np.linalg.svd(dense, full_matrices=False)
-        return vt[:m].T
-    rng = np.random.default_rng(random_state)
-    _, s, vt = svds(X, k=m, v0=rng.uniform(-1, 1, min(X.shape)), solver="arpack")
-    return vt[np.argsort(s)[::-1]].T
-
-
 def _smooth(y: np.ndarray, width: int = 5) -> np.ndarray:
     if y.size < 2 * width:
         return y
@@ -364,9 +259,14 @@ def _smooth(y: np.ndarray, width: int = 5) -> np.ndarray:
 
 def _power_law_svd_class():
     """PowerLawSVD is built on scikit-learn's base classes, imported only when it is used."""
-    from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-    from sklearn.utils.extmath import randomized_svd, svd_flip
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    base = require("sklearn.base", "PowerLawSVD")
+    BaseEstimator, TransformerMixin = base.BaseEstimator, base.TransformerMixin
+    ClassNamePrefixFeaturesOutMixin = base.ClassNamePrefixFeaturesOutMixin
+    extmath = require("sklearn.utils.extmath", "PowerLawSVD")
+    randomized_svd, svd_flip = extmath.randomized_svd, extmath.svd_flip
+    validation = require("sklearn.utils.validation", "PowerLawSVD")
+    check_is_fitted, validate_data = validation.check_is_fitted, validation.validate_data
+    check_random_state = require("sklearn.utils", "PowerLawSVD").check_random_state
 
     class PowerLawSVD(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         """Truncated SVD (LSA) whose number of components is chosen by the power-law rule.
@@ -426,8 +326,6 @@ def _power_law_svd_class():
             return self
 
         def fit_transform(self, X, y=None):
-            from sklearn.utils import check_random_state
-
             X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=[np.float64],
                               ensure_min_samples=2, ensure_min_features=2)
             if self.algorithm not in ("randomized", "arpack", "exact"):
@@ -493,9 +391,8 @@ def _power_law_svd_class():
 
 
 def _sparse_mean_var(X):
-    from sklearn.utils.sparsefuncs import mean_variance_axis
-
-    mean, var = mean_variance_axis(X, axis=0)
+    sparsefuncs = require("sklearn.utils.sparsefuncs", "PowerLawSVD on a sparse matrix")
+    mean, var = sparsefuncs.mean_variance_axis(X, axis=0)
     return mean, float(var.sum())
 
 
@@ -519,10 +416,9 @@ def load_input(source: str, *, text_column: str | None = None):
     from pathlib import Path
 
     if source == "20newsgroups":
-        from sklearn.datasets import fetch_20newsgroups
-
+        datasets = require("sklearn.datasets", "the 20newsgroups corpus")
         try:
-            data = fetch_20newsgroups(subset="all", remove=("headers", "footers", "quotes"))
+            data = datasets.fetch_20newsgroups(subset="all", remove=("headers", "footers", "quotes"))
         except Exception as exc:  # URLError and friends when offline
             raise ValueError("20newsgroups could not be downloaded (offline?): "
                              f"{type(exc).__name__}: {exc}; pass a folder of text files or a "
@@ -563,7 +459,7 @@ def load_input(source: str, *, text_column: str | None = None):
 
 def tfidf(texts: list[str], *, min_df: int = 2, stop_words: str | None = "english"):
     """TF-IDF document-term matrix and its vectorizer (scikit-learn)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    TfidfVectorizer = require("sklearn.feature_extraction.text", "TF-IDF of texts").TfidfVectorizer
 
     if not texts or not any(t.strip() for t in texts):
         raise ValueError("the corpus is empty")

@@ -1,10 +1,25 @@
 """One matrix -> eigenvalues and matrix-level metrics. Knows matrices, not files."""
 
-from .esd import eigenvalues, eigenvalues_many, get_backend, gram, lowrank_eigenvalues
+from .esd import (
+    all_eigenpairs,
+    all_eigenvalues,
+    eigenvalues,
+    eigenvalues_many,
+    get_backend,
+    gram,
+    gram_eigh,
+    gram_smaller_side,
+    lowrank_eigenvalues,
+    sparse_gram,
+    top_right_vectors,
+    top_singular_values,
+)
 from .metrics import alpha_metrics, detx, matrix_rank, norm_metrics
-from .mp import MPFit, MPFitError, mp_density, mp_fit
+from .mp import MPFit, MPFitError, mp_density, mp_edges, mp_fit, mp_gram_edges, mp_median
 from .randomize import RandomizedESD, randomized_esd, shuffle_elements
 
-__all__ = ["MPFit", "MPFitError", "RandomizedESD", "alpha_metrics", "detx", "eigenvalues",
-           "eigenvalues_many", "get_backend", "gram", "lowrank_eigenvalues", "matrix_rank",
-           "mp_density", "mp_fit", "norm_metrics", "randomized_esd", "shuffle_elements"]
+__all__ = ["MPFit", "MPFitError", "RandomizedESD", "all_eigenpairs", "all_eigenvalues",
+           "alpha_metrics", "detx", "eigenvalues", "eigenvalues_many", "get_backend", "gram",
+           "gram_eigh", "gram_smaller_side", "lowrank_eigenvalues", "matrix_rank", "mp_density",
+           "mp_edges", "mp_fit", "mp_gram_edges", "mp_median", "norm_metrics", "randomized_esd",
+           "shuffle_elements", "sparse_gram", "top_right_vectors", "top_singular_values"]

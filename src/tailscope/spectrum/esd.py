@@ -9,16 +9,24 @@ SVD, so ranks and small eigenvalues stay exact. ``method='svd'`` always uses the
 
 Backends: numpy (CPU, batched eigvalsh over same-shape matrices) and torch (any device, imported
 only when asked for).
+
+The home of every matrix decomposition: besides the ESD of weight matrices, the eigenpairs of a
+Gram matrix (``gram_eigh``) and the decompositions rank selection runs on data matrices, dense or
+scipy sparse (``gram_smaller_side``, ``sparse_gram``, ``all_eigenvalues``, ``all_eigenpairs``,
+``top_singular_values``, ``top_right_vectors``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 CHUNK_BYTES = 64 * 1024 * 1024
+REL_THRESH = 1e-10  # eigenvalues below this fraction of the largest are numerical zeros
 _REDO_BELOW = 1e-10
+_DENSE_BYTES = 2 * 1024**3  # a sparse matrix whose dense copy would be larger keeps sparse products
 
 
 def gram(w: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
@@ -195,3 +203,113 @@ def lowrank_eigenvalues(b: np.ndarray, a: np.ndarray) -> np.ndarray:
     sv = svd_eigenvalues(r_b @ r_a.T)
     k = min(b.shape[0], a.shape[1], b.shape[1])
     return sv[sv.size - k:]
+
+
+def gram_eigh(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues ascending, eigenvectors as columns) of the float64 Gram matrix of the smaller
+    side of ``w`` (W^T W for a tall W, W W^T for a wide one): ``np.linalg.eigh(gram(w))``.
+
+    Raises ValueError when ``w`` holds NaN or Inf.
+    """
+    w = np.asarray(w)
+    if not np.all(np.isfinite(w)):
+        raise ValueError("the weights hold NaN or Inf entries")
+    return np.linalg.eigh(gram(w))
+
+
+# --- data matrices (dense or scipy sparse, float64): the decompositions of rank selection -------
+def gram_smaller_side(X) -> tuple[np.ndarray, bool]:
+    """(the Gram matrix of the smaller side of X as a dense float64 array, whether it is X X^T).
+
+    X is a float64 array or scipy sparse matrix. A sparse X stays sparse (``sparse_gram``) when
+    under 10% of it is filled or its dense copy would pass 2 GiB; otherwise it is densified and
+    BLAS (``gram``) does the product.
+    """
+    import scipy.sparse as sp
+
+    samples_side = X.shape[0] <= X.shape[1]
+    n, p = X.shape
+    if sp.issparse(X) and (X.nnz < 0.1 * n * p or n * p * 8 > _DENSE_BYTES):
+        return sparse_gram(X if samples_side else X.T.tocsr()), samples_side
+    dense = X.toarray() if sp.issparse(X) else X  # dense-ish: BLAS beats a sparse product
+    return gram(dense), samples_side
+
+
+def sparse_gram(A, rows: int = 1024) -> np.ndarray:
+    """A A^T (A sparse CSR, n x p) as a dense array, one block of rows at a time on all cores:
+    each block's sparse product stays small (2.4x faster than one whole product on NewsArticles,
+    measured) and the sparse kernels release the GIL. Each entry is the same sum in the same order
+    as in the whole product, so the result is identical."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = A.shape[0]
+    at = A.T.tocsr()
+    g = np.empty((n, n))
+
+    def fill(start: int) -> None:
+        g[start:start + rows] = (A[start:start + rows] @ at).toarray()
+
+    starts = range(0, n, rows)
+    with ThreadPoolExecutor(max(1, min(len(starts), os.cpu_count() or 1))) as pool:
+        list(pool.map(fill, starts))
+    return g
+
+
+def all_eigenvalues(X) -> np.ndarray:
+    """Every eigenvalue of X^T X (min(n, p) of them), descending and clipped at 0, from the Gram
+    matrix of the smaller side (X dense or scipy sparse)."""
+    g, _ = gram_smaller_side(X)
+    from scipy.linalg import eigh
+
+    # LAPACK's syevr (MRRR): ~15% faster than numpy's syevd here, the same values to rounding
+    ev = eigh(g, eigvals_only=True, driver="evr", overwrite_a=True, check_finite=False)
+    return np.maximum(ev, 0.0)[::-1]
+
+
+def all_eigenpairs(X):
+    """Every eigenvalue of X^T X (descending, clipped at 0) and a function ``right_vectors(m)``
+    giving the top m right singular vectors of X (columns, same order): only those m are formed,
+    never all min(n, p) of them. A vector whose singular value is below sqrt(REL_THRESH) of the
+    largest is left zero (X dense or scipy sparse)."""
+    g, samples_side = gram_smaller_side(X)
+    ev, vec = np.linalg.eigh(g)
+    ev, vec = np.maximum(ev[::-1], 0.0), vec[:, ::-1]
+
+    def right_vectors(m: int) -> np.ndarray:
+        if not samples_side:
+            return vec[:, :m]
+        # eigenvectors of X X^T are left singular vectors: V = X^T U / sigma
+        sigma = np.sqrt(ev[:m])
+        keep = sigma > math.sqrt(REL_THRESH) * (sigma[0] if sigma.size else 0.0)
+        out = np.zeros((X.shape[1], m))
+        out[:, keep] = np.asarray(X.T @ vec[:, :m][:, keep]) / sigma[keep]
+        return out
+
+    return ev, right_vectors
+
+
+def top_singular_values(X, k: int, random_state) -> np.ndarray:
+    """The k largest singular values of X (ARPACK through scipy's ``svds``, start vector from
+    ``random_state``), descending."""
+    from scipy.sparse.linalg import svds
+
+    rng = np.random.default_rng(random_state)
+    v0 = rng.uniform(-1, 1, min(X.shape))
+    sv = svds(X, k=k, which="LM", return_singular_vectors=False, v0=v0,
+              solver="arpack", maxiter=20 * min(X.shape))
+    return np.sort(sv)[::-1]
+
+
+def top_right_vectors(X, m: int, random_state) -> np.ndarray:
+    """The top m right singular vectors of X (feature side), as columns: a dense SVD for a small
+    X (min side <= 500) or m near the full rank, else ARPACK (start vector from ``random_state``)."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import svds
+
+    if min(X.shape) <= 500 or m >= min(X.shape) - 1:
+        dense = X.toarray() if sp.issparse(X) else X
+        _, _, vt = np.linalg.svd(dense, full_matrices=False)
+        return vt[:m].T
+    rng = np.random.default_rng(random_state)
+    _, s, vt = svds(X, k=m, v0=rng.uniform(-1, 1, min(X.shape)), solver="arpack")
+    return vt[np.argsort(s)[::-1]].T

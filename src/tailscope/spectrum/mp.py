@@ -18,6 +18,10 @@ penalised (the bulk edge cannot sit around the ESD's peak) is refused rather tha
 sigma_mp is in units where the *whole* ESD has mean 1: a trained layer whose spikes carry part of
 the trace has a bulk with mean below 1, so sigma_mp < 1 (WeightWatcher issue #210's "sigma ~ 0.7")
 is what the convention gives, not a failed fit; a pure random matrix gives sigma_mp ~ 1.
+
+The law itself is here too: its bulk edges (``mp_edges`` per sample, ``mp_gram_edges`` for the
+unnormalised X^T X) and its median (``mp_median``), which rank selection's Marchenko-Pastur edge
+rule uses to estimate the noise level.
 """
 
 from __future__ import annotations
@@ -83,16 +87,47 @@ class MPFit:
                 f"{prefix}bulk_max": self.bulk_max, f"{prefix}bulk_min": self.bulk_min}
 
 
+def mp_edges(beta: float, sigma: float = 1.0) -> tuple[float, float]:
+    """The bulk edges (lambda-, lambda+) = sigma^2 (1 -+ sqrt(beta))^2 of the Marchenko-Pastur law
+    of entry variance sigma^2 and aspect ratio beta = M/N in (0, 1], for the eigenvalues of
+    W^T W / N (W of N x M). Computed as (sigma (1 -+ sqrt(beta)))^2."""
+    root = math.sqrt(beta)
+    return (sigma * (1 - root)) ** 2, (sigma * (1 + root)) ** 2
+
+
+def mp_gram_edges(n: int, p: int, sigma2: float = 1.0) -> tuple[float, float]:
+    """The bulk edges sigma^2 (sqrt(n) -+ sqrt(p))^2 of the eigenvalues of X^T X itself (not
+    divided by n) for X of n x p, n >= p, with i.i.d. entries of variance sigma^2."""
+    return sigma2 * (math.sqrt(n) - math.sqrt(p)) ** 2, sigma2 * (math.sqrt(n) + math.sqrt(p)) ** 2
+
+
+def mp_median(beta: float) -> float:
+    """The median of the Marchenko-Pastur law with aspect ratio beta = M/N in (0, 1] and variance 1
+    (the law of the eigenvalues of W^T W / N): its CDF (``scipy.integrate.quad`` of the density)
+    equal to 1/2, by ``brentq`` to 1e-12."""
+    from scipy.integrate import quad
+    from scipy.optimize import brentq
+
+    lo, hi = mp_edges(beta)
+
+    def density(t):
+        return math.sqrt(max((hi - t) * (t - lo), 0.0)) / (2 * math.pi * beta * t)
+
+    def cdf(x):
+        return quad(density, lo, x, limit=200)[0]
+
+    return brentq(lambda x: cdf(x) - 0.5, lo, hi, xtol=1e-12)
+
+
 def mp_density(x, sigma: float, Q: float) -> np.ndarray:
     """The Marchenko-Pastur density of the eigenvalues of W^T W for aspect ratio Q = N/M >= 1.
 
-    rho(x) = Q sqrt((lambda+ - x)(x - lambda-)) / (2 pi sigma^2 x), lambda+- = sigma^2 (1 +- Q^-1/2)^2,
-    and 0 outside [lambda-, lambda+]. With Q = 1 it is the quarter-circle law of the singular values
-    written for their squares.
+    rho(x) = Q sqrt((lambda+ - x)(x - lambda-)) / (2 pi sigma^2 x), lambda+- = sigma^2 (1 +- Q^-1/2)^2
+    (``mp_edges(1 / Q, sigma)``), and 0 outside [lambda-, lambda+]. With Q = 1 it is the
+    quarter-circle law of the singular values written for their squares.
     """
     x = np.asarray(x, dtype=np.float64)
-    b = (sigma * (1 + math.sqrt(1 / Q))) ** 2
-    a = (sigma * (1 - math.sqrt(1 / Q))) ** 2
+    a, b = mp_edges(1 / Q, sigma)
     inside = (x > a) & (x < b) & (x > 0)
     out = np.zeros_like(x)
     xi = x[inside]
@@ -195,6 +230,8 @@ def mp_fit(evals, N: int, M: int) -> MPFit:
     if Q != 1 and _penalised(float(fopt), xg.size):
         raise MPFitError("no sigma puts the MP bulk edge around the ESD's peak "
                          "(the spectrum has no random bulk)")
+    # mp_fit's own arithmetic 1 / sqrt(Q), not mp_edges(1 / Q, sigma): sqrt(1 / Q) differs from it
+    # in the last bit for some Q (2, 3, ...), and mp_fit's numbers must not move
     bulk_max = (sigma * (1 + 1 / math.sqrt(Q))) ** 2
     bulk_min = (sigma * (1 - 1 / math.sqrt(Q))) ** 2
     tw = 1 / math.sqrt(Q) * bulk_max ** (2 / 3) * M ** (-2 / 3)

@@ -21,14 +21,29 @@ import math
 import numpy as np
 import pandas as pd
 
+from .esd import gram_eigh
+
 EPSILON = 1e-10  # WeightWatcher's histogram floor (CPU precision)
 NAMES = ("vec_entropy", "loc_ratio", "part_ratio")
 SUMMARY_COLUMNS = tuple(f"{part}_{stat}_{name}" for name in NAMES for part in ("bulk", "tail")
                         for stat in ("mean", "var"))
 
 
+def localization_ratios(vectors: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """||v||_1 / ||v||_inf of each column: 1 for a vector on one coordinate, n for a flat one.
+
+    Computed in ``dtype`` (float64; None keeps the array's own dtype, as ``per_vector`` does).
+    """
+    v = np.abs(np.asarray(vectors, dtype=dtype))
+    return v.sum(axis=0) / v.max(axis=0)
+
+
 def localization_ratio(v: np.ndarray) -> float:
-    """||v||_1 / ||v||_inf: near 1 for a vector on one coordinate, up to len(v) when spread."""
+    """||v||_1 / ||v||_inf of one vector: near 1 on one coordinate, up to len(v) when spread.
+
+    Through ``np.linalg.norm`` (WeightWatcher's formula): a pairwise sum, which can differ from
+    ``localization_ratios``' column sums in the last bit.
+    """
     return float(np.linalg.norm(v, ord=1) / np.linalg.norm(v, ord=np.inf))
 
 
@@ -91,19 +106,14 @@ def vector_metrics(vectors) -> pd.DataFrame:
 
 def eigenvectors(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(eigenvalues ascending, eigenvectors as columns) of the Gram matrix of the smaller side
-    of ``w`` (W^T W for a tall W, W W^T for a wide one), in float64 with ``eigh``."""
-    from .esd import gram
-
-    w = np.asarray(w)
-    if not np.all(np.isfinite(w)):
-        raise ValueError("the weights hold NaN or Inf entries")
-    return np.linalg.eigh(gram(w))
+    of ``w`` (W^T W for a tall W, W W^T for a wide one), in float64 with ``eigh``: ``gram_eigh``."""
+    return gram_eigh(w)
 
 
 def per_vector(vecs: np.ndarray) -> dict[str, np.ndarray]:
     """vec_entropy, loc_ratio and part_ratio of every column of ``vecs``."""
     a = np.abs(vecs)
-    loc = a.sum(axis=0) / a.max(axis=0)
+    loc = localization_ratios(vecs, dtype=None)
     part = np.sqrt((a ** 2).sum(axis=0)) / ((a ** 4).sum(axis=0)) ** 0.25
     ent = np.array([discrete_entropy(vecs[:, j]) for j in range(vecs.shape[1])])
     return {"vec_entropy": ent, "loc_ratio": loc, "part_ratio": part}
@@ -140,5 +150,5 @@ def vector_summary(evals: np.ndarray, vecs: list[np.ndarray] | np.ndarray,
 
 
 __all__ = ["SUMMARY_COLUMNS", "discrete_entropy", "eigenvectors", "localization_ratio",
-           "participation_ratio", "per_vector", "vector_entropy", "vector_metrics",
+           "localization_ratios", "participation_ratio", "per_vector", "vector_entropy", "vector_metrics",
            "vector_summary"]
