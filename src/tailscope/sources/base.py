@@ -1,7 +1,8 @@
-"""What users have -> a lazy list of named tensors (``LayerRef``), in model order.
+"""The vocabulary every reader shares: a lazy list of named tensors (``LayerRef``) in model order,
+and the declaration a file format fills in to be read (``Reader``, looking at a ``Probe``).
 
-``open_source`` detects the format from the content (magic bytes), never from the file name alone.
-Nothing here computes an eigenvalue; a tensor is read only when ``LayerRef.load()`` is called.
+Nothing here knows a file format (``registry`` lists the readers, ``opener`` dispatches to them),
+nothing computes an eigenvalue, and a tensor is read only when ``LayerRef.load()`` is called.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from ..util.optional import EXTRAS
 
 
 class SourceError(ValueError):
@@ -31,7 +34,8 @@ class LayerRef:
     kh, kw, in, out). ``gates`` names the gate blocks of a stacked recurrent weight in order along
     its output axis (e.g. 'ifgo' for a PyTorch LSTM), when the source knows them. A derived
     matrix (a gate, q/k/v, a head) has its ``parent``'s name; a tensor that was split lists its
-    parts in ``split_into``. ``role`` is 'recurrent' for recurrent weights.
+    parts in ``split_into``. ``role`` is 'recurrent' for recurrent weights. ``loader`` reads the
+    tensor (``load()`` calls it; a derived ref passes its own).
     """
 
     name: str
@@ -39,7 +43,7 @@ class LayerRef:
     shape: tuple[int, ...]
     dtype: str
     source: str
-    _loader: Callable[[], np.ndarray] = field(repr=False, compare=False)
+    loader: Callable[[], np.ndarray] = field(repr=False, compare=False)
     layout: str = "torch"
     gates: str = ""
     role: str = ""
@@ -48,7 +52,7 @@ class LayerRef:
 
     def load(self) -> np.ndarray:
         """The tensor as a numpy array (bf16 arrives as float32)."""
-        return self._loader()
+        return self.loader()
 
     @property
     def module(self) -> str:
@@ -97,164 +101,88 @@ def numbered(items: list[tuple], source: str, layout: str = "torch") -> tuple[La
     """LayerRefs with consecutive indices from (name, shape, dtype, loader[, extra]) in model
     order; ``extra`` is a dict of further LayerRef fields (gates, role)."""
     return tuple(LayerRef(name=it[0], index=i, shape=tuple(int(s) for s in it[1]), dtype=it[2],
-                          source=source, _loader=it[3], layout=layout,
+                          source=source, loader=it[3], layout=layout,
                           **(it[4] if len(it) > 4 else {}))
                  for i, it in enumerate(items))
 
 
-_ONNX_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xAA}
-
-
-def _looks_like_onnx(head: bytes) -> bool:
-    """A serialized ModelProto: field 1 (ir_version, a small varint), then another of its fields."""
-    if len(head) < 3 or head[0] != 0x08:
-        return False
-    i, value, shift = 1, 0, 0
-    while i < len(head) and head[i] & 0x80:
-        value |= (head[i] & 0x7F) << shift
-        i, shift = i + 1, shift + 7
-    if i >= len(head) - 1:
-        return False
-    value |= head[i] << shift
-    return 1 <= value <= 100 and head[i + 1] in _ONNX_TAGS
-
-
-def _sniff(path: Path) -> str:
-    """The format of a file from its first bytes."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        import zipfile
-
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except zipfile.BadZipFile:
-            raise SourceError(f"{path}: a damaged zip archive") from None
-        if names and all(n.endswith(".npy") for n in names):
-            return "npz"
-        if any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names):
-            return "torchscript"
-        if any(n.endswith("data.pkl") for n in names):
-            return "torch"
-        if "model.weights.h5" in names:
-            return "keras"
-        raise SourceError(f"{path}: a zip archive that is neither a numpy .npz, a PyTorch "
-                          "checkpoint nor a Keras .keras file")
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "torch"  # a legacy (non-zip) torch.save pickle
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if _looks_like_onnx(head) or path.suffix.lower() == ".onnx":
-        return "onnx"  # the suffix too, so a damaged .onnx file gets the ONNX reader's message
-    raise SourceError(f"{path}: unknown format (not safetensors, a PyTorch checkpoint, "
-                      "TorchScript, ONNX, Keras, .npz or .npy)")
-
-
-def _open_file(path: Path, trust_pickle: bool) -> Source:
-    kind = _sniff(path)
-    if kind == "safetensors":
-        from .safetensors import open_safetensors
-
-        return open_safetensors([path])
-    if kind in ("npz", "npy"):
-        from .numpy import open_numpy
-
-        return open_numpy(path, kind)
-    if kind == "onnx":
-        from .onnx import open_onnx
-
-        return open_onnx(path)
-    if kind in ("hdf5", "keras"):
-        from .keras import open_keras
-
-        return open_keras(path, kind)
-    from .torch import open_torch_file
-
-    return open_torch_file(path, kind, trust_pickle=trust_pickle)
-
-
-_WEIGHT_PATTERNS = (
-    ("safetensors", ("model*.safetensors", "*.safetensors")),
-    ("torch", ("pytorch_model*.bin", "*.bin", "*.pt", "*.pth")),
-    ("numpy", ("*.npz", "*.npy")),
-    ("onnx", ("*.onnx",)),
-    ("keras", ("*.keras", "*.h5")),
-)
-
-
-def _open_folder(path: Path, trust_pickle: bool) -> Source:
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        from .safetensors import open_sharded
-
-        return open_sharded(index)
-    for kind, patterns in _WEIGHT_PATTERNS:
-        for pattern in patterns:
-            files = sorted((p for p in path.glob(pattern) if p.is_file()),
-                           key=lambda p: natural_key(p.name))
-            if not files:
-                continue
-            others = [p.name for k, pats in _WEIGHT_PATTERNS if k != kind for pt in pats
-                      for p in path.glob(pt)]
-            note = f"chose {kind} files" + (f"; ignored {', '.join(sorted(set(others)))}"
-                                           if others else "")
-            if kind == "safetensors":
-                from .safetensors import open_safetensors
-
-                src = open_safetensors(files)
-            elif len(files) == 1:
-                src = _open_file(files[0], trust_pickle)
-            else:
-                src = _concat([_open_file(f, trust_pickle) for f in files])
-            return Source(src.refs, src.format, src.files, note)
-    raise SourceError(f"{path}: no weights found in this folder (looked for *.safetensors, "
-                      "*.bin, *.pt, *.pth, *.npz, *.npy, *.onnx, *.keras, *.h5)")
-
-
-def _concat(sources: list[Source]) -> Source:
+def concat(sources: Sequence[Source]) -> Source:
+    """One source of several (e.g. a folder's files), tensors renumbered in order."""
     refs = [r for s in sources for r in s.refs]
     files = tuple(f for s in sources for f in s.files)
     return Source(tuple(replace(r, index=i) for i, r in enumerate(refs)), sources[0].format, files)
 
 
-def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
-    """Open a model as a lazy list of tensors.
+# --- what a file format declares ----------------------------------------------------------------
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
-    Accepts a path (safetensors file, sharded folder with ``model.safetensors.index.json``,
-    Hugging Face-style folder, PyTorch ``.bin/.pt/.pth`` state dict or TorchScript archive, numpy
-    ``.npz/.npy``, ONNX model, Keras ``.h5`` / ``.keras``), a Hugging Face model id
-    ``owner/name`` (weights downloaded to the Hugging Face cache; needs the ``hub`` extra), an
-    in-memory ``torch.nn.Module``, a state dict (mapping of names to tensors or
-    arrays, also nested under 'state_dict' / 'model_state' / 'model'), or a single array.
 
-    PyTorch pickles are loaded with ``weights_only=True``; one that needs arbitrary code to load
-    is refused unless ``trust_pickle=True``.
+class Probe:
+    """What a reader recognises a file by: its first ``HEAD`` bytes, its path, and (read once,
+    when first asked) the member names when it is a zip archive."""
+
+    HEAD = 16
+
+    def __init__(self, path: Path, head: bytes | None = None):
+        self.path = Path(path)
+        if head is None:
+            with open(self.path, "rb") as f:
+                head = f.read(self.HEAD)
+        self.head = head
+
+    @property
+    def is_zip(self) -> bool:
+        return self.head.startswith(ZIP_MAGIC)
+
+    @cached_property
+    def members(self) -> tuple[str, ...]:
+        """The member names of a zip archive (() for any other file)."""
+        if not self.is_zip:
+            return ()
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                return tuple(zf.namelist())
+        except zipfile.BadZipFile:
+            raise SourceError(f"{self.path}: a damaged zip archive") from None
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One file format, as the registry needs it; each format module exposes one ``READER``.
+
+    - ``name``: the format's name ('safetensors', 'torch', ...), also in a folder's note.
+    - ``phrase``: how messages name a file of it ("an ONNX model").
+    - ``recognise(probe)``: the variant of the format the bytes are (e.g. 'npz' / 'npy'), or None.
+      ``heuristic`` readers guess from a byte or two: they are asked only after every other
+      reader's exact signature failed.
+    - ``open_file(path, variant, trust_pickle)``: the file's tensors.
+    - ``patterns``: the folder globs it claims, in preference order; ``open_files(files)``
+      opens all a pattern matched as one model (default: each file recognised and opened, then
+      concatenated); ``open_folder(folder, trust_pickle)`` opens a folder it recognises by
+      other means (a sharded index), else returns None.
+    - ``suffixes``: the file suffixes it reads (a name ending so is a file, not a model id);
+      ``by_suffix``: it also takes a file with one of them that no reader recognised, so that a
+      damaged file gets this reader's message rather than "unknown format".
+    - ``zip_phrase``: how to name its zip form, when it has one ("a numpy .npz").
+    - ``requires``: the optional package it imports (a key of ``util.optional.EXTRAS``), or ''.
     """
-    if isinstance(x, Source):
-        return x
-    if isinstance(x, (str, Path)):
-        path = Path(x).expanduser()
-        if not path.exists():
-            from .hub import is_repo_id, open_hub
 
-            if isinstance(x, str) and is_repo_id(x):
-                return _open_folder(open_hub(x), trust_pickle)
-            raise SourceError(f"{path}: no such file or folder")
-        if path.is_dir():
-            return _open_folder(path, trust_pickle)
-        return _open_file(path, trust_pickle)
-    from .torch import is_torch_object, open_torch_object
+    name: str
+    phrase: str
+    recognise: Callable[[Probe], str | None]
+    open_file: Callable[[Path, str, bool], Source]
+    patterns: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    open_files: Callable[[list[Path]], Source] | None = None
+    open_folder: Callable[[Path, bool], Source | None] | None = None
+    heuristic: bool = False
+    by_suffix: bool = False
+    zip_phrase: str = ""
+    requires: str = ""
 
-    if is_torch_object(x) or isinstance(x, dict):
-        return open_torch_object(x)
-    if isinstance(x, np.ndarray):
-        from .numpy import open_array
-
-        return open_array(x)
-    raise SourceError(f"cannot read a model from a {type(x).__name__}; pass a path, a "
-                      "torch.nn.Module, a state dict or an array")
+    @property
+    def extra(self) -> str:
+        """The tailscope extra that installs what it needs ('' when nothing)."""
+        return EXTRAS[self.requires][1] if self.requires else ""

@@ -134,7 +134,7 @@ def delta_source(src: Source, base: Source) -> Source:
     items = []
     for ref in src:
         if len(ref.shape) < 2 or not ref.is_float:
-            items.append((ref.name, ref.shape, ref.dtype, ref._loader))
+            items.append((ref.name, ref.shape, ref.dtype, ref.load))
             continue
         match, why = index.find(ref.name)
         if match is not None:
@@ -143,7 +143,7 @@ def delta_source(src: Source, base: Source) -> Source:
         loader = _failing(why) if why else _delta_loader(ref, match)
         items.append((ref.name, ref.shape, ref.dtype, loader))
     refs = tuple(LayerRef(name=n, index=r.index, shape=tuple(s), dtype=d, source=r.source,
-                          _loader=fn, layout=r.layout)
+                          loader=fn, layout=r.layout)
                  for r, (n, s, d, fn) in zip(src.refs, items))
     return Source(refs, src.format, src.files,
                   _join(src.note, f"minus base model: {base.describe()}"))
@@ -275,10 +275,10 @@ def _product_ref(pair: _Pair, scale: float, index: int, source: str) -> LowRankR
     why = _check(pair)
     if why:
         return LowRankRef(name=name, index=index, shape=ref.shape, dtype=ref.dtype,
-                          source=source, _loader=_failing(why), _factors=_failing(why))
+                          source=source, loader=_failing(why), _factors=_failing(why))
     factors = _factors_loader(pair, scale)
     return LowRankRef(name=name, index=index, shape=_product_shape(pair), dtype=pair.a.dtype,
-                      source=source, _loader=_product_loader(pair, factors), _factors=factors,
+                      source=source, loader=_product_loader(pair, factors), _factors=factors,
                       rank=min(pair.a.shape))
 
 
@@ -328,7 +328,7 @@ def peft_source(src: Source, peft, base: Source | None = None) -> Source:
     def add_lora(i: int, base_ref: LayerRef | None) -> None:
         pair, scale = pairs[i], scales[i]
         prod = _product_ref(pair, scale, 0, pair.a.source if pair.a else pair.b.source)
-        items.append((prod.name, prod.shape, prod.dtype, prod._loader, prod))
+        items.append((prod.name, prod.shape, prod.dtype, prod.load, prod))
         b_ref = pair.b if pair.b is not None else pair.a
         name = _renamed(b_ref.name, "B" if pair.b is not None else "A", "lora_W_plus_AB")
         why = _check(pair)
@@ -337,11 +337,11 @@ def peft_source(src: Source, peft, base: Source | None = None) -> Source:
         elif not why and base_ref.shape not in (prod.shape, prod.shape[::-1]):
             why = (f"base weight {base_ref.name!r} has shape {base_ref.shape}, the LoRA update "
                    f"{prod.shape}")
-        loader = _failing(why) if why else _merged_loader(base_ref, prod._loader)
+        loader = _failing(why) if why else _merged_loader(base_ref, prod.load)
         items.append((name, prod.shape, prod.dtype, loader, None))  # merged: a plain layer
 
     for ref in base_refs:
-        items.append((ref.name, ref.shape, ref.dtype, ref._loader, ref))
+        items.append((ref.name, ref.shape, ref.dtype, ref.load, ref))
         for i in by_base.get(ref.name, []):
             add_lora(i, ref)
     for i, m in found.items():
@@ -351,11 +351,11 @@ def peft_source(src: Source, peft, base: Source | None = None) -> Source:
     for k, (name, shape, dtype, loader, like) in enumerate(items):
         if isinstance(like, LowRankRef):
             refs.append(LowRankRef(name=name, index=k, shape=tuple(shape), dtype=dtype,
-                                   source=like.source, _loader=loader, _factors=like._factors,
+                                   source=like.source, loader=loader, _factors=like.load_factors,
                                    rank=like.rank))
         else:
             refs.append(LayerRef(name=name, index=k, shape=tuple(shape), dtype=dtype,
-                                 source=like.source if like else src.files[0], _loader=loader,
+                                 source=like.source if like else src.files[0], loader=loader,
                                  layout=like.layout if like else "torch"))
     return Source(tuple(refs), src.format, src.files,
                   _join(note, f"with base {base.describe()}" if base is not None else ""))

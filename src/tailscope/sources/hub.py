@@ -12,21 +12,20 @@ import os
 import re
 from pathlib import Path
 
+from ..util.errors import one_line
+from ..util.optional import require
 from .base import SourceError
+from .registry import FILE_SUFFIXES
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}")
 SAFETENSORS_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "config.json"]
 BIN_PATTERNS = ["*.bin", "*.bin.index.json", "config.json"]
 
 
-_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".npy", ".onnx", ".h5", ".keras",
-                  ".json", ".csv")
-
-
 def is_repo_id(text: str) -> bool:
     """True for a string shaped like a Hugging Face model id ``owner/name`` (not a file name)."""
     return (bool(_REPO_ID.fullmatch(text)) and ".." not in text and not text.endswith(".")
-            and not text.lower().endswith(_FILE_SUFFIXES))
+            and not text.lower().endswith(FILE_SUFFIXES))
 
 
 def _offline() -> bool:
@@ -57,19 +56,19 @@ def open_hub(repo_id: str, *, revision: str | None = None) -> Path:
     local = (f"or download it where the Hub is reachable (huggingface-cli download {repo_id}) "
              "and pass the local folder")
     try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise SourceError(f"{repo_id}: not a local file or folder; reading a Hugging Face model id "
-                          f"needs huggingface_hub: pip install 'tailscope[hub]', {local}") from None
+        hub = require("huggingface_hub", f"{repo_id}: not a local file or folder; reading a "
+                      "Hugging Face model id", error=SourceError)
+    except SourceError as exc:
+        raise SourceError(f"{exc}, {local}") from None
     offline = _offline()
     last = ""
     for patterns in (SAFETENSORS_PATTERNS, BIN_PATTERNS):
         try:
-            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
-                                            cache_dir=_cache_dir(), local_files_only=offline))
+            folder = Path(hub.snapshot_download(repo_id, revision=revision,
+                                                allow_patterns=patterns, cache_dir=_cache_dir(),
+                                                local_files_only=offline))
         except Exception as exc:  # noqa: BLE001 - network, auth and cache errors all end here
-            text = str(exc).strip().splitlines()
-            last = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+            last = one_line(exc)
             continue
         if _has_weights(folder):
             return folder

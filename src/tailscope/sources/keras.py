@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Source, SourceError, numbered
+from ..util.errors import one_line
+from ..util.optional import require
+from .base import Probe, Reader, Source, SourceError, numbered
 
 KERAS_GATES = {4: "ifco", 3: "zrh"}
 _MHA_PARTS = ("query", "key", "value", "attention_output")
@@ -33,12 +35,8 @@ _SUB_ORDER = {"forward_layer": 1, "backward_layer": 2,  # Keras' own order of a 
 
 
 def import_h5py():
-    try:
-        import h5py
-    except ImportError:
-        raise SourceError("reading Keras files needs h5py: pip install 'tailscope[keras]'"
-                          ) from None
-    return h5py
+    """h5py, or a SourceError naming the extra that installs it."""
+    return require("h5py", "reading Keras files", error=SourceError)
 
 
 def _text(values) -> list[str]:
@@ -184,9 +182,7 @@ def open_keras(path: Path, kind: str) -> Source:
         else:
             handle = h5py.File(path, "r")
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        text = str(exc).strip().splitlines()
-        raise SourceError(f"{path}: cannot read the Keras file ({text[0] if text else exc})"
-                          ) from None
+        raise SourceError(f"{path}: cannot read the Keras file ({one_line(exc)})") from None
     root = handle
     try:
         if "model_weights" in root and "layer_names" in root["model_weights"].attrs:
@@ -208,9 +204,30 @@ def open_keras(path: Path, kind: str) -> Source:
         raise
     except (KeyError, ValueError, OSError) as exc:
         handle.close()
-        raise SourceError(f"{path}: a damaged Keras file ({exc})") from None
+        raise SourceError(f"{path}: a damaged Keras file ({one_line(exc)})") from None
     if not pairs:
         handle.close()
         raise SourceError(f"{path}: a Keras file with no weights")
     # the h5py handle stays open for the loaders; it closes when the Source is collected
     return Source(numbered(_items(pairs), str(path), layout="keras"), fmt, (str(path),))
+
+
+# --- the reader ---------------------------------------------------------------------------------
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _recognise(probe: Probe) -> str | None:
+    """A Keras 3 ``.keras`` zip (it holds model.weights.h5), or any HDF5 file."""
+    if probe.is_zip:
+        return "keras" if "model.weights.h5" in probe.members else None
+    return "hdf5" if probe.head.startswith(_HDF5_MAGIC) else None
+
+
+def _open_file(path: Path, variant: str, trust_pickle: bool) -> Source:
+    return open_keras(path, variant)
+
+
+READER = Reader(
+    name="keras", phrase="a Keras .h5/.keras file", recognise=_recognise, open_file=_open_file,
+    patterns=("*.keras", "*.h5"), suffixes=(".keras", ".h5"), zip_phrase="a Keras .keras file",
+    requires="h5py")

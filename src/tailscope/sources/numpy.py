@@ -1,4 +1,8 @@
-"""numpy ``.npz`` archives (one tensor per member, file order) and single ``.npy`` arrays."""
+"""numpy ``.npz`` archives (one tensor per member, file order) and single ``.npy`` arrays.
+
+``read_array`` reads one matrix (a ``.npy``, or an ``.npz`` of a scipy sparse matrix or of one
+array) for the commands that take data rather than a model. Nothing here unpickles.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Source, SourceError, numbered
+from ..util.errors import one_line
+from .base import Probe, Reader, Source, SourceError, numbered
+
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 def _npy_header(fp) -> tuple[tuple[int, ...], np.dtype]:
@@ -52,3 +59,67 @@ def open_numpy(path: Path, kind: str) -> Source:
 def open_array(a: np.ndarray) -> Source:
     return Source(numbered([("weight", a.shape, str(a.dtype), lambda: a)], "<memory>"),
                   "array", ("<memory>",))
+
+
+def read_array(path):
+    """The matrix in a ``.npy`` file, or in an ``.npz`` holding a scipy sparse matrix (returned
+    sparse, as ``scipy.sparse.load_npz`` gives it) or exactly one array. Never unpickles.
+
+    Raises
+    ------
+    SourceError
+        (a ValueError) with a one-line reason: no such file, not a .npy/.npz, an array of Python
+        objects, an .npz of several arrays, a damaged file.
+    """
+    path = Path(path)
+    try:
+        probe = Probe(path)
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({one_line(exc)})") from None
+    try:
+        if probe.head.startswith(_NPY_MAGIC):
+            return np.load(path, allow_pickle=False)
+        if not probe.is_zip:
+            raise SourceError(f"{path}: not a numpy .npy or .npz file")
+        members = probe.members
+        if "format.npy" in members:
+            import scipy.sparse as sp
+
+            try:
+                return sp.load_npz(path)
+            except (ValueError, KeyError, NotImplementedError):
+                pass  # an .npz that merely has a member named 'format': read as arrays
+        with np.load(path, allow_pickle=False) as npz:
+            if len(npz.files) != 1:
+                raise SourceError(f"{path}: an .npz with {len(npz.files)} arrays; expected a "
+                                  "scipy sparse matrix or one array")
+            return npz[npz.files[0]]
+    except SourceError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise SourceError(f"{path}: an array of Python objects (needs unpickling); refused"
+                              ) from None
+        raise SourceError(f"{path}: a damaged numpy file ({one_line(exc)})") from None
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise SourceError(f"{path}: a damaged numpy file ({one_line(exc)})") from None
+
+
+# --- the reader ---------------------------------------------------------------------------------
+def _recognise(probe: Probe) -> str | None:
+    """An .npy's magic, or a zip archive of .npy members only."""
+    if probe.is_zip:
+        names = probe.members
+        return "npz" if names and all(n.endswith(".npy") for n in names) else None
+    return "npy" if probe.head.startswith(_NPY_MAGIC) else None
+
+
+def _open_file(path: Path, variant: str, trust_pickle: bool) -> Source:
+    return open_numpy(path, variant)
+
+
+READER = Reader(
+    name="numpy", phrase="a numpy .npy/.npz file", recognise=_recognise, open_file=_open_file,
+    patterns=("*.npz", "*.npy"), suffixes=(".npz", ".npy"), zip_phrase="a numpy .npz")

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Source, SourceError, numbered
+from ..util.errors import one_line
+from ..util.optional import require
+from .base import Probe, Reader, Source, SourceError, numbered
 
 _MOVES = {"Identity", "Cast", "Reshape", "Transpose", "Slice", "Concat", "Squeeze", "Unsqueeze",
           "DequantizeLinear"}
@@ -31,17 +33,8 @@ _MAX_FOLD_DEPTH = 32
 
 
 def import_onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise SourceError("reading ONNX models needs the onnx package: pip install "
-                          "'tailscope[onnx]'") from None
-    return onnx
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    """onnx, or a SourceError naming the extra that installs it."""
+    return require("onnx", "reading ONNX models", error=SourceError)
 
 
 class _Model:
@@ -218,7 +211,7 @@ def open_onnx(path: Path) -> Source:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
         raise SourceError(f"{path}: not a readable ONNX model, truncated or damaged? "
-                          f"({_one_line(exc)})") from None
+                          f"({one_line(exc)})") from None
     if not model.HasField("graph") or not model.graph.node:
         raise SourceError(f"{path}: not an ONNX model (no graph), or a truncated one")
     m = _Model(model, Path(path))
@@ -345,3 +338,35 @@ def open_onnx(path: Path) -> Source:
         raise SourceError(f"{path}: an ONNX model with no weights of Gemm, MatMul, Conv, Gather, "
                           "LSTM, GRU or RNN nodes")
     return Source(numbered(items, str(path)), "onnx", (str(path),))
+
+
+# --- the reader ---------------------------------------------------------------------------------
+_ONNX_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xAA}
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """A serialized ModelProto: field 1 (ir_version, a small varint), then another of its fields."""
+    if len(head) < 3 or head[0] != 0x08:
+        return False
+    i, value, shift = 1, 0, 0
+    while i < len(head) and head[i] & 0x80:
+        value |= (head[i] & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+    if i >= len(head) - 1:
+        return False
+    value |= head[i] << shift
+    return 1 <= value <= 100 and head[i + 1] in _ONNX_TAGS
+
+
+def _recognise(probe: Probe) -> str | None:
+    return "onnx" if _looks_like_onnx(probe.head) else None
+
+
+def _open_file(path: Path, variant: str, trust_pickle: bool) -> Source:
+    return open_onnx(path)
+
+
+# by_suffix: a damaged .onnx file gets the ONNX reader's message, not "unknown format"
+READER = Reader(
+    name="onnx", phrase="an ONNX model", recognise=_recognise, open_file=_open_file,
+    patterns=("*.onnx",), suffixes=(".onnx",), heuristic=True, by_suffix=True, requires="onnx")

@@ -4,6 +4,7 @@ The format is an 8-byte little-endian header length, a JSON header naming each t
 shape and byte range, then the bytes. It is parsed here rather than with the ``safetensors``
 package because that package's numpy API cannot return bfloat16 (numpy has no such dtype) and its
 torch API needs torch. Every header entry is checked against the file before anything is read.
+``write_safetensors`` writes the same layout, with the same dtype table.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Source, SourceError, natural_key, numbered
+from .base import Probe, Reader, Source, SourceError, natural_key, numbered
 
-_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-    "U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_,
-}
+# The one dtype table, for reading and writing: safetensors code -> the dtype name users see.
+# bfloat16 has no numpy dtype: it is stored as uint16 and read as float32 (never written).
 _NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
           "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
           "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool"}
+_DTYPES = {code: np.dtype(np.uint16 if name == "bfloat16" else name).type
+           for code, name in _NAMES.items()}
+_CODES = {name: code for code, name in _NAMES.items() if name != "bfloat16"}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -130,3 +131,54 @@ def open_sharded(index: Path) -> Source:
     files = tuple(str(index.parent / s) for s in sorted(shards, key=natural_key))
     return Source(numbered(items, str(index)), "safetensors (sharded)", files,
                   f"{len(shards)} shards from {index.name}")
+
+
+def write_safetensors(path, tensors: dict[str, np.ndarray]) -> None:
+    """Write ``tensors`` as a safetensors file: the 8-byte little-endian header length, the JSON
+    header (padded with spaces so the data starts 8-byte aligned), then the bytes, little-endian.
+
+    Raises ValueError naming the tensor whose dtype safetensors cannot hold (e.g. complex64).
+    Not atomic: write to a temporary name and rename for that.
+    """
+    header: dict[str, dict] = {}
+    offset = 0
+    arrays = []
+    for name, a in tensors.items():
+        a = np.ascontiguousarray(a)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        code = _CODES.get(a.dtype.name)
+        if code is None:
+            raise ValueError(f"{name}: cannot write {a.dtype} to safetensors")
+        header[name] = {"dtype": code, "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+        arrays.append(a)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for a in arrays:
+            f.write(a.tobytes())
+
+
+# --- the reader ---------------------------------------------------------------------------------
+def _recognise(probe: Probe) -> str | None:
+    """A JSON header right after the 8-byte length (a one-byte guess: asked after exact magics)."""
+    return "safetensors" if len(probe.head) >= 9 and probe.head[8:9] == b"{" else None
+
+
+def _open_file(path: Path, variant: str, trust_pickle: bool) -> Source:
+    return open_safetensors([path])
+
+
+def _open_folder(folder: Path, trust_pickle: bool) -> Source | None:
+    index = folder / "model.safetensors.index.json"
+    return open_sharded(index) if index.exists() else None
+
+
+READER = Reader(
+    name="safetensors", phrase="a safetensors file", recognise=_recognise, open_file=_open_file,
+    patterns=("model*.safetensors", "*.safetensors"), suffixes=(".safetensors",),
+    open_files=open_safetensors, open_folder=_open_folder, heuristic=True)

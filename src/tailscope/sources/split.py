@@ -38,7 +38,7 @@ def _part(ref: LayerRef, label: str, axis: int, start: int, stop: int, **fields)
     def load(parent=ref, ix=index):
         return parent.load()[ix]
 
-    return replace(ref, name=f"{ref.name}[{label}]", shape=tuple(shape), _loader=load,
+    return replace(ref, name=f"{ref.name}[{label}]", shape=tuple(shape), loader=load,
                    parent=ref.name, split_into=(), gates="", **fields)
 
 

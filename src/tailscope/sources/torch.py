@@ -13,19 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from .base import Source, SourceError, numbered
+from ..util.errors import one_line
+from ..util.optional import require
+from .base import Probe, Reader, Source, SourceError, numbered
 
 _NESTED_KEYS = ("state_dict", "model_state", "model_state_dict", "model", "module", "net",
                 "weights", "params")
 
 
 def import_torch():
-    try:
-        import torch
-    except ImportError:
-        raise SourceError("reading PyTorch files needs torch: pip install 'tailscope[torch]'"
-                          ) from None
-    return torch
+    """torch, or a SourceError naming the extra that installs it."""
+    return require("torch", "reading PyTorch files", error=SourceError)
 
 
 def is_torch_object(x: Any) -> bool:
@@ -119,19 +117,44 @@ def open_torch_file(path: Path, kind: str, *, trust_pickle: bool = False) -> Sou
                 warnings.simplefilter("ignore", DeprecationWarning)
                 module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
-            raise SourceError(f"{path}: cannot load the TorchScript archive: {exc}") from None
+            raise SourceError(f"{path}: cannot load the TorchScript archive: {one_line(exc)}") from None
         state = module.state_dict()
         return Source(numbered(_items_from_mapping(state), str(path)), "torchscript",
                       (str(path),))
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not trust_pickle and ("weights_only" in str(exc) or "Unsupported global" in str(exc)):
             raise SourceError(
                 f"{path}: this pickle needs code execution to load, which is refused by default "
                 "(it could run anything). If you trust the file, pass trust_pickle=True "
                 "(CLI: --trust-pickle)") from None
-        raise SourceError(f"{path}: cannot load the PyTorch checkpoint: {text}") from None
+        raise SourceError(f"{path}: cannot load the PyTorch checkpoint: {one_line(exc)}") from None
     state = _unwrap(obj)
     return Source(numbered(_items_from_mapping(state), str(path)), "pytorch", (str(path),))
+
+
+# --- the reader ---------------------------------------------------------------------------------
+_PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")
+
+
+def _recognise(probe: Probe) -> str | None:
+    """A TorchScript or torch.save zip archive, or a legacy (non-zip) torch.save pickle."""
+    if probe.is_zip:
+        names = probe.members
+        if any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names):
+            return "torchscript"
+        return "torch" if any(n.endswith("data.pkl") for n in names) else None
+    if probe.head[:1] == b"\x80" and probe.head[1:2] in _PICKLE_PROTOCOLS:
+        return "torch"
+    return None
+
+
+def _open_file(path: Path, variant: str, trust_pickle: bool) -> Source:
+    return open_torch_file(path, variant, trust_pickle=trust_pickle)
+
+
+READER = Reader(
+    name="torch", phrase="a PyTorch checkpoint or TorchScript archive", recognise=_recognise,
+    open_file=_open_file, patterns=("pytorch_model*.bin", "*.bin", "*.pt", "*.pth"),
+    suffixes=(".bin", ".pt", ".pth"), zip_phrase="a PyTorch checkpoint", requires="torch")

@@ -1,0 +1,117 @@
+"""The file formats ``open_source`` reads: one ``Reader`` per format module, in ``READERS``.
+
+Adding a format is one module exposing a ``READER`` (see ``base.Reader``) and one line here.
+Everything that lists the formats is generated from ``READERS``: how a file is recognised, which
+files of a folder are read, the messages naming the formats and patterns, and the suffixes that
+make a name a file rather than a Hugging Face model id.
+
+A file is recognised by its content: first the readers' exact signatures (magic bytes, zip
+member names), in ``READERS`` order; a zip that no reader claims fails there; then the
+one-byte guesses of ``heuristic`` readers; last a ``by_suffix`` reader takes a file with one of
+its suffixes (a damaged ``.onnx`` gets the ONNX reader's message). A folder: a reader's
+``open_folder`` (a sharded index) first, then the readers' patterns, in ``READERS`` order.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatch
+from pathlib import Path
+
+from . import keras, numpy, onnx, safetensors, torch
+from .base import Probe, Reader, Source, SourceError, concat, natural_key
+
+# In order of preference for a folder, and of recognition among exact signatures.
+READERS: tuple[Reader, ...] = (safetensors.READER, torch.READER, numpy.READER, onnx.READER,
+                               keras.READER)
+
+# a name ending so is a file (or a table), not a model id
+FILE_SUFFIXES: tuple[str, ...] = tuple(s for r in READERS for s in r.suffixes) + (".json", ".csv")
+
+
+def _join(phrases: list[str], last: str) -> str:
+    return phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} {last} {phrases[-1]}"
+
+
+def _looked_for() -> list[str]:
+    """The folder patterns, less those another pattern already covers ('model*.safetensors')."""
+    patterns = [p for r in READERS for p in r.patterns]
+    return [p for p in patterns if not any(q != p and fnmatch(p, q) for q in patterns)]
+
+
+UNKNOWN = f"unknown format (not {_join([r.phrase for r in READERS], 'or')})"
+UNKNOWN_ZIP = ("a zip archive that is neither "
+               f"{_join([r.zip_phrase for r in READERS if r.zip_phrase], 'nor')}")
+NO_WEIGHTS = f"no weights found in this folder (looked for {', '.join(_looked_for())})"
+
+
+def reader(name: str) -> Reader:
+    """The reader of a format by its name ('safetensors', 'torch', 'numpy', 'onnx', 'keras')."""
+    for r in READERS:
+        if r.name == name:
+            return r
+    raise KeyError(name)
+
+
+def formats_help() -> str:
+    """One line per format, for help texts: name, what it reads, its suffixes and extra."""
+    lines = []
+    for r in READERS:
+        extra = f"; needs tailscope[{r.extra}]" if r.extra else ""
+        lines.append(f"{r.name}: {r.phrase} ({', '.join(r.suffixes)}){extra}")
+    return "\n".join(lines)
+
+
+def recognise(path: Path) -> tuple[Reader, str]:
+    """The reader of a file and the variant its bytes are (see the module docstring)."""
+    probe = Probe(path)
+    for r in READERS:
+        if not r.heuristic:
+            variant = r.recognise(probe)
+            if variant:
+                return r, variant
+    if probe.is_zip:
+        probe.members  # noqa: B018 - a damaged archive says so, not "neither"
+        raise SourceError(f"{path}: {UNKNOWN_ZIP}")
+    for r in READERS:
+        if r.heuristic:
+            variant = r.recognise(probe)
+            if variant:
+                return r, variant
+    suffix = Path(path).suffix.lower()
+    for r in READERS:
+        if r.by_suffix and suffix in r.suffixes:
+            return r, r.name
+    raise SourceError(f"{path}: {UNKNOWN}")
+
+
+def open_file(path: Path, trust_pickle: bool = False) -> Source:
+    """A model file, in the format its content says."""
+    r, variant = recognise(path)
+    return r.open_file(path, variant, trust_pickle)
+
+
+def open_folder(path: Path, trust_pickle: bool = False) -> Source:
+    """A model folder: a sharded index, else the files of the first format with any, in order."""
+    for r in READERS:
+        if r.open_folder is not None:
+            src = r.open_folder(path, trust_pickle)
+            if src is not None:
+                return src
+    for r in READERS:
+        for pattern in r.patterns:
+            files = sorted((p for p in path.glob(pattern) if p.is_file()),
+                           key=lambda p: natural_key(p.name))
+            if not files:
+                continue
+            others = [p.name for o in READERS if o is not r for pt in o.patterns
+                      for p in path.glob(pt)]
+            note = f"chose {r.name} files" + (f"; ignored {', '.join(sorted(set(others)))}"
+                                             if others else "")
+            if r.open_files is not None:
+                src = r.open_files(files)
+            elif len(files) == 1:
+                src = open_file(files[0], trust_pickle)
+            else:
+                src = concat([open_file(f, trust_pickle) for f in files])
+            return Source(src.refs, src.format, src.files, note)
+    raise SourceError(f"{path}: {NO_WEIGHTS}")

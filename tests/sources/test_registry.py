@@ -1,0 +1,203 @@
+"""The reader registry: formats declared once, messages generated from them; the safetensors
+writer; read_array; and the shape of the sources/ package (no private cross-imports, no cycle)."""
+
+import ast
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import tailscope.sources as sources
+from tailscope.sources import READERS, SourceError, open_source
+from tailscope.sources.hub import is_repo_id
+from tailscope.sources.numpy import read_array
+from tailscope.sources.registry import NO_WEIGHTS, UNKNOWN, recognise
+from tailscope.sources.safetensors import write_safetensors
+
+RNG = np.random.default_rng(7)
+SOURCES = Path(sources.__file__).parent
+
+
+def test_readers_in_folder_preference_order_and_messages_list_them():
+    assert [r.name for r in READERS] == ["safetensors", "torch", "numpy", "onnx", "keras"]
+    for r in READERS:
+        assert r.phrase in UNKNOWN and all(s.startswith(".") for s in r.suffixes)
+    for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.npz", "*.npy", "*.onnx",
+                    "*.keras", "*.h5"):
+        assert pattern in NO_WEIGHTS
+    assert {r.extra for r in READERS} == {"", "torch", "onnx", "keras"}
+
+
+def test_model_ids_and_file_names():
+    assert is_repo_id("owner/model")
+    for suffix in [s for r in READERS for s in r.suffixes] + [".json", ".csv"]:
+        assert not is_repo_id(f"owner/model{suffix}")
+
+
+def test_zip_archives_recognised_by_their_members(tmp_path):
+    npz = tmp_path / "a.npz"
+    np.savez(npz, w=np.ones((2, 2)))
+    assert recognise(npz)[1] == "npz"
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("readme.txt", "hi")
+    with pytest.raises(SourceError, match="zip archive that is neither"):
+        open_source(other)
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(b"PK\x03\x04" + bytes(40))
+    with pytest.raises(SourceError, match="damaged"):
+        open_source(damaged)
+    onnx_named = tmp_path / "model.onnx"  # a zip is judged by its members, never by its name
+    onnx_named.write_bytes(other.read_bytes())
+    with pytest.raises(SourceError, match="zip archive that is neither"):
+        open_source(onnx_named)
+
+
+def test_a_damaged_onnx_file_gets_the_onnx_readers_message(tmp_path):
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"this is not protobuf at all")
+    assert recognise(bad)[0].name == "onnx"
+    text = tmp_path / "m.txt"
+    text.write_bytes(b"this is not protobuf at all")
+    with pytest.raises(SourceError, match="unknown format"):
+        open_source(text)
+
+
+# --- the safetensors writer ----------------------------------------------------------------------
+def test_write_safetensors_round_trips_every_dtype_bit_equal(tmp_path):
+    tensors = {
+        "f64": RNG.standard_normal((3, 4)),
+        "f32": RNG.standard_normal((5,)).astype(np.float32),
+        "f16": RNG.standard_normal((2, 3, 2)).astype(np.float16),
+        "i8": RNG.integers(-128, 127, (7,), dtype=np.int8),
+        "i16": RNG.integers(-1000, 1000, (2, 2), dtype=np.int16),
+        "i32": RNG.integers(-10**6, 10**6, (3,), dtype=np.int32),
+        "i64": RNG.integers(-10**12, 10**12, (4, 1), dtype=np.int64),
+        "u8": RNG.integers(0, 255, (6,), dtype=np.uint8),
+        "bool": RNG.random((3, 3)) > 0.5,
+        "big_endian": RNG.standard_normal((2, 2)).astype(">f4"),
+        "strided": RNG.standard_normal((4, 6)).astype(np.float32)[:, ::2],
+        "empty": np.zeros((0, 3), dtype=np.float32),
+    }
+    path = tmp_path / "w.safetensors"
+    write_safetensors(path, tensors)
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    assert n % 8 == 0 and raw[8:9] == b"{"
+    src = open_source(path)
+    assert src.format == "safetensors"
+    assert sorted(r.name for r in src) == sorted(tensors)
+    for ref in src:
+        want = np.ascontiguousarray(tensors[ref.name]).astype(tensors[ref.name].dtype.newbyteorder("="))
+        got = ref.load()
+        assert got.dtype == want.dtype and got.shape == want.shape and ref.dtype == want.dtype.name
+        assert got.tobytes() == want.tobytes()
+    # the safetensors package reads it too
+    from safetensors.numpy import load_file
+
+    loaded = load_file(str(path))
+    np.testing.assert_array_equal(loaded["f16"], tensors["f16"])
+
+
+def test_write_safetensors_refuses_an_unsupported_dtype_naming_the_tensor(tmp_path):
+    with pytest.raises(ValueError, match="phase.*complex64"):
+        write_safetensors(tmp_path / "c.safetensors",
+                          {"ok": np.ones(2, np.float32), "phase": np.ones(2, np.complex64)})
+
+
+# --- read_array ----------------------------------------------------------------------------------
+def test_read_array_npy_sparse_npz_and_one_array_npz(tmp_path):
+    a = RNG.standard_normal((5, 4))
+    np.save(tmp_path / "a.npy", a)
+    np.testing.assert_array_equal(read_array(tmp_path / "a.npy"), a)
+    np.savez(tmp_path / "one.npz", x=a)
+    np.testing.assert_array_equal(read_array(str(tmp_path / "one.npz")), a)
+    m = sp.random(20, 10, density=0.2, format="csr", random_state=1)
+    sp.save_npz(tmp_path / "s.npz", m)
+    got = read_array(tmp_path / "s.npz")
+    assert sp.issparse(got) and (got != m).nnz == 0
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such file"),
+    ("text", "not a numpy .npy or .npz"),
+    ("objects", "Python objects"),
+    ("two", "an .npz with 2 arrays"),
+    ("damaged", "damaged"),
+])
+def test_read_array_refuses_in_one_line(tmp_path, case, message):
+    path = tmp_path / f"{case}.npz"
+    if case == "text":
+        path.write_text("1\n2\n")
+    elif case == "objects":
+        path = tmp_path / "objects.npy"
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif case == "two":
+        np.savez(path, a=np.ones(2), b=np.ones(3))
+    elif case == "damaged":
+        np.save(tmp_path / "d.npy", np.ones((100, 100)))
+        path = tmp_path / "d.npy"
+        path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(SourceError, match=message) as e:
+        read_array(path)
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+
+
+# --- the package's shape ---------------------------------------------------------------------------
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(sources module imported, names) for every relative import in a module, at any depth."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                out.append((node.module.split(".")[0], [a.name for a in node.names]))
+            else:
+                out.extend((a.name, []) for a in node.names)
+    return out
+
+
+def sources_graph() -> tuple[dict[str, set[str]], list[str]]:
+    graph, private = {}, []
+    for path in sorted(SOURCES.glob("*.py")):
+        graph[path.stem] = set()
+        for module, names in _imports(path):
+            graph[path.stem].add(module)
+            private += [f"{path.stem} imports {module}.{n}" for n in names if n.startswith("_")]
+    return graph, private
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n not in state:
+                found = visit(n)
+                if found:
+                    return found
+        stack.pop()
+        state[m] = 2
+        return []
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return []
+
+
+def test_sources_imports_have_no_cycle_and_no_private_names():
+    graph, private = sources_graph()
+    assert private == []
+    assert find_cycle(graph) == []
+    assert graph["base"] == set()
+    for fmt in ("safetensors", "torch", "numpy", "onnx", "keras"):
+        assert graph[fmt] == {"base"}, fmt
