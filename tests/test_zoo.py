@@ -433,7 +433,13 @@ def test_diagnostics_columns_are_stored_and_read_back(client, models, tmp_path):
                   **options)
     for name, path in picked.items():
         with threadpool_limits(limits=1, user_api="blas"):
-            want = analyze(path, **options).details
+            a = analyze(path, **options)
+        want = a.details
+        # every summary mean, mp_softrank (kept in the models' extras) too
+        row = run.models.set_index("name").loc[name]
+        for k, v in a.summary().items():
+            np.testing.assert_allclose(float(row[k]), v, rtol=1e-10, equal_nan=True, err_msg=k)
+        assert "mp_softrank" in a.summary()
         stored = run.details(name)
         assert {"mp_reason", "detX_num", "R_lognormal", "slice_id"} <= set(stored.columns)
         text = (*TEXT, "mp_reason")
@@ -444,3 +450,266 @@ def test_diagnostics_columns_are_stored_and_read_back(client, models, tmp_path):
             else:
                 np.testing.assert_allclose(stored[c].astype(float), want[c].astype(float),
                                            rtol=1e-10, equal_nan=True, err_msg=c)
+
+
+# --- the store evolves: older stores are migrated, never rewritten ----------------------------
+# what an older tailscope created: fewer typed columns (no stable_rank, no models.extras, no
+# entropy or sv_min), plus columns that today's tailscope no longer declares (old_*)
+_OLD_RUNS = [("run_id", "{pk}"), ("key", "VARCHAR(64) NOT NULL"),
+             ("tailscope_version", "VARCHAR(32) NOT NULL"), ("options", "TEXT NOT NULL"),
+             ("manifest", "TEXT"), ("scheduler", "TEXT"), ("started", "{ts}"),
+             ("finished", "{ts}"), ("models", "INTEGER"), ("done", "INTEGER"),
+             ("failed", "INTEGER"), ("resumed", "INTEGER")]
+_OLD_METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "D", "log_norm", "log_spectral_norm")
+_COUNTS = ("layers", "success", "failed", "skipped", "over_trained", "under_trained")
+_OLD_MODELS = [("model_id", "{pk}"), ("key", "VARCHAR(64) NOT NULL"), ("run_id", "INTEGER"),
+               ("name", "TEXT NOT NULL"), ("source", "TEXT"), ("group", "TEXT"),
+               ("status", "VARCHAR(16) NOT NULL"), ("reason", "TEXT"), ("read", "TEXT"),
+               *[(m, "FLOAT") for m in _OLD_METRICS], *[(c, "INTEGER") for c in _COUNTS],
+               ("quality", "TEXT"), ("seconds", "FLOAT"), ("worker", "TEXT"),
+               ("finished", "{ts}"), ("old_score", "FLOAT")]
+_OLD_LAYER_DATA = ("layer_id", "name", "module", "layer_type", "N", "M", "Q", "rf", "num_evals",
+                   "alpha", "alpha_weighted", "log_alpha_norm", "D", "xmin", "xmax", "sigma",
+                   "num_pl_spikes", "lambda_max", "spectral_norm", "norm", "log_norm",
+                   "log_spectral_norm", "stable_rank", "matrix_rank", "rank_loss",
+                   "weak_rank_loss", "sv_max", "status", "warning", "reason", "dtype")
+_OLD_LAYERS = [("row_id", "{pk}"), ("model_id", "INTEGER NOT NULL REFERENCES models (model_id)"),
+               ("position", "INTEGER NOT NULL"),
+               *[({"xmin": "fit_xmin", "xmax": "fit_xmax"}.get(c, c),
+                  "INTEGER" if c == "layer_id" else "TEXT" if c in TEXT else "FLOAT")
+                 for c in _OLD_LAYER_DATA],
+               ("extras", "TEXT"), ("old_metric", "FLOAT"), ("old_note", "TEXT")]
+
+
+def _heavy_tailed_model(path, seed):
+    """A safetensors file of 3 dense layers with Student-t (heavy-tailed) float32 weights."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    save_file({f"block{i}.weight": rng.standard_t(3, size=shape).astype(np.float32)
+               for i, shape in enumerate([(120, 80), (100, 60), (90, 70)])}, str(path))
+    return str(path)
+
+
+def _result(a):
+    return {"status": "success", "reason": "", "summary": a.summary(), "details": a.details,
+            "read": a.source, "seconds": 0.5, "worker": "test:1"}
+
+
+def _write_old_store(execute, pk, ts, old):
+    """Create the tables as an older tailscope did and store ``old`` (an Analysis) in them as it
+    would have: one run, one model, its layer rows. ``execute(sql, params)`` runs raw SQL with
+    '?' placeholders."""
+    def create(name, cols):
+        body = ", ".join(f'"{c}" {t.format(pk=pk, ts=ts)}' for c, t in cols)
+        execute(f'CREATE TABLE {name} ({body})', ())
+
+    def insert(name, row):
+        names = ", ".join(f'"{c}"' for c in row)
+        execute(f"INSERT INTO {name} ({names}) VALUES ({', '.join('?' * len(row))})",
+                tuple(row.values()))
+
+    create("runs", _OLD_RUNS)
+    create("models", _OLD_MODELS)
+    execute('CREATE UNIQUE INDEX uq_old_models ON models ("key", "name")', ())
+    create("layers", _OLD_LAYERS)
+    insert("runs", {"key": "k", "tailscope_version": "0.0.9", "options": "{}",
+                    "models": 1, "done": 1, "failed": 0, "resumed": 0})
+    summary = old.summary()
+    insert("models", {"key": "k", "run_id": 1, "name": "old", "source": "old.st",
+                      "group": "g", "status": "success", "reason": "", "read": "old.st",
+                      **{m: summary[m] for m in _OLD_METRICS}, **{c: summary[c] for c in _COUNTS},
+                      "quality": '{"accuracy": 0.25}', "seconds": 1.5, "worker": "w",
+                      "old_score": 42.0})
+    for pos, rec in enumerate(old.details.to_dict("records")):
+        row = {"model_id": 1, "position": pos}  # ids as the database assigns them
+        for c in _OLD_LAYER_DATA:
+            v = rec[c]
+            row[{"xmin": "fit_xmin", "xmax": "fit_xmax"}.get(c, c)] = (
+                str(v) if c in TEXT else int(v) if c == "layer_id" else
+                None if pd.isna(v) else float(v))
+        row.update(old_metric=10.0 + pos, old_note=f"note {pos}")
+        insert("layers", row)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def old_store(request, tmp_path):
+    """An older tailscope's store (see _write_old_store) on SQLite, or on PostgreSQL in a schema
+    of its own (dropped afterwards): (url, the old model's Analysis, columns(table) -> names)."""
+    old = analyze(_heavy_tailed_model(tmp_path / "old.safetensors", seed=1))
+    if request.param == "sqlite":
+        path = tmp_path / "old.db"
+        con = sqlite3.connect(path)
+        _write_old_store(con.execute, "INTEGER NOT NULL PRIMARY KEY", "DATETIME", old)
+        con.commit()
+        con.close()
+
+        def columns(table):
+            with sqlite3.connect(path) as c:
+                return [r[1] for r in c.execute(f"PRAGMA table_info({table})")]
+
+        yield str(path), old, columns
+        return
+    import sqlalchemy as sa
+
+    url = request.getfixturevalue("pg_url")
+    schema = f"ts_migrate_{os.getpid()}_{time.time_ns() % 10**9}"
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(f"CREATE SCHEMA {schema}")
+        cur.execute(f"SET search_path TO {schema}")
+        _write_old_store(lambda sql, params: cur.execute(sql.replace("?", "%s"), params),
+                         "SERIAL PRIMARY KEY", "TIMESTAMP WITHOUT TIME ZONE", old)
+        raw.commit()
+
+        def columns(table):
+            cur.execute("SELECT column_name FROM information_schema.columns WHERE "
+                        "table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                        (schema, table))
+            names = [r[0] for r in cur.fetchall()]
+            raw.commit()
+            return names
+
+        yield f"{url}?options=-csearch_path%3D{schema}", old, columns
+    finally:
+        raw.rollback()
+        cur = raw.cursor()
+        cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        raw.commit()
+        raw.close()
+        engine.dispose()
+
+
+def test_an_older_store_gains_the_new_columns_and_keeps_its_rows(old_store, tmp_path):
+    url, old, columns = old_store
+    before = {t: columns(t) for t in ("runs", "models", "layers")}
+    assert "entropy" not in before["layers"] and "extras" not in before["models"]
+    db = open_store(url)
+    assert sorted(db.added) == ["layers.entropy", "layers.sv_min", "models.extras",
+                                "models.stable_rank"]
+    after = {t: columns(t) for t in ("runs", "models", "layers")}
+    for t, names in before.items():  # nothing dropped, renamed or moved: only added at the end
+        assert after[t][:len(names)] == names
+    new = analyze(_heavy_tailed_model(tmp_path / "new.safetensors", seed=2))
+    db.write_model("k", db.start_run("k", "0.1.0", {}, "m.csv", "local", 1),
+                   {"name": "new", "source": "new.st", "group": "g",
+                    "quality": {"accuracy": 0.75}}, _result(new))
+
+    # the old model: every value still there, the columns it never had NaN
+    want = old.details.copy()
+    want["entropy"] = np.nan
+    want["sv_min"] = np.nan
+    got = db.details("old", "k")
+    assert_same_details(got[list(want.columns)], want)
+    # the new model: every column, equal to analyze
+    assert_same_details(db.details("new", "k"), new.details)
+    table = db.models_table("k").set_index("name")
+    assert list(table.index) == ["old", "new"]
+    for name, a in (("old", old), ("new", new)):
+        for k, v in a.summary().items():
+            want_v = np.nan if (name, k) == ("old", "stable_rank") else v
+            np.testing.assert_allclose(float(table.loc[name, k]), want_v, rtol=1e-10,
+                                       equal_nan=True, err_msg=f"{name} {k}")
+    assert table.loc["old", "accuracy"] == 0.25 and table.loc["new", "accuracy"] == 0.75
+    assert table.loc["old", "seconds"] == 1.5 and table.loc["old", "group"] == "g"
+    assert db.counts("k") == {"old": (3, 3), "new": (3, 3)}
+    # opening it again adds nothing
+    again = open_store(url)
+    assert again.added == []
+    assert_same_details(again.details("new", "k"), new.details)
+    db.close()
+    again.close()
+
+
+def test_columns_no_longer_declared_are_kept_and_read_back(old_store, tmp_path):
+    url, old, columns = old_store
+    db = open_store(url)
+    new = analyze(_heavy_tailed_model(tmp_path / "new.safetensors", seed=3))
+    db.write_model("k", 1, {"name": "new", "source": "new.st"}, _result(new))
+    assert "old_metric" in columns("layers") and "old_note" in columns("layers")
+    assert "old_score" in columns("models")
+    got = db.details("old", "k")
+    assert got["old_metric"].tolist() == [10.0, 11.0, 12.0]
+    assert got["old_note"].tolist() == ["note 0", "note 1", "note 2"]
+    assert list(got.columns)[-2:] == ["old_metric", "old_note"]
+    # a model written today has no value there: its details are analyze's, nothing more
+    assert_same_details(db.details("new", "k"), new.details)
+    table = db.models_table("k").set_index("name")
+    assert table.loc["old", "old_score"] == 42.0 and np.isnan(table.loc["new", "old_score"])
+    db.close()
+
+
+def test_typed_columns_come_from_the_declared_columns(tmp_path):
+    from tailscope.engine.columns import BY_NAME, STORED_COLUMNS, SUMMARY_METRICS
+
+    path = tmp_path / "fresh.db"
+    db = open_store(path)
+    con = sqlite3.connect(path)
+    layer_types = {r[1]: r[2] for r in con.execute("PRAGMA table_info(layers)")}
+    kinds = {"text": "TEXT", "int": "INTEGER", "float": "FLOAT"}
+    for c in STORED_COLUMNS:
+        assert layer_types[{"xmin": "fit_xmin", "xmax": "fit_xmax"}.get(c, c)] == \
+            kinds[BY_NAME[c].dtype], c
+    model_types = {r[1]: r[2] for r in con.execute("PRAGMA table_info(models)")}
+    assert all(model_types[m] == "FLOAT" for m in SUMMARY_METRICS)
+    assert all(model_types[c] == "INTEGER" for c in _COUNTS)
+    assert model_types["extras"] == "TEXT"
+    # an 'int' value arriving as an integral float is stored as an integer, NaN as NULL
+    a = analyze(_heavy_tailed_model(tmp_path / "m.safetensors", seed=4))
+    details = a.details.astype({"N": float, "num_pl_spikes": float})
+    details.loc[1, "num_pl_spikes"] = np.nan
+    db.write_model("k", 1, {"name": "m", "source": "m"}, dict(_result(a), details=details))
+    rows = con.execute('SELECT typeof("N"), "N", typeof(num_pl_spikes), typeof(alpha) FROM layers '
+                       "ORDER BY position").fetchall()
+    assert [r[0] for r in rows] == ["integer"] * 3
+    assert [r[1] for r in rows] == a.details["N"].tolist()
+    assert [r[2] for r in rows] == ["integer", "null", "integer"]
+    assert {r[3] for r in rows} == {"real"}
+    con.close()
+    db.close()
+
+
+def test_summary_means_without_a_column_are_kept(tmp_path):
+    """mp_fit=True: mp_softrank's mean goes into models.extras and comes back as a column of
+    models_table, next to the other summary means, and correlate can use it."""
+    from tailscope.engine.columns import SUMMARY_METRICS
+    from tailscope.zoo import analyze_model
+
+    db = open_store(tmp_path / "mp.db")
+    key = "mp"
+    run_id = db.start_run(key, "0.1.0", {"mp_fit": True}, "m.csv", "local", 4)
+    want = {}
+    for i in range(4):
+        path = _heavy_tailed_model(tmp_path / f"m{i}.safetensors", seed=10 + i)
+        result = analyze_model(path, {"mp_fit": True})
+        want[f"m{i}"] = result
+        db.write_model(key, run_id, {"name": f"m{i}", "source": path, "group": "",
+                                     "quality": {"accuracy": 0.1 * i}}, result)
+    db.write_model(key, run_id, {"name": "broken", "source": "x"},
+                   {"status": "failed", "reason": "no such file"})
+    table = db.models_table(key)
+    cols = list(table.columns)
+    assert cols.index("mp_softrank") == cols.index(SUMMARY_METRICS[-1]) + 1
+    rows = table.set_index("name")
+    for name, result in want.items():
+        assert 0 < result["summary"]["mp_softrank"] < 1
+        for k, v in result["summary"].items():
+            np.testing.assert_allclose(float(rows.loc[name, k]), v, rtol=1e-12, err_msg=k)
+        stored = db.details(name, key)
+        assert list(stored.columns) == list(result["details"].columns)
+        for c in stored.columns:
+            if c in (*TEXT, "mp_reason"):
+                assert stored[c].tolist() == result["details"][c].fillna("").tolist(), c
+            else:
+                np.testing.assert_allclose(stored[c].astype(float),
+                                           result["details"][c].astype(float), rtol=1e-12,
+                                           equal_nan=True, err_msg=c)
+    assert np.isnan(rows.loc["broken", "mp_softrank"])
+    corr = correlate(table, "accuracy", metrics=("mp_softrank",), by_group=False)
+    x = table[table["status"] == "success"]
+    assert corr["n"].tolist() == [4]
+    assert corr["spearman_rho"].iloc[0] == pytest.approx(
+        x["mp_softrank"].corr(x["accuracy"], method="spearman"), abs=1e-12)
+    db.close()

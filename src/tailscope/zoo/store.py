@@ -1,11 +1,18 @@
 """The durable results store: SQLite by default, any SQLAlchemy URL (e.g. PostgreSQL).
 
 Three tables: ``runs`` (one row per zoo run: tailscope version, options, counts), ``models`` (one
-row per model and options key: status, reason, the summary, the quality columns as JSON) and
-``layers`` (one row per analysed layer: the columns of ``Analysis.details``; the columns that only
-some options produce go into an ``extras`` JSON column). A model is written in one transaction
-(its old rows deleted, the new ones inserted), so a killed run leaves either all of a model's rows
-or none, and (key, name) is unique: a model appears once per options key.
+row per model and options key: status, reason, the summary means and counts, the quality columns
+as JSON, the summary means that have no column of their own, e.g. ``mp_softrank``, in an
+``extras`` JSON column) and ``layers`` (one row per analysed layer: the columns of
+``Analysis.details``; the core columns are typed columns, the columns that only some options
+produce go into an ``extras`` JSON column). The typed columns come from
+:mod:`tailscope.engine.columns`. A model is written in one transaction (its old rows deleted, the
+new ones inserted), so a killed run leaves either all of a model's rows or none, and (key, name)
+is unique: a model appears once per options key.
+
+The store evolves with tailscope: opening one adds the declared columns its tables lack
+(``ALTER TABLE ... ADD COLUMN``, nullable), and never drops, renames or rewrites a column or a
+row; columns that tailscope no longer declares are kept and read back.
 """
 
 from __future__ import annotations
@@ -19,16 +26,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis import COLUMNS, SUMMARY_METRICS
+from ..engine.columns import BY_NAME, COLUMNS, STORED_COLUMNS, SUMMARY_METRICS
+from ..util.errors import one_line
+from ..util.optional import require
 
 SUMMARY_COUNTS = ("layers", "success", "failed", "skipped", "over_trained", "under_trained")
-_TEXT_COLUMNS = ("name", "module", "layer_type", "status", "warning", "reason", "dtype")
-_INT_COLUMNS = ("layer_id",)
-_EXTRA_COLUMNS = ("slice_id", "num_fingers", "raw_alpha")
-LAYER_COLUMNS = [c for c in COLUMNS if c not in _EXTRA_COLUMNS]
+LAYER_COLUMNS = list(STORED_COLUMNS)
 _ORDER = "__columns__"  # in the first layer's extras: the stored table's column order
 # PostgreSQL reserves xmin and xmax as system column names: stored under other names
 _DB_NAMES = {"xmin": "fit_xmin", "xmax": "fit_xmax"}
+_TABLES = ("runs", "models", "layers")
+_LAYER_KEYS = ("row_id", "model_id", "position", "extras")  # the layers table's own columns
 
 
 class StoreError(ValueError):
@@ -36,12 +44,7 @@ class StoreError(ValueError):
 
 
 def _sqlalchemy():
-    try:
-        import sqlalchemy
-    except ImportError:
-        raise StoreError("the results store needs SQLAlchemy: pip install 'tailscope[zoo]'"
-                         ) from None
-    return sqlalchemy
+    return require("sqlalchemy", "the results store", error=StoreError)
 
 
 def store_url(store) -> str:
@@ -74,19 +77,42 @@ def _plain(v):
         return _number(v)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
+    if v is pd.NA or v is pd.NaT:  # pandas' missing values: NULL
+        return None
     return v
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _value(v, dtype: str | None):
+    """A value as its declared ``dtype`` stores it: 'int' as int (an integral float too), NaN and
+    None as NULL; undeclared columns as plain Python values."""
+    v = _plain(v)
+    if v is None or isinstance(v, bool):
+        return v
+    if dtype == "int" and isinstance(v, float) and v.is_integer():
+        return int(v)
+    if dtype == "float" and isinstance(v, int):
+        return float(v)
+    if dtype == "text" and not isinstance(v, str):
+        return str(v)
+    return v
+
+
+def _dtype(name: str) -> str | None:
+    col = BY_NAME.get(name)
+    return col.dtype if col is not None else None
+
+
+def _error(exc: BaseException) -> str:
+    return one_line(exc, getattr(exc, "orig", None))
 
 
 class Store:
     """A results store at a SQLAlchemy URL or a SQLite file path.
 
-    Opening it connects and creates the tables when missing; a store that cannot be reached or
-    written (bad path, bad credentials, no server) raises :class:`StoreError` at once.
+    Opening it connects, creates the tables when missing and adds the declared columns an older
+    store lacks; a store that cannot be reached or written (bad path, bad credentials, no server)
+    raises :class:`StoreError` at once. ``runs``, ``models`` and ``layers`` are the tables as the
+    database has them (reflected), which writing and reading use.
     """
 
     def __init__(self, store="results.db"):
@@ -98,18 +124,23 @@ class Store:
             shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
             self.engine = sa.create_engine(self.url, future=True, pool_pre_ping=True)
         except Exception as exc:  # noqa: BLE001 - an unparsable URL or a missing driver
-            raise StoreError(f"store {store}: {_one_line(exc)}") from None
+            raise StoreError(f"store {store}: {_error(exc)}") from None
         self.shown = shown
-        self._define()
+        self.declared = self._define()
         try:
-            self.meta.create_all(self.engine)
+            self.declared.create_all(self.engine)
+            self.added = self._migrate()
+            self.meta = sa.MetaData()
+            self.meta.reflect(self.engine, only=list(_TABLES))
         except Exception as exc:  # noqa: BLE001 - bad credentials, no server, read-only file
-            raise StoreError(f"cannot open the store {shown}: {_one_line(exc)}") from None
+            raise StoreError(f"cannot open the store {shown}: {_error(exc)}") from None
+        self.runs, self.models, self.layers = (self.meta.tables[t] for t in _TABLES)
 
-    def _define(self) -> None:
+    def _define(self):
+        """The tables as this tailscope declares them."""
         sa = self.sa
-        self.meta = meta = sa.MetaData()
-        self.runs = sa.Table(
+        meta = sa.MetaData()
+        sa.Table(
             "runs", meta,
             sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("key", sa.String(64), nullable=False, index=True),
@@ -123,7 +154,7 @@ class Store:
             sa.Column("done", sa.Integer),
             sa.Column("failed", sa.Integer),
             sa.Column("resumed", sa.Integer))
-        self.models = sa.Table(
+        sa.Table(
             "models", meta,
             sa.Column("model_id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("key", sa.String(64), nullable=False),
@@ -140,19 +171,45 @@ class Store:
             sa.Column("seconds", sa.Float),
             sa.Column("worker", sa.Text),
             sa.Column("finished", sa.DateTime),
+            sa.Column("extras", sa.Text),  # summary means without a column (JSON)
             sa.UniqueConstraint("key", "name", name="uq_models_key_name"))
-        cols = []
-        for c in LAYER_COLUMNS:
-            kind = sa.Text if c in _TEXT_COLUMNS else sa.Integer if c in _INT_COLUMNS else sa.Float
-            cols.append(sa.Column(_DB_NAMES.get(c, c), kind, key=c))
-        self.layers = sa.Table(
+        kinds = {"text": sa.Text, "int": sa.Integer, "float": sa.Float}
+        sa.Table(
             "layers", meta,
             sa.Column("row_id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("model_id", sa.Integer, sa.ForeignKey("models.model_id"), nullable=False,
                       index=True),
             sa.Column("position", sa.Integer, nullable=False),
-            *cols,
+            *[sa.Column(_DB_NAMES.get(c.name, c.name), kinds[c.dtype])
+              for c in COLUMNS if c.stored],
             sa.Column("extras", sa.Text))
+        return meta
+
+    def _migrate(self) -> list[str]:
+        """Add every declared column an existing table lacks (nullable, no default): what an
+        older tailscope's store needs. Returns the 'table.column' names added."""
+        sa = self.sa
+        dialect = self.engine.dialect
+        quote = dialect.identifier_preparer
+        added = []
+        for name in _TABLES:
+            table = self.declared.tables[name]
+            have = {c["name"] for c in sa.inspect(self.engine).get_columns(name)}
+            for col in table.columns:
+                if col.name in have:
+                    continue
+                ddl = (f"ALTER TABLE {quote.format_table(table)} ADD COLUMN "
+                       f"{quote.quote(col.name)} {col.type.compile(dialect=dialect)}")
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(sa.text(ddl))
+                except Exception:
+                    # another process opening the same store may have added it just now
+                    now = {c["name"] for c in sa.inspect(self.engine).get_columns(name)}
+                    if col.name not in now:
+                        raise
+                added.append(f"{name}.{col.name}")
+        return added
 
     # --- runs --------------------------------------------------------------------------------
     def start_run(self, key: str, version: str, options: dict, manifest: str, scheduler: str,
@@ -192,6 +249,10 @@ class Store:
             row[k] = _number(summary.get(k))
         for k in SUMMARY_COUNTS:
             row[k] = int(summary[k]) if k in summary else None
+        # summary means without a typed column (e.g. mp_softrank with mp_fit) -> extras
+        more = {k: _number(v) for k, v in summary.items()
+                if k not in SUMMARY_METRICS and k not in SUMMARY_COUNTS}
+        row["extras"] = json.dumps(more) if more else None
         details = result.get("details")
         layer_rows = []
         if details is not None and len(details):
@@ -199,9 +260,9 @@ class Store:
             # the first row also keeps the table's column order
             extras = [c for c in details.columns if c not in LAYER_COLUMNS]
             for pos, rec in enumerate(details.to_dict("records")):
-                out = {c: _plain(rec.get(c)) for c in LAYER_COLUMNS}
+                out = {_DB_NAMES.get(c, c): _value(rec.get(c), _dtype(c)) for c in LAYER_COLUMNS}
                 out["position"] = pos
-                more = {c: _plain(rec[c]) for c in extras}
+                more = {c: _value(rec[c], _dtype(c)) for c in extras}
                 if pos == 0 and extras:
                     more[_ORDER] = list(details.columns)
                 out["extras"] = json.dumps(more) if extras else None
@@ -230,24 +291,38 @@ class Store:
 
     def models_table(self, key: str | None = None) -> pd.DataFrame:
         """One row per model of an options key (the latest run's key by default): name, source,
-        group, status, reason, the summary means and counts, and one column per quality value."""
+        group, status, reason, the summary means (those in ``extras`` too, e.g. mp_softrank) and
+        counts, any column an older tailscope stored, and one column per quality value."""
         key = key or self.latest_key()
         m = self.models
         with self.engine.connect() as conn:
             table = pd.read_sql(self.sa.select(m).where(m.c.key == key).order_by(m.c.model_id),
                                 conn)
-        quality = [json.loads(q) if q else {} for q in table.pop("quality")]
+        quality = [json.loads(q) if isinstance(q, str) and q else {} for q in table.pop("quality")]
+        extras = [json.loads(e) if isinstance(e, str) and e else {} for e in table.pop("extras")]
+        means = _ordered({k for e in extras for k in e})
+        for c in means:
+            values = [e.get(c) for e in extras]
+            if c in table.columns:  # a column an older store typed: extras fill its gaps
+                values = [v if c in e else old for v, e, old in zip(values, extras, table[c])]
+            table[c] = pd.to_numeric(pd.Series(values, index=table.index, dtype=object),
+                                     errors="coerce").astype(float)
+        for c in SUMMARY_METRICS:
+            table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
+        # the extras' means follow the typed ones
+        cols = [c for c in table.columns if c not in means]
+        last = max(cols.index(c) for c in SUMMARY_METRICS) + 1
+        table = table[[*cols[:last], *means, *cols[last:]]]
         qcols = sorted({k for q in quality for k in q})
         for c in qcols:
             table[c] = [np.nan if q.get(c) is None else float(q[c]) for q in quality]
-        for c in SUMMARY_METRICS:
-            table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
         table["group"] = table["group"].fillna("")
         table.attrs["quality_columns"] = qcols
         return table
 
     def details(self, name: str, key: str | None = None) -> pd.DataFrame:
-        """The stored per-layer table of one model, with ``Analysis.details``'s columns."""
+        """The stored per-layer table of one model, with ``Analysis.details``'s columns (and any
+        column an older tailscope stored that holds values for it)."""
         key = key or self.latest_key()
         m, lay, sa = self.models, self.layers, self.sa
         q = (sa.select(lay).join(m, lay.c.model_id == m.c.model_id)
@@ -255,23 +330,32 @@ class Store:
         with self.engine.connect() as conn:
             table = pd.read_sql(q, conn)
         table = table.rename(columns={v: k for k, v in _DB_NAMES.items()})
-        extras = [json.loads(e) if e else {} for e in table.pop("extras")]
+        extras = [json.loads(e) if isinstance(e, str) and e else {} for e in table.pop("extras")]
         order = extras[0].pop(_ORDER, None) if extras else None
         names = list(dict.fromkeys(c for e in extras for c in e))
-        text = set(_TEXT_COLUMNS)
+        text = {c for c in table.columns if _dtype(c) == "text"}
+        text |= {c.name for c in lay.columns if c.name not in _LAYER_KEYS
+                 and isinstance(c.type, sa.String) and _dtype(c.name) is None}
         for c in names:
             values = [e.get(c) for e in extras]
+            if c in table.columns:  # a column an older store typed: extras fill its gaps
+                values = [v if c in e else old for v, e, old in zip(values, extras, table[c])]
             table[c] = values
-            if any(isinstance(v, str) for v in values):  # e.g. mp_reason
+            if _dtype(c) == "text" or any(isinstance(v, str) for v in values):  # e.g. mp_reason
                 text.add(c)
         for c in table.columns:
-            if c not in text and c not in ("row_id", "model_id", "position"):
+            if c not in text and c not in _LAYER_KEYS:
                 table[c] = pd.to_numeric(table[c], errors="coerce")
+        # the typed core columns, and any other column where this model has values (e.g. one
+        # an older tailscope stored)
+        shown = [c for c in table.columns if c not in _LAYER_KEYS
+                 and (c in LAYER_COLUMNS or table[c].notna().any())]
         for c in text:
             if c in table.columns:
                 table[c] = table[c].fillna("")
-        cols = order or [c for c in COLUMNS if c in table.columns]
-        return table[[c for c in cols if c in table.columns]]
+        cols = _merged([c for c in order if c in table.columns], shown) if order else \
+            _ordered(shown)
+        return table[cols]
 
     def counts(self, key: str) -> dict[str, int]:
         """How many model rows and layer rows exist per model name under ``key``."""
@@ -287,6 +371,27 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.shown})"
+
+
+def _ordered(names) -> list[str]:
+    """Column names in ``COLUMNS`` order, unknown ones after them, sorted."""
+    names = set(names)
+    known = [c.name for c in COLUMNS if c.name in names]
+    return known + sorted(names - set(known))
+
+
+def _merged(order: list[str], more) -> list[str]:
+    """``order`` with the names of ``more`` it lacks: each after the nearest column that precedes
+    it in ``COLUMNS``, unknown names at the end."""
+    out = list(order)
+    position = {c.name: i for i, c in enumerate(COLUMNS)}
+    for name in _ordered(set(more) - set(out)):
+        if name not in position:
+            out.append(name)
+            continue
+        before = [i for i, c in enumerate(out) if position.get(c, math.inf) < position[name]]
+        out.insert(before[-1] + 1 if before else 0, name)
+    return out
 
 
 def _now() -> _dt.datetime:
