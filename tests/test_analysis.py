@@ -239,7 +239,7 @@ def test_describe_reads_no_tensor(tmp_path):
 
 
 def test_torch_device_batches_same_shape_layers_with_the_same_results(tmp_path, monkeypatch):
-    from tailscope import analysis as analysis_module
+    from tailscope.engine import layer as layer_module
     from tailscope.spectrum import esd
 
     rng = np.random.default_rng(4)
@@ -255,7 +255,7 @@ def test_torch_device_batches_same_shape_layers_with_the_same_results(tmp_path, 
         calls.append(len(mats))
         return real(mats, backend, method)
 
-    monkeypatch.setattr(analysis_module, "eigenvalues_many", spy)
+    monkeypatch.setattr(layer_module, "eigenvalues_many", spy)
     on_torch = analyze(path, device="torch:cpu").details
     assert max(calls) == 4  # the four same-shape layers went in one call
     on_numpy = analyze(path, device="cpu").details

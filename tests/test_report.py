@@ -130,11 +130,11 @@ def test_report_with_mp_fit_and_randomize_draws_their_panels(tmp_path):
     for key in [(int(i), None) for i in analysis.details["layer_id"]]:
         section = text.split(f"id='layer-{key[0]}'")[1].split("</details>")[0]
         data = json.loads(section.split("application/json'>")[1].split("</script>")[0])
-        fit = analysis._mps[key]
+        fit = analysis.mp_fit(key)
         w2 = fit.W_scale ** 2
         assert data["mp"]["x"][0] == pytest.approx(fit.bulk_min * w2)
         assert data["mp"]["x"][-1] == pytest.approx(fit.bulk_max * w2)
-        np.testing.assert_allclose(data["rand"], analysis._rands[key].evals)  # < 4000: all
+        np.testing.assert_allclose(data["rand"], analysis.random_esd(key))  # < 4000: all
     dom = chromium(tmp_path, path.as_uri() + "#open-all", "--virtual-time-budget=5000",
                    "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]

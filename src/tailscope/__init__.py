@@ -2,24 +2,39 @@
 
 Fits power laws to the eigenvalue spectra of weight matrices (Heavy-Tailed Self-Regularization),
 with the ``powerlaw`` package's and WeightWatcher's numbers, much faster.
+
+The public names below are imported on first use, so ``import tailscope`` (and the command line)
+starts fast and an optional dependency is only needed by what uses it.
 """
 
-from .analysis import Analysis, analyze, describe
-from .edit import Distances, EditedModel, distances, sharpen, smooth
-from .fit import Comparison, GoodnessOfFit, PowerLawFit, TailFit, fit_power_law
-from .rank import RankSelection, select_rank
-from .sources import open_source
+from __future__ import annotations
+
+import importlib
+
+from ._version import __version__  # noqa: F401 - in __all__
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "Analysis": "analysis", "analyze": "analysis", "describe": "analysis",
+    "Distances": "edit", "EditedModel": "edit", "distances": "edit", "sharpen": "edit",
+    "smooth": "edit",
+    "Comparison": "fit", "GoodnessOfFit": "fit", "PowerLawFit": "fit", "TailFit": "fit",
+    "fit_power_law": "fit",
+    "PowerLawSVD": "rank", "RankSelection": "rank", "select_rank": "rank",
+    "open_source": "sources",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 
-def __getattr__(name):  # PowerLawSVD needs scikit-learn: imported on first use only
-    if name == "PowerLawSVD":
-        from .rank import PowerLawSVD
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tailscope' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
 
-        return PowerLawSVD
-    raise AttributeError(name)
 
-__version__ = "0.1.0"
-
-__all__ = ["Analysis", "Comparison", "Distances", "EditedModel", "GoodnessOfFit", "PowerLawFit",
-           "PowerLawSVD", "RankSelection", "TailFit", "__version__", "analyze", "describe",
-           "distances", "fit_power_law", "open_source", "select_rank", "sharpen", "smooth"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -25,36 +25,44 @@ import numpy as np
 import pandas as pd
 
 from .analysis import Analysis, analyze, describe
+from .engine.columns import SUMMARY_METRICS
+from .engine.options import ALIASES
+from .engine.options import BY_NAME as OPTION_NAMES
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
-_ACCEPTED_DEFAULTS = {"plot": False, "ww2x": False,
-                      "conv2d_fft": False, "fft": False, "deltas": False, "intra": False,
-                      "channels": None, "stacked": False,
-                      "svd_method": None, "pl_package": "ww", "inverse": False, "glorot_fix": False,
-                      "savefig": None,
-                      "start_ids": 0, "min_size": None, "max_size": None, "sparsify": True}
-_PASSED = ("layers", "min_evals", "max_evals", "max_N", "conv2d_norm", "pool", "fit", "xmax",
-           "fix_fingers", "xmin_max", "max_fingers", "finger_thresh", "tolerance", "normalize",
-           "mp_fit", "randomize", "detX", "ERG", "seed", "vectors", "compare", "gof")
+_ACCEPTED_DEFAULTS = {"plot": False, "conv2d_fft": False, "fft": False, "deltas": False,
+                      "intra": False, "channels": None, "stacked": False, "inverse": False,
+                      "glorot_fix": False, "start_ids": 0, "min_size": None, "max_size": None,
+                      "sparsify": True}
+
+
+def _svd_method(value) -> dict:
+    if value not in (None, "fast", "accurate"):
+        raise ValueError(f"svd_method={value!r}: use 'fast' or 'accurate'")
+    return {"method": "svd"} if value == "accurate" else {}
+
+
+def _pl_package(value) -> dict:  # one engine for every fit here (PL, TPL, E_TPL, xmin_peak)
+    if value not in ("ww", "powerlaw"):
+        raise ValueError(f"pl_package={value!r}: use 'ww' or 'powerlaw'")
+    return {}
+
+
+# WeightWatcher keywords that set a tailscope option under another name or another value
+TRANSLATED = {"svd_method": _svd_method, "ww2x": lambda v: {"pool": False} if v else {},
+              "pl_package": _pl_package, "savefig": lambda v: {}}  # savefig: only with plot=True
+# every tailscope option, by its own name, its aliases or WeightWatcher's name where that is the
+# same (the options tailscope adds, e.g. seed, compare, gof, jobs, are accepted as extensions)
+PASSED = frozenset(OPTION_NAMES) | frozenset(ALIASES)
 
 
 def _translate(kwargs: dict) -> dict:
     out = {}
     for key, value in kwargs.items():
-        if key in _PASSED or key in ("base_model", "peft"):
+        if key in TRANSLATED:
+            out.update(TRANSLATED[key](value))
+        elif key in PASSED:
             out[key] = value
-        elif key == "ww2x" and value:
-            out["pool"] = False
-        elif key == "svd_method":
-            if value not in (None, "fast", "accurate"):
-                raise ValueError(f"svd_method={value!r}: use 'fast' or 'accurate'")
-            if value == "accurate":
-                out["method"] = "svd"
-        elif key == "pl_package":  # one engine for every fit here (PL, TPL, E_TPL, xmin_peak)
-            if value not in ("ww", "powerlaw"):
-                raise ValueError(f"pl_package={value!r}: use 'ww' or 'powerlaw'")
-        elif key == "savefig":
-            continue  # only used with plot=True, which is refused below
         elif key in _ACCEPTED_DEFAULTS:
             if value != _ACCEPTED_DEFAULTS[key]:
                 raise ValueError(f"{key}={value!r} is not supported by tailscope.compat yet")
@@ -116,8 +124,8 @@ class WeightWatcher:
         """Means of WeightWatcher's summary metrics over successful layers."""
         d = self.get_details() if details is None else details
         ok = d[d["status"] == "success"]
-        keys = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
-                "stable_rank") + (("mp_softrank",) if "mp_softrank" in d else ())
+        keys = tuple(k for k in SUMMARY_METRICS if k != "D") + \
+            (("mp_softrank",) if "mp_softrank" in d else ())
         return {k: float(ok[k].mean()) if len(ok) else float("nan") for k in keys}
 
     def distances(self, model_1, model_2, method: str = "raw", layers=None, start_ids: int = 0,

@@ -12,23 +12,26 @@ WeightWatcher's ``SVDSmoothing`` uses a randomized truncated SVD.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .util.io import atomic_write
-from .analysis import Options, _layer_rows, _one_line, _planned
+from .engine.layer import layer_rows
+from .engine.options import make_options
+from .engine.plan import planned
 from .sources import LayerPlan, LayerRef, SourceError, open_source
 from .sources.derived import NameIndex
 from .sources.layers import matrices
-from .spectrum import MPFitError, detx, eigenvalues_many, gram, mp_fit, shuffle_elements
+from .sources.safetensors import write_safetensors
+from .spectrum import MPFitError, detx, eigenvalues_many, gram_eigh, mp_fit, shuffle_elements
+from .util.errors import one_line
+from .util.io import atomic_write
+from .util.rng import layer_rng
 
 SMOOTH_METHODS = ("pl", "detX", "svd", "mp")
 _ALIASES = {"alpha_min": "pl", "lambda_min": "pl", "detx": "detX", "rmt": "mp"}
@@ -56,7 +59,7 @@ class EditedModel:
         path = Path(path)
         if path.suffix.lower() != ".safetensors":
             raise ValueError(f"{path}: write a .safetensors file")
-        return atomic_write(path, lambda p: _write_safetensors(p, self.weights))
+        return atomic_write(path, lambda p: write_safetensors(p, self.weights))
 
     def to_state_dict(self) -> dict:
         """The weights as torch tensors (for ``module.load_state_dict``)."""
@@ -72,36 +75,6 @@ class EditedModel:
                 "layers edited)")
 
 
-_ST_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64",
-              "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-              "uint16": "U16", "uint32": "U32", "uint64": "U64"}
-
-
-def _write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
-    """The safetensors layout: 8-byte header length, JSON header, then the bytes."""
-    header: dict[str, Any] = {}
-    offset = 0
-    arrays = []
-    for name, a in tensors.items():
-        a = np.ascontiguousarray(a)
-        if a.dtype.byteorder == ">":
-            a = a.astype(a.dtype.newbyteorder("<"))
-        code = _ST_DTYPES.get(a.dtype.name)
-        if code is None:
-            raise ValueError(f"{name}: cannot write {a.dtype} to safetensors")
-        header[name] = {"dtype": code, "shape": list(a.shape),
-                        "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-        arrays.append(a)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(len(raw).to_bytes(8, "little"))
-        f.write(raw)
-        for a in arrays:
-            f.write(a.tobytes())
-
-
 # --- the truncation ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Spectrum:
@@ -113,9 +86,7 @@ class _Spectrum:
 
 
 def _spectrum(w: np.ndarray) -> _Spectrum:
-    if not np.isfinite(w).all():
-        raise ValueError("the weights hold NaN or Inf entries")
-    evals, vecs = np.linalg.eigh(gram(w))
+    evals, vecs = gram_eigh(w)
     return _Spectrum(np.maximum(evals, 0.0), vecs, w.shape[0] < w.shape[1])
 
 
@@ -157,12 +128,11 @@ def _edit_layer(ref: LayerRef, plan: LayerPlan, w: np.ndarray, count: Callable, 
 def _edit(source, count_for: Callable[[LayerRef, LayerPlan], Callable], method: str,
           trust_pickle: bool, options: dict) -> EditedModel:
     t0 = time.perf_counter()
-    o = Options(**options)
-    o.check()
+    o = make_options(**options)
     src = open_source(source, trust_pickle=trust_pickle)
     weights: dict[str, np.ndarray] = {}
     rows = []
-    for ref, plan, skip in _planned(src, o):
+    for ref, plan, skip in planned(src, o):
         w = np.asarray(ref.load())
         weights[ref.name] = w
         if skip:
@@ -176,7 +146,7 @@ def _edit(source, count_for: Callable[[LayerRef, LayerPlan], Callable], method: 
                               "layer_type": plan.layer_type, "N": plan.N, "M": plan.M,
                               "rf": plan.rf, "method": method, "components": plan.M,
                               "kept": plan.M, "removed": 0, "status": "failed",
-                              "reason": _one_line(exc)}
+                              "reason": one_line(exc)}
         if new is not None:
             weights[ref.name] = new
         rows.append(row)
@@ -233,8 +203,8 @@ def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
         raise ValueError(f"method must be one of {', '.join(SMOOTH_METHODS)}; got {method!r}")
     if method == "svd" and not (isinstance(percent, (int, float)) and -1 <= percent <= 1):
         raise ValueError(f"percent must be a number in [-1, 1]; got {percent!r}")
-    o = Options(layers=layers, **options)
-    o.check()
+    o = make_options(layers=layers, **options)
+    pooled = replace(o, pool=True)
 
     def count_for(ref: LayerRef, plan: LayerPlan):
         def count(slices, mats) -> tuple[int, str]:
@@ -243,8 +213,8 @@ def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
             if method == "mp":
                 evals = np.sort(np.concatenate(slices))
                 return _mp_spikes(evals, plan.N, plan.M)
-            row, evals = _layer_rows(ref, plan, Options(**{**o.__dict__, "pool": True}),
-                                     slices)[0]
+            first = layer_rows(ref, plan, pooled, slices).rows[0]
+            row, evals = first.values, first.evals
             if method == "detX":
                 num = detx(evals)["detX_num"]
                 return (0, "no spectrum") if num != num else (int(num), "detX count is 0")
@@ -284,7 +254,7 @@ def sharpen(source, layers=None, *, seed: int = 0, trust_pickle: bool = False,
     def count_for(ref: LayerRef, plan: LayerPlan):
         def count(slices, mats) -> tuple[int, str]:
             # one generator per layer, from (seed, layer id), as analyze(randomize=True) seeds
-            rng = np.random.default_rng([int(seed), int(ref.index)])
+            rng = layer_rng(seed, ref.index)
             shuffled = [shuffle_elements(np.asarray(m, dtype=np.float64), rng) for m in mats]
             evals = np.sort(np.concatenate(eigenvalues_many(shuffled)))
             try:
@@ -370,14 +340,13 @@ def distances(a, b, method: str = "raw", layers=None, *, trust_pickle: bool = Fa
     method = (method or "raw").lower()
     if method not in DISTANCE_METHODS:
         raise ValueError(f"method must be 'raw', 'euclidean' or 'cka'; got {method!r}")
-    o = Options(layers=layers, **options)
-    o.check()
+    o = make_options(layers=layers, **options)
     src_a = open_source(a, trust_pickle=trust_pickle)
     src_b = open_source(b, trust_pickle=trust_pickle)
     index = NameIndex(src_b.refs)
     by_name = {r.name: r for r in src_a}
     rows = []
-    for ref, plan, skip in _planned(src_a, o):
+    for ref, plan, skip in planned(src_a, o):
         if skip:
             continue
         row = {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
@@ -399,7 +368,7 @@ def distances(a, b, method: str = "raw", layers=None, *, trust_pickle: bool = Fa
             if method == "raw":
                 row["delta_b"] = _bias_distance(ref, other, by_name, index)
         except Exception as exc:  # noqa: BLE001
-            row["reason"] = _one_line(exc)
+            row["reason"] = one_line(exc)
         rows.append(row)
     df = pd.DataFrame(rows, columns=["layer_id", "name", "layer_type", "N", "M", "rf",
                                      "delta_W", "delta_b", "reason"])

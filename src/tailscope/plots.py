@@ -9,21 +9,22 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine.columns import OVER_TRAINED, UNDER_TRAINED
+from .util.optional import require
+
 ORANGE, BLUE, RED = "tab:orange", "tab:blue", "tab:red"
 
 
 def _pyplot():
-    try:
-        import matplotlib
+    matplotlib = require("matplotlib", "drawing figures")
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("figures need matplotlib: pip install 'tailscope[plots]'") from None
     return plt
 
 
-def _finish(fig, path):
+def finish(fig, path):
+    """Save ``fig`` to ``path`` (its folder created) when a path is given; return the figure."""
     if path is not None:
         path = Path(path)
         if not path.parent.exists():
@@ -32,7 +33,8 @@ def _finish(fig, path):
     return fig
 
 
-def _new(ax=None, figsize=(5.5, 4.0)):
+def new_axes(ax=None, figsize=(5.5, 4.0)):
+    """(figure, axes): a new figure, or ``ax`` and its figure."""
     plt = _pyplot()
     if ax is not None:
         return ax.figure, ax
@@ -42,7 +44,7 @@ def _new(ax=None, figsize=(5.5, 4.0)):
 
 def esd_histogram(evals, xmin=None, xmax=None, *, title="", bins=100, ax=None, path=None):
     """Histogram of log10(eigenvalues), with the start of the power-law tail as an orange line."""
-    fig, ax = _new(ax)
+    fig, ax = new_axes(ax)
     ev = np.asarray(evals, dtype=np.float64)
     ev = ev[ev > 0]
     ax.hist(np.log10(ev), bins=bins, color=BLUE, alpha=0.7, label="ESD")
@@ -54,7 +56,7 @@ def esd_histogram(evals, xmin=None, xmax=None, *, title="", bins=100, ax=None, p
     ax.set_ylabel("count")
     ax.set_title(title or "ESD")
     ax.legend(frameon=False)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def log_bins(x: np.ndarray, per_decade: int = 10) -> np.ndarray:
@@ -66,7 +68,7 @@ def log_bins(x: np.ndarray, per_decade: int = 10) -> np.ndarray:
 def pdf_cdf(fit, *, ccdf=False, title="", ax=None, path=None):
     """The tail's empirical PDF (log-binned) and CDF (or CCDF with ``ccdf=True``), solid, with the
     fitted ones dotted; PDF blue, CDF red; alpha, xmin and D in the legend."""
-    fig, ax = _new(ax)
+    fig, ax = new_axes(ax)
     tail = np.sort(fit.tail)
     edges = log_bins(tail)
     dens, _ = np.histogram(tail, bins=edges, density=True)
@@ -88,12 +90,12 @@ def pdf_cdf(fit, *, ccdf=False, title="", ax=None, path=None):
     ax.set_xlabel("eigenvalue")
     ax.set_title(title or "power-law tail")
     ax.legend(frameon=False, fontsize=7)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def _candidate_curve(fit, ys, chosen, *, ylabel, label, title, ax, path):
     """A quantity for every candidate xmin, with the chosen xmin marked in orange."""
-    fig, ax = _new(ax)
+    fig, ax = new_axes(ax)
     ys = np.asarray(ys, dtype=np.float64)
     ok = np.isfinite(ys)
     ax.plot(fit.xmins[ok], ys[ok], "-", color=BLUE, label=f"{ylabel}(xmin)")
@@ -104,7 +106,7 @@ def _candidate_curve(fit, ys, chosen, *, ylabel, label, title, ax, path):
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(frameon=False, fontsize=8)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def ks_curve(fit, *, title="", ax=None, path=None):
@@ -123,7 +125,7 @@ def alpha_curve(fit, *, title="", ax=None, path=None):
 
 def per_eigenpair(values, k, *, ylabel, title="", log=False, ax=None, path=None):
     """A curve over eigenpairs 1, 2, ... with an orange line at K."""
-    fig, ax = _new(ax)
+    fig, ax = new_axes(ax)
     y = np.asarray(values, dtype=np.float64)
     ax.plot(np.arange(1, y.size + 1), y, "-", color=BLUE)
     ax.axvline(k, color=ORANGE, linewidth=2, label=f"K = {k}")
@@ -133,7 +135,7 @@ def per_eigenpair(values, k, *, ylabel, title="", log=False, ax=None, path=None)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(frameon=False)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def rank_figures(selection, folder) -> list[Path]:
@@ -182,7 +184,7 @@ def mp_fit_figure(evals, fit, *, title="", bins=100, ax=None, path=None):
     """The Marchenko-Pastur bulk: a linear histogram (density) of the rescaled ESD with the fitted
     MP density over [bulk_min, bulk_max], the bulk edge (orange) and the spikes past the
     Tracy-Widom threshold (red ticks)."""
-    fig, ax = _new(ax)
+    fig, ax = new_axes(ax)
     w2 = fit.W_scale ** 2
     scaled = np.asarray(evals, dtype=np.float64) * w2
     ax.hist(scaled, bins=bins, density=True, color=BLUE, alpha=0.6, label="ESD (rescaled)")
@@ -200,13 +202,13 @@ def mp_fit_figure(evals, fit, *, title="", bins=100, ax=None, path=None):
     ax.set_ylabel("density")
     ax.set_title(title or f"MP bulk: {fit.num_spikes} spikes, mp_softrank {fit.mp_softrank:.3f}")
     ax.legend(frameon=False, fontsize=7)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def randomized_esd(evals, rand_evals, *, title="", bins=100, ax=None, path=None):
     """log10 histograms (density) of the real ESD (blue) and of the element-shuffled matrices'
     ESD (red, over it) on shared bins, with the largest shuffled eigenvalue (orange)."""
-    fig, ax = _new(ax)
+    fig, ax = new_axes(ax)
     real = np.asarray(evals, dtype=np.float64)
     rand = np.asarray(rand_evals, dtype=np.float64)
     lr, lq = np.log10(real[real > 0]), np.log10(rand[rand > 0])
@@ -219,7 +221,7 @@ def randomized_esd(evals, rand_evals, *, title="", bins=100, ax=None, path=None)
     ax.set_ylabel("density")
     ax.set_title(title or "ESD and randomized ESD")
     ax.legend(frameon=False, fontsize=7)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 # --- one layer, and a whole model --------------------------------------------------------------
@@ -228,15 +230,11 @@ def layer_figure(analysis, layer, *, path=None, dpi=None):
     without a fit shows its ESD (if any) and the reason, never a fit it does not have. When the
     analysis ran them, the MP bulk and the randomized ESD follow on a second row."""
     plt = _pyplot()
-    key = analysis._key(layer)
-    d = analysis.details
-    row = d[(d["layer_id"] == key[0])].iloc[0] if key[1] is None else \
-        d[(d["layer_id"] == key[0]) & (d["slice_id"] == key[1])].iloc[0]
+    key = analysis.key(layer)
+    row = analysis.row(key)
     name = f"{row['layer_id']} {row['module']}"
-    evals = analysis._esds.get(key)
-    fit = analysis._fits.get(key)
-    mp = analysis._mps.get(key)
-    rand = analysis._rands.get(key)
+    result = analysis.result(key)
+    evals, fit, mp, rand = result.evals, result.fit, result.mp, result.randomized
     extras = [p for p in (
         (lambda ax: mp_fit_figure(evals, mp, ax=ax)) if mp is not None else None,
         (lambda ax: randomized_esd(evals, rand.evals, ax=ax)) if rand is not None else None)
@@ -252,7 +250,7 @@ def layer_figure(analysis, layer, *, path=None, dpi=None):
         for draw, ax in zip(extras, axes[0, 1:]):
             draw(ax)
         fig.text(0.02, 0.01, f"{row['status']}: {row['reason']}", fontsize=8, color=RED)
-        return _finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
+        return finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
     rows = 2 if extras else 1
     fig, axes = plt.subplots(rows, 4, figsize=(18, 3.6 * rows), squeeze=False)
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.16 / rows, top=1 - 0.1 / rows,
@@ -266,7 +264,19 @@ def layer_figure(analysis, layer, *, path=None, dpi=None):
             draw(ax)
         for ax in axes[1, len(extras):]:
             ax.axis("off")
-    return _finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
+    return finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
+
+
+def data_uri(fig, dpi: int = 72) -> str:
+    """The figure as an inline PNG (``data:image/png;base64,...``) for a self-contained page;
+    the figure is closed."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    _pyplot().close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _save_dpi(fig, path, dpi):
@@ -283,63 +293,64 @@ def _ok(analysis):
 def alpha_per_layer(analysis, *, title="", ax=None, path=None):
     """alpha per layer in model order; the 2-6 band shaded; over/under-trained layers coloured;
     failed layers marked on the axis with an x (they have no alpha)."""
-    fig, ax = _new(ax, figsize=(9, 3.8))
+    fig, ax = new_axes(ax, figsize=(9, 3.8))
     d, ok = _ok(analysis)
     x = np.arange(len(d))
-    ax.axhspan(2.0, 6.0, color="tab:green", alpha=0.12, label="2 <= alpha <= 6")
+    ax.axhspan(OVER_TRAINED, UNDER_TRAINED, color="tab:green", alpha=0.12,
+               label=f"{OVER_TRAINED:g} <= alpha <= {UNDER_TRAINED:g}")
     a = d["alpha"].to_numpy(dtype=float)
-    colors = np.where(a < 2, RED, np.where(a > 6, ORANGE, BLUE))
+    colors = np.where(a < OVER_TRAINED, RED, np.where(a > UNDER_TRAINED, ORANGE, BLUE))
     ax.scatter(x[ok], a[ok], c=colors[ok], s=18, zorder=3)
     if (~ok).any():
-        ax.scatter(x[~ok], np.full((~ok).sum(), 2.0), marker="x", color="gray", zorder=3,
+        ax.scatter(x[~ok], np.full((~ok).sum(), OVER_TRAINED), marker="x", color="gray", zorder=3,
                    label="failed (no alpha)")
     ax.set_xlabel("layer (model order)")
     ax.set_ylabel("alpha")
     ax.set_title(title or "alpha per layer")
     ax.legend(frameon=False, fontsize=8, loc="upper left")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def metric_per_layer(analysis, column, *, title="", ax=None, path=None):
     """Any per-layer column in model order (successful layers)."""
-    fig, ax = _new(ax, figsize=(9, 3.2))
+    fig, ax = new_axes(ax, figsize=(9, 3.2))
     d, ok = _ok(analysis)
     x = np.arange(len(d))
     ax.plot(x[ok], d.loc[ok, column].to_numpy(dtype=float), "o-", color=BLUE, markersize=3)
     ax.set_xlabel("layer (model order)")
     ax.set_ylabel(column)
     ax.set_title(title or f"{column} per layer")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def alpha_histogram(analysis, *, title="", ax=None, path=None):
-    fig, ax = _new(ax)
+    fig, ax = new_axes(ax)
     d, ok = _ok(analysis)
     ax.hist(d.loc[ok, "alpha"].to_numpy(dtype=float), bins=30, color=BLUE, alpha=0.8)
-    for edge in (2.0, 6.0):
+    for edge in (OVER_TRAINED, UNDER_TRAINED):
         ax.axvline(edge, color=ORANGE, linestyle="--")
     ax.set_xlabel("alpha")
     ax.set_ylabel("layers")
     ax.set_title(title or "alphas of the model")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def compare_models(first, second, *, labels=("model A", "model B"), title="", ax=None,
                    path=None):
     """alpha per layer of two models side by side (e.g. base vs fine-tuned), matched by name."""
-    fig, ax = _new(ax, figsize=(9, 3.8))
+    fig, ax = new_axes(ax, figsize=(9, 3.8))
     a = first.details[first.details["status"] == "success"].set_index("name")["alpha"]
     b = second.details[second.details["status"] == "success"].set_index("name")["alpha"]
     names = [n for n in a.index if n in b.index]
     x = np.arange(len(names))
     ax.plot(x, a.loc[names].to_numpy(), "o-", color=BLUE, markersize=3, label=labels[0])
     ax.plot(x, b.loc[names].to_numpy(), "s-", color=ORANGE, markersize=3, label=labels[1])
-    ax.axhspan(2.0, 6.0, color="tab:green", alpha=0.12)
+    ax.axhspan(OVER_TRAINED, UNDER_TRAINED, color="tab:green", alpha=0.12)
     ax.set_xlabel("layer (model order, shared names)")
     ax.set_ylabel("alpha")
     ax.set_title(title or "alpha per layer")
     ax.legend(frameon=False)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def layer_figures(analysis, folder) -> list[Path]:
@@ -348,15 +359,10 @@ def layer_figures(analysis, folder) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for key in _layer_keys(analysis):
+    for key in analysis.keys():
         sid = "" if key[1] is None else f".slice{key[1]}"
         path = folder / f"layer{key[0]:04d}{sid}.png"
         plt.close(layer_figure(analysis, key, path=path, dpi=80))
         out.append(path)
     return out
 
-
-def _layer_keys(analysis) -> list[tuple]:
-    d = analysis.details
-    sids = d["slice_id"] if "slice_id" in d.columns else [None] * len(d)
-    return [(int(i), None if s is None or s != s else int(s)) for i, s in zip(d["layer_id"], sids)]

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .fit import PowerLawFit, fit_power_law
+from .sources.numpy import read_array
 from .spectrum.esd import REL_THRESH, all_eigenpairs, all_eigenvalues, top_right_vectors, top_singular_values
 from .spectrum.mp import mp_gram_edges, mp_median
 from .spectrum.vectors import localization_ratios  # public here too: tailscope.rank.localization_ratios
@@ -440,19 +441,8 @@ def load_input(source: str, *, text_column: str | None = None):
             raise ValueError(f"{source}: no column {column!r} (columns: "
                              f"{', '.join(map(str, frame.columns[:12]))}); use --text-column")
         return "texts", frame[column].fillna("").astype(str).tolist(), None
-    if suffix == ".npy":
-        return "matrix", np.load(path, allow_pickle=False), None
-    if suffix == ".npz":
-        import scipy.sparse as sp
-
-        try:
-            return "matrix", sp.load_npz(path), None
-        except (ValueError, KeyError, OSError):
-            with np.load(path, allow_pickle=False) as npz:
-                if len(npz.files) != 1:
-                    raise ValueError(f"{source}: an .npz with {len(npz.files)} arrays; expected "
-                                     "a scipy sparse matrix or one array") from None
-                return "matrix", npz[npz.files[0]], None
+    if suffix in (".npy", ".npz"):
+        return "matrix", read_array(path), None
     raise ValueError(f"{source}: unknown input; give a folder of text files, a .csv, "
                      "'20newsgroups', or a .npy/.npz matrix")
 

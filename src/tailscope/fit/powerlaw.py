@@ -246,6 +246,16 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
     ------
     ValueError
         If the data are not a non-empty 1-D array of finite positive numbers, or an option is bad.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tailscope import fit_power_law
+    >>> x = (1 - np.random.default_rng(0).random(4000)) ** (-1 / 1.5)  # Pareto, alpha = 2.5
+    >>> fit_power_law(x)
+    PowerLawFit(alpha=2.51618, xmin=1.00015, D=0.00728457, sigma=0.024, n_tail=3999, n=4000)
+    >>> fit_power_law(x, xmin=1.5).n_tail
+    2138
     """
     x = np.sort(as_positive_1d(data))
     if fix_fingers not in (None, False, "clip_xmax", "xmin_peak"):

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from pathlib import Path
 
 import numpy as np
+
+from ..engine.columns import BY_NAME, OVER_TRAINED, TABLE_COLUMNS, UNDER_TRAINED
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
@@ -151,21 +152,6 @@ document.querySelectorAll('table.sortable th').forEach(function(th, col){
 });
 """
 
-TABLE_COLUMNS = ["layer_id", "module", "layer_type", "N", "M", "num_evals", "alpha", "D", "xmin",
-                 "num_pl_spikes", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
-                 "stable_rank", "num_spikes", "sigma_mp", "mp_softrank", "rand_num_spikes",
-                 "rand_distance", "detX_num", "status", "warning", "reason", "mp_reason"]
-
-
-def _png(fig, dpi=72) -> str:
-    from .. import plots
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plots._pyplot().close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _cell(value) -> tuple[str, str]:
     """(sort key, shown text) for a table cell."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -207,7 +193,7 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
                      plots.metric_per_layer(analysis, "log_spectral_norm"),
                      plots.alpha_histogram(analysis)]
         parts.append("<h2>The model</h2>" + "".join(
-            f"<img alt='model figure' src='{_png(f)}'>" for f in figs))
+            f"<img alt='model figure' src='{plots.data_uri(f)}'>" for f in figs))
     parts.append(_table(d))
     if layer_figures and len(d):
         parts.append("<h2>Layers</h2><p class='muted'>Open a layer to draw its figures: the ESD "
@@ -215,7 +201,7 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
                      "candidate xmin with the minimum (orange); with mp_fit the rescaled ESD with the "
                      "fitted Marchenko-Pastur density and its bulk edge (orange); with randomize "
                      "the ESD (blue) over the element-shuffled matrices' ESD (red).</p>")
-        for key in plots._layer_keys(analysis):
+        for key in analysis.keys():
             parts.append(_layer_section(analysis, key))
     parts.append(f"<script>{_PLOT_JS}</script>")
     parts.append(f"<script>{_JS}</script></body></html>")
@@ -239,8 +225,8 @@ def _layer_section(analysis, key) -> str:
         rows = rows[rows["slice_id"] == key[1]]
     row = rows.iloc[0]
     label = f"layer {key[0]}{'' if key[1] is None else f' slice {key[1]}'}: {row['module']}"
-    evals = analysis._esds.get(key)
-    fit = analysis._fits.get(key)
+    result = analysis.result(key)
+    evals, fit = result.evals, result.fit
     if row["status"] == "success":
         status = f"alpha {row['alpha']:.3f}" + (f", {row['warning']}" if row["warning"] else "")
     else:
@@ -249,7 +235,7 @@ def _layer_section(analysis, key) -> str:
     if fit is not None:
         data["fit"] = {"alpha": fit.alpha, "xmin": fit.xmin, "D": fit.D,
                        "xmins": _thin(fit.xmins, 600), "Ds": _thin(fit.Ds, 600)}
-    mp, rand = analysis._mps.get(key), analysis._rands.get(key)
+    mp, rand = result.mp, result.randomized
     panels = []
     if mp is not None and evals is not None:
         from ..plots import mp_curve
@@ -281,21 +267,20 @@ def _warnings(d) -> str:
         if row["status"] != "success":
             items.append(f"<li>{name}: no fit ({html.escape(str(row['reason']))})</li>")
         elif row["warning"] == "over-trained":
-            items.append(f"<li>{name}: alpha {row['alpha']:.2f} &lt; 2 — a very heavy tail: "
-                         "over-trained or over-regularised (HT-SR)</li>")
+            items.append(f"<li>{name}: alpha {row['alpha']:.2f} &lt; {OVER_TRAINED:g} — a very "
+                         "heavy tail: over-trained or over-regularised (HT-SR)</li>")
         elif row["warning"] == "under-trained":
-            items.append(f"<li>{name}: alpha {row['alpha']:.2f} &gt; 6 — close to random: "
-                         "under-trained or poorly correlated</li>")
+            items.append(f"<li>{name}: alpha {row['alpha']:.2f} &gt; {UNDER_TRAINED:g} — close "
+                         "to random: under-trained or poorly correlated</li>")
     if not items:
-        return "<h2>Warnings</h2><p>None: every fitted layer has 2 &le; alpha &le; 6.</p>"
+        return (f"<h2>Warnings</h2><p>None: every fitted layer has {OVER_TRAINED:g} &le; alpha "
+                f"&le; {UNDER_TRAINED:g}.</p>")
     return "<h2>Warnings</h2><ul class='warn'>" + "".join(items) + "</ul>"
 
 
 def _table(d) -> str:
     cols = [c for c in TABLE_COLUMNS if c in d.columns]
-    if "slice_id" in d.columns:
-        cols.insert(2, "slice_id")
-    text_cols = ("module", "layer_type", "status", "warning", "reason", "mp_reason")
+    text_cols = [c for c in cols if BY_NAME[c].dtype == "text"]
     head = "".join(f"<th class='{'l' if c in text_cols else ''}'>{html.escape(c)}</th>"
                    for c in cols)
     rows = []
@@ -309,7 +294,10 @@ def _table(d) -> str:
             cells.append(f"<td{left} data-v='{html.escape(key, quote=True)}'>"
                          f"{html.escape(text)}</td>")
         rows.append(f"<tr class='{cls}'>{''.join(cells)}</tr>")
-    return ("<h2>Layers table</h2><p class='muted'>Click a column to sort.</p>"
+    csv = base64.b64encode(d.to_csv(index=False).encode()).decode("ascii")
+    return ("<h2>Layers table</h2><p class='muted'>Click a column to sort. "
+            f"<a download='details.csv' href=\"data:text/csv;base64,{csv}\">The whole table, "
+            f"every column ({len(d.columns)}), as CSV</a>.</p>"
             f"<table class='sortable' id='layers'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 

@@ -18,10 +18,13 @@ scipy sparse (``gram_smaller_side``, ``sparse_gram``, ``all_eigenvalues``, ``all
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 
 import numpy as np
+
+from ..util.optional import require
 
 CHUNK_BYTES = 64 * 1024 * 1024
 REL_THRESH = 1e-10  # eigenvalues below this fraction of the largest are numerical zeros
@@ -128,17 +131,14 @@ def get_backend(device: str | None = "auto"):
         # importing torch costs ~0.5 GB of RSS: only look when an NVIDIA device is present
         if not (os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")):
             return NumpyBackend()
-        try:
-            import torch
-        except ImportError:
+        if importlib.util.find_spec("torch") is None:
             return NumpyBackend()
+        import torch
+
         return TorchBackend("cuda") if torch.cuda.is_available() else NumpyBackend()
     if device.startswith("torch:"):
         device = device.split(":", 1)[1]
-    try:
-        import torch
-    except ImportError:
-        raise ValueError(f"device={device!r} needs torch: pip install 'tailscope[torch]'") from None
+    torch = require("torch", f"device={device!r}", error=ValueError)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
     try:

@@ -4,7 +4,7 @@ store (SQLite or any SQLAlchemy URL), and the correlation of summary metrics wit
 Dask, SQLAlchemy, psycopg and pyyaml are imported only when used (``pip install 'tailscope[zoo]'``).
 """
 
-from ._dask import SchedulerError
+from ..engine.dask import SchedulerError
 from .correlate import correlate, scatter_figure, write_zoo_report
 from .manifest import ManifestError, quality_columns, read_manifest
 from .run import ZooRun, analyze_model, options_key, run_zoo

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis import SUMMARY_METRICS
+from ..engine.columns import SUMMARY_METRICS
 
 METRICS = ("alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "log_norm",
            "stable_rank", "D")
@@ -19,15 +19,14 @@ CORRELATION_COLUMNS = ["metric", "group", "n", "spearman_rho", "spearman_p", "ke
 
 
 def _models(data, key=None) -> pd.DataFrame:
-    from .run import ZooRun
     from .store import Store, open_store
 
-    if isinstance(data, ZooRun):
-        return data.models
     if isinstance(data, pd.DataFrame):
         return data
     if isinstance(data, (Store, str, Path)):
         return open_store(data).models_table(key)
+    if isinstance(getattr(data, "models", None), pd.DataFrame):  # a ZooRun
+        return data.models
     raise TypeError(f"correlate needs a models table, a ZooRun or a store; got "
                     f"{type(data).__name__}")
 
@@ -104,7 +103,7 @@ def scatter_figure(data, quality: str, metric: str = "alpha", *, ax=None, path=N
 
     models = _models(data, key)
     ok = models[models["status"] == "success"] if "status" in models.columns else models
-    fig, ax = plots._new(ax)
+    fig, ax = plots.new_axes(ax)
     for g, part in ok.groupby(ok["group"].fillna("") if "group" in ok.columns else
                               pd.Series("", index=ok.index)):
         ax.scatter(part[metric], part[quality], label=g or "(no group)", s=24)
@@ -115,7 +114,7 @@ def scatter_figure(data, quality: str, metric: str = "alpha", *, ax=None, path=N
     ax.set_title(f"{metric} vs {quality}: Spearman rho {rho} (n={int(stats['n'])})")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    return plots._finish(fig, path)
+    return plots.finish(fig, path)
 
 
 def _cell(v) -> str:
@@ -137,8 +136,8 @@ def write_zoo_report(data, path, *, quality=(), metrics=METRICS, key=None,
                      title: str = "tailscope zoo") -> Path:
     """A self-contained HTML page: the models table, and for each quality column the correlation
     table and the scatter plots of each metric against it."""
+    from ..plots import data_uri
     from ..util.io import atomic_write
-    from ..report import _png
 
     models = _models(data, key)
     cols = [c for c in ("name", "group", "status", "reason", *metrics, "layers", "failed",
@@ -150,7 +149,7 @@ def write_zoo_report(data, path, *, quality=(), metrics=METRICS, key=None,
         parts.append(_html_table(correlate(models, q, metrics=metrics)))
         for m in metrics:
             fig = scatter_figure(models, q, m)
-            parts.append(f'<img alt="{html.escape(m)} vs {html.escape(q)}" src="{_png(fig)}">')
+            parts.append(f'<img alt="{html.escape(m)} vs {html.escape(q)}" src="{data_uri(fig)}">')
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) +
             "</title><style>body{font-family:sans-serif;margin:1em}table{border-collapse:"
             "collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style>"

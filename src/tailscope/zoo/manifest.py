@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..util.optional import require
+
 RESERVED = ("source", "name", "group")
 
 
@@ -21,10 +23,7 @@ class ManifestError(ValueError):
 
 
 def _read_yaml(path: Path) -> list[dict]:
-    try:
-        import yaml
-    except ImportError:
-        raise ManifestError("a YAML manifest needs pyyaml: pip install 'tailscope[zoo]'") from None
+    yaml = require("yaml", "a YAML manifest", error=ManifestError)
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

@@ -1,0 +1,187 @@
+"""The per-layer columns, each declared once: name, group, dtype, whether the summary averages it,
+whether tables show it.
+
+``COLUMNS`` is in the order of ``Analysis.details``. A column's group says when it is present:
+the core groups always, the others when the options ask for them (``GROUP_WHEN``). ``details``,
+``describe``'s table, the results store (typed columns and its JSON extras), the summary, the
+terminal table and the report are all generated from here, so a new column is one line; a test
+holds every consumer to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .options import COMPARE_TAGS, FITS
+
+OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0  # alpha below / above: the warnings (HT-SR)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of ``Analysis.details``.
+
+    ``dtype``: 'int' (integer-valued; NaN where not computed), 'float' or 'text' (how the store
+    types it). ``group``: when it is
+    present (a key of ``GROUP_WHEN``). ``summary``: averaged over fitted layers in
+    ``Analysis.summary()`` (and kept per model in the zoo's store). ``table``: shown in the
+    terminal and report tables. ``stored``: a typed column of the store's ``layers`` table
+    (False: kept in its JSON ``extras``).
+    """
+
+    name: str
+    dtype: str
+    group: str
+    doc: str = ""
+    summary: bool = False
+    table: bool = False
+
+    @property
+    def stored(self) -> bool:
+        return self.group in CORE_GROUPS
+
+
+def _tag(tag: str) -> Callable:
+    return lambda o: tag in o.compare_tags()
+
+
+# when each group is present; CORE_GROUPS always
+CORE_GROUPS = ("layer", "spectrum", "fit", "status")
+GROUP_WHEN: dict[str, Callable] = {
+    **{g: (lambda o: True) for g in CORE_GROUPS},
+    "slice": lambda o: not o.pool,
+    "tpl": lambda o: FITS[o.fit] != "PL",
+    "fingers": lambda o: o.fix_fingers == "clip_xmax",
+    "mp": lambda o: bool(o.mp_fit),
+    "rand": lambda o: bool(o.randomize),
+    "detX": lambda o: bool(o.detX),
+    **{f"compare:{t}": _tag(t) for t in dict.fromkeys(COMPARE_TAGS.values())},
+    "gof": lambda o: bool(o.gof),
+    "vectors": lambda o: bool(o.vectors),
+}
+
+
+def _vector_columns() -> list[Column]:
+    out = []
+    for name in ("vec_entropy", "loc_ratio", "part_ratio"):
+        for part in ("bulk", "tail"):
+            for stat in ("mean", "var"):
+                out.append(Column(f"{part}_{stat}_{name}", "float", "vectors",
+                                  f"the {stat} of {name} over the {part}'s eigenvectors"))
+    return out
+
+
+def _compare_columns() -> list[Column]:
+    out = []
+    for tag in dict.fromkeys(COMPARE_TAGS.values()):
+        out.append(Column(f"R_{tag}", "float", f"compare:{tag}",
+                          f"log-likelihood ratio power law vs {tag} (> 0 favours the power law)"))
+        out.append(Column(f"p_{tag}", "float", f"compare:{tag}", f"significance of R_{tag}"))
+    return out
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("layer_id", "int", "layer", "the tensor's position in model order", table=True),
+    Column("name", "text", "layer", "the tensor's name"),
+    Column("module", "text", "layer", "the name without '.weight' (WeightWatcher's name)",
+           table=True),
+    Column("layer_type", "text", "layer", "dense, embedding, conv1d, conv2d or recurrent",
+           table=True),
+    Column("slice_id", "int", "slice", "the conv slice (pool=False)", table=True),
+    Column("N", "int", "layer", "the larger side of the matrix", table=True),
+    Column("M", "int", "layer", "the smaller side: the number of eigenvalues per slice",
+           table=True),
+    Column("Q", "float", "layer", "N / M"),
+    Column("rf", "int", "layer", "the receptive field: conv slices pooled"),
+    Column("num_evals", "int", "spectrum", "eigenvalues in the ESD", table=True),
+    Column("alpha", "float", "fit", "the power-law exponent of the ESD's tail", summary=True,
+           table=True),
+    Column("Lambda", "float", "tpl", "the truncated power law's exponential cut-off"),
+    Column("alpha_weighted", "float", "fit", "alpha * log10(lambda_max)", summary=True,
+           table=True),
+    Column("log_alpha_norm", "float", "fit", "log10 of sum(lambda^alpha)", summary=True,
+           table=True),
+    Column("D", "float", "fit", "the Kolmogorov-Smirnov distance of the fit", summary=True,
+           table=True),
+    Column("xmin", "float", "fit", "the start of the power-law tail", table=True),
+    Column("xmax", "float", "fit", "the end of the fitted range"),
+    Column("sigma", "float", "fit", "the standard error of alpha"),
+    Column("num_pl_spikes", "int", "fit", "eigenvalues in the tail (>= xmin)", table=True),
+    Column("lambda_max", "float", "spectrum", "the largest eigenvalue"),
+    Column("spectral_norm", "float", "spectrum", "= lambda_max (WeightWatcher's name)"),
+    Column("norm", "float", "spectrum", "the sum of the eigenvalues (squared Frobenius norm)"),
+    Column("log_norm", "float", "spectrum", "log10(norm)", summary=True),
+    Column("log_spectral_norm", "float", "spectrum", "log10(lambda_max)", summary=True,
+           table=True),
+    Column("stable_rank", "float", "spectrum", "norm / lambda_max", summary=True, table=True),
+    Column("matrix_rank", "int", "spectrum", "singular values above numerical zero"),
+    Column("rank_loss", "int", "spectrum", "singular values at numerical zero, over the slices"),
+    Column("weak_rank_loss", "int", "spectrum", "eigenvalues below tolerance"),
+    Column("entropy", "float", "spectrum", "the spectral entropy (WeightWatcher's)"),
+    Column("sv_max", "float", "spectrum", "the largest singular value"),
+    Column("sv_min", "float", "spectrum", "the smallest singular value"),
+    Column("num_fingers", "int", "fingers", "largest eigenvalues removed by clip_xmax"),
+    Column("raw_alpha", "float", "fingers", "alpha before the finger fix"),
+    Column("num_spikes", "int", "mp", "eigenvalues past the MP bulk edge + Tracy-Widom",
+           table=True),
+    Column("sigma_mp", "float", "mp", "the fitted MP sigma (ESD rescaled to mean 1)", table=True),
+    Column("mp_softrank", "float", "mp", "bulk_max / lambda_max", summary=True, table=True),
+    Column("W_scale", "float", "mp", "sqrt(n / sum(evals))"),
+    Column("bulk_max", "float", "mp", "the MP bulk edge lambda+"),
+    Column("bulk_min", "float", "mp", "the MP bulk edge lambda-"),
+    Column("mp_reason", "text", "mp", "why the layer has no MP fit", table=True),
+    Column("max_rand_eval", "float", "rand", "the largest eigenvalue of the shuffled matrices"),
+    Column("rand_num_spikes", "int", "rand", "spikes of the shuffled ESD: correlation traps",
+           table=True),
+    Column("rand_sigma_mp", "float", "rand", "sigma_mp of the shuffled ESD"),
+    Column("rand_mp_softrank", "float", "rand", "mp_softrank of the shuffled ESD"),
+    Column("rand_W_scale", "float", "rand", "W_scale of the shuffled ESD"),
+    Column("rand_bulk_max", "float", "rand", "bulk_max of the shuffled ESD"),
+    Column("rand_bulk_min", "float", "rand", "bulk_min of the shuffled ESD"),
+    Column("rand_distance", "float", "rand", "Jensen-Shannon distance real vs shuffled ESD",
+           table=True),
+    Column("ww_softrank", "float", "rand", "max shuffled eigenvalue / lambda_max"),
+    Column("ww_maxdist", "float", "rand", "lambda_max - max shuffled eigenvalue"),
+    Column("rand_reason", "text", "rand", "why the shuffled ESD has no MP fit"),
+    Column("detX_num", "int", "detX", "the det X = 1 tail's size", table=True),
+    Column("detX_val", "float", "detX", "its smallest eigenvalue"),
+    Column("detX_val_unrescaled", "float", "detX", "the same, rescaled (WeightWatcher's name)"),
+    Column("num_ERG_spikes", "int", "detX", "= detX_num (WeightWatcher 0.7.7)"),
+    Column("ERG_gap", "float", "detX", "detX_num - num_pl_spikes"),
+    *_compare_columns(),
+    Column("p_gof", "float", "gof", "the CSN bootstrap p-value of the power law"),
+    *_vector_columns(),
+    Column("status", "text", "status", "success or failed", table=True),
+    Column("warning", "text", "status", "over-trained (alpha < 2) or under-trained (alpha > 6)",
+           table=True),
+    Column("reason", "text", "status", "why a layer failed", table=True),
+    Column("dtype", "text", "status", "the tensor's dtype"),
+)
+
+BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+SUMMARY_METRICS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.summary and c.stored)
+TABLE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.table)
+STORED_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.stored)
+
+# describe(): a model's tensors and whether analyze would fit them
+DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "N", "M", "rf",
+                    "num_evals", "analyze", "reason")
+SKIPPED_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "reason")
+
+
+def columns_for(o) -> list[str]:
+    """The columns of ``details`` for these options, in order."""
+    return [c.name for c in COLUMNS if GROUP_WHEN[c.group](o)]
+
+
+def summary_columns(present) -> list[str]:
+    """The summary metrics among ``present`` column names, in column order."""
+    present = set(present)
+    return [c.name for c in COLUMNS if c.summary and c.name in present]
+
+
+def verdict(alpha: float) -> str:
+    """The warning of a fitted layer: 'over-trained' (alpha < 2), 'under-trained' (> 6) or ''."""
+    return ("over-trained" if alpha < OVER_TRAINED else
+            "under-trained" if alpha > UNDER_TRAINED else "")

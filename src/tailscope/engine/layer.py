@@ -1,0 +1,325 @@
+"""One layer: its matrices -> eigenvalues -> the power-law fit and every asked-for diagnostic ->
+a :class:`LayerResult`.
+
+A layer gives one row (its slices' ESDs pooled) or one row per conv slice (``pool=False``). Each
+row's columns are the layer's identity, the spectrum's norms, the fit, then the diagnostics the
+options ask for (comparisons, bootstrap, Marchenko-Pastur, randomized ESD, detX, eigenvectors);
+each diagnostic's failure is NaN and a reason in its own columns, never a number, and never
+stops the layer. A layer that fails before its ESD is one failed row with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..fit import fit_power_law, fit_truncated_power_law
+from ..sources import LayerPlan, LayerRef
+from ..sources.derived import LowRankRef
+from ..sources.layers import matrices
+from ..spectrum import (
+    MPFitError,
+    alpha_metrics,
+    detx,
+    eigenvalues_many,
+    lowrank_eigenvalues,
+    mp_fit,
+    norm_metrics,
+    randomized_esd,
+)
+from ..spectrum.vectors import eigenvectors, vector_summary
+from ..util.errors import one_line
+from ..util.rng import layer_rng, layer_seed
+from .columns import verdict
+from .options import COMPARE_TAGS, FITS
+
+EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
+BATCH_BYTES = 512 * 1024 * 1024  # Gram matrices held at once on the device when batching
+
+
+@dataclass(frozen=True, eq=False)
+class RowResult:
+    """One row of ``Analysis.details`` and what it was computed from.
+
+    ``values``: the row's columns. ``evals``: its ESD, as fitted (scaled; None when the layer
+    failed before it). ``fit``: the :class:`~tailscope.fit.PowerLawFit` (a
+    ``TruncatedPowerLawFit`` with ``fit='TPL'``), ``mp``: the
+    :class:`~tailscope.spectrum.mp.MPFit`, ``randomized``: the
+    :class:`~tailscope.spectrum.randomize.RandomizedESD` — each None when not computed.
+    """
+
+    values: dict
+    evals: np.ndarray | None = None
+    fit: Any = None
+    mp: Any = None
+    randomized: Any = None
+
+    @property
+    def key(self) -> tuple[int, int | None]:
+        """(layer_id, slice_id), slice_id None for a pooled row."""
+        sid = self.values.get("slice_id")
+        return int(self.values["layer_id"]), None if sid is None else int(sid)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerResult:
+    """The rows of one layer (one pooled row, or one per slice), picklable."""
+
+    rows: tuple[RowResult, ...]
+
+    @classmethod
+    def failed(cls, ref: LayerRef, plan: LayerPlan, exc: BaseException) -> LayerResult:
+        """One failed row saying why (the layer could not be read or decomposed)."""
+        return cls((RowResult({**base_row(ref, plan), "status": "failed",
+                               "reason": one_line(exc)}),))
+
+
+def base_row(ref: LayerRef, plan: LayerPlan) -> dict:
+    """The columns every row of a layer has, whatever happens to it."""
+    return {"layer_id": ref.index, "name": ref.name, "module": ref.module,
+            "layer_type": plan.layer_type, "N": plan.N, "M": plan.M,
+            "Q": plan.N / plan.M if plan.M else math.nan, "rf": plan.rf, "dtype": ref.dtype,
+            "warning": "", "reason": ""}
+
+
+def layer_scale(plan: LayerPlan, o) -> float:
+    """The factor applied to a layer's eigenvalues (conv2d_norm, normalize)."""
+    scale = 1.0
+    if o.conv2d_norm and plan.layer_type == "conv2d":
+        scale = 0.5 if o.pool else plan.rf / 2.0
+    if o.normalize:
+        scale /= plan.N
+    return scale
+
+
+def load_matrices(ref: LayerRef) -> list[np.ndarray]:
+    """The layer's 2-D matrices (conv slices, views where possible)."""
+    w = ref.load()
+    if w.dtype.kind not in "f":
+        raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
+    return matrices(ref, w)
+
+
+# --- the fit and its tests ------------------------------------------------------------------------
+def fit_row(evals: np.ndarray, o, key: tuple = ()) -> tuple[dict, Any]:
+    """The power-law (or truncated power-law) columns of one ESD and the fit (NaN columns and a
+    reason when no fit exists), with the asked-for comparisons and bootstrap p-value."""
+    data = evals[evals > EVALS_THRESH]
+    xmax = o.xmax
+    if isinstance(xmax, (int, np.integer)) and not isinstance(xmax, bool):
+        k = -int(xmax)
+        if k > data.size / 2:
+            return {"status": "failed", "reason": f"xmax={xmax} drops more than half of the "
+                                                  f"{data.size} eigenvalues"}, None
+        data, xmax = data[: data.size - k], None
+    elif xmax == "force":
+        xmax = "max"
+    if data.size < 2:
+        return {"status": "failed",
+                "reason": f"{data.size} eigenvalue(s) above {EVALS_THRESH:g}: nothing to fit"}, None
+    kind = FITS[o.fit]
+    if kind == "PL":
+        fit = fit_power_law(data, xmax=xmax, fix_fingers=o.fix_fingers or None,
+                            xmin_max=o.xmin_max, max_fingers=o.max_fingers,
+                            finger_thresh=o.finger_thresh)
+    else:
+        peak = kind == "E_TPL" or o.fix_fingers == "xmin_peak"
+        fit = fit_truncated_power_law(data, xmax=xmax, fix_fingers="xmin_peak" if peak else None,
+                                      xmin_max=o.xmin_max)
+    if not fit.ok:
+        return {"status": "failed", "reason": f"{'power-law' if kind == 'PL' else kind} fit: "
+                                              f"{fit.reason}"}, None
+    row = {"alpha": fit.alpha, "D": fit.D, "xmin": fit.xmin,
+           "xmax": fit.xmax if fit.xmax is not None else float(fit.data[-1]),
+           "sigma": fit.sigma, "num_pl_spikes": int(np.count_nonzero(evals >= fit.xmin)),
+           "status": "success", "reason": ""}
+    if kind != "PL":
+        row["Lambda"] = fit.Lambda
+    if o.fix_fingers == "clip_xmax":
+        row.update(num_fingers=fit.num_fingers, raw_alpha=fit.raw_alpha)
+    row["warning"] = verdict(fit.alpha)
+    row.update(alpha_metrics(evals, fit.alpha))
+    if o.compare_names() or o.gof:
+        pl = fit if kind == "PL" else fit_power_law(data, xmax=xmax)
+        row.update(tests_row(pl, o, key))
+    return row, fit
+
+
+def tests_row(pl, o, key: tuple) -> dict:
+    """R_<model>, p_<model> (power law against each alternative on the power-law tail; R > 0
+    favours the power law) and p_gof (CSN bootstrap, seeded per layer)."""
+    row: dict = {}
+    if not pl.ok:
+        return row
+    for name in o.compare_names():
+        tag = COMPARE_TAGS[name]
+        cmp = pl.compare(name)
+        row[f"R_{tag}"], row[f"p_{tag}"] = cmp.R, cmp.p
+    if o.gof:
+        row["p_gof"] = pl.goodness_of_fit(int(o.gof), seed=layer_seed(o.seed, *key),
+                                          n_jobs=1).p_value
+    return row
+
+
+# --- random-matrix diagnostics --------------------------------------------------------------------
+def ww_oriented(ref: LayerRef, plan: LayerPlan, mats):
+    """The matrices as WeightWatcher holds them (its shuffles permute them in row-major order):
+    conv2d slices made tall (made wide in the Keras layout), other layers as stored."""
+    if mats is None or plan.layer_type != "conv2d":
+        return mats
+    keras = ref.layout == "keras"
+    return [w.T if (w.shape[1] < w.shape[0] if keras else w.shape[0] < w.shape[1]) else w
+            for w in mats]
+
+
+def rmt_row(evals, plan: LayerPlan, o, row: dict, mats, scale: float, rng, backend
+            ) -> tuple[dict, Any, Any]:
+    """The random-matrix diagnostics asked for (MP fit, randomized ESD, detX): (columns, MPFit or
+    None, RandomizedESD or None). Each failure is NaN and a reason in its own column."""
+    out: dict = {}
+    mp = rand = None
+    if o.mp_fit:
+        try:
+            mp = mp_fit(evals, plan.N, plan.M)
+            out.update(mp.as_row(), mp_reason="")
+        except MPFitError as exc:
+            out["mp_reason"] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the layer's other columns stand
+            out["mp_reason"] = one_line(exc)
+    if o.randomize:
+        try:
+            if mats is None:
+                raise ValueError("the layer's matrices were not kept")
+            rand = randomized_esd(
+                mats, evals, plan.N, plan.M, rng, scale=scale,
+                eigvals=lambda w: eigenvalues_many([w], backend, o.method)[0])
+            out.update(rand.as_row(), rand_reason=rand.mp_reason and
+                       f"randomized MP fit: {rand.mp_reason}")
+        except Exception as exc:  # noqa: BLE001 - the layer's other columns stand
+            rand = None
+            out["rand_reason"] = one_line(exc)
+    if o.detX:
+        try:
+            d = detx(evals)
+        except Exception:  # noqa: BLE001 - NaN rather than a stopped layer
+            d = {"detX_num": math.nan, "detX_val": math.nan, "detX_val_unrescaled": math.nan}
+        pl = row.get("num_pl_spikes")
+        out.update(d, num_ERG_spikes=d["detX_num"],
+                   ERG_gap=d["detX_num"] - pl if pl is not None and pl == pl else math.nan)
+    return out, mp, rand
+
+
+def _vector_rows(rows: list[RowResult], mats: list[np.ndarray], plan: LayerPlan, o) -> None:
+    """Add the eigenvector localization columns to a layer's rows (tail: its num_pl_spikes
+    largest eigenvalues; the eigenvectors come from the CPU, whatever the device)."""
+    try:
+        scale = layer_scale(plan, o)
+        pairs = [eigenvectors(m) for m in mats]
+    except Exception as exc:  # noqa: BLE001 - the fit stands; only the vector columns are missing
+        for r in rows:
+            v = r.values
+            v["reason"] = (v["reason"] + "; " if v["reason"] else "") + f"vectors: {one_line(exc)}"
+        return
+    for r in rows:
+        v = r.values
+        if v.get("status") != "success":
+            continue
+        sid = v.get("slice_id")
+        group = pairs if sid is None else [pairs[int(sid)]]
+        evals = np.concatenate([ev * scale for ev, _ in group])
+        v.update(vector_summary(evals, [vec for _, vec in group], n_tail=v["num_pl_spikes"]))
+
+
+# --- a layer's rows -------------------------------------------------------------------------------
+def layer_rows(ref: LayerRef, plan: LayerPlan, o, slices: list[np.ndarray],
+               mats: list[np.ndarray] | None = None, backend=None) -> LayerResult:
+    """A layer's rows (one pooled, or one per slice) from its unscaled eigenvalues (``slices``:
+    one array per matrix), with the diagnostics that need only eigenvalues, plus those that need
+    the matrices (``mats``) when given."""
+    base = base_row(ref, plan)
+    scale = layer_scale(plan, o)
+    slices = [s * scale for s in slices]
+    groups = [(None, slices)] if o.pool else [(i, [s]) for i, s in enumerate(slices)]
+    # one generator per layer, from (seed, layer id): the same shuffles whatever the job order
+    rng = layer_rng(o.seed, ref.index) if o.randomize else None
+    rows = []
+    for slice_id, group in groups:
+        evals = np.sort(np.concatenate(group)) if len(group) > 1 else group[0]
+        values = dict(base, slice_id=slice_id)
+        fit = mp = rand = None
+        try:
+            values.update(norm_metrics(evals, group, plan.N, o.tolerance))
+            if not values["lambda_max"] > 0:
+                values.update(status="failed", reason="an all-zero matrix: no spectrum to fit")
+            else:
+                more, fit = fit_row(evals, o, (ref.index, slice_id))
+                values.update(more)
+        except Exception as exc:  # noqa: BLE001 - any failure is this row's reason
+            values.update(status="failed", reason=one_line(exc))
+        if values.get("lambda_max", 0) > 0:
+            oriented = ww_oriented(ref, plan, mats)
+            group_mats = None if mats is None else \
+                (oriented if slice_id is None else [oriented[slice_id]])
+            more, mp, rand = rmt_row(evals, plan, o, values, group_mats, scale, rng, backend)
+            values.update(more)
+        rows.append(RowResult(values, evals, fit, mp, rand))
+    return LayerResult(tuple(rows))
+
+
+def analyze_layer(ref: LayerRef, plan: LayerPlan, o, backend) -> LayerResult:
+    """Read one layer, compute its eigenvalues on ``backend`` and analyse them."""
+    try:
+        if isinstance(ref, LowRankRef):  # a LoRA update: its r eigenvalues from the factors
+            slices = [lowrank_eigenvalues(*ref.load_factors())]
+            mats = [ref.load()] if (o.randomize or o.vectors) else None  # both need the product
+        else:
+            mats = load_matrices(ref)
+            slices = eigenvalues_many(mats, backend, o.method)
+    except Exception as exc:  # noqa: BLE001 - any failure becomes this layer's reason
+        return LayerResult.failed(ref, plan, exc)
+    result = layer_rows(ref, plan, o, slices, mats, backend)
+    if o.vectors:
+        _vector_rows(list(result.rows), mats, plan, o)
+    return result
+
+
+def analyze_batch(batch: list[tuple[LayerRef, LayerPlan]], o, backend) -> list[LayerResult]:
+    """Consecutive dense layers of one shape: one batched eigensolver call on the device."""
+    if len(batch) == 1:
+        return [analyze_layer(*batch[0], o, backend)]
+    loaded, results = [], [None] * len(batch)
+    for i, (ref, plan) in enumerate(batch):
+        try:
+            loaded.append((i, load_matrices(ref)))
+        except Exception as exc:  # noqa: BLE001
+            results[i] = LayerResult.failed(ref, plan, exc)
+    try:
+        evs = eigenvalues_many([m for _, mats in loaded for m in mats], backend, o.method)
+    except Exception:  # noqa: BLE001 - e.g. NaN in one layer: redo them one by one
+        for i, _ in loaded:
+            results[i] = analyze_layer(*batch[i], o, backend)
+        return results
+    for (i, mats), ev in zip(loaded, evs):
+        results[i] = layer_rows(*batch[i], o, [ev], mats, backend)
+        if o.vectors:
+            _vector_rows(list(results[i].rows), mats, batch[i][1], o)
+    return results
+
+
+def batches(todo: list[tuple[LayerRef, LayerPlan]], backend) -> list[list]:
+    """Group consecutive 2-D layers of the same shape (only worth it on a torch device)."""
+    if not backend.name.startswith("torch"):
+        return [[item] for item in todo]
+    groups: list[list] = []
+    for ref, plan in todo:
+        last = groups[-1] if groups else None
+        if (last and plan.rf == 1 and last[0][1].rf == 1 and not isinstance(ref, LowRankRef)
+                and not isinstance(last[0][0], LowRankRef) and last[0][0].shape == ref.shape
+                and (len(last) + 1) * plan.M * plan.M * 8 <= BATCH_BYTES):
+            last.append((ref, plan))
+        else:
+            groups.append([(ref, plan)])
+    return groups

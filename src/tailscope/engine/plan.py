@@ -1,0 +1,86 @@
+"""Planning: which tensors of a source are analysed, as what, and why the others are not.
+
+Nothing here reads a tensor: the plan comes from names and shapes (``sources.plan_layer``), so
+``describe`` is instant on any model.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator
+
+from ..sources import LayerPlan, LayerRef, Source, open_source, plan_layer
+from ..sources.derived import derive
+from ..sources.split import expand
+from .options import layer_rules
+
+
+def selector(layers) -> Callable[[LayerRef, LayerPlan], bool]:
+    """The ``layers=`` option as a predicate on (ref, plan): ids, types or name globs (keep), or
+    the same with '-' / negative ids (skip)."""
+    keeps, skips = layer_rules(layers)
+    if not keeps and not skips:
+        return lambda ref, plan: True
+
+    def hit(ref: LayerRef, plan: LayerPlan, rules) -> bool:
+        for kind, value in rules:
+            if kind == "id" and ref.index == value:
+                return True
+            if kind == "type" and plan.layer_type == value:
+                return True
+            if kind == "glob" and (fnmatch.fnmatchcase(ref.name, value)
+                                   or fnmatch.fnmatchcase(ref.module, value)):
+                return True
+        return False
+
+    if keeps:
+        return lambda ref, plan: hit(ref, plan, keeps)
+    return lambda ref, plan: not hit(ref, plan, skips)
+
+
+def size_skip(plan: LayerPlan, o) -> str:
+    """Why a layer is too small or too large for the options ('' when it is not)."""
+    count = plan.num_evals if o.pool else plan.M
+    if plan.M == 0:
+        return f"an empty matrix ({plan.N} x 0)"
+    if o.min_evals and count < o.min_evals:
+        return f"{count} eigenvalues < min_evals={o.min_evals}"
+    if o.max_evals and count > o.max_evals:
+        return f"{count} eigenvalues > max_evals={o.max_evals}"
+    if o.max_N and plan.N > o.max_N:
+        return f"N={plan.N} > max_N={o.max_N}"
+    return ""
+
+
+def planned(src: Source, o) -> Iterator[tuple[LayerRef, LayerPlan, str]]:
+    """(ref, plan, reason) for every tensor (and every part of a split one), in model order;
+    reason '' means it is analysed."""
+    keep = selector(o.layers)
+    for ref in expand(src, split=o.split, heads=o.heads):
+        plan = plan_layer(ref)
+        reason = plan.skip or ("" if keep(ref, plan) else "not selected by layers=") or \
+            size_skip(plan, o)
+        yield ref, plan, reason
+
+
+def skipped_row(ref: LayerRef, plan: LayerPlan, reason: str) -> dict:
+    return {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
+            "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype, "reason": reason}
+
+
+def plan(src: Source, o) -> tuple[list[tuple[LayerRef, LayerPlan]], list[dict]]:
+    """(the layers to analyse as (ref, plan), the skipped tensors as rows with their reason)."""
+    todo, skipped = [], []
+    for ref, lp, reason in planned(src, o):
+        if reason:
+            skipped.append(skipped_row(ref, lp, reason))
+        else:
+            todo.append((ref, lp))
+    return todo, skipped
+
+
+def open_model(source, *, trust_pickle: bool = False, base_model=None, peft=False) -> Source:
+    """The model, or its delta from ``base_model``, or its LoRA layers (``peft``)."""
+    src = open_source(source, trust_pickle=trust_pickle)
+    base = None if base_model is None else open_source(base_model, trust_pickle=trust_pickle)
+    return derive(src, base=base, peft=peft)

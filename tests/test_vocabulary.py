@@ -1,0 +1,185 @@
+"""Rule 2 of docs/DESIGN.md: every vocabulary is declared once and every consumer follows the
+declaration — options (docstrings, CLI, compat), columns (details, summary, store, report),
+extras (pyproject, the optional-import messages)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tailscope
+from tailscope import compat
+from tailscope.engine import columns as cols
+from tailscope.engine import options as opts
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "tailscope"
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+
+# --- options ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("option", opts.OPTIONS, ids=lambda o: o.name)
+def test_every_option_is_documented_reachable_and_checked(option):
+    assert re.search(rf"^\s+{re.escape(option.name)} : ", tailscope.analyze.__doc__, re.M), \
+        f"{option.name} is not in analyze's docstring"
+    assert option.group in opts.GROUPS
+    assert option.doc and option.type
+    # a CLI flag, or the reason it has none
+    assert option.flag is not None or option.api_only, f"{option.name}: no flag and no reason"
+    # compat: under its own name, an alias, or WeightWatcher's name translated
+    assert option.name in compat.PASSED
+    if option.ww and option.ww != option.name:
+        assert option.ww in compat.TRANSLATED, f"{option.ww} (-> {option.name}) not translated"
+    if option.field:
+        assert option.name in opts.Options.__dataclass_fields__
+        assert getattr(opts.Options(), option.name) == option.default
+        assert option.check is None or option.check(option.default) == "", option.name
+
+
+def test_options_value_is_exactly_the_declared_fields():
+    assert list(opts.Options.__dataclass_fields__) == [o.name for o in opts.OPTIONS if o.field]
+
+
+@pytest.mark.parametrize("bad", [{"min_evals": -1}, {"fit": "XX"}, {"jobs": 0}, {"pool": "no"},
+                                 {"compare": ["gamma"]}, {"xmax": 0}, {"seed": -3},
+                                 {"layers": [True]}, {"min_evls": 3}, {"gof": 1.5}])
+def test_bad_options_are_one_line_value_errors_naming_the_option(bad):
+    with pytest.raises(ValueError) as err:
+        opts.make_options(**bad)
+    (name,) = bad
+    assert name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_erg_alias_is_detx_everywhere():
+    assert opts.make_options(ERG=True).detX is True
+    with pytest.raises(ValueError, match="disagree"):
+        opts.make_options(ERG=True, detX=False)
+
+
+# --- columns: every declared column reaches details, the summary, the store, the report ---------
+def _model(tmp_path) -> Path:
+    from tailscope.sources.safetensors import write_safetensors
+
+    rng = np.random.default_rng(0)
+    tensors = {"embed.weight": rng.standard_t(3, (120, 40)).astype(np.float32),
+               "conv.weight": rng.standard_t(3, (24, 12, 3, 3)).astype(np.float32),
+               "fc.weight": rng.standard_t(3, (60, 50)).astype(np.float32),
+               "fc.bias": np.zeros(60, np.float32)}
+    path = tmp_path / "m.safetensors"
+    write_safetensors(path, tensors)
+    return path
+
+
+@pytest.fixture(scope="module")
+def analyses(tmp_path_factory):
+    path = _model(tmp_path_factory.mktemp("vocab"))
+    everything = dict(mp_fit=True, randomize=True, detX=True, vectors=True, compare="all", gof=2,
+                      seed=0, pool=False)
+    return path, [tailscope.analyze(path, fit="TPL", **everything),
+                  tailscope.analyze(path, fix_fingers="clip_xmax", **everything)]
+
+
+def test_every_declared_column_reaches_details(analyses):
+    _, runs = analyses
+    seen = set()
+    for a in runs:
+        o = opts.make_options(**{k: v for k, v in a.options.items()
+                                 if k in opts.Options.__dataclass_fields__})
+        assert list(a.details.columns) == cols.columns_for(o)
+        seen |= set(a.details.columns)
+    assert seen == {c.name for c in cols.COLUMNS}
+
+
+def test_every_summary_column_is_summarised(analyses):
+    _, runs = analyses
+    for a in runs:
+        s = a.summary()
+        assert [k for k in s if k in cols.BY_NAME] == cols.summary_columns(a.details.columns)
+
+
+def test_every_declared_column_reaches_the_store(analyses, tmp_path):
+    pytest.importorskip("sqlalchemy")
+    from tailscope.zoo import open_store
+
+    _, runs = analyses
+    store = open_store(tmp_path / "r.db")
+    for i, a in enumerate(runs):
+        store.write_model("k", 1, {"name": f"m{i}", "source": "m", "group": "", "quality": {}},
+                          {"status": "success", "summary": a.summary(), "details": a.details})
+        back = store.details(f"m{i}", "k")
+        assert list(back.columns) == list(a.details.columns)
+    store.close()
+
+
+def test_every_declared_column_reaches_the_report(analyses, tmp_path):
+    pytest.importorskip("matplotlib")
+    import base64
+    import io
+
+    import pandas as pd
+
+    _, runs = analyses
+    for a in runs:
+        page = a.to_html(tmp_path / "r.html", layer_figures=False).read_text()
+        table = re.search(r'href="data:text/csv;base64,([^"]+)"', page)
+        assert table, "the report offers the whole per-layer table"
+        back = pd.read_csv(io.BytesIO(base64.b64decode(table[1])))
+        assert list(back.columns) == list(a.details.columns)
+        for c in cols.TABLE_COLUMNS:
+            if c in a.details.columns:
+                assert f">{c}</th>" in page
+
+
+def test_an_undeclared_column_is_an_error_not_a_silent_drop():
+    from tailscope.engine.layer import LayerResult, RowResult
+    from tailscope.engine.result import details_frame
+
+    with pytest.raises(RuntimeError, match="undeclared column"):
+        details_frame([LayerResult((RowResult({"layer_id": 0, "surprise": 1.0}),))],
+                      opts.make_options())
+
+
+# --- extras ----------------------------------------------------------------------------------
+def test_every_extra_named_in_messages_exists_in_pyproject():
+    from tailscope.util.optional import EXTRAS
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for module, (package, extra) in EXTRAS.items():
+        assert extra in declared, f"{module}: extra {extra!r} is not in pyproject.toml"
+        wanted = package.split("[")[0].lower().replace("_", "-")
+        assert any(req.lower().replace("_", "-").startswith(wanted) for req in declared[extra]), \
+            f"{package} is not in the {extra!r} extra"
+
+
+def test_optional_imports_go_through_require():
+    """No hand-written ``try: import x / except ImportError`` guard outside util/optional.py."""
+    bad = []
+    for path in SRC.rglob("*.py"):
+        if path.name == "optional.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Try) and any(
+                    isinstance(h.type, ast.Name) and h.type.id in ("ImportError",
+                                                                    "ModuleNotFoundError")
+                    for h in node.handlers):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, "hand-written optional-import guards: " + ", ".join(bad)
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
+    from tailscope.util.optional import MissingExtra, require
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    with pytest.raises(MissingExtra, match=r"pip install 'tailscope\[rank\]'") as err:
+        require("sklearn", "choosing K")
+    assert isinstance(err.value, ValueError) and isinstance(err.value, ImportError)
