@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,27 +19,21 @@ from typing import Any
 
 import pandas as pd
 
-from .. import __version__
-from ..analysis import Options
-from ._dask import dashboard_link, dask_client
+from .._version import __version__
+from ..console import Progress
+from ..engine.dask import dashboard_link, dask_client
+from ..engine.options import make_options, result_key
+from ..util.errors import one_line
 from .manifest import quality_columns, read_manifest
 from .store import Store, open_store
 
-# options that change how, not what, is computed: not part of the resume key
-_NOT_IN_KEY = ("jobs", "device")
-
 
 def options_key(options: dict) -> str:
-    """The resume key: a hash of the tailscope version and the result-changing options."""
-    text = json.dumps({"version": __version__,
-                       "options": {k: v for k, v in options.items() if k not in _NOT_IN_KEY}},
+    """The resume key: a hash of the tailscope version and the options that change what is
+    computed (not ``jobs`` or ``device``, which change how)."""
+    text = json.dumps({"version": __version__, "options": result_key(make_options(**options))},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def analyze_model(path: str, options: dict, blas_threads: int = 1,
@@ -63,46 +56,10 @@ def analyze_model(path: str, options: dict, blas_threads: int = 1,
         with threadpool_limits(limits=int(blas_threads), user_api="blas"):
             a = analyze(path, trust_pickle=trust_pickle, **options)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be read is a failed row
-        return {"status": "failed", "reason": _one_line(exc),
+        return {"status": "failed", "reason": one_line(exc),
                 "seconds": time.perf_counter() - t0, "worker": worker}
     return {"status": "success", "reason": "", "summary": a.summary(), "details": a.details,
             "read": a.source, "seconds": time.perf_counter() - t0, "worker": worker}
-
-
-class ZooProgress:
-    """Models done / failed / ETA on stderr: one rewritten line on a terminal, else a line per
-    model at most every 5 s."""
-
-    def __init__(self, enabled: bool = True, stream=None):
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.start = self.last = time.monotonic()
-
-    def note(self, text: str) -> None:
-        if self.enabled:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-
-    def __call__(self, done: int, failed: int, total: int, name: str) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        elapsed = now - self.start
-        eta = elapsed / done * (total - done) if done else 0.0
-        text = (f"models {done}/{total} done, {failed} failed, {_hms(elapsed)} elapsed, "
-                f"ETA {_hms(eta)}  {name[-40:]}")
-        if self.tty:
-            self.stream.write("\r" + text.ljust(100) + ("\n" if done == total else ""))
-        elif now - self.last >= 5.0 or done == total:
-            self.last = now
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-
-def _hms(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 @dataclass(frozen=True, repr=False)
@@ -142,7 +99,7 @@ class ZooRun:
 
 def run_zoo(manifest, *, store: Any = "results.db", scheduler=None, workers: int | None = None,
             threads_per_worker: int = 1, blas_threads: int = 1, force: bool = False,
-            trust_pickle: bool = False, progress: bool | ZooProgress = True,
+            trust_pickle: bool = False, progress: bool | Progress = True,
             connect_timeout: float = 10.0, **options) -> ZooRun:
     """Analyse every model of a manifest on Dask and store the results.
 
@@ -162,8 +119,10 @@ def run_zoo(manifest, *, store: Any = "results.db", scheduler=None, workers: int
         Recompute models already finished under the same options (default: skip them).
     trust_pickle : bool
         Allow PyTorch pickles that need code execution.
-    progress : bool or ZooProgress
-        Models done / failed / ETA on stderr.
+    progress : bool or tailscope.console.Progress
+        Models done / failed / ETA on stderr (True: a :class:`~tailscope.console.Progress` of
+        models; or your own, which may be any callable ``(done, total, name, failed=)`` with a
+        ``note(text)`` method).
     connect_timeout : float
         Seconds to wait for ``scheduler``.
     **options
@@ -179,14 +138,13 @@ def run_zoo(manifest, *, store: Any = "results.db", scheduler=None, workers: int
         Before any work starts: the manifest, the store or the scheduler cannot be used.
     """
     t0 = time.perf_counter()
-    o = Options(**options)
-    o.check()
-    opts = dict(o.__dict__)
+    opts = make_options(**options).as_dict()
     table = read_manifest(manifest)
     qcols = quality_columns(table)
     db = open_store(store)
     key = options_key(opts)
-    report = progress if isinstance(progress, ZooProgress) else ZooProgress(bool(progress))
+    own = isinstance(progress, bool)
+    report = Progress("models", quiet=not progress) if own else progress
     finished = set() if force else db.finished_names(key)
     todo = [r for r in table.to_dict("records") if r["name"] not in finished]
     resumed = len(table) - len(todo)
@@ -196,31 +154,35 @@ def run_zoo(manifest, *, store: Any = "results.db", scheduler=None, workers: int
     run_id = db.start_run(key, __version__, opts, str(Path(manifest).resolve()),
                           str(scheduler or "LocalCluster"), len(table))
     failed = 0
-    if todo:
-        task_opts = dict(opts, jobs=1)
-        with dask_client(scheduler, workers=workers, threads_per_worker=threads_per_worker,
-                         timeout=connect_timeout) as client:
-            from distributed import as_completed
+    try:
+        if todo:
+            task_opts = opts
+            with dask_client(scheduler, workers=workers, threads_per_worker=threads_per_worker,
+                             timeout=connect_timeout) as client:
+                from distributed import as_completed
 
-            link = dashboard_link(client)
-            if link:
-                report.note(f"Dask dashboard: {link}")
-            futures = {client.submit(analyze_model, row["path"], task_opts, blas_threads,
-                                     trust_pickle, pure=False,
-                                     key=f"tailscope-zoo-{i}-{time.time_ns()}"): row
-                       for i, row in enumerate(todo)}
-            for done, fut in enumerate(as_completed(futures), 1):
-                row = futures[fut]
-                try:
-                    result = fut.result()
-                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after retries
-                    result = {"status": "failed", "reason": f"task lost: {_one_line(exc)}"}
-                entry = {"name": row["name"], "source": row["source"], "group": row["group"],
-                         "quality": {c: row[c] for c in qcols}}
-                db.write_model(key, run_id, entry, result)
-                failed += result["status"] != "success"
-                report(done, failed, len(todo), row["name"])
-                fut.release()
+                link = dashboard_link(client)
+                if link:
+                    report.note(f"Dask dashboard: {link}")
+                futures = {client.submit(analyze_model, row["path"], task_opts, blas_threads,
+                                         trust_pickle, pure=False,
+                                         key=f"tailscope-zoo-{i}-{time.time_ns()}"): row
+                           for i, row in enumerate(todo)}
+                for done, fut in enumerate(as_completed(futures), 1):
+                    row = futures[fut]
+                    try:
+                        result = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after retries
+                        result = {"status": "failed", "reason": f"task lost: {one_line(exc)}"}
+                    entry = {"name": row["name"], "source": row["source"], "group": row["group"],
+                             "quality": {c: row[c] for c in qcols}}
+                    db.write_model(key, run_id, entry, result)
+                    failed += result["status"] != "success"
+                    report(done, len(todo), row["name"], failed=failed)
+                    fut.release()
+    finally:
+        if own:  # the terminal bar stops even when the run fails
+            report.close()
     db.finish_run(run_id, len(todo) - failed, failed, resumed)
     models = db.models_table(key)
     order = {n: i for i, n in enumerate(table["name"])}

@@ -1,0 +1,91 @@
+"""The ``tailscope`` command line: a registry of commands, one module each.
+
+A command is a :class:`~tailscope.cli.common.Command` (name, help, description, a function adding
+its own arguments, the analysis options it takes, a run function); adding one is a module and a
+line in ``COMMANDS``. The analysis flags are generated from ``tailscope.engine.options.OPTIONS``,
+so every command that analyses takes the same flags with the same meaning.
+
+Exit codes: 0 success, 2 bad input (one line on stderr: ``tailscope: error: ...``), 1 internal
+error (one line), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._version import __version__
+from . import analyze, demo, describe, fit, rank, report, smooth, zoo
+from .common import Command, InputError, add_options
+
+# the commands, in the order --help lists them
+COMMANDS: tuple[Command, ...] = (
+    fit.COMMAND,
+    analyze.COMMAND,
+    smooth.COMMAND,
+    zoo.COMMAND,
+    report.COMMAND,
+    describe.COMMAND,
+    rank.COMMAND,
+    demo.COMMAND,
+)
+
+__all__ = ["COMMANDS", "Command", "InputError", "build_parser", "main"]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (exit 2). ``commands``: the subcommands' parsers by
+    name (on the top-level parser)."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def option_strings(self) -> set[str]:
+        """Every option string this parser accepts ('--layers', '-o', ...)."""
+        return {s for action in self._actions for s in action.option_strings}
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("tailscope").strip()
+        self.exit(2, f"tailscope: error: {where + ': ' if where else ''}{_one_line(message)}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tailscope",
+        description="Heavy-tailed spectral analysis: power-law fits of eigenvalue spectra.")
+    parser.add_argument("--version", action="version", version=f"tailscope {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = {}
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.description)
+        command.arguments(p)
+        add_options(p, command.options)
+        p.set_defaults(run=command.run)
+        parser.commands[command.name] = p
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad flag (already reported)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    try:
+        return args.run(args)
+    except (InputError, ValueError) as exc:  # ValueError: SourceError, StoreError, MissingExtra...
+        print(f"tailscope: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tailscope: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # an internal error: say so in one line, exit 1
+        from ..util.errors import one_line
+
+        print(f"tailscope: internal error: {one_line(exc)}", file=sys.stderr)
+        return 1

@@ -1,0 +1,54 @@
+"""``tailscope analyze``: every weight matrix of a model, then the model's summary."""
+
+from __future__ import annotations
+
+import sys
+
+from .common import Command, add_quiet, add_source, check_output, given_options, option_names, print_analysis
+
+OPTIONS = option_names("source", "select", "esd", "fit", "diagnostics")
+
+
+def arguments(p) -> None:
+    add_source(p)
+    p.add_argument("--out", metavar="FILE", help="write the per-layer table (.csv, .json or "
+                                                 ".parquet), atomically")
+    p.add_argument("--plot", metavar="DIR", help="save each layer's figures to DIR")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="spread the layers over a Dask cluster (tcp://HOST:PORT); each worker "
+                        "reads only its own tensors")
+    add_quiet(p, "no table, no progress bar")
+
+
+def run(args) -> int:
+    from ..analysis import analyze
+    from ..console import Progress
+
+    options = given_options(args, OPTIONS)
+    if args.out:
+        check_output(args.out, "--out", (".csv", ".json", ".parquet"),
+                     "use a .csv, .json or .parquet file name")
+    with Progress("layers", quiet=args.quiet) as progress:
+        analysis = analyze(args.source, progress=progress, scheduler=args.scheduler, **options)
+    if options.get("randomize") and options.get("seed") is None:  # so the run can be repeated
+        print(f"randomize: seed {analysis.options['seed']} (--seed to repeat)", file=sys.stderr)
+    if not args.quiet:
+        print_analysis(analysis)
+    if args.out:
+        analysis.save(args.out)
+        if not args.quiet:
+            print(f"wrote {args.out}")
+    if args.plot:
+        from ..plots import layer_figures
+
+        paths = layer_figures(analysis, args.plot)
+        if not args.quiet:
+            print(f"wrote {len(paths)} layer figures to {args.plot}")
+    return 0
+
+
+COMMAND = Command(
+    name="analyze", help="analyse every weight matrix of a model",
+    description="Per layer: the ESD of W^T W, its power-law fit (alpha, D, xmin) and "
+                "WeightWatcher's metrics; then the model summary.",
+    arguments=arguments, run=run, options=OPTIONS)

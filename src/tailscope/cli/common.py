@@ -1,0 +1,223 @@
+"""What the commands share: the command object, the analysis flags generated from
+``engine.options.OPTIONS``, errors, reading numbers, JSON-safe values and the analysis table."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.options import BY_NAME, GROUPS, OPTIONS
+
+
+class InputError(Exception):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``tailscope <name>``.
+
+    ``arguments(parser)`` adds the command's own arguments; ``options``: the analysis options it
+    takes (names of ``OPTIONS``, usually from :func:`option_names`), added as flags in argument
+    groups titled by ``GROUPS``; ``run(args) -> exit code``. The values of the analysis flags the
+    user gave are ``given_options(args, command.options)``.
+    """
+
+    name: str
+    help: str
+    description: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    options: tuple[str, ...] = ()
+
+
+def option_names(*groups: str, plus: Iterable[str] = (), minus: Iterable[str] = ()
+                 ) -> tuple[str, ...]:
+    """The names of the options with a flag in ``groups`` (keys of ``GROUPS``), with ``plus``
+    added and ``minus`` left out, in ``OPTIONS``' order."""
+    for g in groups:
+        if g not in GROUPS:
+            raise KeyError(f"no option group {g!r}")
+    extra, drop = set(plus), set(minus)
+    for name in extra | drop:
+        if name not in BY_NAME:
+            raise KeyError(f"no option {name!r}")
+    return tuple(o.name for o in OPTIONS if o.flag is not None and o.name not in drop
+                 and (o.group in groups or o.name in extra))
+
+
+def _help(opt) -> str:
+    text = opt.help
+    if not (opt.flag and opt.flag.help) and text[:2].istitle():  # a sentence of the docs
+        text = text[0].lower() + text[1:]
+    d = opt.default
+    if (opt.flag.kwargs.get("action") not in ("store_true", "store_false", "append")
+            and d is not None and not isinstance(d, bool) and "default" not in text
+            and str(d) not in text):
+        text += f" (default: {d})"
+    return text
+
+
+def add_option(parser, name: str, *, help: str | None = None, suppress: bool = True) -> None:
+    """Add the flag of option ``name`` (dest: the option's name). With ``suppress`` (the
+    default) only a given flag sets its attribute, so only given flags reach the call."""
+    opt = BY_NAME[name]
+    kwargs = dict(opt.flag.kwargs)
+    if suppress:
+        kwargs["default"] = argparse.SUPPRESS
+    text = (help or _help(opt)).replace("%", "%%")  # argparse formats help with %
+    parser.add_argument(*opt.flag.names, dest=opt.name, help=text, **kwargs)
+
+
+def add_options(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """The analysis flags ``names``, one argument group per option group, titled by ``GROUPS``."""
+    names = set(names)
+    for group, title in GROUPS.items():
+        chosen = [o for o in OPTIONS if o.group == group and o.name in names]
+        if chosen:
+            g = parser.add_argument_group(title)
+            for o in chosen:
+                add_option(g, o.name)
+
+
+def given_options(args: argparse.Namespace, names: Iterable[str]) -> dict:
+    """The options whose flags were given, each value through its flag's parser."""
+    out = {}
+    for name in names:
+        if not hasattr(args, name):
+            continue
+        flag = BY_NAME[name].flag
+        value = getattr(args, name)
+        if flag.parse is not None:
+            try:
+                value = flag.parse(value)
+            except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+                raise InputError(f"{flag.names[0]}: {exc}") from None
+        out[name] = value
+    return out
+
+
+def add_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a safetensors file or sharded folder, a PyTorch "
+                                       ".bin/.pt/.pth or TorchScript file, an ONNX model, a Keras "
+                                       ".h5/.keras, a .npz/.npy, a model folder, or a Hugging Face "
+                                       "id owner/name")
+
+
+def add_quiet(parser: argparse.ArgumentParser, what: str = "no progress bar") -> None:
+    parser.add_argument("--quiet", action="store_true", help=what)
+
+
+def seed_help(what: str, default: str = "fresh") -> str:
+    """The one wording of every --seed."""
+    return f"seed of {what} (default: {default})"
+
+
+def jobs_help(what: str, default: str = "1") -> str:
+    """The one wording of every --jobs."""
+    return f"{what} at once (default: {default})"
+
+
+# --- values ---------------------------------------------------------------------------------------
+def read_values(path: str) -> np.ndarray:
+    """Numbers from a .npy file, or a text file with one number per line ('-': stdin).
+
+    Blank lines and lines starting with '#' are skipped; of a CSV line, the first field.
+    """
+    if path != "-" and Path(path).suffix.lower() == ".npy":
+        from ..sources.numpy import read_array
+
+        try:
+            return np.asarray(read_array(path))
+        except ValueError as exc:  # SourceError: no such file, pickled objects, damaged
+            raise InputError(f"cannot read {exc}") from None
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    values = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        try:
+            values.append(float(s.split(",")[0]))
+        except ValueError:
+            raise InputError(f"{path}, line {lineno}: {s[:40]!r} is not a number") from None
+    if not values:
+        raise InputError(f"{path} holds no numbers")
+    return np.asarray(values)
+
+
+def fmt(v) -> str:
+    """A number in a sentence: 6 significant digits, NaN as 'nan', None as '-'."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def json_safe(v):
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def check_output(path: str, flag: str, suffixes: tuple[str, ...], what: str, *,
+                 folder_exists: bool = True) -> Path:
+    """An output file name: one of ``suffixes``, not a folder, in a folder that exists (unless
+    the writer creates it: ``folder_exists=False``)."""
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise InputError(f"{flag} {path}: {what}")
+    if out.exists() and out.is_dir():
+        raise InputError(f"{flag} {path}: is a folder")
+    if folder_exists and not out.resolve().parent.exists():
+        raise InputError(f"{flag} {path}: the folder does not exist")
+    return out
+
+
+# --- the analysis in the terminal -------------------------------------------------------------------
+def print_analysis(analysis) -> None:
+    """The per-layer table (the table columns present, without the free-text reasons), the failed
+    layers with their reason, then the summary lines."""
+    from ..console import print_table
+    from ..engine.columns import BY_NAME as COLUMN
+    from ..engine.columns import OVER_TRAINED, TABLE_COLUMNS, UNDER_TRAINED, summary_columns
+
+    d = analysis.details
+    cols = [c for c in TABLE_COLUMNS if c in d.columns and c not in ("reason", "mp_reason")]
+    if len(d):
+        shown = d[cols].copy()
+        for c in cols:  # integer columns with NaN (not computed) are float: show them as ints
+            if COLUMN[c].dtype == "int" and shown[c].dtype.kind == "f":
+                try:
+                    shown[c] = shown[c].astype("Int64")
+                except (TypeError, ValueError):
+                    pass
+        print_table(shown)
+    else:
+        print("(no layer analysed)")
+    failed = d[d["status"] == "failed"] if len(d) else d
+    for _, row in failed.iterrows():
+        print(f"failed: layer {row['layer_id']} {row['name']}: {row['reason']}")
+    s = analysis.summary()
+    print()
+    print(f"{analysis.source}")
+    print(f"layers: {s['layers']} analysed ({s['success']} fitted, {s['failed']} failed), "
+          f"{s['skipped']} tensors skipped; {s['over_trained']} over-trained "
+          f"(alpha < {OVER_TRAINED:g}), {s['under_trained']} under-trained "
+          f"(alpha > {UNDER_TRAINED:g})")
+    print("mean  " + "  ".join(f"{k} {s[k]:.4g}" for k in summary_columns(d.columns) if k in s))

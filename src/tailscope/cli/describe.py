@@ -1,0 +1,33 @@
+"""``tailscope describe``: a model's layers and whether analyze would fit them, nothing computed."""
+
+from __future__ import annotations
+
+from .common import Command, add_source, given_options, option_names
+
+OPTIONS = option_names("source", "select")
+
+
+def arguments(p) -> None:
+    add_source(p)
+
+
+def run(args) -> int:
+    from ..analysis import describe
+    from ..console import print_table
+    from ..engine.plan import open_model
+
+    options = given_options(args, OPTIONS)
+    source = {k: options.pop(k) for k in ("trust_pickle", "base_model", "peft") if k in options}
+    src = open_model(args.source, **source)
+    table = describe(src, **options)
+    print(src.describe())
+    print_table(table, [c for c in table.columns if c != "dtype"])
+    print(f"{int(table['analyze'].sum())} of {len(table)} tensors would be analysed")
+    return 0
+
+
+COMMAND = Command(
+    name="describe", help="list a model's layers without computing anything",
+    description="Each tensor of a model (and each part of a split one) with its shape and "
+                "whether `tailscope analyze` with the same selection options would fit it.",
+    arguments=arguments, run=run, options=OPTIONS)

@@ -1,0 +1,92 @@
+"""``tailscope rank``: K for LSA / truncated SVD from the power-law tail of the eigenvalues."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .common import Command, InputError, seed_help
+
+
+def arguments(p) -> None:
+    p.add_argument("input", help="a folder of text files, a .csv, '20newsgroups', or a .npy/.npz "
+                                 "matrix (samples x features)")
+    p.add_argument("--text-column", help="the CSV column holding the text (default: text)")
+    p.add_argument("--min-df", type=int, default=2,
+                   help="TF-IDF: ignore terms in fewer documents (default: 2)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--exact", action="store_true", help="every eigenvalue (dense Gram)")
+    mode.add_argument("--adaptive", action="store_true", help="top eigenvalues in growing blocks")
+    p.add_argument("--max-components", type=int, metavar="N")
+    p.add_argument("--plot", metavar="DIR", help="write the figures to DIR")
+    p.add_argument("--out", metavar="FILE.npy", help="save the K-dimensional latent space")
+    p.add_argument("--terms", type=int, metavar="N", help="print the top N terms of the leading "
+                                                          "components")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help=seed_help("the sparse solver's start vector", "0"))
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add .npy to the temporary name
+        np.save(f, array)
+
+
+def run(args) -> int:
+    from ..util.optional import require
+
+    require("sklearn", "tailscope rank")  # MissingExtra names tailscope[rank]: exit 2
+    from ..console import print_table
+    from ..rank import PowerLawSVD, load_input, select_rank, tfidf
+
+    if args.out and Path(args.out).suffix.lower() != ".npy":
+        raise InputError(f"--out {args.out}: the latent space is written as .npy")
+    kind, data, _ = load_input(args.input, text_column=args.text_column)
+    vectorizer = None
+    if kind == "texts":
+        X, vectorizer = tfidf(data, min_df=args.min_df)
+    else:
+        X = data
+    exact = True if args.exact else False if args.adaptive else None
+    sel = select_rank(X, exact=exact, max_components=args.max_components, random_state=args.seed)
+    shape = f"{X.shape[0]} x {X.shape[1]}"
+    what = "TF-IDF documents x terms" if kind == "texts" else "matrix"
+    print(f"{args.input}: {what} {shape}; {sel.eigenvalues.size} eigenvalues "
+          f"({'all' if sel.exact else 'top, adaptive'})")
+    if sel.fit.ok:
+        print(f"K = {sel.k}  (power-law tail: alpha {sel.fit.alpha:.4g}, xmin {sel.fit.xmin:.4g}, "
+              f"D {sel.fit.D:.4g})")
+    else:
+        print(f"K = {sel.k}: no power-law fit ({sel.fit.reason})")
+    others = sel.table().iloc[1:].copy()
+    others["k"] = ["-" if k is None or k != k else str(int(k)) for k in others["k"]]
+    print_table(others.rename(columns={"method": "other rules", "k": "K"}))
+    if args.plot:
+        from ..plots import rank_figures
+
+        paths = rank_figures(sel, args.plot)
+        print(f"figures: {', '.join(str(p) for p in paths)}")
+    if args.terms or args.out:
+        svd = PowerLawSVD(random_state=args.seed, exact=exact,
+                          max_components=args.max_components)
+        latent = svd.fit_transform(X)
+        if args.terms and vectorizer is not None:
+            terms = vectorizer.get_feature_names_out()
+            for i, comp in enumerate(svd.components_[: min(svd.n_components_, 10)]):
+                top = terms[np.argsort(-comp)[: args.terms]]
+                print(f"  component {i + 1}: {' '.join(top)}")
+        if args.out:
+            from ..util.io import atomic_write
+
+            out = Path(args.out)
+            atomic_write(out, lambda p: _save_npy(p, latent))
+            print(f"wrote {out} ({latent.shape[0]} x {latent.shape[1]})")
+    return 0
+
+
+COMMAND = Command(
+    name="rank", help="choose K for LSA / truncated SVD from the power-law tail",
+    description="K = the number of eigenvalues of X^T X in the power-law tail (KS choice of "
+                "xmin), next to the elbow rules, the Marchenko-Pastur edge and Gavish-Donoho. "
+                "Needs scikit-learn: pip install 'tailscope[rank]'.",
+    arguments=arguments, run=run)

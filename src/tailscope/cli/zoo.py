@@ -1,0 +1,96 @@
+"""``tailscope zoo``: every model of a manifest on Dask, into a results store."""
+
+from __future__ import annotations
+
+from .common import Command, InputError, add_quiet, given_options, option_names
+
+# the zoo reads each model itself: of the source options only trust_pickle applies
+OPTIONS = option_names("select", "esd", "fit", "diagnostics", plus=("trust_pickle",))
+COLUMNS = ["name", "group", "status", "layers", "failed", "alpha", "alpha_weighted",
+           "log_alpha_norm", "log_spectral_norm", "stable_rank", "seconds"]
+
+
+def arguments(p) -> None:
+    p.add_argument("manifest", help="a .csv or .yaml file, one model per row")
+    p.add_argument("--store", default="results.db",
+                   help="a SQLite file (default: results.db) or a SQLAlchemy URL "
+                        "(postgresql://user:password@host/db)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="an existing Dask scheduler (tcp://HOST:PORT); default: a LocalCluster")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for --scheduler (default: 10)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="LocalCluster worker processes (default: cores)")
+    p.add_argument("--threads-per-worker", type=int, default=1, metavar="N",
+                   help="model tasks per worker process (default: 1)")
+    p.add_argument("--blas-threads", type=int, default=1, metavar="N",
+                   help="BLAS threads per model task (default: 1)")
+    p.add_argument("--force", action="store_true", help="recompute models already in the store")
+    p.add_argument("--correlate", action="append", metavar="COLUMN",
+                   help="Spearman, Kendall and R^2 of each summary metric against this quality "
+                        "column, overall and per group (repeatable)")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="an HTML page with the models, correlations and scatter plots")
+    add_quiet(p, "no progress, no models table")
+
+
+def _int_columns(frame, names):
+    frame = frame.copy()
+    for c in names:
+        if c in frame.columns and frame[c].dtype.kind == "f":
+            try:
+                frame[c] = frame[c].astype("Int64")
+            except (TypeError, ValueError):
+                pass
+    return frame
+
+
+def run(args) -> int:
+    from ..console import Progress, print_table
+    from ..engine.options import make_options
+    from ..zoo import quality_columns, read_manifest, run_zoo, write_zoo_report
+
+    options = given_options(args, OPTIONS)
+    trust_pickle = options.pop("trust_pickle", False)
+    make_options(**options)  # a bad option is reported before the manifest is read
+    if args.report and not args.report.lower().endswith((".html", ".htm")):
+        raise InputError(f"--report {args.report}: the report is an .html file")
+    have = quality_columns(read_manifest(args.manifest))
+    missing = [q for q in args.correlate or [] if q not in have]
+    if missing:  # checked before any work starts
+        raise InputError(f"--correlate {missing[0]}: no such quality column in the manifest "
+                         f"(have: {', '.join(have) or 'none'})")
+    with Progress("models", quiet=args.quiet) as progress:
+        run = run_zoo(args.manifest, store=args.store, scheduler=args.scheduler,
+                      workers=args.workers, threads_per_worker=args.threads_per_worker,
+                      blas_threads=args.blas_threads, force=args.force,
+                      trust_pickle=trust_pickle, progress=progress,
+                      connect_timeout=args.connect_timeout, **options)
+    models = run.models
+    tables = {q: run.correlate(q) for q in args.correlate or []}
+    if args.report:
+        write_zoo_report(models, args.report, quality=args.correlate or [])
+    if not args.quiet:
+        print_table(_int_columns(models, ("layers", "failed")), COLUMNS)
+        for _, row in models[models["status"] == "failed"].iterrows():
+            print(f"failed: {row['name']}: {row['reason']}")
+    for q, table in tables.items():
+        print()
+        print_table(table, title=f"summary metrics vs {q} (Spearman rho, Kendall tau, R^2; "
+                                 "overall and per group)")
+    print(f"{len(models)} models: {int((models['status'] == 'success').sum())} analysed, "
+          f"{int((models['status'] == 'failed').sum())} failed ({run.computed} computed now, "
+          f"{run.resumed} already in the store); store {run.store.shown}, key {run.key}")
+    if args.report:
+        print(f"wrote {args.report}")
+    return 0
+
+
+COMMAND = Command(
+    name="zoo", help="analyse every model of a manifest on Dask into a results store",
+    description="Analyse many models (a CSV or YAML manifest: source, name, group, quality "
+                "columns) as Dask tasks, keep the results in a SQLite file or a SQLAlchemy "
+                "database, resume finished models, and correlate summary metrics with quality. "
+                "The analysis options are those of `tailscope analyze`; --jobs is the layers "
+                "analysed at once within each model task.",
+    arguments=arguments, run=run, options=OPTIONS)
