@@ -2,11 +2,13 @@
 generated from ``engine.options.OPTIONS``, with one meaning everywhere; the terminal's progress
 facility and table printer."""
 
+import contextlib
 import io
 import json
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -20,9 +22,13 @@ from tailscope.console import Progress, hms, print_table
 from tailscope.engine.options import COMPARE_DEFAULT, COMPARE_TAGS, OPTIONS
 
 
-def run(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "tailscope", *args], capture_output=True,
-                          text=True, timeout=300, **kwargs)
+def run(*args):
+    """The command line in this process (``main`` as the entry point calls it): the subprocess
+    tests of tests/test_cli.py cover the real entry point; these check meanings."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def flags(*groups, plus=(), minus=()):
@@ -101,7 +107,8 @@ def test_a_bad_flag_value_is_one_line_and_exit_2(tmp_path, capsys, args, message
 
 
 def test_a_bad_flag_value_in_a_subprocess():
-    res = run("analyze", "x.safetensors", "--max-N", "-")
+    res = subprocess.run([sys.executable, "-m", "tailscope", "analyze", "x.safetensors",
+                          "--max-N", "-"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.startswith("tailscope: error: analyze: argument --max-N")
     assert len(res.stderr.strip().splitlines()) == 1

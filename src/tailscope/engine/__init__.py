@@ -3,12 +3,7 @@
 ``options`` (every analysis option, declared once), ``columns`` (every per-layer column, declared
 once), ``plan`` (which tensors are analysed, as what), ``layer`` (one layer -> ``LayerResult``),
 ``run`` and ``dask`` (runners: in this thread, in threads, on Dask), ``result`` (tables from
-results). ``tailscope.analysis`` is the front door built on it.
+results). ``tailscope.analysis`` is the front door built on it. Import the modules themselves
+(``from tailscope.engine.options import OPTIONS``): this package imports nothing up front, so the
+command line can read the options without loading the numerical stack.
 """
-
-from .columns import COLUMNS, Column
-from .layer import LayerResult, RowResult, analyze_layer
-from .options import OPTIONS, Option, Options, make_options
-
-__all__ = ["COLUMNS", "OPTIONS", "Column", "LayerResult", "Option", "Options", "RowResult",
-           "analyze_layer", "make_options"]
