@@ -11,6 +11,7 @@ from oracles import brute_force, pareto, powerlaw_fit, truncated_alpha_numeric
 
 from tailscope import fit_power_law
 
+
 def _resolvable(v) -> bool:
     """At least 3 distinct values, and no two within 1e-12 of each other (relative): ln x in
     float64 cannot tell those apart, while the brute force's ln(x / xmin) can, and on a tail of

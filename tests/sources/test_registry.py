@@ -1,7 +1,7 @@
 """The reader registry: formats declared once, messages generated from them; the safetensors
-writer; read_array; and the shape of the sources/ package (no private cross-imports, no cycle)."""
+writer; read_array. (The package's imports are checked with the whole house in
+tests/test_architecture.py.)"""
 
-import ast
 import zipfile
 from pathlib import Path
 
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import tailscope.sources as sources
 from tailscope.sources import READERS, SourceError, open_source
 from tailscope.sources.hub import is_repo_id
 from tailscope.sources.numpy import read_array
@@ -17,7 +16,6 @@ from tailscope.sources.registry import NO_WEIGHTS, UNKNOWN, recognise
 from tailscope.sources.safetensors import write_safetensors
 
 RNG = np.random.default_rng(7)
-SOURCES = Path(sources.__file__).parent
 
 
 def test_readers_in_folder_preference_order_and_messages_list_them():
@@ -145,59 +143,112 @@ def test_read_array_refuses_in_one_line(tmp_path, case, message):
     assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
 
 
-# --- the package's shape ---------------------------------------------------------------------------
-def _imports(path: Path) -> list[tuple[str, list[str]]]:
-    """(sources module imported, names) for every relative import in a module, at any depth."""
-    out = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                out.append((node.module.split(".")[0], [a.name for a in node.names]))
-            else:
-                out.extend((a.name, []) for a in node.names)
-    return out
+# --- every reader recognises its own files; every folder pattern is reachable ---------------------
+def _safetensors(path):
+    write_safetensors(path, {"a.weight": RNG.standard_normal((12, 8)).astype(np.float32)})
 
 
-def sources_graph() -> tuple[dict[str, set[str]], list[str]]:
-    graph, private = {}, []
-    for path in sorted(SOURCES.glob("*.py")):
-        graph[path.stem] = set()
-        for module, names in _imports(path):
-            graph[path.stem].add(module)
-            private += [f"{path.stem} imports {module}.{n}" for n in names if n.startswith("_")]
-    return graph, private
+def _torch(path, legacy=False):
+    import torch
+
+    torch.save({"a.weight": torch.randn(12, 8)}, str(path),
+               _use_new_zipfile_serialization=not legacy)
 
 
-def find_cycle(graph: dict[str, set[str]]) -> list[str]:
-    state: dict[str, int] = {}
-    stack: list[str] = []
+def _torchscript(path):
+    import torch
 
-    def visit(m):
-        state[m] = 1
-        stack.append(m)
-        for n in sorted(graph.get(m, ())):
-            if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
-            if n not in state:
-                found = visit(n)
-                if found:
-                    return found
-        stack.pop()
-        state[m] = 2
-        return []
-
-    for m in sorted(graph):
-        if m not in state:
-            found = visit(m)
-            if found:
-                return found
-    return []
+    torch.jit.save(torch.jit.script(torch.nn.Linear(8, 12)), str(path))
 
 
-def test_sources_imports_have_no_cycle_and_no_private_names():
-    graph, private = sources_graph()
-    assert private == []
-    assert find_cycle(graph) == []
-    assert graph["base"] == set()
-    for fmt in ("safetensors", "torch", "numpy", "onnx", "keras"):
-        assert graph[fmt] == {"base"}, fmt
+def _npz(path):
+    with open(path, "wb") as f:  # a file object: np.savez would add .npz to the name
+        np.savez(f, w=RNG.standard_normal((12, 8)))
+
+
+def _npy(path):
+    with open(path, "wb") as f:
+        np.save(f, RNG.standard_normal((12, 8)))
+
+
+def _onnx(path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(RNG.standard_normal((8, 12)).astype(np.float32), "fc.weight")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "fc.weight"], ["y"], name="fc")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[w])
+    onnx.save(helper.make_model(graph), str(path))
+
+
+def _h5(path):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        mw = f.create_group("model_weights")
+        mw.attrs["layer_names"] = np.array([b"dense"])
+        g = mw.create_group("dense")
+        g.attrs["weight_names"] = np.array([b"dense/kernel:0"])
+        g.create_dataset("dense/kernel:0", data=RNG.standard_normal((8, 12)).astype(np.float32))
+
+
+def _keras(path):
+    import io
+    import json
+
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        g = f.create_group("layers/dense/vars")
+        g.attrs["name"] = "dense"
+        g.create_dataset("0", data=RNG.standard_normal((8, 12)).astype(np.float32))
+    config = {"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "Dense", "config": {"name": "dense"}}]}}
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("model.weights.h5", buf.getvalue())
+
+
+# (reader, variant, suffix, writer): one file of every kind each reader recognises
+FIXTURES = [("safetensors", "safetensors", ".safetensors", _safetensors),
+            ("torch", "torch", ".pt", _torch),
+            ("torch", "torch", ".pth", lambda p: _torch(p, legacy=True)),
+            ("torch", "torchscript", ".pt", _torchscript),
+            ("numpy", "npz", ".npz", _npz),
+            ("numpy", "npy", ".npy", _npy),
+            ("onnx", "onnx", ".onnx", _onnx),
+            ("keras", "hdf5", ".h5", _h5),
+            ("keras", "keras", ".keras", _keras)]
+
+
+@pytest.mark.parametrize("name,variant,suffix,write", FIXTURES,
+                         ids=[f"{v}{s}" for _, v, s, _ in FIXTURES])
+def test_every_reader_recognises_its_own_files_by_content(tmp_path, name, variant, suffix, write):
+    path = tmp_path / f"model{suffix}"
+    write(path)
+    reader, got = recognise(path)
+    assert (reader.name, got) == (name, variant)
+    disguised = tmp_path / "weights.data"  # the content decides, not the name
+    path.rename(disguised)
+    assert recognise(disguised)[0].name == name
+    src = open_source(disguised)
+    assert len(src) >= 1 and any(len(r.shape) == 2 for r in src)
+
+
+def _example(reader_name: str, pattern: str):
+    """A file name matching ``pattern`` and a writer of that reader's format for it."""
+    suffix = "." + pattern.rsplit(".", 1)[1]
+    writers = {s: w for n, _, s, w in FIXTURES if n == reader_name}
+    write = writers.get(suffix) or next(w for n, _, _, w in FIXTURES if n == reader_name)
+    return pattern.replace("*", "-00001"), write
+
+
+@pytest.mark.parametrize("name,pattern", [(r.name, p) for r in READERS for p in r.patterns])
+def test_every_folder_pattern_is_reachable(tmp_path, name, pattern):
+    file, write = _example(name, pattern)
+    write(tmp_path / file)
+    src = open_source(tmp_path)
+    assert src.note.startswith(f"chose {name} files") and Path(src.files[0]).name == file

@@ -15,7 +15,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..util.errors import one_line
+from ..util.errors import first_line
 from ..util.optional import require
 from .layer import LayerResult, analyze_layer
 from .run import Progress, blas_limit
@@ -62,7 +62,7 @@ def dask_client(scheduler=None, *, workers: int | None = None, threads_per_worke
         client = distributed.Client(address, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:
         raise SchedulerError(f"cannot reach the Dask scheduler at {address}: "
-                             f"{one_line(exc).split(': ', 1)[-1]}") from None
+                             f"{first_line(exc)}") from None
     try:
         yield client
     finally:

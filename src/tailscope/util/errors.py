@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of the exception's message, or its type name when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def one_line(exc: BaseException, text_from: BaseException | None = None) -> str:
     """``'TypeName: first line of the message'`` (just the type name when the message is empty).
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..util.errors import first_line
 from ..util.optional import require
 
 RESERVED = ("source", "name", "group")
@@ -27,8 +28,7 @@ def _read_yaml(path: Path) -> list[dict]:
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{path}: cannot read the YAML manifest "
-                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        raise ManifestError(f"{path}: cannot read the YAML manifest ({first_line(exc)})"
                             ) from None
     if isinstance(doc, dict):
         doc = doc.get("models")
@@ -43,9 +43,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype={"source": str, "name": str, "group": str},
                            skipinitialspace=True, comment="#")
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        text = str(exc).strip().splitlines()
-        raise ManifestError(f"{path}: cannot read the CSV manifest ({text[0] if text else exc})"
-                            ) from None
+        raise ManifestError(f"{path}: cannot read the CSV manifest ({first_line(exc)})") from None
 
 
 def _text(value) -> str:
