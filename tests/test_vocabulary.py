@@ -79,11 +79,25 @@ def _model(tmp_path) -> Path:
     return path
 
 
+# the value that turns on each diagnostic that is not a plain switch
+_ON = {"compare": "all", "gof": 2, "seed": 0}
+
+
+def _every_diagnostic() -> dict:
+    """Every diagnostics option on: switches True, the others as ``_ON`` says (a new one that is
+    not a switch must be added there)."""
+    out = {}
+    for o in opts.OPTIONS:
+        if o.group == "diagnostics":
+            out[o.name] = _ON[o.name] if o.name in _ON or not isinstance(o.default, bool) \
+                else True
+    return out
+
+
 @pytest.fixture(scope="module")
 def analyses(tmp_path_factory):
     path = _model(tmp_path_factory.mktemp("vocab"))
-    everything = dict(mp_fit=True, randomize=True, detX=True, vectors=True, compare="all", gof=2,
-                      seed=0, pool=False)
+    everything = dict(_every_diagnostic(), pool=False)
     return path, [tailscope.analyze(path, fit="TPL", **everything),
                   tailscope.analyze(path, fix_fingers="clip_xmax", **everything)]
 
