@@ -17,7 +17,7 @@ from oracles import mtcnn_path, pareto
 
 import tailscope
 from tailscope.cli import COMMANDS, build_parser, main
-from tailscope.cli.common import Command, given_options
+from tailscope.cli.common import Command, InputError, given_options
 from tailscope.console import Progress, hms, print_table
 from tailscope.engine.options import COMPARE_DEFAULT, COMPARE_TAGS, OPTIONS
 
@@ -72,10 +72,15 @@ def test_only_given_flags_reach_the_call():
     zoo = next(c for c in COMMANDS if c.name == "zoo")
     assert given_options(parser.parse_args(["analyze", "m.safetensors"]), analyze.options) == {}
     args = parser.parse_args(["analyze", "m", "--no-pool", "--layers", "1,dense",
-                              "--layers=-*.bias", "--compare", "--xmax", "-2", "--ERG", "--base", "b"])
+                              "--layers=attn.*", "--compare", "--xmax", "-2", "--ERG", "--base", "b"])
     assert given_options(args, analyze.options) == {
-        "pool": False, "layers": [1, "dense", "-*.bias"], "compare": True, "xmax": -2,
+        "pool": False, "layers": [1, "dense", "attn.*"], "compare": True, "xmax": -2,
         "detX": True, "base_model": "b"}
+    skip = parser.parse_args(["analyze", "m", "--layers=-*.bias,-2"])
+    assert given_options(skip, analyze.options) == {"layers": ["-*.bias", -2]}
+    mixed = parser.parse_args(["analyze", "m", "--layers", "1", "--layers=-*.bias"])
+    with pytest.raises(InputError, match="^--layers: layers: give either"):
+        given_options(mixed, analyze.options)  # the option's own check, naming the flag
     # zoo passes --jobs (layers at once within a model task) through to each analysis
     args = parser.parse_args(["zoo", "m.csv", "--jobs", "2", "--trust-pickle"])
     assert given_options(args, zoo.options) == {"jobs": 2, "trust_pickle": True}

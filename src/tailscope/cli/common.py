@@ -87,7 +87,8 @@ def add_options(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
 
 
 def given_options(args: argparse.Namespace, names: Iterable[str]) -> dict:
-    """The options whose flags were given, each value through its flag's parser."""
+    """The options whose flags were given, each value through its flag's parser and checked by
+    the option's own check (an error names the flag)."""
     out = {}
     for name in names:
         if not hasattr(args, name):
@@ -99,6 +100,9 @@ def given_options(args: argparse.Namespace, names: Iterable[str]) -> dict:
                 value = flag.parse(value)
             except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
                 raise InputError(f"{flag.names[0]}: {exc}") from None
+        text = BY_NAME[name].check(value) if BY_NAME[name].check else ""
+        if text:  # the option's own check, said with the flag the user typed
+            raise InputError(f"{flag.names[0]}: {text}")
         out[name] = value
     return out
 
