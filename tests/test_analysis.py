@@ -261,3 +261,17 @@ def test_torch_device_batches_same_shape_layers_with_the_same_results(tmp_path, 
     on_numpy = analyze(path, device="cpu").details
     pd.testing.assert_frame_equal(on_torch, on_numpy, rtol=1e-9)
     assert on_torch.set_index("module").loc["blocks.1.q", "status"] == "failed"
+
+
+def test_xmax_minus_k_drops_the_largest_eigenvalues_or_fails_with_the_reason(tmp_path):
+    from tailscope import fit_power_law
+
+    rng = np.random.default_rng(5)
+    path = _model_file(tmp_path, {"w.weight": rng.standard_t(3, (80, 30)).astype(np.float32)})
+    evals = analyze(path).esd(0)
+    row = analyze(path, xmax=-3).details.iloc[0]
+    ref = fit_power_law(np.sort(evals[evals > 1e-5])[:-3])
+    assert row["alpha"] == ref.alpha and row["xmin"] == ref.xmin
+    bad = analyze(path, xmax=-16).details.iloc[0]  # 16 of 30: more than half
+    assert bad["status"] == "failed" and np.isnan(bad["alpha"])
+    assert bad["reason"] == "xmax=-16 drops more than half of the 30 eigenvalues"

@@ -215,6 +215,8 @@ def test_fit_xmax_minus_k_drops_the_k_largest_values(values, tmp_path):
     assert force == top and force["xmax"] == x.max()
     bad = run("fit", str(path), "--xmax", "-2.5")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    many = run("fit", str(path), "--xmax", "-500")  # 500 of 800: more than half
+    assert many.returncode == 2 and "drops more than half of the 800 values" in many.stderr
 
 
 def test_rank_without_scikit_learn_names_the_extra(tmp_path):

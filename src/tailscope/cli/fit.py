@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from ..engine.options import compare_names, parse_compare
+from ..fit.tail import split_xmax
 from .common import Command, InputError, add_option, fmt, jobs_help, json_safe, read_values, seed_help
 
 
@@ -33,22 +34,18 @@ def arguments(p) -> None:
 
 def _xmax(value, data):
     """(data, fit_power_law's xmax, how many of the largest values were dropped)."""
-    if value is None:
-        return data, None, 0
-    if value in ("force", "max"):
-        return data, "max", 0
-    if isinstance(value, int):
-        k = -value
+    if isinstance(value, int):  # -k: drop the k largest values first
         arr = np.asarray(data)
         if arr.ndim != 1 or not np.isfinite(arr).all():
             return data, None, 0  # the fit says what is wrong with the data
-        if k > arr.size / 2:
-            raise InputError(f"--xmax {value}: drops more than half of the {arr.size} values")
-        return np.sort(arr)[: arr.size - k], None, k
-    if value < 0:
+        try:
+            return split_xmax(np.sort(arr), value)
+        except ValueError as exc:
+            raise InputError(f"--xmax: {exc}") from None
+    if isinstance(value, float) and value < 0:
         raise InputError(f"--xmax {value:g}: a negative value is -k, a whole number of values "
                          "to drop")
-    return data, value, 0
+    return split_xmax(data, value)
 
 
 def run(args) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..fit import fit_power_law, fit_truncated_power_law
+from ..fit.tail import split_xmax
 from ..sources import LayerPlan, LayerRef
 from ..sources.derived import LowRankRef
 from ..sources.layers import matrices
@@ -107,16 +108,10 @@ def load_matrices(ref: LayerRef) -> list[np.ndarray]:
 def fit_row(evals: np.ndarray, o, key: tuple = ()) -> tuple[dict, Any]:
     """The power-law (or truncated power-law) columns of one ESD and the fit (NaN columns and a
     reason when no fit exists), with the asked-for comparisons and bootstrap p-value."""
-    data = evals[evals > EVALS_THRESH]
-    xmax = o.xmax
-    if isinstance(xmax, (int, np.integer)) and not isinstance(xmax, bool):
-        k = -int(xmax)
-        if k > data.size / 2:
-            return {"status": "failed", "reason": f"xmax={xmax} drops more than half of the "
-                                                  f"{data.size} eigenvalues"}, None
-        data, xmax = data[: data.size - k], None
-    elif xmax == "force":
-        xmax = "max"
+    try:
+        data, xmax, _ = split_xmax(evals[evals > EVALS_THRESH], o.xmax, "eigenvalues")
+    except ValueError as exc:  # -k drops more than half: no fit, and the reason
+        return {"status": "failed", "reason": str(exc)}, None
     if data.size < 2:
         return {"status": "failed",
                 "reason": f"{data.size} eigenvalue(s) above {EVALS_THRESH:g}: nothing to fit"}, None

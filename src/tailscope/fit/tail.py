@@ -83,4 +83,20 @@ def resolve_xmin(xmin) -> tuple[float | None, tuple[float, float] | None]:
     return value, None
 
 
-__all__ = ["as_positive_1d", "ks_distance", "resolve_xmax", "resolve_xmin"]
+def split_xmax(x_sorted: np.ndarray, xmax, what: str = "values"):
+    """WeightWatcher's ``xmax`` vocabulary on sorted data -> (data, xmax for the fit, dropped).
+
+    ``'force'`` means ``'max'`` (the largest value); a negative int -k drops the k largest values
+    first (ValueError when that is more than half of them); anything else passes through.
+    """
+    if isinstance(xmax, (int, np.integer)) and not isinstance(xmax, (bool, np.bool_)):
+        k = -int(xmax)
+        if k < 0:
+            raise ValueError(f"xmax={xmax}: a whole-number xmax is -k, the largest {what} to drop")
+        if k > x_sorted.size / 2:
+            raise ValueError(f"xmax={xmax} drops more than half of the {x_sorted.size} {what}")
+        return x_sorted[: x_sorted.size - k], None, k
+    return x_sorted, "max" if xmax == "force" else xmax, 0
+
+
+__all__ = ["as_positive_1d", "ks_distance", "resolve_xmax", "resolve_xmin", "split_xmax"]
