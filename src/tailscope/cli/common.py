@@ -194,6 +194,19 @@ def check_output(path: str, flag: str, suffixes: tuple[str, ...], what: str, *,
 
 
 # --- the analysis in the terminal -------------------------------------------------------------------
+def int_columns(frame, names):
+    """``frame`` with the integer-valued float columns ``names`` (NaN where not computed) as
+    nullable ints, so a table shows 12, not 12.0."""
+    frame = frame.copy()
+    for c in names:
+        if c in frame.columns and frame[c].dtype.kind == "f":
+            try:
+                frame[c] = frame[c].astype("Int64")
+            except (TypeError, ValueError):  # not whole numbers after all: leave as it is
+                pass
+    return frame
+
+
 def print_analysis(analysis) -> None:
     """The per-layer table (the table columns present, without the free-text reasons), the failed
     layers with their reason, then the summary lines."""
@@ -204,14 +217,7 @@ def print_analysis(analysis) -> None:
     d = analysis.details
     cols = [c for c in TABLE_COLUMNS if c in d.columns and c not in ("reason", "mp_reason")]
     if len(d):
-        shown = d[cols].copy()
-        for c in cols:  # integer columns with NaN (not computed) are float: show them as ints
-            if COLUMN[c].dtype == "int" and shown[c].dtype.kind == "f":
-                try:
-                    shown[c] = shown[c].astype("Int64")
-                except (TypeError, ValueError):
-                    pass
-        print_table(shown)
+        print_table(int_columns(d[cols], [c for c in cols if COLUMN[c].dtype == "int"]))
     else:
         print("(no layer analysed)")
     failed = d[d["status"] == "failed"] if len(d) else d

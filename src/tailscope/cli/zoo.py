@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from .common import Command, InputError, add_quiet, given_options, option_names
+from ..engine.columns import SUMMARY_METRICS, TABLE_COLUMNS
+from .common import Command, InputError, add_quiet, given_options, int_columns, option_names
 
 # the zoo reads each model itself: of the source options only trust_pickle applies
 OPTIONS = option_names("select", "esd", "fit", "diagnostics", plus=("trust_pickle",))
-COLUMNS = ["name", "group", "status", "layers", "failed", "alpha", "alpha_weighted",
-           "log_alpha_norm", "log_spectral_norm", "stable_rank", "seconds"]
+# the models table: the summary means that the layers table shows too
+COLUMNS = ["name", "group", "status", "layers", "failed",
+           *[c for c in SUMMARY_METRICS if c in TABLE_COLUMNS], "seconds"]
 
 
 def arguments(p) -> None:
@@ -32,17 +34,6 @@ def arguments(p) -> None:
     p.add_argument("--report", metavar="FILE.html",
                    help="an HTML page with the models, correlations and scatter plots")
     add_quiet(p, "no progress, no models table")
-
-
-def _int_columns(frame, names):
-    frame = frame.copy()
-    for c in names:
-        if c in frame.columns and frame[c].dtype.kind == "f":
-            try:
-                frame[c] = frame[c].astype("Int64")
-            except (TypeError, ValueError):
-                pass
-    return frame
 
 
 def run(args) -> int:
@@ -71,7 +62,7 @@ def run(args) -> int:
     if args.report:
         write_zoo_report(models, args.report, quality=args.correlate or [])
     if not args.quiet:
-        print_table(_int_columns(models, ("layers", "failed")), COLUMNS)
+        print_table(int_columns(models, ("layers", "failed")), COLUMNS)
         for _, row in models[models["status"] == "failed"].iterrows():
             print(f"failed: {row['name']}: {row['reason']}")
     for q, table in tables.items():

@@ -161,6 +161,8 @@ COLUMNS: tuple[Column, ...] = (
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 SUMMARY_METRICS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.summary and c.stored)
+# the counts every summary has besides its means (Analysis.summary(), the store's models table)
+SUMMARY_COUNTS = ("layers", "success", "failed", "skipped", "over_trained", "under_trained")
 TABLE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.table)
 STORED_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.stored)
 

@@ -8,7 +8,14 @@ from typing import Any
 
 import pandas as pd
 
-from .columns import BY_NAME, DESCRIBE_COLUMNS, SKIPPED_COLUMNS, columns_for, summary_columns
+from .columns import (
+    BY_NAME,
+    DESCRIBE_COLUMNS,
+    SKIPPED_COLUMNS,
+    SUMMARY_COUNTS,
+    columns_for,
+    summary_columns,
+)
 from .layer import LayerResult
 
 
@@ -41,12 +48,8 @@ def summarize(details: pd.DataFrame, skipped: int) -> dict:
     out: dict[str, Any] = {}
     for col in summary_columns(d.columns):
         out[col] = float(ok[col].mean()) if len(ok) else math.nan
-    out.update({
-        "layers": int(len(d)),
-        "success": int(len(ok)),
-        "failed": int((d["status"] == "failed").sum()) if len(d) else 0,
-        "skipped": int(skipped),
-        "over_trained": int((ok["warning"] == "over-trained").sum()) if len(ok) else 0,
-        "under_trained": int((ok["warning"] == "under-trained").sum()) if len(ok) else 0,
-    })
+    counts = (len(d), len(ok), int((d["status"] == "failed").sum()) if len(d) else 0, skipped,
+              int((ok["warning"] == "over-trained").sum()) if len(ok) else 0,
+              int((ok["warning"] == "under-trained").sum()) if len(ok) else 0)
+    out.update((k, int(v)) for k, v in zip(SUMMARY_COUNTS, counts))
     return out

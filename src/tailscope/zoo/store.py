@@ -26,11 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..engine.columns import BY_NAME, COLUMNS, STORED_COLUMNS, SUMMARY_METRICS
+from ..engine.columns import BY_NAME, COLUMNS, STORED_COLUMNS, SUMMARY_COUNTS, SUMMARY_METRICS
 from ..util.errors import one_line
 from ..util.optional import require
 
-SUMMARY_COUNTS = ("layers", "success", "failed", "skipped", "over_trained", "under_trained")
 LAYER_COLUMNS = list(STORED_COLUMNS)
 _ORDER = "__columns__"  # in the first layer's extras: the stored table's column order
 # PostgreSQL reserves xmin and xmax as system column names: stored under other names
