@@ -108,10 +108,11 @@ def given_options(args: argparse.Namespace, names: Iterable[str]) -> dict:
 
 
 def add_source(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="a safetensors file or sharded folder, a PyTorch "
-                                       ".bin/.pt/.pth or TorchScript file, an ONNX model, a Keras "
-                                       ".h5/.keras, a .npz/.npy, a model folder, or a Hugging Face "
-                                       "id owner/name")
+    from ..sources.registry import READERS
+
+    kinds = ", ".join(r.phrase for r in READERS)
+    parser.add_argument("source", help=f"a model file or folder ({kinds}; a sharded safetensors "
+                                       "folder), or a Hugging Face id owner/name")
 
 
 def add_quiet(parser: argparse.ArgumentParser, what: str = "no progress bar") -> None:

@@ -7,7 +7,6 @@ import json
 import numpy as np
 
 from ..engine.options import compare_names, parse_compare
-from ..fit.tail import split_xmax
 from .common import Command, InputError, add_option, fmt, jobs_help, json_safe, read_values, seed_help
 
 
@@ -34,6 +33,8 @@ def arguments(p) -> None:
 
 def _xmax(value, data):
     """(data, fit_power_law's xmax, how many of the largest values were dropped)."""
+    from ..fit.tail import split_xmax  # the fit package loads scipy: only when fitting
+
     if isinstance(value, int):  # -k: drop the k largest values first
         arr = np.asarray(data)
         if arr.ndim != 1 or not np.isfinite(arr).all():

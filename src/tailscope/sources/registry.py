@@ -44,23 +44,6 @@ UNKNOWN_ZIP = ("a zip archive that is neither "
 NO_WEIGHTS = f"no weights found in this folder (looked for {', '.join(_looked_for())})"
 
 
-def reader(name: str) -> Reader:
-    """The reader of a format by its name ('safetensors', 'torch', 'numpy', 'onnx', 'keras')."""
-    for r in READERS:
-        if r.name == name:
-            return r
-    raise KeyError(name)
-
-
-def formats_help() -> str:
-    """One line per format, for help texts: name, what it reads, its suffixes and extra."""
-    lines = []
-    for r in READERS:
-        extra = f"; needs tailscope[{r.extra}]" if r.extra else ""
-        lines.append(f"{r.name}: {r.phrase} ({', '.join(r.suffixes)}){extra}")
-    return "\n".join(lines)
-
-
 def recognise(path: Path) -> tuple[Reader, str]:
     """The reader of a file and the variant its bytes are (see the module docstring)."""
     probe = Probe(path)
