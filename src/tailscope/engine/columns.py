@@ -59,6 +59,8 @@ GROUP_WHEN: dict[str, Callable] = {
     **{f"compare:{t}": _tag(t) for t in dict.fromkeys(COMPARE_TAGS.values())},
     "gof": lambda o: bool(o.gof),
     "vectors": lambda o: bool(o.vectors),
+    "hill": lambda o: bool(o.hill),
+    "farms": lambda o: bool(o.farms),
 }
 
 
@@ -152,6 +154,10 @@ COLUMNS: tuple[Column, ...] = (
     *_compare_columns(),
     Column("p_gof", "float", "gof", "the CSN bootstrap p-value of the power law"),
     *_vector_columns(),
+    Column("alpha_hill", "float", "hill", "Hill's alpha with xmin at the median eigenvalue "
+           "(PL_Alpha_Hill)", summary=True, table=True),
+    Column("alpha_farms", "float", "farms", "FARMS: Hill's alpha at the median of the pooled "
+           "eigenvalues of fixed-aspect windows", summary=True, table=True),
     Column("status", "text", "status", "success or failed", table=True),
     Column("warning", "text", "status", "over-trained (alpha < 2) or under-trained (alpha > 6)",
            table=True),

@@ -438,6 +438,24 @@ OPTIONS: tuple[Option, ...] = (
            flag=Flag(("--detX", "--ERG"), {"action": "store_true"},
                      help="the det X = 1 tail (detX_num, ERG_gap)"),
            ww="detX", aliases=("ERG",)),
+    # the research code's estimators (Hill at the median; FARMS)
+    Option("hill", False, "bool",
+           "``alpha_hill``: the Hill estimator with xmin at the median eigenvalue, "
+           "``PL_Alpha_Hill`` of AlphaPruning, TempBalance, FARMS (their ``fix_fingers="
+           "'xmin_mid'``), in float64 on the eigenvalues above 1e-5 (see "
+           ":func:`tailscope.fit.hill_alpha`).",
+           "diagnostics", check=_bool("hill"),
+           flag=Flag(("--hill",), {"action": "store_true"},
+                     help="alpha_hill: the Hill estimator with xmin at the median (PL_Alpha_Hill)")),
+    Option("farms", False, "bool",
+           "``alpha_farms``: FARMS (Hu et al., ICML 2025), the Hill estimator at the median on "
+           "the pooled eigenvalues of 100 x 200 windows slid over each matrix (10 positions per "
+           "side), which removes alpha's dependence on the aspect ratio; conv2d layers by row "
+           "division of their slices, alphas averaged (see "
+           ":func:`tailscope.spectrum.window_eigenvalues`).",
+           "diagnostics", check=_bool("farms"),
+           flag=Flag(("--farms",), {"action": "store_true"},
+                     help="alpha_farms: FARMS, alpha from fixed-aspect windows (no shape bias)")),
     Option("seed", None, "int, optional",
            "The seed of every random draw: the shuffles of ``randomize`` (each layer's generator "
            "is ``default_rng([seed, layer_id])``; None draws fresh entropy, recorded in "

@@ -6,6 +6,7 @@ Knows arrays of positive numbers and nothing else (no matrices, no files).
 from .bootstrap import GoodnessOfFit, goodness_of_fit
 from .compare import Comparison, loglikelihood_ratio
 from .distributions import MODELS, TailFit, fit_tail_model
+from .hill import hill_alpha
 from .powerlaw import PowerLawFit, fit_power_law
 from .truncated import TruncatedPowerLawFit, fit_truncated_power_law
 
@@ -14,5 +15,5 @@ DISTRIBUTIONS = tuple(MODELS)
 __all__ = [
     "DISTRIBUTIONS", "Comparison", "GoodnessOfFit", "PowerLawFit", "TailFit", "fit_power_law",
     "TruncatedPowerLawFit", "fit_tail_model", "fit_truncated_power_law", "goodness_of_fit",
-    "loglikelihood_ratio",
+    "hill_alpha", "loglikelihood_ratio",
 ]

@@ -1,0 +1,58 @@
+"""The Hill estimator with xmin at the median: ``PL_Alpha_Hill`` of the HT-SR research code.
+
+AlphaPruning, TempBalance, FARMS, AlphaLoRA and AlphaDecay all compute a layer's alpha with the
+same few lines of their ``net_esd_estimator(fix_fingers='xmin_mid')``: no KS search, xmin fixed at
+the middle of the sorted ESD, the continuous power-law MLE (Hill) on the values from there up.
+:func:`hill_alpha` is those lines in float64 (their code runs float32 torch).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .tail import as_positive_1d
+
+
+def hill_alpha(x, xmin_pos: int = 2) -> float:
+    """The Hill (continuous power-law MLE) exponent with a fixed xmin: ``PL_Alpha_Hill``.
+
+    Conventions, as the research repositories' ``net_esd_estimator(fix_fingers='xmin_mid')``
+    (AlphaPruning ``lib/esd_utils.py``, TempBalance, FARMS ``analysis_esd``):
+
+    - the values are sorted ascending, ``x[0] <= ... <= x[L-1]``;
+    - xmin is ``x[i]`` with ``i = int(L / xmin_pos)`` (``xmin_pos=2``: the median position,
+      the upper median when ``L`` is even), so the tail is ``x[i:]``, ``n = L - i`` values,
+      xmin itself included;
+    - ``alpha = 1 + n / (sum(ln x[i:]) - n ln x[i])``;
+    - computed in float64 (the reference code: float32 torch, so agreement is to ~1e-6).
+
+    The values must be finite and positive (their code takes ``log`` of every eigenvalue, so a
+    zero there gives alpha = 1 or NaN); drop zeros first. A ValueError when there are fewer than 3
+    values, or when the tail is constant (every value from xmin up equal: alpha would be
+    infinite).
+
+    >>> round(hill_alpha([1.0, 2.0, 4.0, 8.0]), 6)  # xmin = 4: 1 + 2 / ln 2
+    3.885390
+    """
+    data = np.sort(as_positive_1d(x, "data"))
+    if not (isinstance(xmin_pos, (int, np.integer)) and not isinstance(xmin_pos, bool)
+            and xmin_pos >= 1):
+        raise ValueError(f"xmin_pos must be an int >= 1; got {xmin_pos!r}")
+    size = data.size
+    if size < 3:
+        raise ValueError(f"{size} value(s): Hill's alpha needs at least 3")
+    i = int(size / xmin_pos)
+    if i >= size:  # xmin_pos == 1 puts xmin past the top (the reference indexes out of range)
+        raise ValueError(f"xmin_pos={xmin_pos} leaves no tail")
+    tail = np.log(data[i:])
+    n = tail.size
+    denom = float(np.sum(tail) - n * tail[0])
+    if not denom > 0:
+        raise ValueError(f"the {n} values from xmin = {data[i]:g} up are all equal: "
+                         "Hill's alpha is infinite")
+    alpha = 1.0 + n / denom
+    if not math.isfinite(alpha):
+        raise ValueError("Hill's alpha is not finite")
+    return alpha
