@@ -30,8 +30,9 @@ def hill_alpha(x, xmin_pos: int = 2) -> float:
 
     The values must be finite and positive (their code takes ``log`` of every eigenvalue, so a
     zero there gives alpha = 1 or NaN); drop zeros first. A ValueError when there are fewer than 3
-    values, or when the tail is constant (every value from xmin up equal: alpha would be
-    infinite).
+    values, or when the tail is constant (every value from xmin up equal, to a relative 1e-12 on
+    average, as the eigenvalues of an orthogonal matrix: alpha would be infinite, or a number
+    made of round-off).
 
     >>> round(hill_alpha([1.0, 2.0, 4.0, 8.0]), 6)  # xmin = 4: 1 + 2 / ln 2
     3.885390
@@ -49,9 +50,9 @@ def hill_alpha(x, xmin_pos: int = 2) -> float:
     tail = np.log(data[i:])
     n = tail.size
     denom = float(np.sum(tail) - n * tail[0])
-    if not denom > 0:
-        raise ValueError(f"the {n} values from xmin = {data[i]:g} up are all equal: "
-                         "Hill's alpha is infinite")
+    if not denom > n * 1e-12:  # mean ln(x / xmin) at round-off: alpha would be ~1e12 or inf
+        raise ValueError(f"the {n} values from xmin = {data[i]:g} up are all equal (to "
+                         "round-off): Hill's alpha is infinite")
     alpha = 1.0 + n / denom
     if not math.isfinite(alpha):
         raise ValueError("Hill's alpha is not finite")
