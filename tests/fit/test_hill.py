@@ -73,7 +73,8 @@ def test_pareto_samples_give_their_exponent(alpha):
 
 @pytest.mark.parametrize("bad, message", [
     ([1.0, 2.0], "at least 3"),
-    ([1.0, 0.0, 2.0, 3.0], "<= 0"),
+    ([1.0, -1e-9, 2.0, 3.0], "negative"),
+    ([0.0, 0.0, 0.0, 2.0, 3.0], "xmin is 0"),
     ([1.0, np.nan, 2.0], "NaN"),
     ([0.5, 2.0, 2.0, 2.0], "all equal"),
     ([[1.0, 2.0, 3.0]], "1-D"),
@@ -89,6 +90,13 @@ def test_an_orthogonal_matrix_has_no_finite_hill_alpha(rng):
     evals = np.linalg.eigvalsh(q.T @ q)  # all 1 to round-off
     with pytest.raises(ValueError, match="round-off"):
         hill_alpha(evals)
+
+
+def test_zeros_count_in_the_median_position_as_the_reference_counts_them():
+    # a rank-3 spectrum of 5: the reference takes log of all 5 and uses x[2:]
+    x = [0.0, 0.0, 1.0, 2.0, 4.0]
+    assert hill_alpha(x) == pytest.approx(published([1e-300, 1e-300, 1.0, 2.0, 4.0]), rel=1e-12)
+    assert hill_alpha(x) == pytest.approx(reference_torch([1e-30, 1e-30, 1.0, 2.0, 4.0]), rel=1e-6)
 
 
 def test_xmin_pos():

@@ -35,9 +35,10 @@ from ..spectrum.vectors import eigenvectors, vector_summary
 from ..util.errors import one_line
 from ..util.rng import layer_rng, layer_seed
 from .columns import verdict
-from .estimators import EVALS_THRESH, add_estimators
+from .estimators import add_estimators
 from .options import COMPARE_TAGS, FITS
 
+EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
 BATCH_BYTES = 512 * 1024 * 1024  # Gram matrices held at once on the device when batching
 
 
@@ -260,7 +261,7 @@ def layer_rows(ref: LayerRef, plan: LayerPlan, o, slices: list[np.ndarray],
                 (oriented if slice_id is None else [oriented[slice_id]])
             more, mp, rand = rmt_row(evals, plan, o, values, group_mats, scale, rng, backend)
             values.update(more)
-        add_estimators(values, evals, mats, slice_id, scale, ref, plan, o)
+        add_estimators(values, evals, mats, slice_id, ref, plan, o)
         rows.append(RowResult(values, evals, fit, mp, rand))
     return LayerResult(tuple(rows))
 

@@ -442,7 +442,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("hill", False, "bool",
            "``alpha_hill``: the Hill estimator with xmin at the median eigenvalue, "
            "``PL_Alpha_Hill`` of AlphaPruning, TempBalance, FARMS (their ``fix_fingers="
-           "'xmin_mid'``), in float64 on the eigenvalues above 1e-5 (see "
+           "'xmin_mid'``), in float64, every eigenvalue counted as they count them (see "
            ":func:`tailscope.fit.hill_alpha`).",
            "diagnostics", check=_bool("hill"),
            flag=Flag(("--hill",), {"action": "store_true"},
