@@ -205,3 +205,61 @@ def test_the_cli_flags(tmp_path, rng):
     api = tailscope.analyze(path, hill=True, farms=True).details
     np.testing.assert_allclose(back["alpha_hill"], api["alpha_hill"], rtol=1e-12)
     np.testing.assert_allclose(back["alpha_farms"], api["alpha_farms"], rtol=1e-12)
+
+
+def test_the_estimators_docstring_examples_run():
+    import doctest
+
+    from tailscope.fit import hill
+    from tailscope.spectrum import windows
+
+    for module in (hill, windows):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted >= 2 and result.failed == 0, (module.__name__, result)
+
+
+def test_alpha_farms_equals_the_reference_code_on_minilm():
+    """FARMS's own code (HUST-AI-HYZ/FARMS: ``fixed_sampling`` with its defaults, then
+    ``analysis_esd(fix_fingers='xmin_mid')``), its float32 torch lines written out here, on the
+    real MiniLM matrices, whose shapes (384 x 384, 1536 x 384, 384 x 1536) all fit its window."""
+    torch = pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+    from threadpoolctl import threadpool_limits
+
+    def reference(matrix, num_row_samples=100, q_ratio=2.0, ops=10):
+        rows, cols = matrix.shape
+        num_col_samples = int(num_row_samples * q_ratio)
+        row_step = max(1, (rows - num_row_samples) // (ops - 1))
+        col_step = max(1, (cols - num_col_samples) // (ops - 1))
+        n_rows = min(ops, max(1, (rows - num_row_samples) // row_step + 1))
+        n_cols = min(ops, max(1, (cols - num_col_samples) // col_step + 1))
+        eigs = []
+        for i in range(n_rows):
+            for j in range(n_cols):
+                r0 = min(i * row_step, rows - num_row_samples)
+                c0 = min(j * col_step, cols - num_col_samples)
+                sub = matrix[r0:r0 + num_row_samples, c0:c0 + num_col_samples]
+                eigs.append(torch.square(torch.linalg.svdvals(sub)))
+        eigs = torch.sort(torch.cat(eigs)).values
+        log = torch.log(eigs)
+        i = int(len(eigs) / 2)
+        n = float(len(eigs) - i)
+        return float(1 + n / (torch.sum(log[i:]) - n * log[i]))
+
+    # the first block: q, k, v, attention output (384 x 384), intermediate, output
+    d = tailscope.analyze(minilm_path(), farms=True, layers=["encoder.layer.0.*"]).details
+    d = d.set_index("name")
+    tensors = load_file(minilm_path())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    worst = 0.0
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            for name in d.index:
+                ref = reference(torch.from_numpy(tensors[name]))
+                worst = max(worst, abs(d.loc[name, "alpha_farms"] - ref) / ref)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(d) == 6
+    print(f"alpha_farms on MiniLM: max relative difference {worst:.1e} from FARMS's float32 code")
+    assert worst < 1e-4, worst
