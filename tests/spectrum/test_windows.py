@@ -118,3 +118,7 @@ def test_bad_matrices_are_one_line(rng):
         with pytest.raises(ValueError, match=message) as err:
             window_eigenvalues(bad)
         assert "\n" not in str(err.value)
+    for kwargs, message in [({"size": 0}, "size"), ({"positions": 0}, "positions"),
+                            ({"q": 0.5}, "q must be")]:
+        with pytest.raises(ValueError, match=message):
+            window_eigenvalues(np.ones((300, 300)), **kwargs)

@@ -75,6 +75,10 @@ def window_eigenvalues(w: np.ndarray, size: int = 100, q: float = 2.0,
     >>> window_eigenvalues(w).shape  # 10 x 10 windows of 100 x 200, 100 eigenvalues each
     (10000,)
     """
+    for name, value in (("size", size), ("positions", positions)):
+        if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                and value >= 1):
+            raise ValueError(f"{name} must be an int >= 1; got {value!r}")
     w = np.asarray(w)
     if w.ndim != 2:
         raise ValueError(f"a matrix must be 2-D; got shape {w.shape}")
