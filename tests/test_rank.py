@@ -50,7 +50,7 @@ def test_alternatives_and_table():
     assert list(table["method"])[0].startswith("power-law")
     assert set(sel.alternatives) == {"explained variance elbow", "cumulative variance elbow",
                                      "localization ratio elbow", "Marchenko-Pastur edge",
-                                     "Gavish-Donoho threshold"}
+                                     "Gavish-Donoho threshold", "detX-K", "ECS-K"}
     assert all(isinstance(v, int) and v >= 1 for v in sel.alternatives.values())
     assert sel.explained_variance_ratio.sum() == pytest.approx(1.0, rel=1e-9)
     assert "RankSelection(k=" in repr(sel)
