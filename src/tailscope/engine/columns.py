@@ -156,9 +156,9 @@ COLUMNS: tuple[Column, ...] = (
     *_vector_columns(),
     # alpha's uncertainty and the SETOL metrics (issue 13, part D)
     Column("alpha_ci_low", "float", "alpha_ci", "the bootstrap interval's lower end of alpha",
-           summary=True),
+           summary=True, table=True),
     Column("alpha_ci_high", "float", "alpha_ci", "the bootstrap interval's upper end of alpha",
-           summary=True),
+           summary=True, table=True),
     Column("delta_lambda_min", "float", "setol", "xmin - detX_val (SETOL; < 0: over-regularised)",
            summary=True, table=True),
     Column("alpha_minus_2", "float", "setol", "alpha - 2 (SETOL's ideal alpha is 2)",
