@@ -95,3 +95,17 @@ def test_bad_input_is_one_clear_error():
         alpha_interval(fit, 10, 1.5)
     with pytest.raises(ValueError, match="failed fit"):
         alpha_interval(fit_power_law([1.0, 1.0]), 10)
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    from tailscope.fit import bootstrap
+    from tailscope.spectrum import metrics
+
+    for fn in (bootstrap.alpha_interval, metrics.ecs_self_consistent):
+        tests = doctest.DocTestFinder().find(fn, fn.__name__, globs={"np": np, **vars(metrics)})
+        runner = doctest.DocTestRunner()
+        for t in tests:
+            runner.run(t)
+        assert runner.tries >= 2 and runner.failures == 0, fn.__name__
