@@ -120,3 +120,13 @@ def test_bad_options_are_one_clear_error():
         analyze(minilm_path(), alpha_ci=10, alpha_ci_level=1.0)
     with pytest.raises(ValueError, match="setol"):
         analyze(minilm_path(), setol="yes")
+
+
+def test_alpha_ci_without_a_seed_records_the_one_it_drew():
+    layers = ["encoder.layer.0.attention.self.query.weight"]
+    a = analyze(minilm_path(), layers=layers, alpha_ci=20)
+    seed = a.options["seed"]
+    assert isinstance(seed, int)
+    b = analyze(minilm_path(), layers=layers, alpha_ci=20, seed=seed)
+    np.testing.assert_array_equal(a.details[["alpha_ci_low", "alpha_ci_high"]],
+                                  b.details[["alpha_ci_low", "alpha_ci_high"]])

@@ -221,7 +221,7 @@ def uncertainty_setol_row(evals: np.ndarray, fit, o, row: dict, key: tuple) -> d
         if ok and not hasattr(fit, "Lambda"):
             try:
                 lo, hi = alpha_interval(fit, int(o.alpha_ci), float(o.alpha_ci_level),
-                                        seed=layer_seed(0 if o.seed is None else o.seed, *key))
+                                        seed=layer_seed(o.seed, *key))
                 out.update(alpha_ci_low=lo, alpha_ci_high=hi)
             except Exception as exc:  # noqa: BLE001 - the fit stands
                 notes.append(f"alpha_ci: {one_line(exc)}")
