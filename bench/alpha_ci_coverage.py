@@ -4,15 +4,15 @@ Pareto samples (density ~ x^-alpha on x >= 1) for alpha 2, 3, 4 and n 20, 50, 20
 is fitted as tailscope reports it (xmin by the KS scan) and each variant's 90% interval is checked
 against the true alpha. Variants:
 
-  pivot       tailscope's ``alpha_interval``: parametric bootstrap at the fitted xmin, k = tail
+  rescan      tailscope's ``alpha_interval`` (the default, the analysis' alpha_ci): CSN
+              semi-parametric replicates, xmin re-scanned in each, the ratio pivot
+  pivot       ``alpha_interval(rescan=False)``: parametric bootstrap at the fitted xmin, k = tail
               values above xmin (the ratio pivot; exact for a fixed xmin)
   pivot_n     the same with k = n_tail (forgetting that a scanned xmin is a data point)
   np_fixed    non-parametric percentile bootstrap of the tail at the fitted xmin
   np_rescan   non-parametric percentile bootstrap of all the data, xmin re-scanned per replicate
-  csn_rescan  CSN semi-parametric replicates (body resampled, tail from the fit), xmin re-scanned,
-              the ratio pivot
 
-Run: .venv/bin/python bench/alpha_ci_coverage.py [--trials 1000] [--slow-trials 200]
+Run: .venv/bin/python bench/alpha_ci_coverage.py [--trials 1000] [--slow-trials 200] [--slow-boot 100]
 """
 
 from __future__ import annotations
@@ -54,19 +54,12 @@ def np_rescan(fit, n_boot, rng):
     return tuple(np.quantile(a, Q))
 
 
-def csn_rescan(fit, n_boot, rng):
-    body = fit.data[fit.data < fit.xmin]
-    beta = fit.alpha - 1
-    b = []
-    for _ in range(n_boot):
-        k = rng.binomial(fit.n, fit.n_tail / fit.n)
-        tail = fit.xmin * (1 - rng.random(k)) ** (-1 / beta)
-        low = body[rng.integers(0, body.size, fit.n - k)] if body.size else np.empty(0)
-        f = fit_power_law(np.concatenate([low, tail]))
-        if f.ok:
-            b.append(f.alpha - 1)
-    lo, hi = np.quantile(b, Q)
-    return 1 + beta * beta / hi, 1 + beta * beta / lo
+def rescan(fit, n_boot, rng):
+    return alpha_interval(fit, n_boot, LEVEL, seed=rng)
+
+
+def pivot(fit, n_boot, rng):
+    return alpha_interval(fit, n_boot, LEVEL, seed=rng, rescan=False)
 
 
 def main() -> None:
@@ -74,11 +67,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--slow-trials", type=int, default=200)
     ap.add_argument("--boot", type=int, default=1000)
-    ap.add_argument("--slow-boot", type=int, default=200)
+    ap.add_argument("--slow-boot", type=int, default=100)
     args = ap.parse_args()
-    variants = {"pivot": None, "pivot_n": pivot_n, "np_fixed": np_fixed,
-                "np_rescan": np_rescan, "csn_rescan": csn_rescan}
-    slow = {"np_rescan", "csn_rescan"}
+    variants = {"rescan": rescan, "pivot": pivot, "pivot_n": pivot_n, "np_fixed": np_fixed,
+                "np_rescan": np_rescan}
+    slow = {"rescan", "np_rescan"}
     print(f"coverage of {LEVEL:.0%} intervals (trials: {args.trials}; re-scan variants "
           f"{args.slow_trials} trials of {args.slow_boot} replicates)")
     print("alpha  n    " + "  ".join(f"{v:>10}" for v in variants) + "  n_tail(mean)")
@@ -94,11 +87,8 @@ def main() -> None:
                 for v, f in variants.items():
                     if v in slow and trial >= args.slow_trials:
                         continue
-                    if f is None:
-                        lo, hi = alpha_interval(fit, args.boot, LEVEL, seed=trial)
-                    else:
-                        lo, hi = f(fit, args.slow_boot if v in slow else args.boot,
-                                   np.random.default_rng(trial))
+                    lo, hi = f(fit, args.slow_boot if v in slow else args.boot,
+                               np.random.default_rng(trial))
                     hits[v].append(lo <= alpha <= hi)
             cells = "  ".join(f"{np.mean(h):>10.3f}" for h in hits.values())
             print(f"{alpha:<5g}  {n:<4d} {cells}  {np.mean(tails):.1f}")
