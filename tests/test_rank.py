@@ -42,6 +42,7 @@ def test_adaptive_equals_exact():
     planted = select_rank(large, exact=False, vectors=False)
     assert not planted.exact and planted.eigenvalues.size < 300  # it stopped early
     assert planted.alternatives["Gavish-Donoho threshold"] is None
+    assert planted.alternatives["detX-K"] is None and planted.alternatives["ECS-K"] is None
 
 
 def test_alternatives_and_table():
@@ -50,7 +51,7 @@ def test_alternatives_and_table():
     assert list(table["method"])[0].startswith("power-law")
     assert set(sel.alternatives) == {"explained variance elbow", "cumulative variance elbow",
                                      "localization ratio elbow", "Marchenko-Pastur edge",
-                                     "Gavish-Donoho threshold"}
+                                     "Gavish-Donoho threshold", "detX-K", "ECS-K"}
     assert all(isinstance(v, int) and v >= 1 for v in sel.alternatives.values())
     assert sel.explained_variance_ratio.sum() == pytest.approx(1.0, rel=1e-9)
     assert "RankSelection(k=" in repr(sel)
@@ -206,3 +207,17 @@ def test_without_scikit_learn(monkeypatch):
         rank.load_input("20newsgroups")
     with pytest.raises(MissingExtra, match=r"tailscope\[rank\]"):
         rank.PowerLawSVD  # noqa: B018
+
+
+def test_detx_and_ecs_rows_equal_weightwatcher_on_real_text_and_planted_data():
+    """detX-K is WeightWatcher's detX_constraint on the same (ascending) spectrum; ECS-K the
+    midpoint of it and the power-law K. On planted data (rank 30) both sit above the planted
+    rank: the det X = 1 tail reaches into the noise (README)."""
+    from weightwatcher.RMT_Util import detX_constraint
+
+    for X in (news(), planted_spectrum(1200, 1500, k=30, seed=3)):
+        sel = select_rank(X, exact=True, vectors=False)
+        ref_num, _ = detX_constraint(sel.eigenvalues[::-1].copy())
+        assert sel.alternatives["detX-K"] == ref_num
+        assert sel.alternatives["ECS-K"] == (sel.k + ref_num) // 2
+        assert list(sel.table()["method"])[-2:] == ["detX-K", "ECS-K"]

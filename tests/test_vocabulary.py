@@ -80,7 +80,7 @@ def _model(tmp_path) -> Path:
 
 
 # the value that turns on each diagnostic that is not a plain switch
-_ON = {"compare": "all", "gof": 2, "seed": 0}
+_ON = {"compare": "all", "gof": 2, "seed": 0, "alpha_ci": 20, "alpha_ci_level": 0.8}
 
 
 def _every_diagnostic() -> dict:

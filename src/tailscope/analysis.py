@@ -208,7 +208,7 @@ def analyze(source, *, base_model=None, peft=False, trust_pickle: bool = False,
             **options) -> Analysis:
     t0 = time.perf_counter()
     o = opts.make_options(**options)
-    if o.randomize and o.seed is None:  # fresh entropy, recorded in Analysis.options
+    if (o.randomize or o.alpha_ci) and o.seed is None:  # fresh entropy, recorded in Analysis.options
         o = replace(o, seed=int(np.random.SeedSequence().entropy))
     backend = get_backend(o.device)
     src = open_model(source, trust_pickle=trust_pickle, base_model=base_model, peft=peft)

@@ -22,6 +22,7 @@ import pandas as pd
 from .fit import PowerLawFit, fit_power_law
 from .sources.numpy import read_array
 from .spectrum.esd import REL_THRESH, all_eigenpairs, all_eigenvalues, top_right_vectors, top_singular_values
+from .spectrum.metrics import detx
 from .spectrum.mp import mp_gram_edges, mp_median
 from .spectrum.vectors import localization_ratios  # public here too: tailscope.rank.localization_ratios
 from .util.optional import require
@@ -207,13 +208,27 @@ def select_rank(X, *, exact: bool | None = None, max_components: int | None = No
         notes["Marchenko-Pastur edge"] = f"lambda+ = {edge:.4g} (noise from the median)"
         alternatives["Gavish-Donoho threshold"] = gavish_donoho_rank(np.sqrt(ev), (n, p))
         notes["Gavish-Donoho threshold"] = "omega(beta) * median singular value"
+        alternatives.update(setol_ranks(ev, fit.n_tail if fit.ok else None))
+        notes["detX-K"] = "the det X = 1 tail (WeightWatcher's detX_num, SETOL's TraceLog)"
+        notes["ECS-K"] = "floor((power-law K + detX-K) / 2), the SETOL optimizers' midpoint"
     else:
-        for name in ("Marchenko-Pastur edge", "Gavish-Donoho threshold"):
+        for name in ("Marchenko-Pastur edge", "Gavish-Donoho threshold", "detX-K", "ECS-K"):
             alternatives[name] = None
             notes[name] = "needs the full spectrum (exact=True)"
     return RankSelection(k=k, fit=fit, eigenvalues=ev, exact=bool(exact), shape=(n, p),
                          total_variance=total, alternatives=alternatives, notes=notes,
                          localization=loc)
+
+
+def setol_ranks(ev_desc: np.ndarray, k_pl: int | None) -> dict:
+    """SETOL's ranks of a full spectrum (descending, positive): ``detX-K``, the size of the
+    det X = 1 tail (:func:`tailscope.spectrum.metrics.detx`, WeightWatcher's ``detX_num``), and
+    ``ECS-K`` = floor((k_pl + detX-K) / 2), the effective-correlation-space midpoint of the SETOL
+    authors' optimizers (None without a power-law K)."""
+    num = detx(np.asarray(ev_desc, dtype=np.float64)[::-1])["detX_num"]
+    d = int(num) if num == num else None
+    ecs = (int(k_pl) + d) // 2 if d is not None and k_pl is not None else None
+    return {"detX-K": d, "ECS-K": ecs}
 
 
 def _total_variance(X) -> float:

@@ -61,6 +61,8 @@ GROUP_WHEN: dict[str, Callable] = {
     "vectors": lambda o: bool(o.vectors),
     "hill": lambda o: bool(o.hill),
     "farms": lambda o: bool(o.farms),
+    "alpha_ci": lambda o: bool(o.alpha_ci),
+    "setol": lambda o: bool(o.setol),
 }
 
 
@@ -158,6 +160,18 @@ COLUMNS: tuple[Column, ...] = (
            "(PL_Alpha_Hill)", summary=True, table=True),
     Column("alpha_farms", "float", "farms", "FARMS: Hill's alpha at the median of the pooled "
            "eigenvalues of fixed-aspect windows", summary=True, table=True),
+    # alpha's uncertainty and the SETOL metrics (issue 13, part D)
+    Column("alpha_ci_low", "float", "alpha_ci", "the bootstrap interval's lower end of alpha",
+           summary=True, table=True),
+    Column("alpha_ci_high", "float", "alpha_ci", "the bootstrap interval's upper end of alpha",
+           summary=True, table=True),
+    Column("delta_lambda_min", "float", "setol", "xmin - detX_val (SETOL; < 0: over-regularised)",
+           summary=True, table=True),
+    Column("alpha_minus_2", "float", "setol", "alpha - 2 (SETOL's ideal alpha is 2)",
+           summary=True),
+    Column("ecs_rank", "int", "setol", "floor((num_pl_spikes + detX_num) / 2)", table=True),
+    Column("ecs_num_sc", "int", "setol", "the self-consistent trace-log ECS rank"),
+    Column("ecs_rank_sc", "int", "setol", "floor((num_pl_spikes + ecs_num_sc) / 2)"),
     Column("status", "text", "status", "success or failed", table=True),
     Column("warning", "text", "status", "over-trained (alpha < 2) or under-trained (alpha > 6)",
            table=True),

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fit import fit_power_law, fit_truncated_power_law
+from ..fit import alpha_interval, fit_power_law, fit_truncated_power_law
 from ..fit.tail import split_xmax
 from ..sources import LayerPlan, LayerRef
 from ..sources.derived import LowRankRef
@@ -25,6 +25,7 @@ from ..spectrum import (
     MPFitError,
     alpha_metrics,
     detx,
+    ecs_self_consistent,
     eigenvalues_many,
     lowrank_eigenvalues,
     mp_fit,
@@ -208,6 +209,51 @@ def rmt_row(evals, plan: LayerPlan, o, row: dict, mats, scale: float, rng, backe
     return out, mp, rand
 
 
+# --- alpha's uncertainty and the SETOL metrics -----------------------------------------------------
+def uncertainty_setol_row(evals: np.ndarray, fit, o, row: dict, key: tuple) -> dict:
+    """The ``alpha_ci`` interval (a bootstrap of the reported power-law fit, seeded per layer) and
+    the ``setol`` columns, as asked for. A failed fit gives NaN in the columns that need it; a
+    failure of one computation is NaN in its own columns and a note in ``reason``."""
+    out: dict = {}
+    notes = []
+    ok = row.get("status") == "success" and fit is not None
+    if o.alpha_ci:
+        out.update(alpha_ci_low=math.nan, alpha_ci_high=math.nan)
+        if ok and not hasattr(fit, "Lambda"):
+            try:
+                lo, hi = alpha_interval(fit, int(o.alpha_ci), float(o.alpha_ci_level),
+                                        seed=layer_seed(o.seed, *key))
+                out.update(alpha_ci_low=lo, alpha_ci_high=hi)
+            except Exception as exc:  # noqa: BLE001 - the fit stands
+                notes.append(f"alpha_ci: {one_line(exc)}")
+        elif ok:
+            notes.append("alpha_ci: the interval is of the power law's alpha (not with fit='TPL')")
+    if o.setol:
+        alpha = row.get("alpha", math.nan) if ok else math.nan
+        pl = row.get("num_pl_spikes", math.nan) if ok else math.nan
+        try:
+            d = detx(evals)
+        except Exception as exc:  # noqa: BLE001
+            d = {"detX_num": math.nan, "detX_val": math.nan}
+            notes.append(f"setol detX: {one_line(exc)}")
+        num = d["detX_num"]
+        try:
+            ref = None if num != num else int(min(max(num, 1), np.count_nonzero(evals > 0)))
+            sc = ecs_self_consistent(evals, reference_rank=ref)
+        except Exception as exc:  # noqa: BLE001
+            sc = math.nan
+            notes.append(f"setol ECS: {one_line(exc)}")
+        out.update(
+            delta_lambda_min=row["xmin"] - d["detX_val"] if ok else math.nan,
+            alpha_minus_2=alpha - 2.0,
+            ecs_rank=(int(pl) + int(num)) // 2 if ok and num == num else math.nan,
+            ecs_num_sc=sc,
+            ecs_rank_sc=(int(pl) + int(sc)) // 2 if ok and sc == sc else math.nan)
+    if notes:
+        out["reason"] = "; ".join(([row["reason"]] if row.get("reason") else []) + notes)
+    return out
+
+
 def _vector_rows(rows: list[RowResult], mats: list[np.ndarray], plan: LayerPlan, o) -> None:
     """Add the eigenvector localization columns to a layer's rows (tail: its num_pl_spikes
     largest eigenvalues; the eigenvectors come from the CPU, whatever the device)."""
@@ -261,6 +307,7 @@ def layer_rows(ref: LayerRef, plan: LayerPlan, o, slices: list[np.ndarray],
                 (oriented if slice_id is None else [oriented[slice_id]])
             more, mp, rand = rmt_row(evals, plan, o, values, group_mats, scale, rng, backend)
             values.update(more)
+            values.update(uncertainty_setol_row(evals, fit, o, values, (ref.index, slice_id)))
         add_estimators(values, evals, mats, slice_id, ref, plan, o)
         rows.append(RowResult(values, evals, fit, mp, rand))
     return LayerResult(tuple(rows))

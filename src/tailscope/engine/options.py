@@ -456,14 +456,40 @@ OPTIONS: tuple[Option, ...] = (
            "diagnostics", check=_bool("farms"),
            flag=Flag(("--farms",), {"action": "store_true"},
                      help="alpha_farms: FARMS, alpha from fixed-aspect windows (no shape bias)")),
+    # alpha's uncertainty and the SETOL metrics (issue 13, part D)
+    Option("alpha_ci", 0, "int",
+           "Replicates of a seeded parametric-bootstrap interval of the reported alpha at its "
+           "xmin (:func:`tailscope.fit.alpha_interval`): columns ``alpha_ci_low``, "
+           "``alpha_ci_high`` at level ``alpha_ci_level`` (0, the default, skips it; layer i "
+           "draws from the seed ``[seed, layer_id, slice_id]``).",
+           "diagnostics", check=_count("alpha_ci", none=False),
+           flag=Flag(("--alpha-ci",), {"type": int, "metavar": "N"},
+                     help="a bootstrap interval of alpha from N replicates (alpha_ci_low, "
+                          "alpha_ci_high)")),
+    Option("alpha_ci_level", 0.9, "float",
+           "The two-sided level of the ``alpha_ci`` interval, in (0, 1).",
+           "diagnostics", check=lambda v: "" if isinstance(v, (float, int, np.floating))
+           and not isinstance(v, bool) and 0 < v < 1
+           else f"alpha_ci_level must be a number in (0, 1); got {v!r}",
+           flag=Flag(("--alpha-ci-level",), {"type": float, "metavar": "P"})),
+    Option("setol", False, "bool",
+           "SETOL's metrics (Martin & Hinrichs 2025): ``delta_lambda_min`` = xmin - detX_val (the "
+           "power-law tail's start minus the det X = 1 tail's), ``alpha_minus_2``, the effective "
+           "correlation space ranks ``ecs_rank`` = floor((num_pl_spikes + detX_num) / 2), "
+           "``ecs_num_sc`` (the self-consistent trace-log rank, "
+           ":func:`tailscope.spectrum.metrics.ecs_self_consistent`) and ``ecs_rank_sc`` = "
+           "floor((num_pl_spikes + ecs_num_sc) / 2).",
+           "diagnostics", check=_bool("setol"),
+           flag=Flag(("--setol",), {"action": "store_true"},
+                     help="SETOL metrics: delta_lambda_min, alpha_minus_2, ECS ranks")),
     Option("seed", None, "int, optional",
            "The seed of every random draw: the shuffles of ``randomize`` (each layer's generator "
            "is ``default_rng([seed, layer_id])``; None draws fresh entropy, recorded in "
-           "``Analysis.options['seed']``) and the bootstrap of ``gof`` (layer i uses the seed "
-           "``[seed, layer_id, slice_id]``).",
+           "``Analysis.options['seed']``) and the bootstraps of ``gof`` and ``alpha_ci`` (layer i "
+           "uses the seed ``[seed, layer_id, slice_id]``).",
            "diagnostics", check=_count("seed"),
            flag=Flag(("--seed",), {"type": int, "metavar": "N"},
-                     help="seed of --randomize and --gof (default: fresh, recorded)")),
+                     help="seed of --randomize, --gof and --alpha-ci (default: fresh, recorded)")),
 )
 
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -3,7 +3,7 @@
 Knows arrays of positive numbers and nothing else (no matrices, no files).
 """
 
-from .bootstrap import GoodnessOfFit, goodness_of_fit
+from .bootstrap import GoodnessOfFit, alpha_interval, goodness_of_fit
 from .compare import Comparison, loglikelihood_ratio
 from .distributions import MODELS, TailFit, fit_tail_model
 from .hill import hill_alpha
@@ -13,7 +13,8 @@ from .truncated import TruncatedPowerLawFit, fit_truncated_power_law
 DISTRIBUTIONS = tuple(MODELS)
 
 __all__ = [
-    "DISTRIBUTIONS", "Comparison", "GoodnessOfFit", "PowerLawFit", "TailFit", "fit_power_law",
+    "DISTRIBUTIONS", "Comparison", "GoodnessOfFit", "PowerLawFit", "TailFit", "alpha_interval",
+    "fit_power_law",
     "TruncatedPowerLawFit", "fit_tail_model", "fit_truncated_power_law", "goodness_of_fit",
     "hill_alpha", "loglikelihood_ratio",
 ]

@@ -124,3 +124,132 @@ def goodness_of_fit(fit, n_boot: int = 1000, *, seed=None, n_jobs: int | None = 
     return GoodnessOfFit(p_value=p, D=fit.D, n_boot=n_boot, n_failed=n_boot - n_good,
                          alpha_ci=interval, ci=ci, Ds=Ds, alphas=alphas,
                          seed=seed if isinstance(seed, int) else None)
+
+
+# --- the interval of alpha ------------------------------------------------------------------------
+def alpha_interval(fit, n_boot: int = 1000, level: float = 0.9, *, seed=None,
+                   rescan: bool = True) -> tuple[float, float]:
+    """A seeded parametric-bootstrap interval of a power-law fit's alpha.
+
+    beta = alpha - 1. Each replicate draws data from the fitted model and refits beta; the
+    interval inverts the ratio pivot beta_hat / beta: [beta_hat^2 / q_hi, beta_hat^2 / q_lo]
+    with q the replicates' beta quantiles.
+
+    ``rescan=True`` (default): the xmin choice is inside the bootstrap. Replicates are CSN's
+    semi-parametric ones (as :func:`goodness_of_fit`: each of n values from the fitted power law
+    above xmin with probability n_tail/n, else resampled from the data below xmin), refitted with
+    the fit's own xmin search (``fit.xmin_search``) and ``xmax``: one fit per replicate.
+
+    ``rescan=False``: xmin is held at the fitted value (the interval is conditional on it). The
+    tail's log-excesses ln(x / xmin) are independent exponentials of rate beta (truncated at
+    ln(xmax / xmin) with ``xmax``) except the values that *are* xmin (or xmax), so only the
+    k = #{xmin < x (< xmax)} others are drawn. Without xmax their sum is one Gamma(k) draw, a
+    replicate costs O(1), and the pivot is exact: (alpha - 1) * sum ln(x / xmin) ~ Gamma(k, 1).
+    With xmax the truncated MLE is refitted, vectorised over the replicates.
+
+    Measured coverage of 90% intervals on Pareto samples, xmin chosen by the KS scan
+    (``bench/alpha_ci_coverage.py``): rescan 0.88-0.93 for n = 20 to 200; the fixed-xmin pivot
+    0.82-0.86 — it is exact for a given xmin (0.90 at the true xmin) but the KS choice of xmin
+    adds variance it does not see.
+
+    Parameters
+    ----------
+    fit : PowerLawFit
+        A successful fit.
+    n_boot : int
+        Replicates (>= 1).
+    level : float
+        Two-sided level in (0, 1).
+    seed : int, sequence of ints or None
+        ``numpy.random.default_rng(seed)`` draws the replicates: the same seed, the same interval.
+    rescan : bool
+        Re-run the xmin search in every replicate (default) or hold xmin fixed (fast).
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        The interval of alpha; (nan, nan) when no replicate gives a fit (or, with
+        ``rescan=False``, when the tail has no value above xmin).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tailscope import fit_power_law
+    >>> from tailscope.fit import alpha_interval
+    >>> x = (1 - np.random.default_rng(0).random(200)) ** (-1 / 1.5)  # Pareto, alpha = 2.5
+    >>> fit = fit_power_law(x)
+    >>> lo, hi = alpha_interval(fit, 200, 0.9, seed=0)  # covers the true 2.5 in ~90% of samples
+    >>> bool(lo < fit.alpha < hi), (lo, hi) == alpha_interval(fit, 200, 0.9, seed=0)
+    (True, True)
+    """
+    if not getattr(fit, "ok", False):
+        raise ValueError(f"cannot bootstrap a failed fit ({getattr(fit, 'reason', fit)!r})")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be an int >= 1; got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1); got {level!r}")
+    beta = fit.alpha - 1.0
+    if not beta > 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    n_boot = int(n_boot)
+    beta_star = (_rescan_betas(fit, n_boot, rng) if rescan else
+                 _fixed_xmin_betas(fit, n_boot, rng))
+    beta_star = beta_star[np.isfinite(beta_star) & (beta_star > 0)]
+    if beta_star.size == 0:
+        return math.nan, math.nan
+    q_lo, q_hi = np.quantile(beta_star, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return 1.0 + beta * beta / q_hi, 1.0 + beta * beta / q_lo
+
+
+def _rescan_betas(fit, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """beta of CSN semi-parametric replicates, each refitted with the fit's xmin search."""
+    beta = fit.alpha - 1.0
+    xmax = fit.xmax
+    tail_mass = 1.0 if xmax is None else -math.expm1(-beta * math.log(xmax / fit.xmin))
+    body = fit.data[fit.data < fit.xmin]
+    ks = rng.binomial(fit.n, fit.n_tail / fit.n, size=n_boot)
+    u = rng.random(int(ks.sum()))
+    tails = fit.xmin * np.exp(-np.log1p(-u * tail_mass) / beta)
+    picks = rng.integers(0, max(body.size, 1), int(n_boot * fit.n - ks.sum()))
+    lows = body[picks] if body.size else np.empty(0)
+    t_at = np.concatenate(([0], np.cumsum(ks)))
+    b_at = np.concatenate(([0], np.cumsum(fit.n - ks)))
+    out = np.full(n_boot, math.nan)
+    search = fit.xmin_search
+    for i in range(n_boot):
+        sample = np.concatenate([lows[b_at[i]:b_at[i + 1]], tails[t_at[i]:t_at[i + 1]]])
+        try:
+            f = fit.refit(sample, xmin=search, xmax=xmax)
+        except ValueError:
+            continue
+        if f.ok:
+            out[i] = f.alpha - 1.0
+    return out
+
+
+def _fixed_xmin_betas(fit, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """beta of replicates of the tail at the fitted xmin (exact Gamma draws without xmax)."""
+    beta = fit.alpha - 1.0
+    tail = fit.tail
+    xmax = fit.xmax
+    inside = tail > fit.xmin
+    if xmax is not None:
+        inside &= tail < xmax
+    k = int(np.count_nonzero(inside))
+    if k == 0:
+        return np.empty(0)
+    if xmax is None:
+        # the sum of k Exp(beta) log-excesses is Gamma(k) / beta; beta* = n_tail / that sum
+        return fit.n_tail * beta / rng.standard_gamma(k, size=n_boot)
+    from ._scan import truncated_beta
+
+    t = math.log(xmax / fit.xmin)
+    fixed = float(np.count_nonzero(tail >= xmax)) * t  # values at xmax contribute t each
+    norm = -math.expm1(-beta * t)
+    sums = np.empty(n_boot)
+    step = max(1, (1 << 20) // k)  # replicates per block: about 8 MiB of draws
+    for i in range(0, n_boot, step):
+        u = rng.random((min(step, n_boot - i), k))
+        sums[i:i + u.shape[0]] = (-np.log1p(-u * norm) / beta).sum(axis=1)
+    return truncated_beta((sums + fixed) / fit.n_tail, np.full(sums.size, t))

@@ -89,3 +89,52 @@ def detx(evals: np.ndarray) -> dict:
         idx, num = 1, n
     return {"detX_num": int(num), "detX_val": float(scaled[idx] / w2),
             "detX_val_unrescaled": float(scaled[idx])}
+
+
+def ecs_self_consistent(evals: np.ndarray, reference_rank: int | None = None,
+                        min_rank: int = 2) -> int:
+    """The self-consistent effective-correlation-space (ECS) rank m_SC of an ESD.
+
+    The definition of the SETOL authors' optimizers (CalculatedContent/rg_optimizers,
+    docs/ECS_GLOSSARY.md section 4, ``self_consistent_trace_log_tracker``; participation-ratio
+    bulk, gamma = 0): on the positive eigenvalues lambda_1 <= ... <= lambda_M, for each candidate
+    rank m = ``min_rank`` .. M with discarded bulk B_m (the M - m smallest),
+
+        r_bulk(m) = (sum_B lambda)^2 / sum_B lambda^2   (0 for an empty bulk),
+        D(m) = clip(m + r_bulk(m), m, M),
+        F(m) = (1/m) sum_{top m} ln(D(m) lambda_i / sum_j lambda_j),
+
+    and m_SC is, among the ranks where F is zero (|F| <= 1e-12) or either side of a sign change,
+    the one with the smallest |F| (ties: nearest ``reference_rank`` — the optimizers pass
+    WeightWatcher's ``detX_num`` — then the larger rank); without a sign change, the smallest
+    |F|. Scale-invariant. ValueError for fewer than two positive eigenvalues.
+
+    >>> import numpy as np
+    >>> x = np.exp(np.linspace(-4.0, 3.0, 128))  # the spectrum of their tests
+    >>> ecs_self_consistent(x) == ecs_self_consistent(17.5 * x)
+    True
+    """
+    ev = np.asarray(evals, dtype=np.float64).ravel()
+    ev = np.sort(ev[np.isfinite(ev) & (ev > 0)])
+    n = ev.size
+    if n < 2:
+        raise ValueError(f"{n} positive eigenvalue(s): the ECS needs at least two")
+    ranks = np.arange(max(1, min(int(min_rank), n)), n + 1)
+    bulk = n - ranks
+    psum = np.concatenate(([0.0], np.cumsum(ev)))[bulk]
+    psq = np.concatenate(([0.0], np.cumsum(ev * ev)))[bulk]
+    r_bulk = np.zeros(ranks.size)
+    ok = psq > 0
+    r_bulk[ok] = psum[ok] ** 2 / psq[ok]
+    dim = np.clip(ranks + r_bulk, ranks.astype(np.float64), float(n))
+    top_logs = np.cumsum(np.log(ev[::-1]))[ranks - 1]
+    F = (top_logs + ranks * np.log(dim / float(ev.sum()))) / ranks
+    exact = np.flatnonzero(np.abs(F) <= 1e-12)
+    brackets = np.flatnonzero(F[:-1] * F[1:] < 0.0)
+    cands = np.unique(np.concatenate([exact, brackets, brackets + 1]))
+    if cands.size == 0:
+        return int(ranks[int(np.nanargmin(np.abs(F)))])
+    dist = (np.abs(ranks[cands] - float(reference_rank)) if reference_rank is not None
+            else np.zeros(cands.size))
+    best = np.lexsort((-ranks[cands], dist, np.abs(F[cands])))[0]
+    return int(ranks[cands[best]])
