@@ -134,3 +134,42 @@ def test_bad_input():
     with pytest.raises(ValueError, match="discrete"):
         fit.goodness_of_fit(n_boot=10)
     assert "discrete=True" in repr(fit) and fit.to_dict()["discrete"] is True
+
+
+def _cli(*args):
+    import contextlib
+    import io
+
+    from tailscope.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_discrete(tmp_path):
+    import json
+
+    x = clauset("words")
+    path = tmp_path / "words.txt"
+    path.write_text("\n".join(str(int(v)) for v in x))
+    code, out, _ = _cli("fit", path, "--discrete", "--json", "--compare", "lognormal",
+                        "exponential")
+    assert code == 0
+    got = json.loads(out)
+    ref = powerlaw_fit(x, discrete=True)
+    assert got["discrete"] is True and got["xmin"] == ref.xmin
+    assert got["alpha"] == pytest.approx(ref.alpha, rel=1e-12)
+    fit = fit_power_law(x, discrete=True)
+    for c in got["compare"]:
+        assert c["R"] == pytest.approx(fit.compare(c["distribution"]).R, rel=1e-12)
+    code, out, _ = _cli("fit", path, "--discrete")
+    assert code == 0 and "discrete power-law tail of 2958" in out
+    for bad in (("--bootstrap", "10"), ("--xmax", "max")):
+        code, _, err = _cli("fit", path, "--discrete", *bad)
+        assert code == 2 and len(err.strip().splitlines()) == 1
+    half = tmp_path / "half.txt"
+    half.write_text("0.5\n2\n3\n")
+    code, _, err = _cli("fit", half, "--discrete")
+    assert code == 2 and ">= 1" in err
