@@ -400,10 +400,11 @@ def _nelder_mead(objective, z0, scale) -> tuple[np.ndarray, float]:
 
 def _min_1d(objective, t0: float, step: float) -> tuple[float, float]:
     """Brent's minimisation of a 1-D function from t0 (bracket found by expanding from t0 + step)."""
-    f = lambda t: objective(np.array([t]))  # noqa: E731
+    f = lambda t: min(objective(np.array([t])), 1e300)  # noqa: E731 (Brent needs finite values)
     try:
-        res = optimize.minimize_scalar(f, bracket=(t0, t0 + step), method="brent",
-                                       options={"xtol": 1e-12, "maxiter": 500})
+        with np.errstate(all="ignore"):
+            res = optimize.minimize_scalar(f, bracket=(t0, t0 + step), method="brent",
+                                           options={"xtol": 1e-12, "maxiter": 500})
         t, v = float(res.x), float(res.fun)
     except (ValueError, RuntimeError):  # no bracket (monotone to an end): fall back
         (t,), v = _nelder_mead(objective, np.array([t0]), np.array([step]))
