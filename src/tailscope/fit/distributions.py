@@ -395,6 +395,37 @@ def _nelder_mead(objective, z0, scale) -> tuple[np.ndarray, float]:
         if not improved:
             break
         scale = np.maximum(np.abs(scale) * 0.1, 1e-8 * np.maximum(1.0, np.abs(z)))
+    if z.size == 2 and math.isfinite(best):
+        z, best = _polish(objective, z, best)
+    return z, best
+
+
+def _polish(objective, z, best) -> tuple[np.ndarray, float]:
+    """Nelder-Mead again in coordinates whitened by the finite-difference Hessian at z: a long,
+    narrow ridge (the lognormal's on flat tails) becomes round, so the simplex does not stall."""
+    h = 1e-4 * np.maximum(np.abs(z), 1e-3)
+    e = np.diag(h)
+    hess = np.empty((2, 2))
+    for i in range(2):
+        hess[i, i] = (objective(z + e[i]) - 2.0 * best + objective(z - e[i])) / h[i] ** 2
+    hess[0, 1] = hess[1, 0] = (objective(z + e[0] + e[1]) - objective(z + e[0] - e[1])
+                               - objective(z - e[0] + e[1]) + objective(z - e[0] - e[1])
+                               ) / (4.0 * h[0] * h[1])
+    if not np.all(np.isfinite(hess)):
+        return z, best
+    w, v = np.linalg.eigh(hess)
+    if not np.all(w > 0):
+        return z, best
+    t = v / np.sqrt(w)  # z + t u: the objective rises by |u|^2 / 2 near the optimum
+
+    def g(u):
+        return objective(z + t @ u)
+
+    res = optimize.minimize(g, np.zeros(2), method="Nelder-Mead",
+                            options={"initial_simplex": np.array([[0, 0], [0.1, 0], [0, 0.1]]),
+                                     "xatol": 1e-8, "fatol": 1e-13, "maxfev": 4000})
+    if res.fun < best:
+        return z + t @ res.x, float(res.fun)
     return z, best
 
 
