@@ -406,11 +406,12 @@ def _polish(objective, z, best) -> tuple[np.ndarray, float]:
     h = 1e-4 * np.maximum(np.abs(z), 1e-3)
     e = np.diag(h)
     hess = np.empty((2, 2))
-    for i in range(2):
-        hess[i, i] = (objective(z + e[i]) - 2.0 * best + objective(z - e[i])) / h[i] ** 2
-    hess[0, 1] = hess[1, 0] = (objective(z + e[0] + e[1]) - objective(z + e[0] - e[1])
-                               - objective(z - e[0] + e[1]) + objective(z - e[0] - e[1])
-                               ) / (4.0 * h[0] * h[1])
+    with np.errstate(all="ignore"):  # a neighbour outside the domain (inf): no polish
+        for i in range(2):
+            hess[i, i] = (objective(z + e[i]) - 2.0 * best + objective(z - e[i])) / h[i] ** 2
+        hess[0, 1] = hess[1, 0] = (objective(z + e[0] + e[1]) - objective(z + e[0] - e[1])
+                                   - objective(z - e[0] + e[1]) + objective(z - e[0] - e[1])
+                                   ) / (4.0 * h[0] * h[1])
     if not np.all(np.isfinite(hess)):
         return z, best
     w, v = np.linalg.eigh(hess)
