@@ -30,7 +30,7 @@ import numpy as np
 from scipy import optimize
 from scipy.special import erfcx, log_ndtr, zeta
 
-from .special import log_upper_gamma
+from .special import log_upper_gamma, log_upper_gamma_scalar
 from .tail import ks_distance
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -553,7 +553,7 @@ def _log_lerch_sum(alpha: float, lam: float, x0: float) -> float:
     big = x0 + n_direct
     log_fx = -alpha * math.log(big / x0) - lam * (big - x0)
     if lam > 0:  # int_big^inf x^-alpha e^(-lam x) dx = lam^(alpha-1) Gamma(1-alpha, lam big), / f(x0)
-        log_int = ((alpha - 1.0) * math.log(lam) + float(log_upper_gamma(1.0 - alpha, lam * big))
+        log_int = ((alpha - 1.0) * math.log(lam) + log_upper_gamma_scalar(1.0 - alpha, lam * big)
                    + alpha * math.log(x0) + lam * x0)
     elif alpha > 1:
         log_int = math.log(big / (alpha - 1.0)) - alpha * math.log(big / x0)
