@@ -20,6 +20,10 @@ def arguments(p) -> None:
                help="'force' or 'max' (the largest value), a number (the model is normalised on "
                     "[xmin, xmax]), or -k to drop the k largest values before fitting")
     add_option(p, "fix_fingers", suppress=False)
+    p.add_argument("--discrete", action="store_true",
+                   help="fit the discrete power law x^-alpha / zeta(alpha, xmin) to whole numbers "
+                        ">= 1 (counts), as powerlaw.Fit(data, discrete=True); the comparisons use "
+                        "the discrete forms of the other models")
     add_option(p, "compare", suppress=False,
                help="likelihood-ratio tests of the power law against other tail models DIST "
                     "(default: truncated_power_law lognormal exponential; 'all' for every one)")
@@ -54,6 +58,8 @@ def run(args) -> int:
 
     if args.bootstrap is not None and args.bootstrap < 1:
         raise InputError(f"--bootstrap needs N >= 1; got {args.bootstrap}")
+    if args.discrete and args.bootstrap:
+        raise InputError("--bootstrap draws continuous replicates: not with --discrete")
     names = ()
     if args.compare is not None:
         try:
@@ -63,7 +69,8 @@ def run(args) -> int:
     data, xmax, dropped = _xmax(args.xmax, read_values(args.file))
     xmin = tuple(args.xmin_range) if args.xmin_range else args.xmin
     try:
-        fit = fit_power_law(data, xmin=xmin, xmax=xmax, fix_fingers=args.fix_fingers)
+        fit = fit_power_law(data, xmin=xmin, xmax=xmax, fix_fingers=args.fix_fingers,
+                            discrete=args.discrete)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     out = {"file": args.file, **fit.to_dict()}
@@ -87,7 +94,8 @@ def run(args) -> int:
     if not fit.ok:
         raise InputError(f"{args.file}: no power-law fit: {fit.reason}")
     what = f" (the {dropped} largest dropped)" if dropped else ""
-    print(f"{args.file}: {fit.n} values{what}, power-law tail of {fit.n_tail}")
+    kind = "discrete power-law" if fit.discrete else "power-law"
+    print(f"{args.file}: {fit.n} values{what}, {kind} tail of {fit.n_tail}")
     print(f"  alpha  {fit.alpha:.6g} +- {fit.sigma:.3g}")
     print(f"  xmin   {fit.xmin:.6g}" + ("" if fit.xmax is None else f"   xmax {fit.xmax:.6g}"))
     print(f"  D      {fit.D:.6g}")
@@ -109,6 +117,7 @@ def run(args) -> int:
 
 COMMAND = Command(
     name="fit", help="fit a power law to numbers in a file",
-    description="Fit a continuous power law (CSN method, exact xmin scan) to positive numbers: a "
-                "text file with one number per line ('-' for stdin) or a .npy array.",
+    description="Fit a continuous (or, with --discrete, discrete) power law (CSN method, exact "
+                "xmin scan) to positive numbers: a text file with one number per line ('-' for "
+                "stdin) or a .npy array.",
     arguments=arguments, run=run)

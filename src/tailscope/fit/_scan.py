@@ -16,6 +16,7 @@ the brute-force scan; only the work differs.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import zeta
 
 _BLOCK = 1 << 15  # matrix elements per vectorised block: 256 KiB of float64 stays in cache
 _PRUNE_TOL = 1e-12  # guards the bound against last-ulp differences between code paths
@@ -25,9 +26,11 @@ _N_PROBE = 4  # candidates evaluated exactly per refinement round to tighten the
 class Spectrum:
     """Sorted unique values of the data with the prefix sums the scan needs."""
 
-    __slots__ = ("u", "L", "before", "before_f", "inv_m", "m", "n", "K", "mean_log_excess")
+    __slots__ = ("u", "L", "before", "before_f", "inv_m", "m", "n", "K", "mean_log_excess",
+                 "discrete")
 
-    def __init__(self, x_sorted: np.ndarray):
+    def __init__(self, x_sorted: np.ndarray, discrete: bool = False):
+        self.discrete = discrete
         u, first, counts = np.unique(x_sorted, return_index=True, return_counts=True)
         self.u = u
         self.L = np.log(u)
@@ -85,6 +88,8 @@ def truncated_beta(mean_log_excess: np.ndarray, log_ratio: np.ndarray) -> np.nda
 def _ks_block(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarray,
               inv: np.ndarray) -> np.ndarray:
     """max |P - S| over the given positions (rows: candidates ks), in place on one buffer."""
+    if sp.discrete:
+        return _ks_block_discrete(sp, ks, pos, beta)
     a = sp.L[pos]
     a -= sp.L[ks, None]
     a *= -beta[ks, None]
@@ -97,6 +102,25 @@ def _ks_block(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarray,
     a -= e
     np.abs(a, out=a)
     return a.max(axis=1)
+
+
+def _ks_block_discrete(sp: Spectrum, ks: np.ndarray, pos: np.ndarray,
+                       beta: np.ndarray) -> np.ndarray:
+    """The discrete power law's KS block: P = 1 - zeta(alpha, u_j) / zeta(alpha, u_k)."""
+    alpha = 1.0 + beta[ks, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = zeta(alpha, sp.u[pos])
+        a /= zeta(alpha, sp.u[ks, None])
+    np.subtract(1.0, a, out=a)
+    e = sp.before_f[pos]
+    e -= sp.before_f[ks, None]
+    e *= sp.inv_m[ks, None]
+    a -= e
+    np.abs(a, out=a)
+    out = a.max(axis=1)
+    # zeta(alpha, xmin) underflows (alpha in the hundreds): powerlaw's CDF is then all ones, D = 1
+    out[np.isnan(out)] = 1.0
+    return out
 
 
 def exact_D(sp: Spectrum, ks: np.ndarray, beta: np.ndarray, inv: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erfc
 
+_ROUNDING = 1e-12
 _MIN_LOGLIK = sys.float_info.min_10_exp * math.log(10.0)  # powerlaw's floor for log(0)
 
 
@@ -45,6 +46,9 @@ def loglikelihood_ratio(ll1, ll2, *, nested: bool = False) -> tuple[float, float
     if n == 0:
         return 0.0, 1.0, math.nan
     diff = ll1 - ll2
+    # per-point differences at rounding level are zero: two fits of the same model (e.g. a
+    # lognormal at its power-law limit) then give R = 0, p = 1 instead of a ratio of round-off
+    diff[np.abs(diff) <= _ROUNDING * (1.0 + np.abs(ll1) + np.abs(ll2))] = 0.0
     R = float(np.sum(diff))
     var = float(np.mean((diff - diff.mean()) ** 2))
     norm = R / math.sqrt(n * var) if var > 0 else math.nan

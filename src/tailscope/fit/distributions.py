@@ -1,5 +1,17 @@
 """Alternative tail models fitted by maximum likelihood on the same tail [xmin, xmax].
 
+Maxima without artificial bounds: the lognormal is fitted in its natural (exponential-family)
+parameters, where its log-likelihood is concave and its power-law limit (sigma -> inf) is a point
+of the closed domain; the stretched exponential in (kappa, beta) with the rate profiled out, where
+beta = 0 is again the power-law limit; the exponential in closed form. The optimiser never stops
+on a box: if the best fit is the power-law limit, that limit is the answer (its likelihood is the
+power law's, R = 0).
+
+Discrete tails (``discrete=True``) follow ``powerlaw`` 1.5: exact probabilities for the power law
+(Hurwitz zeta), exponential (geometric) and truncated power law (Lerch sum); the lognormal and the
+stretched exponential by the 'round' approximation P(x) = (S(x - 1/2) - S(x + 1/2)) / S(xmin - 1/2)
+with S the continuous survival function.
+
 Every model is written as an unnormalised log density ``logf(x)`` and the log of its integral to
 infinity ``logsf(x)``; the density on [xmin, xmax] is then exp(logf(x) - log Z) with
 log Z = logsf(xmin) + log(1 - exp(logsf(xmax) - logsf(xmin))). Working in logs keeps every model
@@ -10,13 +22,15 @@ replaces underflows by 1e-308).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy import optimize
-from scipy.special import log_ndtr
+from scipy.special import erfcx, log_ndtr, zeta
 
-from .special import log_upper_gamma
+from .special import log_upper_gamma, log_upper_gamma_scalar
 from .tail import ks_distance
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -221,9 +235,383 @@ MODELS: dict[str, TailModel] = {m.name: m for m in (
     StretchedExponential())}
 
 
+# --- the fitting machinery: internal parameters in which the maxima are found -------------------
+_LOG_SQRT_HALF_PI = 0.5 * math.log(math.pi / 2.0)
+_SAME = 1e-11  # likelihoods this close (relative) are equal to rounding: prefer the simpler limit
+_SQRT2 = math.sqrt(2.0)
+
+
+def _log_erfcx(u: np.ndarray) -> np.ndarray:
+    """log erfcx(u) for every real u (erfcx(u) = 2 e^(u^2) - erfcx(-u) overflows for u < -26)."""
+    u = np.asarray(u, dtype=np.float64)
+    out = np.empty_like(u)
+    pos = u >= 0
+    out[pos] = np.log(erfcx(u[pos]))
+    un = u[~pos]
+    out[~pos] = un * un + np.log(2.0 - erfcx(-un) * np.exp(-un * un))
+    return out
+
+
+def _log_partition(a, b: float) -> np.ndarray:
+    """A(a, b) = log int_0^inf exp(a y + b y^2) dy on the closed domain b <= 0 (b = 0: a < 0)."""
+    a = np.asarray(a, dtype=np.float64)
+    if b < 0:
+        s = 1.0 / math.sqrt(-2.0 * b)
+        return math.log(s) + _LOG_SQRT_HALF_PI + _log_erfcx(-a * s / _SQRT2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(a < 0, -np.log(-a), np.inf)
+
+
+class _Family:
+    """A family in internal parameters z, on [x0, inf): log S(x)/S(x0) and log f(x) (continuous)."""
+
+    name = ""
+
+    def feasible(self, z, x0) -> bool:
+        return True
+
+    def log_sf_rel(self, z, x, x0):
+        raise NotImplementedError
+
+    def log_f_rel(self, z, x, x0):
+        raise NotImplementedError
+
+    def display(self, z, x0) -> dict:
+        raise NotImplementedError
+
+
+class _LognormalNatural(_Family):
+    """z = (a, b): density on y = ln(x / x0) >= 0 proportional to exp(a y + b y^2), b <= 0.
+    sigma = 1 / sqrt(-2 b), mu = ln x0 + a sigma^2; b = 0 is the power law with alpha = 1 - a."""
+
+    name = "lognormal"
+
+    def feasible(self, z, x0):
+        a, b = z
+        return b < 0 or (b == 0 and a < 0)
+
+    def log_sf_rel(self, z, x, x0):
+        a, b = z
+        y = np.log(np.asarray(x, dtype=np.float64) / x0)
+        if b == 0:
+            return a * y
+        return a * y + b * y * y + _log_partition(a + 2.0 * b * y, b) - _log_partition(a, b)
+
+    def log_f_rel(self, z, x, x0):
+        a, b = z
+        x = np.asarray(x, dtype=np.float64)
+        y = np.log(x / x0)
+        return -np.log(x) + a * y + b * y * y - _log_partition(a, b)
+
+    def display(self, z, x0):
+        a, b = z
+        if b == 0:
+            return {"mu": -math.inf, "sigma": math.inf}
+        s2 = -0.5 / b
+        return {"mu": math.log(x0) + a * s2, "sigma": math.sqrt(s2)}
+
+
+class _LognormalPositiveNatural(_LognormalNatural):
+    name = "lognormal_positive"
+
+    def feasible(self, z, x0):
+        a, b = z
+        return b < 0 and math.log(x0) - a / (2.0 * b) > 0
+
+
+class _StretchedNatural(_Family):
+    """z = (log kappa, beta): S(x)/S(x0) = exp(-kappa (exp(beta r) - 1) / beta), r = ln(x / x0),
+    beta >= 0; (Lambda x0)^beta = kappa / beta. beta = 0 is the power law with alpha = 1 + kappa."""
+
+    name = "stretched_exponential"
+
+    def feasible(self, z, x0):
+        return z[1] >= 0 and math.isfinite(z[0])
+
+    @staticmethod
+    def _e(beta, r):
+        return np.expm1(beta * r) / beta if beta > 0 else r
+
+    def log_sf_rel(self, z, x, x0):
+        r = np.log(np.asarray(x, dtype=np.float64) / x0)
+        return -math.exp(z[0]) * self._e(z[1], r)
+
+    def log_f_rel(self, z, x, x0):
+        x = np.asarray(x, dtype=np.float64)
+        r = np.log(x / x0)
+        kappa, beta = math.exp(z[0]), z[1]
+        return z[0] + beta * r - np.log(x) - kappa * self._e(beta, r)
+
+    def display(self, z, x0):
+        lk, beta = z
+        if beta <= 0:
+            return {"Lambda": math.inf, "beta": 0.0}
+        log_lam = (lk - math.log(beta)) / beta - math.log(x0)
+        return {"Lambda": math.exp(log_lam) if log_lam < 709.0 else math.inf, "beta": beta}
+
+
+_FAMILIES = {f.name: f for f in (_LognormalNatural(), _LognormalPositiveNatural(),
+                                  _StretchedNatural())}
+
+
+def _family_logpdf(fam: _Family, z, x0: float, xmax: float | None, discrete: bool, x):
+    """Per-point log density (log probability when discrete) of a family's fit."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if discrete:  # powerlaw's 'round': (S(x - 1/2) - S(x + 1/2)) / S(xmin - 1/2), x0 = xmin - 1/2
+            lo = fam.log_sf_rel(z, x - 0.5, x0)
+            hi = fam.log_sf_rel(z, x + 0.5, x0)
+            return lo + np.log(-np.expm1(hi - lo))
+        out = fam.log_f_rel(z, x, x0)
+        if xmax is not None:
+            out = out - math.log(-math.expm1(float(fam.log_sf_rel(z, np.array([xmax]), x0)[0])))
+        return out
+
+
+def _family_cdf(fam: _Family, z, x0: float, xmax: float | None, discrete: bool, x):
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if discrete:  # P(X < x) on the lattice: 1 - S(x - 1/2) / S(xmin - 1/2)
+            return -np.expm1(fam.log_sf_rel(z, np.maximum(x - 0.5, x0), x0))
+        num = -np.expm1(fam.log_sf_rel(z, np.maximum(x, x0), x0))
+        if xmax is None:
+            return num
+        return num / -math.expm1(float(fam.log_sf_rel(z, np.array([xmax]), x0)[0]))
+
+
+def _nelder_mead(objective, z0, scale) -> tuple[np.ndarray, float]:
+    """Unbounded Nelder-Mead, restarted from its optimum (smaller simplex) until it stops improving."""
+    z = np.asarray(z0, dtype=np.float64)
+    best = objective(z)
+    scale = np.asarray(scale, dtype=np.float64)
+    for _ in range(8):
+        simplex = np.vstack([z] + [z + np.eye(z.size)[i] * scale[i] for i in range(z.size)])
+        res = optimize.minimize(objective, z, method="Nelder-Mead",
+                                options={"initial_simplex": simplex, "xatol": 1e-13,
+                                         "fatol": 1e-13, "maxfev": 20000})
+        improved = res.fun < best - 1e-12 * max(1.0, abs(best))
+        if res.fun < best:
+            z, best = np.asarray(res.x, dtype=np.float64), float(res.fun)
+        if not improved:
+            break
+        scale = np.maximum(np.abs(scale) * 0.1, 1e-8 * np.maximum(1.0, np.abs(z)))
+    if z.size == 2 and math.isfinite(best):
+        z, best = _polish(objective, z, best)
+    return z, best
+
+
+def _polish(objective, z, best) -> tuple[np.ndarray, float]:
+    """Nelder-Mead again in coordinates whitened by the finite-difference Hessian at z: a long,
+    narrow ridge (the lognormal's on flat tails) becomes round, so the simplex does not stall."""
+    h = 1e-4 * np.maximum(np.abs(z), 1e-3)
+    e = np.diag(h)
+    hess = np.empty((2, 2))
+    with np.errstate(all="ignore"):  # a neighbour outside the domain (inf): no polish
+        for i in range(2):
+            hess[i, i] = (objective(z + e[i]) - 2.0 * best + objective(z - e[i])) / h[i] ** 2
+        hess[0, 1] = hess[1, 0] = (objective(z + e[0] + e[1]) - objective(z + e[0] - e[1])
+                                   - objective(z - e[0] + e[1]) + objective(z - e[0] - e[1])
+                                   ) / (4.0 * h[0] * h[1])
+    if not np.all(np.isfinite(hess)):
+        return z, best
+    w, v = np.linalg.eigh(hess)
+    if not np.all(w > 0):
+        return z, best
+    t = v / np.sqrt(w)  # z + t u: the objective rises by |u|^2 / 2 near the optimum
+
+    def g(u):
+        return objective(z + t @ u)
+
+    res = optimize.minimize(g, np.zeros(2), method="Nelder-Mead",
+                            options={"initial_simplex": np.array([[0, 0], [0.1, 0], [0, 0.1]]),
+                                     "xatol": 1e-8, "fatol": 1e-13, "maxfev": 4000})
+    if res.fun < best:
+        return z + t @ res.x, float(res.fun)
+    return z, best
+
+
+def _min_1d(objective, t0: float, step: float) -> tuple[float, float]:
+    """Brent's minimisation of a 1-D function from t0 (bracket found by expanding from t0 + step)."""
+    f = lambda t: min(objective(np.array([t])), 1e300)  # noqa: E731 (Brent needs finite values)
+    try:
+        with np.errstate(all="ignore"):
+            res = optimize.minimize_scalar(f, bracket=(t0, t0 + step), method="brent",
+                                           options={"xtol": 1e-12, "maxiter": 500})
+        t, v = float(res.x), float(res.fun)
+    except (ValueError, RuntimeError):  # no bracket (monotone to an end): fall back
+        (t,), v = _nelder_mead(objective, np.array([t0]), np.array([step]))
+        t = float(t)
+    f0 = f(t0)
+    return (t, v) if v <= f0 else (t0, f0)
+
+
+def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete):
+    lx = np.log(tail)
+    y = lx - math.log(x0)
+    n = tail.size
+    s0 = float(np.std(lx)) or 1.0
+    z0 = np.array([float(np.mean(y)) / s0**2, -0.5 / s0**2])
+    sy, syy, slx = float(np.sum(y)), float(np.sum(y * y)), float(np.sum(lx))
+    fast = not discrete and xmax is None
+
+    uniq, counts = np.unique(tail, return_counts=True)
+
+    def nll(z):
+        if not fam.feasible(z, x0):
+            return math.inf
+        if fast:  # sufficient statistics: O(1) per evaluation
+            with np.errstate(all="ignore"):
+                v = slx - z[0] * sy - z[1] * syy + n * float(_log_partition(z[0], z[1]))
+        else:
+            v = -float(counts @ _family_logpdf(fam, z, x0, xmax, discrete, uniq))
+        return v if math.isfinite(v) else math.inf
+
+    if fam.name == "lognormal_positive":
+        # a concave maximum over the convex set mu > 0: the lognormal's when that has mu > 0,
+        # else on the edge mu = 0, the line a = 2 ln(x0) b: maximise along it (1-D in ln(-b))
+        z = _fit_lognormal(_FAMILIES["lognormal"], tail, x0, xmax, discrete)
+        if fam.feasible(z, x0):
+            return z
+        lx0 = math.log(x0)
+
+        def edge(t):
+            b = -math.exp(t[0])
+            return np.array([2.0 * lx0 * b + 1e-12 * abs(b) + 1e-300, b])
+
+        t0 = math.log(max(-z[1], 0.5 / max(s0, 1e-3) ** 2))
+        t, _ = _min_1d(lambda t: nll(edge(t)), t0, 0.5)
+        return edge([t])
+    z, best = _nelder_mead(nll, z0, np.abs(z0) * 0.1 + 1e-3)
+    if fam.name == "lognormal":
+        # the power-law limit b = 0 belongs to the closed domain; when it is as good (to rounding),
+        # it is the answer: a = -(alpha - 1) of the power law on this tail (closed form when
+        # continuous; the 'round' power law's maximum when discrete)
+        if fast:
+            zl = np.array([-n / sy])
+            fl = nll(np.array([zl[0], 0.0]))
+        else:
+            al, fl = _min_1d(lambda t: nll(np.array([t[0], 0.0])), min(float(z[0]), -n / sy), 0.1)
+            zl = np.array([al])
+        if fl <= best + _SAME * max(1.0, abs(best)):
+            z, best = np.array([zl[0], 0.0]), fl
+    return z
+
+
+def _fit_stretched(fam: _Family, tail, x0, xmax, discrete):
+    r = np.log(tail / x0)
+    n, sr = tail.size, float(np.sum(r))
+
+    def profile(beta):  # continuous, no xmax: kappa in closed form
+        if beta < 0:
+            return math.inf
+        with np.errstate(all="ignore"):
+            e = float(np.sum(fam._e(beta, r)))
+        return -(n * math.log(n / e) + beta * sr - n) if 0 < e < math.inf else math.inf
+
+    grid = list(np.concatenate([[0.0], np.logspace(-6, 2, 33)]))
+    vals = [profile(b) for b in grid]
+    k = int(np.argmin(vals))
+    while k == len(grid) - 1 and grid[-1] < 1e6:
+        grid.append(grid[-1] * 4.0)
+        vals.append(profile(grid[-1]))
+        k = int(np.argmin(vals))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    beta, fbest = float(grid[k]), vals[k]
+    if hi > lo:
+        res = optimize.minimize_scalar(profile, bounds=(lo, hi), method="bounded",
+                                       options={"xatol": 1e-15 + 1e-13 * hi})
+        if res.fun < fbest:
+            beta = float(res.x)
+    if profile(0.0) <= profile(beta) + _SAME * max(1.0, abs(profile(beta))):
+        beta = 0.0  # the power-law limit, as good to rounding: the answer
+    e = float(np.sum(fam._e(beta, r)))
+    z = np.array([math.log(n / e), beta])
+    if discrete or xmax is not None:
+        uniq, counts = np.unique(tail, return_counts=True)
+
+        def nll(zz):
+            if not fam.feasible(zz, x0):
+                return math.inf
+            v = -float(counts @ _family_logpdf(fam, zz, x0, xmax, discrete, uniq))
+            return v if math.isfinite(v) else math.inf
+
+        z, best = _nelder_mead(nll, z, np.array([0.1, 0.1 * beta + 1e-3]))
+        kl, fl = _min_1d(lambda t: nll(np.array([t[0], 0.0])), float(z[0]), 0.1)
+        zl = np.array([kl])
+        if fl <= best + _SAME * max(1.0, abs(best)):  # the power-law limit beta = 0
+            z = np.array([zl[0], 0.0])
+    return z
+
+
+# --- discrete models with exact probabilities (powerlaw 1.5's _pdf_discrete_normalizer) -----------
+def _log_lerch_sum(alpha: float, lam: float, x0: float) -> float:
+    """log sum_{k >= 0} (x0 + k)^-alpha e^(-lam (x0 + k)): direct terms, then Euler-Maclaurin."""
+    n_direct = int(max(32, 10 * math.ceil(abs(alpha)) + 10))
+    k = x0 + np.arange(n_direct, dtype=np.float64)
+    logt = -alpha * np.log(k / x0) - lam * (k - x0)  # log of the terms / f(x0)
+    head = float(np.sum(np.exp(logt)))
+    big = x0 + n_direct
+    log_fx = -alpha * math.log(big / x0) - lam * (big - x0)
+    if lam > 0:  # int_big^inf x^-alpha e^(-lam x) dx = lam^(alpha-1) Gamma(1-alpha, lam big), / f(x0)
+        log_int = ((alpha - 1.0) * math.log(lam) + log_upper_gamma_scalar(1.0 - alpha, lam * big)
+                   + alpha * math.log(x0) + lam * x0)
+    elif alpha > 1:
+        log_int = math.log(big / (alpha - 1.0)) - alpha * math.log(big / x0)
+    else:
+        return math.inf
+    h = -alpha / big - lam  # f'/f; Euler-Maclaurin: f/2 - f'/12 + f3/720 (f3 the third derivative)
+    h1, h2 = alpha / big**2, -2.0 * alpha / big**3
+    corr = 0.5 - h / 12.0 + (h**3 + 3.0 * h * h1 + h2) / 720.0
+    rest = math.exp(log_int) + corr * math.exp(log_fx)
+    return math.log(head + rest) - alpha * math.log(x0) - lam * x0
+
+
+def _discrete_exact_logpmf(name: str, theta, xmin: float, x):
+    x = np.asarray(x, dtype=np.float64)
+    if name == "power_law":
+        return -theta[0] * np.log(x) - math.log(float(zeta(theta[0], xmin)))
+    if name == "exponential":
+        lam = theta[0]
+        return math.log(-math.expm1(-lam)) - lam * (x - xmin)
+    alpha, lam = theta  # truncated power law
+    return -alpha * np.log(x) - lam * x - _log_lerch_sum(alpha, lam, xmin)
+
+
+def _discrete_exact_cdf(name: str, theta, xmin: float, x):
+    x = np.maximum(np.asarray(x, dtype=np.float64), xmin)
+    if name == "power_law":
+        return -np.expm1(np.log(zeta(theta[0], x)) - math.log(float(zeta(theta[0], xmin))))
+    if name == "exponential":
+        return -np.expm1(-theta[0] * (x - xmin))
+    alpha, lam = theta
+    z0 = _log_lerch_sum(alpha, lam, xmin)
+    return np.array([-math.expm1(_log_lerch_sum(alpha, lam, v) - z0) for v in x.ravel()]
+                    ).reshape(x.shape)
+
+
+def _fit_discrete_tpl(tail, xmin, alpha0):
+    n, sl, sx = tail.size, float(np.sum(np.log(tail))), float(np.sum(tail))
+
+    def nll(z):
+        alpha, lam = z[0], math.exp(z[1])
+        with np.errstate(all="ignore"):
+            try:
+                v = alpha * sl + lam * sx + n * _log_lerch_sum(alpha, lam, xmin)
+            except (OverflowError, ValueError):
+                return math.inf
+        return v if math.isfinite(v) else math.inf
+
+    z0 = np.array([alpha0, math.log(1.0 / float(np.mean(tail)))])
+    z, _ = _nelder_mead(nll, z0, np.array([0.1, 1.0]))
+    return (float(z[0]), math.exp(z[1]))
+
+
 @dataclass(frozen=True, repr=False, eq=False)
 class TailFit:
-    """A tail model fitted by maximum likelihood on [xmin, xmax]."""
+    """A tail model fitted by maximum likelihood on [xmin, xmax] (or on the lattice xmin, xmin + 1,
+    ... when ``discrete``). ``parameters`` in ``powerlaw``'s names; a fit at the power-law limit of
+    its family reports it as such (lognormal: mu = -inf, sigma = inf; stretched exponential:
+    Lambda = inf, beta = 0)."""
 
     name: str
     parameters: dict
@@ -235,6 +623,9 @@ class TailFit:
     reason: str
     _model: TailModel = field(repr=False)
     _tail: np.ndarray = field(repr=False)
+    discrete: bool = False
+    _logpdf: Callable | None = field(default=None, repr=False)
+    _cdf: Callable | None = field(default=None, repr=False)
 
     def __getattr__(self, item):  # fit.alpha, fit.Lambda, fit.mu, ...
         params = self.__dict__.get("parameters", {})
@@ -247,14 +638,23 @@ class TailFit:
         return tuple(self.parameters[p] for p in self._model.params)
 
     def loglikelihoods(self, x=None) -> np.ndarray:
+        """Per-point log density (log probability for a discrete fit) over the tail or ``x``."""
         x = self._tail if x is None else np.asarray(x, dtype=np.float64)
+        if self._logpdf is not None:
+            return self._logpdf(x)
         return self._model.logpdf(self.theta, x, self.xmin, self.xmax)
 
     def pdf(self, x) -> np.ndarray:
         return np.exp(self.loglikelihoods(x))
 
     def cdf(self, x) -> np.ndarray:
+        """P(X < x | X >= xmin)."""
+        if self._cdf is not None:
+            return self._cdf(x)
         return self._model.cdf(self.theta, x, self.xmin, self.xmax)
+
+    def ccdf(self, x) -> np.ndarray:
+        return 1.0 - self.cdf(x)
 
     @property
     def D(self) -> float:  # noqa: N802
@@ -262,8 +662,9 @@ class TailFit:
 
     def __repr__(self) -> str:
         ps = ", ".join(f"{k}={v:.6g}" for k, v in self.parameters.items())
+        disc = ", discrete=True" if self.discrete else ""
         return (f"TailFit({self.name!r}, {ps}, loglikelihood={self.loglikelihood:.6g}, "
-                f"n_tail={self.n_tail}, status={self.status!r})")
+                f"n_tail={self.n_tail}, status={self.status!r}{disc})")
 
 
 def _neg_loglik(model: TailModel, st: TailStats, xmin: float, xmax: float | None, z) -> float:
@@ -276,32 +677,70 @@ def _neg_loglik(model: TailModel, st: TailStats, xmin: float, xmax: float | None
 
 
 def fit_tail_model(name: str, tail: np.ndarray, xmin: float, xmax: float | None = None,
-                   power_law=None) -> TailFit:
+                   power_law=None, discrete: bool = False) -> TailFit:
     """Maximum-likelihood fit of model ``name`` to ``tail`` (values in [xmin, xmax]).
 
-    The power law reuses the given :class:`PowerLawFit`; the exponential without xmax has the
-    closed form 1 / (mean(x) - xmin); the others are maximised numerically (Nelder-Mead on
-    log-transformed positive parameters, then polished), from ``powerlaw``'s start values.
+    The power law reuses the given :class:`PowerLawFit`; the exponential has a closed form (without
+    xmax: 1 / (mean(x) - xmin), discrete: ln(1 + 1 / mean(x - xmin))); the lognormal and the
+    stretched exponential are maximised in parameters where no bound is needed (see the module
+    docstring); the truncated power law numerically from ``powerlaw``'s start values.
+    ``discrete=True`` fits the discrete forms (``powerlaw`` 1.5's, see the module docstring).
     """
     if name not in MODELS:
         raise ValueError(f"unknown distribution {name!r}; choose from {sorted(MODELS)}")
+    if discrete and xmax is not None:
+        raise ValueError("discrete tail models take no xmax")
     model = MODELS[name]
     tail = np.asarray(tail, dtype=np.float64)
-    if name == "power_law" and power_law is not None:
-        theta = (power_law.alpha,)
-    elif name == "exponential" and xmax is None and np.mean(tail) > xmin:
-        theta = (1.0 / (float(np.mean(tail)) - xmin),)
+    logpdf = cdf = None
+    if name in _FAMILIES:
+        fam = _FAMILIES[name]
+        x0 = xmin - 0.5 if discrete else xmin
+        fitter = _fit_stretched if name == "stretched_exponential" else _fit_lognormal
+        z = fitter(fam, tail, x0, xmax, discrete)
+        params = fam.display(z, x0)
+        logpdf = partial(_family_logpdf, fam, tuple(float(v) for v in z), x0, xmax, discrete)
+        cdf = partial(_family_cdf, fam, tuple(float(v) for v in z), x0, xmax, discrete)
     else:
-        theta = _maximise(model, tail, xmin, xmax)
-    params = dict(zip(model.params, (float(v) for v in theta)))
+        if name == "power_law" and power_law is not None:
+            theta = (power_law.alpha,)
+        elif name == "exponential" and discrete:
+            d = float(np.mean(tail - xmin))
+            theta = (math.log1p(1.0 / d) if d > 0 else math.inf,)
+        elif name == "exponential" and xmax is None and np.mean(tail) > xmin:
+            theta = (1.0 / (float(np.mean(tail)) - xmin),)
+        elif name == "truncated_power_law" and discrete:
+            alpha0 = power_law.alpha if power_law is not None else \
+                1.0 + tail.size / float(np.sum(np.log(tail / xmin)))
+            theta = _fit_discrete_tpl(tail, xmin, alpha0)
+        elif discrete:  # the power law without a fit to reuse
+            res = optimize.minimize_scalar(
+                lambda a: -float(np.sum(_discrete_exact_logpmf("power_law", (a,), xmin, tail))),
+                bounds=(1.0 + 1e-9, 50.0), method="bounded", options={"xatol": 1e-12})
+            theta = (float(res.x),)
+        else:
+            theta = _maximise(model, tail, xmin, xmax)
+        params = dict(zip(model.params, (float(v) for v in theta)))
+        if discrete:
+            logpdf = partial(_discrete_exact_logpmf, name, tuple(theta), xmin)
+            cdf = partial(_discrete_exact_cdf, name, tuple(theta), xmin)
+        elif not model.valid(theta):
+            logpdf = partial(_minus_inf)
     with np.errstate(all="ignore"):
-        ll = float(np.sum(model.logpdf(theta, tail, xmin, xmax))) if model.valid(theta) \
-            else -math.inf
+        if logpdf is not None:
+            ll = float(np.sum(logpdf(tail)))
+        else:
+            ll = float(np.sum(model.logpdf(tuple(params[p] for p in model.params), tail, xmin,
+                                           xmax)))
     ok = math.isfinite(ll)
     return TailFit(name=name, parameters=params, loglikelihood=ll, xmin=xmin, xmax=xmax,
                    n_tail=int(tail.size), status="success" if ok else "failed",
                    reason="" if ok else "the likelihood has no finite maximum for this tail",
-                   _model=model, _tail=tail)
+                   _model=model, _tail=tail, discrete=discrete, _logpdf=logpdf, _cdf=cdf)
+
+
+def _minus_inf(x):
+    return np.full(np.shape(x), -math.inf)
 
 
 def _maximise(model: TailModel, tail, xmin, xmax) -> tuple[float, ...]:

@@ -1,7 +1,12 @@
-"""The continuous power-law fit (Clauset, Shalizi & Newman 2009) with the conventions of ``powerlaw`` 1.5.
+"""The power-law fit (Clauset, Shalizi & Newman 2009) with the conventions of ``powerlaw`` 1.5.
 
 ``fit_power_law`` returns a :class:`PowerLawFit`. Without ``xmax`` its alpha, xmin, D and tail size
-equal those of ``powerlaw.Fit(data)`` (version 1.5); the xmin scan is exact but pruned (see ``_scan``).
+equal those of ``powerlaw.Fit(data)`` (version 1.5), and with ``discrete=True`` those of
+``powerlaw.Fit(data, discrete=True)``; the xmin scan is exact but pruned (see ``_scan``).
+
+The discrete power law p(x) = x^-alpha / zeta(alpha, xmin) on x = xmin, xmin + 1, ... (zeta: the
+Hurwitz zeta function) follows ``powerlaw`` 1.5's defaults: alpha by CSN's estimate (eq. 3.7)
+1 + n / sum(ln(x / (xmin - 1/2))), and the KS distance, likelihood and CDF of the exact zeta model.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+from scipy.special import zeta
 
 from ._scan import Spectrum, exact_D, scan, truncated_beta
 from .bootstrap import goodness_of_fit
@@ -45,6 +51,8 @@ class PowerLawFit:
     fix_fingers, num_fingers, raw_alpha :
         Finger fixing applied (None, 'clip_xmax', 'xmin_peak'), eigenvalues clipped, and the alpha
         before clipping.
+    discrete : bool
+        A discrete power law x^-alpha / zeta(alpha, xmin) on the lattice xmin, xmin + 1, ...
     """
 
     alpha: float
@@ -62,6 +70,7 @@ class PowerLawFit:
     fix_fingers: str | None = None
     num_fingers: int = 0
     raw_alpha: float = math.nan
+    discrete: bool = False
     _state: Any = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -97,7 +106,7 @@ class PowerLawFit:
         return None if full else (lo, hi)
 
     @staticmethod
-    def refit(data, *, xmin=None, xmax=None) -> PowerLawFit:
+    def refit(data, *, xmin=None, xmax=None) -> PowerLawFit:  # the bootstrap is continuous only
         """``fit_power_law(data, xmin=xmin, xmax=xmax)``: how the bootstrap refits a replicate.
 
         A staticmethod, so worker processes receive it by its qualified name.
@@ -118,8 +127,14 @@ class PowerLawFit:
             return beta, 1.0
         return beta, -math.expm1(-beta * math.log(self.xmax / self.xmin))
 
+    def _log_zeta_xmin(self) -> float:
+        return math.log(float(zeta(self.alpha, self.xmin)))
+
     def cdf(self, x) -> np.ndarray:
         """Model CDF P(X < x | X >= xmin) of the tail."""
+        if self.discrete:  # 1 - zeta(alpha, x) / zeta(alpha, xmin), as powerlaw's discrete CDF
+            x = np.maximum(np.asarray(x, dtype=np.float64), self.xmin)
+            return -np.expm1(np.log(zeta(self.alpha, x)) - self._log_zeta_xmin())
         beta, norm = self._beta_norm()
         x = np.clip(np.asarray(x, dtype=np.float64), self.xmin, self.xmax or np.inf)
         return -np.expm1(-beta * np.log(x / self.xmin)) / norm
@@ -128,9 +143,13 @@ class PowerLawFit:
         return 1.0 - self.cdf(x)
 
     def pdf(self, x) -> np.ndarray:
-        """Model density of the tail (zero outside [xmin, xmax])."""
-        beta, norm = self._beta_norm()
+        """Model density of the tail (zero outside [xmin, xmax]); the probability of each value
+        x^-alpha / zeta(alpha, xmin) for a discrete fit."""
         x = np.asarray(x, dtype=np.float64)
+        if self.discrete:
+            with np.errstate(divide="ignore"):
+                return np.where(x >= self.xmin, np.exp(self.loglikelihoods(x)), 0.0)
+        beta, norm = self._beta_norm()
         inside = (x >= self.xmin) & (x <= (self.xmax or np.inf))
         dens = beta / self.xmin * (x / self.xmin) ** (-self.alpha) / norm
         return np.where(inside, dens, 0.0)
@@ -138,6 +157,8 @@ class PowerLawFit:
     def loglikelihoods(self, x=None) -> np.ndarray:
         """Per-point log density of the fitted power law over the tail (or over ``x``)."""
         x = self.tail if x is None else np.asarray(x, dtype=np.float64)
+        if self.discrete:
+            return -self.alpha * np.log(x) - self._log_zeta_xmin()
         beta, norm = self._beta_norm()
         return np.log(beta / self.xmin) - self.alpha * np.log(x / self.xmin) - np.log(norm)
 
@@ -148,7 +169,8 @@ class PowerLawFit:
         if not self.ok:
             raise ValueError(f"no tail to fit: the power-law fit failed ({self.reason})")
         if name not in self._cache:
-            self._cache[name] = fit_tail_model(name, self.tail, self.xmin, self.xmax, power_law=self)
+            self._cache[name] = fit_tail_model(name, self.tail, self.xmin, self.xmax, power_law=self,
+                                               discrete=self.discrete)
         return self._cache[name]
 
     def compare(self, dist1: str, dist2: str | None = None, *, nested: bool | None = None,
@@ -159,6 +181,8 @@ class PowerLawFit:
     def goodness_of_fit(self, n_boot: int = 1000, *, seed=None, n_jobs: int | None = None,
                         ci: float = 0.95):
         """CSN semi-parametric bootstrap p-value; see :func:`tailscope.fit.bootstrap.goodness_of_fit`."""
+        if self.discrete:
+            raise ValueError("goodness_of_fit draws continuous replicates: not for a discrete fit")
         return goodness_of_fit(self, n_boot=n_boot, seed=seed, n_jobs=n_jobs, ci=ci)
 
     def to_dict(self) -> dict:
@@ -167,6 +191,7 @@ class PowerLawFit:
             "sigma": self.sigma, "n_tail": self.n_tail, "n": self.n, "status": self.status,
             "reason": self.reason, "fix_fingers": self.fix_fingers,
             "num_fingers": self.num_fingers, "raw_alpha": self.raw_alpha,
+            "discrete": self.discrete,
         }
 
     def __repr__(self) -> str:
@@ -176,21 +201,29 @@ class PowerLawFit:
         fingers = ""
         if self.fix_fingers:
             fingers = f", fix_fingers={self.fix_fingers!r}, num_fingers={self.num_fingers}"
+        disc = ", discrete=True" if self.discrete else ""
         return (f"PowerLawFit(alpha={self.alpha:.6g}, xmin={self.xmin:.6g}{xmax}, D={self.D:.6g}, "
-                f"sigma={self.sigma:.3g}, n_tail={self.n_tail}, n={self.n}{fingers})")
+                f"sigma={self.sigma:.3g}, n_tail={self.n_tail}, n={self.n}{fingers}{disc})")
 
 
-def _failed(reason: str, x: np.ndarray, xmax: float | None, **extra) -> PowerLawFit:
+def _failed(reason: str, x: np.ndarray, xmax: float | None, discrete: bool = False,
+            **extra) -> PowerLawFit:
     empty = np.empty(0)
     return PowerLawFit(alpha=math.nan, xmin=math.nan, xmax=xmax, D=math.nan, sigma=math.nan,
                        n_tail=0, n=int(x.size), status=FAILED, reason=reason, xmins=empty,
-                       alphas=empty, data=x, **extra)
+                       alphas=empty, data=x, discrete=discrete, **extra)
 
 
-def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None) -> tuple[float, float, float, int]:
+def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None,
+              discrete: bool = False) -> tuple[float, float, float, int]:
     """alpha, D, sigma and tail size at a fixed xmin (x sorted, already cut at xmax)."""
     tail = x[x >= xmin]
     m = tail.size
+    if discrete:  # powerlaw 1.5's estimate_discrete expression, for equal rounding
+        alpha = 1.0 + m / float(np.sum(np.log(tail / (xmin - 0.5))))
+        z0 = float(zeta(alpha, xmin))
+        D = ks_distance(tail, lambda u: 1.0 - zeta(alpha, u) / z0)
+        return alpha, D, (alpha - 1.0) / math.sqrt(m), m
     logs = np.log(tail / xmin)
     if xmax is None:
         alpha = 1.0 + m / float(np.sum(logs))  # powerlaw 1.5's expression, for equal rounding
@@ -210,8 +243,9 @@ def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None) -> tuple[float, fl
 
 def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
                   xmin_max: float | None = None, max_fingers: int = 10,
-                  finger_thresh: float = 1.0, min_alpha: float = 2.0) -> PowerLawFit:
-    """Fit a continuous power law p(x) ~ x^-alpha to the tail x >= xmin of positive data.
+                  finger_thresh: float = 1.0, min_alpha: float = 2.0,
+                  discrete: bool = False) -> PowerLawFit:
+    """Fit a power law p(x) ~ x^-alpha to the tail x >= xmin of positive data.
 
     Parameters
     ----------
@@ -235,6 +269,12 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
         'xmin_peak': search xmin in [0.95 p, xmin_max] with p the left edge of the peak bin of a
         100-bin histogram of log10(data) and xmin_max defaulting to 1.5 p. (WeightWatcher passes
         log10(0.95 p) as the lower bound, mixing log and linear units; here both are linear.)
+    discrete : bool
+        Fit the discrete power law x^-alpha / zeta(alpha, xmin) (counts, word frequencies), as
+        ``powerlaw.Fit(data, discrete=True)`` with its defaults: alpha by CSN's estimate
+        1 + n / sum(ln(x / (xmin - 1/2))), D, likelihood, pdf and CDF of the zeta model. The values
+        must be >= 1 (they are taken as points of the lattice xmin, xmin + 1, ...; like ``powerlaw``,
+        non-integers are not rejected). Not combined with ``xmax`` or ``fix_fingers``.
 
     Returns
     -------
@@ -258,6 +298,14 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
     2138
     """
     x = np.sort(as_positive_1d(data))
+    if discrete:
+        if xmax is not None or fix_fingers:
+            raise ValueError("discrete=True takes no xmax and no fix_fingers (a discrete fit is "
+                             "untruncated)")
+        if x[0] < 1:
+            raise ValueError(f"discrete=True needs values >= 1 (a lattice xmin, xmin + 1, ...); "
+                             f"smallest is {x[0]:g}")
+        return _fit_sorted(x, xmin, None, discrete=True)
     if fix_fingers not in (None, False, "clip_xmax", "xmin_peak"):
         raise ValueError(f"fix_fingers must be None, 'clip_xmax' or 'xmin_peak'; got {fix_fingers!r}")
     if fix_fingers == "clip_xmax":
@@ -304,7 +352,7 @@ def _clip_xmax(x: np.ndarray, *, xmin=None, xmax=None, max_fingers: int = 10,
     return _with_fingers(raw, "clip_xmax", 0, raw.alpha)
 
 
-def _fit_sorted(x: np.ndarray, xmin, xmax) -> PowerLawFit:
+def _fit_sorted(x: np.ndarray, xmin, xmax, discrete: bool = False) -> PowerLawFit:
     """fit_power_law on validated, sorted data."""
     xmax_v = resolve_xmax(xmax, x)
     fixed, rng = resolve_xmin(xmin)
@@ -313,22 +361,28 @@ def _fit_sorted(x: np.ndarray, xmin, xmax) -> PowerLawFit:
         if x.size == 0:
             return _failed(f"no value is <= xmax={xmax_v:g}", x, xmax_v)
     if x.size < 2:
-        return _failed("fewer than two values: nothing to fit", x, xmax_v)
+        return _failed("fewer than two values: nothing to fit", x, xmax_v, discrete)
     if x[0] == x[-1]:
-        return _failed("all values are equal: a power law needs a spread of values", x, xmax_v)
+        return _failed("all values are equal: a power law needs a spread of values", x, xmax_v,
+                       discrete)
 
     if fixed is not None:
-        return _fit_fixed_xmin(x, fixed, xmax_v)
+        if discrete and fixed <= 0.5:
+            raise ValueError(f"a discrete xmin must be > 1/2; got {fixed:g}")
+        return _fit_fixed_xmin(x, fixed, xmax_v, discrete)
 
-    sp = Spectrum(x)
+    sp = Spectrum(x, discrete=discrete)
     cands = np.arange(sp.K - 1)
     if rng is not None:
         lo, hi = rng
         cands = cands[(sp.u[cands] >= lo) & (sp.u[cands] <= hi)]
         if cands.size == 0:
             return _failed(f"no candidate xmin in the range [{lo:g}, {hi:g}] "
-                           "(the largest value is never a candidate)", x, xmax_v)
-    if xmax_v is None:
+                           "(the largest value is never a candidate)", x, xmax_v, discrete)
+    if discrete:  # CSN's estimate: mean ln(x / (xmin - 1/2)) = mean ln(x / xmin) + ln(xmin / (xmin - 1/2))
+        beta = 1.0 / (sp.mean_log_excess - np.log1p(-0.5 / sp.u))
+        inv = np.ones(sp.K)
+    elif xmax_v is None:
         with np.errstate(divide="ignore"):
             beta = 1.0 / sp.mean_log_excess
         inv = np.ones(sp.K)
@@ -341,24 +395,25 @@ def _fit_sorted(x: np.ndarray, xmin, xmax) -> PowerLawFit:
     valid = cands[np.isfinite(beta[cands]) & (beta[cands] > 0)]
     xmins, alphas = sp.u[cands], 1.0 + beta[cands]
     if valid.size == 0:
-        return _failed("no candidate xmin gives alpha > 1", x, xmax_v)
+        return _failed("no candidate xmin gives alpha > 1", x, xmax_v, discrete)
     k, known = scan(sp, valid, beta, inv)
     xmin_v = float(sp.u[k])
-    alpha, D, sigma, m = _tail_fit(x, xmin_v, xmax_v)
+    alpha, D, sigma, m = _tail_fit(x, xmin_v, xmax_v, discrete)
     return PowerLawFit(alpha=alpha, xmin=xmin_v, xmax=xmax_v, D=D, sigma=sigma, n_tail=m,
                        n=int(x.size), status=SUCCESS, reason="", xmins=xmins, alphas=alphas,
-                       data=x, _state=(sp, beta, inv, cands, known))
+                       data=x, discrete=discrete, _state=(sp, beta, inv, cands, known))
 
 
-def _fit_fixed_xmin(x: np.ndarray, xmin: float, xmax: float | None) -> PowerLawFit:
+def _fit_fixed_xmin(x: np.ndarray, xmin: float, xmax: float | None,
+                    discrete: bool = False) -> PowerLawFit:
     tail = x[x >= xmin]
     if tail.size < 2 or tail[0] == tail[-1]:
-        return _failed(f"fewer than two distinct values >= xmin={xmin:g}", x, xmax)
-    alpha, D, sigma, m = _tail_fit(x, xmin, xmax)
+        return _failed(f"fewer than two distinct values >= xmin={xmin:g}", x, xmax, discrete)
+    alpha, D, sigma, m = _tail_fit(x, xmin, xmax, discrete)
     if not alpha > 1:
         return _failed(f"alpha <= 1 at xmin={xmin:g}: the tail is not a normalisable power law",
-                       x, xmax)
+                       x, xmax, discrete)
     one = np.array([xmin])
     return PowerLawFit(alpha=alpha, xmin=xmin, xmax=xmax, D=D, sigma=sigma, n_tail=m,
                        n=int(x.size), status=SUCCESS, reason="", xmins=one,
-                       alphas=np.array([alpha]), data=x)
+                       alphas=np.array([alpha]), data=x, discrete=discrete)

@@ -1,0 +1,175 @@
+"""The discrete power law (fit_power_law(x, discrete=True)) against powerlaw 1.5, an independent
+brute-force scan written here from CSN's formulas, the published words fit, and properties."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from oracles import powerlaw_fit
+from scipy.special import zeta
+
+from tailscope import fit_power_law
+from tailscope.datasets import clauset
+
+DISCRETE_SETS = ["words", "terrorism", "quakes"]
+
+
+def discrete_pareto(n, alpha, seed, xmin=1):
+    """CSN's approximate discrete sampler (eq. D.6): round a continuous Pareto from xmin - 1/2."""
+    rng = np.random.default_rng(seed)
+    return np.floor((xmin - 0.5) * (1.0 - rng.random(n)) ** (-1.0 / (alpha - 1.0)) + 0.5)
+
+
+def brute_force_discrete(x):
+    """The O(n^2) scan written plainly from CSN: for every unique value but the largest, alpha by
+    eq. 3.7, D against the left-limit ECDF with the zeta CDF; the first argmin."""
+    x = np.sort(np.asarray(x, dtype=np.float64))
+    best = (np.inf, None, None)
+    for xmin in np.unique(x)[:-1]:
+        tail = x[x >= xmin]
+        m = tail.size
+        alpha = 1.0 + m / np.sum(np.log(tail / (xmin - 0.5)))
+        u = np.unique(tail)
+        below = np.searchsorted(tail, u, side="left") / m
+        model = 1.0 - zeta(alpha, u) / zeta(alpha, xmin)
+        D = np.max(np.abs(model - below))
+        if D < best[0]:
+            best = (D, xmin, alpha)
+    return best[1], best[2], best[0]
+
+
+@pytest.mark.parametrize("name", DISCRETE_SETS)
+def test_csn_datasets_equal_powerlaw(name):
+    x = clauset(name, scaled=False)
+    ours = fit_power_law(x, discrete=True)
+    ref = powerlaw_fit(x, discrete=True)
+    assert ours.discrete and ours.ok
+    assert ours.xmin == ref.xmin and ours.n_tail == int(ref.n_tail)
+    for ours_v, ref_v in [(ours.alpha, ref.alpha), (ours.D, ref.D), (ours.sigma, ref.sigma)]:
+        assert ours_v == pytest.approx(ref_v, rel=1e-6, abs=1e-12)
+    ll_ref = float(np.sum(ref.power_law.loglikelihoods(ref.data)))
+    assert float(np.sum(ours.loglikelihoods())) == pytest.approx(ll_ref, rel=1e-9)
+    np.testing.assert_array_equal(ours.xmins, ref.xmins)
+    np.testing.assert_allclose(ours.alphas, ref.alphas, rtol=1e-12)
+    # the D curve: powerlaw computes 1 - zeta(alpha, x) in float64, which cancels when
+    # zeta(alpha, xmin) is tiny (far-right candidates, D = 1 there); compare where it is not
+    z0 = zeta(ref.alphas, ref.xmins)
+    ok = z0 > 1e-6
+    assert ok.sum() > 0.75 * ok.size
+    np.testing.assert_allclose(ours.Ds[ok], ref.Ds[ok], rtol=1e-6, atol=1e-9)
+
+
+def test_words_matches_the_published_fit():
+    """CSN Table 6.1: word frequencies, alpha 1.95(2), xmin 7."""
+    fit = fit_power_law(clauset("words"), discrete=True)
+    assert fit.xmin == 7 and fit.alpha == pytest.approx(1.95, abs=0.005)
+
+
+integer_samples = st.lists(st.integers(1, 400), min_size=3, max_size=150).filter(
+    lambda v: len(set(v)) >= 3)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(integer_samples)
+def test_scan_equals_brute_force(values):
+    ours = fit_power_law(values, discrete=True)
+    xmin, alpha, D = brute_force_discrete(values)
+    assert ours.xmin == xmin
+    assert ours.alpha == pytest.approx(alpha, rel=1e-12)
+    assert ours.D == pytest.approx(D, rel=1e-9, abs=1e-14)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10**6), st.floats(1.6, 3.5), st.integers(1, 5), st.integers(30, 600))
+def test_random_discrete_samples_equal_powerlaw(seed, alpha, xmin, n):
+    x = discrete_pareto(n, alpha, seed, xmin)
+    if np.unique(x).size < 2:
+        return
+    ours, ref = fit_power_law(x, discrete=True), powerlaw_fit(x, discrete=True)
+    assert ours.xmin == ref.xmin
+    assert ours.alpha == pytest.approx(ref.alpha, rel=1e-9)
+    assert ours.D == pytest.approx(ref.D, rel=1e-6, abs=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(1.3, 5.0), st.integers(1, 50))
+def test_model_functions_are_a_probability_distribution(alpha, xmin):
+    """pmf = x^-alpha / zeta(alpha, xmin) on the lattice; CDF steps by the pmf; CCDF = 1 - CDF."""
+    x = np.arange(xmin, xmin + 200, dtype=np.float64)
+    fit = fit_power_law(np.concatenate([x, x[:5]]), xmin=float(xmin), discrete=True)
+    fit = type(fit)(**{**fit.__dict__, "alpha": alpha, "_cache": {}})
+    pmf = fit.pdf(x)
+    tail_mass = zeta(alpha, xmin + 200) / zeta(alpha, xmin)
+    assert pmf.sum() + tail_mass == pytest.approx(1.0, rel=1e-12)
+    cdf = fit.cdf(x)
+    np.testing.assert_allclose(np.diff(cdf), pmf[:-1], rtol=1e-9, atol=1e-15)
+    assert cdf[0] == 0.0
+    np.testing.assert_allclose(fit.ccdf(x), 1.0 - cdf)
+    assert fit.pdf(np.array([xmin - 1.0]))[0] == 0.0
+    np.testing.assert_allclose(np.log(pmf), fit.loglikelihoods(x), rtol=1e-12)
+
+
+def test_fixed_xmin_and_range_equal_powerlaw():
+    x = clauset("words")
+    for xmin in (3.0, 7.0, 20.0, (5.0, 40.0)):
+        ours, ref = fit_power_law(x, xmin=xmin, discrete=True), powerlaw_fit(x, xmin=xmin,
+                                                                             discrete=True)
+        assert ours.xmin == ref.xmin and ours.n_tail == int(ref.n_tail)
+        assert ours.alpha == pytest.approx(ref.alpha, rel=1e-12)
+        assert ours.D == pytest.approx(ref.D, rel=1e-9)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=">= 1"):
+        fit_power_law([0.5, 2.0, 3.0], discrete=True)
+    with pytest.raises(ValueError, match="xmax"):
+        fit_power_law([1.0, 2.0, 3.0], discrete=True, xmax=2.5)
+    with pytest.raises(ValueError, match="fix_fingers"):
+        fit_power_law([1.0, 2.0, 3.0], discrete=True, fix_fingers="clip_xmax")
+    failed = fit_power_law([4.0, 4.0, 4.0], discrete=True)
+    assert not failed.ok and failed.discrete and math.isnan(failed.alpha)
+    fit = fit_power_law(clauset("terrorism"), discrete=True)
+    with pytest.raises(ValueError, match="discrete"):
+        fit.goodness_of_fit(n_boot=10)
+    assert "discrete=True" in repr(fit) and fit.to_dict()["discrete"] is True
+
+
+def _cli(*args):
+    import contextlib
+    import io
+
+    from tailscope.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_discrete(tmp_path):
+    import json
+
+    x = clauset("words")
+    path = tmp_path / "words.txt"
+    path.write_text("\n".join(str(int(v)) for v in x))
+    code, out, _ = _cli("fit", path, "--discrete", "--json", "--compare", "lognormal",
+                        "exponential")
+    assert code == 0
+    got = json.loads(out)
+    ref = powerlaw_fit(x, discrete=True)
+    assert got["discrete"] is True and got["xmin"] == ref.xmin
+    assert got["alpha"] == pytest.approx(ref.alpha, rel=1e-12)
+    fit = fit_power_law(x, discrete=True)
+    for c in got["compare"]:
+        assert c["R"] == pytest.approx(fit.compare(c["distribution"]).R, rel=1e-12)
+    code, out, _ = _cli("fit", path, "--discrete")
+    assert code == 0 and "discrete power-law tail of 2958" in out
+    for bad in (("--bootstrap", "10"), ("--xmax", "max")):
+        code, _, err = _cli("fit", path, "--discrete", *bad)
+        assert code == 2 and len(err.strip().splitlines()) == 1
+    half = tmp_path / "half.txt"
+    half.write_text("0.5\n2\n3\n")
+    code, _, err = _cli("fit", half, "--discrete")
+    assert code == 2 and ">= 1" in err
