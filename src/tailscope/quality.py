@@ -428,7 +428,8 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
                       level=level, seed=seed) if bootstrap else \
         correlate(models, QUALITY, metrics=list(names), groups=groups)
     seconds = time.perf_counter() - t0
-    notes = _notes(nets, seed, names, missing, bootstrap, level, quick)
+    notes = [*_notes(nets, seed, names, missing, bootstrap, level, quick),
+             *_summary(table, {n.group for n in nets})]
     models.to_csv(folder / "models.csv", index=False)
     table.to_csv(folder / "correlations.csv", index=False)
     write_zoo_report(models, folder / "report.html", quality=[QUALITY], metrics=list(names),
@@ -486,16 +487,30 @@ def _notes(nets, seed, names, missing, bootstrap, level, quick) -> list[str]:
     return out
 
 
+def _direction(lo: float, hi: float) -> int:
+    """+1 / -1 when the interval excludes 0 above / below, 0 when it holds 0, NaN-safe."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return 0
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
 def summary_text(v: Validation) -> str:
-    """A few lines saying which metrics track accuracy over all networks (the interval of
-    Spearman's rho excludes 0) and which do not."""
-    t = v.correlations[v.correlations["group"] == "all"]
+    """One line per metric: Spearman's rho over all networks with its interval, and in how many
+    fixed-architecture groups the interval of rho lies above 0, holds 0, lies below 0 (a metric
+    whose overall trend does not hold within architectures is Simpson's paradox at work)."""
+    return "\n".join(_summary(v.correlations, set(v.models["group"])))
+
+
+def _summary(t: pd.DataFrame, archs) -> list[str]:
+    if "spearman_low" not in t.columns:
+        t = t.assign(spearman_low=math.nan, spearman_high=math.nan)
     lines = []
-    for row in t.itertuples(index=False):
-        lo, hi = getattr(row, "spearman_low", math.nan), getattr(row, "spearman_high", math.nan)
-        verdict = ("no interval" if not (np.isfinite(lo) and np.isfinite(hi)) else
-                   "rises with accuracy" if lo > 0 else "falls with accuracy" if hi < 0 else
-                   "no evidence either way")
-        lines.append(f"{row.metric}: rho {row.spearman_rho:+.3f} [{lo:+.3f}, {hi:+.3f}] "
-                     f"({verdict})")
-    return "\n".join(lines)
+    for metric, part in t.groupby("metric", sort=False):
+        every = part[part["group"] == "all"].iloc[0]
+        inside = [_direction(r.spearman_low, r.spearman_high)
+                  for r in part[part["group"].isin(archs)].itertuples(index=False)]
+        lines.append(f"{metric}: rho {every.spearman_rho:+.3f} [{every.spearman_low:+.3f}, "
+                     f"{every.spearman_high:+.3f}] over all {int(every.n)} networks; within "
+                     f"the {len(inside)} architectures: {inside.count(1)} above 0, "
+                     f"{inside.count(0)} hold 0, {inside.count(-1)} below 0")
+    return lines
