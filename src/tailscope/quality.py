@@ -398,6 +398,11 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
     folder = Path(out).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder}: not a folder")
+    for t in sorted({n.task for n in nets}):  # the data first: a missing corpus fails at once
+        try:
+            load_task(t, seed)
+        except (RuntimeError, OSError) as exc:
+            raise ValueError(f"the {t} task's data cannot be loaded: {one_line(exc)}") from None
     folder.mkdir(parents=True, exist_ok=True)
     metrics = available_metrics()
     names = tuple(m.name for m in metrics)
