@@ -34,7 +34,7 @@ import pandas as pd
 from ._version import __version__
 from .engine.columns import BY_NAME as COLUMN_BY_NAME
 from .engine.options import BY_NAME as OPTION_BY_NAME
-from .util.errors import one_line
+from .util.errors import first_line, one_line
 from .util.optional import require
 
 QUALITY = "test_accuracy"  # the column the metrics are correlated with
@@ -402,7 +402,7 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
         try:
             load_task(t, seed)
         except (RuntimeError, OSError) as exc:
-            raise ValueError(f"the {t} task's data cannot be loaded: {one_line(exc)}") from None
+            raise ValueError(f"the {t} task's data cannot be loaded: {first_line(exc)}") from None
     folder.mkdir(parents=True, exist_ok=True)
     metrics = available_metrics()
     names = tuple(m.name for m in metrics)
