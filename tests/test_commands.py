@@ -43,7 +43,8 @@ ANALYSIS_FLAGS = flags(*ALL_GROUPS)
 # --- the registry ---------------------------------------------------------------------------------
 def test_the_registry_builds_the_parser():
     names = [c.name for c in COMMANDS]
-    assert names == ["fit", "analyze", "smooth", "zoo", "report", "describe", "rank", "demo"]
+    assert names == ["fit", "analyze", "smooth", "zoo", "validate", "report", "describe", "rank",
+                     "demo"]
     assert all(isinstance(c, Command) and c.help and c.description for c in COMMANDS)
     parser = build_parser()
     assert list(parser.commands) == names

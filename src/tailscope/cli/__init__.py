@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from .._version import __version__
-from . import analyze, demo, describe, fit, rank, report, smooth, zoo
+from . import analyze, demo, describe, fit, rank, report, smooth, validate, zoo
 from .common import Command, InputError, add_options
 
 # the commands, in the order --help lists them
@@ -24,6 +24,7 @@ COMMANDS: tuple[Command, ...] = (
     analyze.COMMAND,
     smooth.COMMAND,
     zoo.COMMAND,
+    validate.COMMAND,
     report.COMMAND,
     describe.COMMAND,
     rank.COMMAND,

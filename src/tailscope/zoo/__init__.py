@@ -5,11 +5,19 @@ Dask, SQLAlchemy, psycopg and pyyaml are imported only when used (``pip install 
 """
 
 from ..engine.dask import SchedulerError
-from .correlate import correlate, scatter_figure, write_zoo_report
+from .correlate import (
+    bootstrap_intervals,
+    correlate,
+    group_seed,
+    rank_correlations,
+    scatter_figure,
+    write_zoo_report,
+)
 from .manifest import ManifestError, quality_columns, read_manifest
 from .run import ZooRun, analyze_model, options_key, run_zoo
 from .store import Store, StoreError, open_store
 
 __all__ = ["ManifestError", "SchedulerError", "Store", "StoreError", "ZooRun", "analyze_model",
-           "correlate", "open_store", "options_key", "quality_columns", "read_manifest", "run_zoo",
-           "scatter_figure", "write_zoo_report"]
+           "bootstrap_intervals", "correlate", "group_seed", "open_store", "options_key",
+           "quality_columns", "rank_correlations", "read_manifest", "run_zoo", "scatter_figure",
+           "write_zoo_report"]
