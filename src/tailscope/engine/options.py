@@ -458,8 +458,9 @@ OPTIONS: tuple[Option, ...] = (
                      help="alpha_farms: FARMS, alpha from fixed-aspect windows (no shape bias)")),
     # alpha's uncertainty and the SETOL metrics (issue 13, part D)
     Option("alpha_ci", 0, "int",
-           "Replicates of a seeded parametric-bootstrap interval of the reported alpha at its "
-           "xmin (:func:`tailscope.fit.alpha_interval`): columns ``alpha_ci_low``, "
+           "Replicates of a seeded parametric-bootstrap interval of the reported alpha, the xmin "
+           "search re-run in every replicate (:func:`tailscope.fit.alpha_interval`; about 0.07 s "
+           "per 384-eigenvalue layer for 200): columns ``alpha_ci_low``, "
            "``alpha_ci_high`` at level ``alpha_ci_level`` (0, the default, skips it; layer i "
            "draws from the seed ``[seed, layer_id, slice_id]``).",
            "diagnostics", check=_count("alpha_ci", none=False),
