@@ -40,6 +40,17 @@ def test_delta_lambda_min_and_ecs_rank_equal_weightwatcher():
     np.testing.assert_allclose(ours["alpha_minus_2"], ref["alpha"] - 2.0, rtol=1e-9)
 
 
+def test_setol_alone_equals_setol_with_detx():
+    """setol takes the row's det X tail when detX=True computed it, else computes its own: the
+    same numbers either way."""
+    names = [f"{n}.weight" for n in MINILM_WW_IDS.values()]
+    cols = ["delta_lambda_min", "alpha_minus_2", "ecs_rank", "ecs_num_sc", "ecs_rank_sc"]
+    alone = analyze(minilm_path(), setol=True, layers=names).details[cols]
+    both = analyze(minilm_path(), setol=True, detX=True, layers=names).details[cols]
+    assert alone.notna().all().all()
+    np.testing.assert_array_equal(alone.to_numpy(float), both.to_numpy(float))
+
+
 def ecs_sc_reference(evals, reference_rank):
     """The glossary's F(m) scan, one candidate at a time in float64."""
     lam = np.sort(np.asarray(evals, dtype=np.float64))

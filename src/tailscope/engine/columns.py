@@ -192,6 +192,16 @@ DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "N", "M"
 SKIPPED_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "reason")
 
 
+def add_reason(values: dict, *notes: str) -> None:
+    """Append notes to a row's ``reason`` in place, '; '-joined after what it already says: a
+    diagnostic that cannot be computed leaves NaN in its columns and says why here, and the rest
+    of the row stands."""
+    notes = tuple(n for n in notes if n)
+    if notes:
+        old = values.get("reason") or ""
+        values["reason"] = "; ".join(((old,) if old else ()) + notes)
+
+
 def columns_for(o) -> list[str]:
     """The columns of ``details`` for these options, in order."""
     return [c.name for c in COLUMNS if GROUP_WHEN[c.group](o)]

@@ -19,6 +19,7 @@ import numpy as np
 from ..fit import hill_alpha
 from ..spectrum import conv_window_eigenvalues, window_eigenvalues
 from ..util.errors import first_line, one_line
+from .columns import add_reason
 
 
 def numerical_zeros(evals) -> np.ndarray:
@@ -78,6 +79,4 @@ def add_estimators(values: dict, evals, mats, slice_id, ref, plan, o) -> None:
         except Exception as exc:  # noqa: BLE001
             values["alpha_farms"] = math.nan
             problems.append(f"alpha_farms: {_why(exc)}")
-    if problems:
-        old = values.get("reason") or ""
-        values["reason"] = "; ".join(([old] if old else []) + problems)
+    add_reason(values, *problems)

@@ -35,7 +35,7 @@ from ..spectrum import (
 from ..spectrum.vectors import eigenvectors, vector_summary
 from ..util.errors import one_line
 from ..util.rng import layer_rng, layer_seed
-from .columns import verdict
+from .columns import add_reason, verdict
 from .estimators import add_estimators
 from .options import COMPARE_TAGS, FITS
 
@@ -210,10 +210,11 @@ def rmt_row(evals, plan: LayerPlan, o, row: dict, mats, scale: float, rng, backe
 
 
 # --- alpha's uncertainty and the SETOL metrics -----------------------------------------------------
-def uncertainty_setol_row(evals: np.ndarray, fit, o, row: dict, key: tuple) -> dict:
-    """The ``alpha_ci`` interval (a bootstrap of the reported power-law fit, seeded per layer) and
-    the ``setol`` columns, as asked for. A failed fit gives NaN in the columns that need it; a
-    failure of one computation is NaN in its own columns and a note in ``reason``."""
+def uncertainty_setol_row(row: dict, evals: np.ndarray, fit, o, key: tuple) -> None:
+    """Add the ``alpha_ci`` interval (a bootstrap of the reported power-law fit, seeded per layer)
+    and the ``setol`` columns, as asked for, to ``row`` in place. A failed fit gives NaN in the
+    columns that need it; a failure of one computation is NaN in its own columns and a note in
+    ``reason``. The det X = 1 tail is the row's own when ``detX=True`` computed it."""
     out: dict = {}
     notes = []
     ok = row.get("status") == "success" and fit is not None
@@ -232,7 +233,7 @@ def uncertainty_setol_row(evals: np.ndarray, fit, o, row: dict, key: tuple) -> d
         alpha = row.get("alpha", math.nan) if ok else math.nan
         pl = row.get("num_pl_spikes", math.nan) if ok else math.nan
         try:
-            d = detx(evals)
+            d = row if "detX_val" in row else detx(evals)
         except Exception as exc:  # noqa: BLE001
             d = {"detX_num": math.nan, "detX_val": math.nan}
             notes.append(f"setol detX: {one_line(exc)}")
@@ -249,9 +250,8 @@ def uncertainty_setol_row(evals: np.ndarray, fit, o, row: dict, key: tuple) -> d
             ecs_rank=(int(pl) + int(num)) // 2 if ok and num == num else math.nan,
             ecs_num_sc=sc,
             ecs_rank_sc=(int(pl) + int(sc)) // 2 if ok and sc == sc else math.nan)
-    if notes:
-        out["reason"] = "; ".join(([row["reason"]] if row.get("reason") else []) + notes)
-    return out
+    row.update(out)
+    add_reason(row, *notes)
 
 
 def _vector_rows(rows: list[RowResult], mats: list[np.ndarray], plan: LayerPlan, o) -> None:
@@ -263,7 +263,7 @@ def _vector_rows(rows: list[RowResult], mats: list[np.ndarray], plan: LayerPlan,
     except Exception as exc:  # noqa: BLE001 - the fit stands; only the vector columns are missing
         for r in rows:
             v = r.values
-            v["reason"] = (v["reason"] + "; " if v["reason"] else "") + f"vectors: {one_line(exc)}"
+            add_reason(v, f"vectors: {one_line(exc)}")
         return
     for r in rows:
         v = r.values
@@ -307,7 +307,7 @@ def layer_rows(ref: LayerRef, plan: LayerPlan, o, slices: list[np.ndarray],
                 (oriented if slice_id is None else [oriented[slice_id]])
             more, mp, rand = rmt_row(evals, plan, o, values, group_mats, scale, rng, backend)
             values.update(more)
-            values.update(uncertainty_setol_row(evals, fit, o, values, (ref.index, slice_id)))
+            uncertainty_setol_row(values, evals, fit, o, (ref.index, slice_id))
         add_estimators(values, evals, mats, slice_id, ref, plan, o)
         rows.append(RowResult(values, evals, fit, mp, rand))
     return LayerResult(tuple(rows))
