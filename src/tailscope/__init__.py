@@ -23,6 +23,7 @@ _EXPORTS = {
     "PowerLawSVD": "rank", "RankSelection": "rank", "select_rank": "rank",
     "open_source": "sources",
     "validate": "quality",
+    "Monitor": "train", "layer_learning_rates": "train", "layer_weight_decays": "train",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

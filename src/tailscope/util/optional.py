@@ -21,6 +21,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "distributed": ("dask[distributed]", "zoo"),
     "sqlalchemy": ("SQLAlchemy", "zoo"),
     "yaml": ("pyyaml", "zoo"),
+    "lightning": ("lightning", "lightning"),
+    "transformers": ("transformers", "hf"),
+    "tensorboard": ("tensorboard", "tensorboard"),
 }
 
 
