@@ -170,7 +170,7 @@ class Monitor:
             base = self.base_lr if self.base_lr is not None else _base(optimizer, "lr")
             m = sched.layer_metrics(a, self.model, self.metric)
             v = sched.learning_rate_values(m, base, lr_min, slope)
-            sched.apply_values(optimizer, v, "lr", base)
+            sched.apply_values(optimizer, self.model, v, "lr", base)
             for k, x in v.items():
                 out.setdefault(k, [math.nan, math.nan])[0] = x
         if self.schedule in ("weight_decay", "both"):
@@ -178,7 +178,7 @@ class Monitor:
                     else _base(optimizer, "weight_decay"))
             m = sched.layer_metrics(a, self.model, self.metric, min_eigs=sched.MIN_EIGS)
             v = sched.weight_decay_values(m, base, wd_min, wd_max)
-            sched.apply_values(optimizer, v, "weight_decay", base)
+            sched.apply_values(optimizer, self.model, v, "weight_decay", base)
             for k, x in v.items():
                 out.setdefault(k, [math.nan, math.nan])[1] = x
         return {k: (v[0], v[1]) for k, v in out.items()}

@@ -227,20 +227,35 @@ def layer_weight_decays(analysis_or_module, base_weight_decay: float,
     return param_groups(module, values, metrics, "weight_decay", wd)
 
 
-def apply_values(optimizer, values: dict[str, float], key: str, base: float) -> int:
-    """Set ``key`` of each named group of ``optimizer`` (built from these parameter groups) to its
-    module's value, ``base`` for unnamed groups and modules no longer scheduled. Returns how many
-    groups were scheduled; a ValueError when the optimizer has no named groups."""
+def apply_values(optimizer, module, values: dict[str, float], key: str, base: float) -> int:
+    """Re-apply a schedule to an optimizer built from these parameter groups: each group made for
+    a module (``follows`` set) takes the new value of the module that owns its parameters in
+    ``module`` (a BatchNorm2d follows its conv by name again), ``base`` when that module is no
+    longer scheduled; the group of unscheduled parameters keeps ``base``. Groups are matched by
+    their parameters, so ``module`` may wrap the model the groups were built from (a
+    LightningModule's ``self.net``). Returns how many groups got a scheduled value; a ValueError
+    when the optimizer has no such groups."""
+    torch = _torch()
     groups: Sequence[dict] = optimizer.param_groups
-    if not any("name" in g for g in groups):
+    if not any("follows" in g for g in groups):
         raise ValueError("applying a layer-wise schedule needs an optimizer built from "
                          "tailscope.train.layer_learning_rates/layer_weight_decays groups")
+    owner: dict[int, tuple[str, object]] = {}
+    for name, m in module.named_modules():
+        for p in m.parameters(recurse=False):
+            owner.setdefault(id(p), (name, m))
     n = 0
     for g in groups:
-        name = g.get("follows", g.get("name"))
-        if name in values:
-            g[key] = values[name]
-            n += 1
-        else:
-            g[key] = base
+        if "follows" not in g:
+            continue
+        value = base
+        if g["follows"] is not None and g["params"]:
+            name, m = owner.get(id(g["params"][0]), ("", None))
+            follow = name
+            if name not in values and isinstance(m, torch.nn.BatchNorm2d):
+                follow = name.replace("bn", "conv")
+            if follow in values:
+                value = values[follow]
+                n += 1
+        g[key] = value
     return n
