@@ -15,10 +15,11 @@ import pandas as pd
 from ..util.optional import require
 from . import schedule as sched
 
-# One analysis (alpha, alpha_hill, traps: hill=True, randomize=True) of the digits network of
-# `tailscope validate` (64-256-256-256-10) costs about 0.1-0.2 s on one core; every 1000 steps is
-# under 5% of the training time there (bench/monitor_overhead.py measures it).
-DEFAULT_EVERY = 1000
+# One check (alpha, alpha_hill, traps: hill=True, randomize=True) of the digits network of
+# `tailscope validate` (64-256-256-256-10) costs as much as about 200 of its SGD steps at batch 16
+# (0.15 s against 0.7 ms on one core); every 5000 steps keeps it near 4% of the training time
+# (bench/monitor_overhead.py measures it). Larger networks cost more per step too.
+DEFAULT_EVERY = 5000
 COLUMNS = ("step", "layer_id", "name", "alpha", "alpha_hill", "num_traps", "lr", "weight_decay",
            "status", "reason")
 SCHEDULES = (None, "lr", "weight_decay", "both")
