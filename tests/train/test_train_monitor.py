@@ -2,6 +2,7 @@
 Lightning and a Hugging Face Trainer; CSV, TensorBoard and store output; once-only warnings."""
 
 import csv
+import logging
 import warnings
 
 import numpy as np
@@ -96,6 +97,32 @@ def test_plain_loop_logs_csv_tensorboard_store_and_applies_tempbalance(tmp_path)
     st.close()
 
 
+def test_alphadecay_schedule_in_the_loop():
+    from tailscope.train import layer_weight_decays
+
+    task = load_task("digits")
+    model = mlp(seed=3)
+    opt = torch.optim.AdamW(layer_weight_decays(model, 0.1), lr=1e-3)
+    data = batches(task, seed=3)
+    mon = Monitor(model, every=2, schedule="weight_decay")
+    for _ in range(4):
+        x, y = next(data)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        mon.step(opt)
+    h = mon.history
+    last = h[h["step"] == 4].set_index("name")
+    a = last.loc[["2.weight", "4.weight"], "alpha_hill"].to_numpy()
+    lo, hi = 0.6666 * 0.1, 3.0 * 0.1
+    groups = {g["name"]: g["weight_decay"] for g in opt.param_groups}
+    for name, ai in zip(("2", "4"), a):
+        want = hi if a.max() == a.min() else lo + (ai - a.min()) * (hi - lo) / (a.max() - a.min())
+        assert abs(groups[name] - want) <= 1e-12
+        assert last.loc[f"{name}.weight", "weight_decay"] == groups[name]
+    assert groups[None] == 0.1 and np.isnan(last.loc["0.weight", "weight_decay"])
+
+
 def heavy_model(seed=0):
     """Layer 1: Cauchy entries (alpha < 2, traps: a few huge entries survive shuffling);
     layer 0 and 2: Gaussian."""
@@ -172,9 +199,15 @@ def test_lightning_callback(tmp_path):
                         callbacks=[cb],
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         default_root_dir=tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Lightning's advice on dataloader workers
-        trainer.fit(Lit(), dl)
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.WARNING)  # no "GPU available: False" noise
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Lightning's advice on dataloader workers
+            trainer.fit(Lit(), dl)
+    finally:
+        log.setLevel(level)
     assert cb.monitor.checks == 3
     with open(tmp_path / "tailscope-monitor.csv") as f:
         rows = list(csv.DictReader(f))
