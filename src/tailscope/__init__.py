@@ -23,6 +23,7 @@ _EXPORTS = {
     "PowerLawSVD": "rank", "RankSelection": "rank", "select_rank": "rank",
     "open_source": "sources",
     "validate": "quality",
+    "remove_traps": "trap_analysis", "traps": "trap_analysis",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
