@@ -55,7 +55,13 @@ def main() -> None:
     p.add_argument("--b", type=int, default=4)
     a = p.parse_args()
     t0 = time.perf_counter()
-    res = [trial(s, a.c, a.b) for s in range(a.seeds)]
+    res = []
+    for s in range(a.seeds):
+        res.append(trial(s, a.c, a.b))
+        if (s + 1) % 10 == 0:
+            print(f"  {s + 1} seeds, {time.perf_counter() - t0:.0f} s: found "
+                  f"{sum(r['found'] for r in res)}, noise traps {sum(r['noise_fp'] for r in res)}, "
+                  f"max ratio {max(r['ratio'] for r in res):.4f}", flush=True)
     secs = time.perf_counter() - t0
     mean = {k: float(np.mean([r[k] for r in res])) for k in res[0]}
     ratio = np.array([r["ratio"] for r in res])

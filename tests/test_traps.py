@@ -135,6 +135,7 @@ def test_remove_traps_replaces_the_component_and_is_seeded():
     np.testing.assert_array_equal(e.weights["weight"], g)
 
 
+@pytest.mark.slow
 def test_minilm_trap_counts_equal_analyze_and_weightwatcher_on_the_same_shuffles():
     ours, ref = minilm_pair()  # analyze(randomize=True, seed=SEED) and WeightWatcher, 3 layers
     names = [f"{n}.weight" for n in ref.index]

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from .common import Command, InputError, add_source, check_output, given_options, option_names, seed_help
+from .common import Command, InputError, add_source, check_output, given_options, option_names
 
-OPTIONS = option_names("source", "select", "esd", minus=("device", "jobs", "tolerance"))
+# --seed is the analysis' own flag (the seed of analyze --randomize); here its default is 0
+OPTIONS = option_names("source", "select", "esd", plus=("seed",),
+                       minus=("device", "jobs", "tolerance"))
 TABLE = ["layer_id", "name", "slice_id", "trap", "eigenvalue", "spike_threshold", "excess_tw",
          "left_ipr", "right_ipr", "row", "col", "entry", "variance_share", "layer_trap_burden"]
 
 
 def arguments(p) -> None:
     add_source(p)
-    p.add_argument("--seed", type=int, default=0, metavar="N",
-                   help=seed_help("the shuffles (the same as analyze --randomize --seed N)", "0"))
     p.add_argument("--top-k", dest="top_k", type=int, default=5, metavar="K",
                    help="the k of the singular vectors' top-k mass (default: 5)")
     p.add_argument("--out", metavar="FILE", help="write the trap table (.csv or .json), atomically")
@@ -32,6 +32,8 @@ def run(args) -> int:
     from ..util.io import atomic_write
 
     options = given_options(args, OPTIONS)
+    seed = options.pop("seed", None)
+    seed = 0 if seed is None else seed
     if args.top_k < 1:
         raise InputError(f"--top-k {args.top_k}: must be >= 1")
     if args.remove != bool(args.output):
@@ -42,14 +44,14 @@ def run(args) -> int:
                            "the edited model is written as .safetensors")
     if args.out:
         check_output(args.out, "--out", (".csv", ".json"), "use a .csv or .json file name")
-    table = traps(args.source, seed=args.seed, top_k=args.top_k, **options)
+    table = traps(args.source, seed=seed, top_k=args.top_k, **options)
     layers = table.attrs["layers"]
     print_table(table, TABLE)
     failed = layers[layers["status"] != "success"]
     if len(failed):
         print_table(failed, ["layer_id", "name", "slice_id", "reason"], title="failed layers")
     print(f"{len(table)} traps in {int((layers['num_traps'] > 0).sum())} of {len(layers)} layers "
-          f"(seed {args.seed})")
+          f"(seed {seed})")
     if args.out:
         writer = (lambda p: table.to_csv(p, index=False)) if args.out.lower().endswith(".csv") \
             else (lambda p: table.to_json(p, orient="records", indent=1))
@@ -59,7 +61,7 @@ def run(args) -> int:
             raise InputError(f"cannot write {args.out}: {exc}") from None
         print(f"wrote {args.out}")
     if out is not None:
-        edited = remove_traps(args.source, seed=args.seed, noise=args.noise, **options)
+        edited = remove_traps(args.source, seed=seed, noise=args.noise, **options)
         try:
             path = edited.save(out)
         except OSError as exc:
