@@ -43,7 +43,7 @@ ANALYSIS_FLAGS = flags(*ALL_GROUPS)
 # --- the registry ---------------------------------------------------------------------------------
 def test_the_registry_builds_the_parser():
     names = [c.name for c in COMMANDS]
-    assert names == ["fit", "analyze", "smooth", "zoo", "validate", "report", "describe", "rank",
+    assert names == ["fit", "analyze", "smooth", "traps", "zoo", "validate", "report", "describe", "rank",
                      "demo"]
     assert all(isinstance(c, Command) and c.help and c.description for c in COMMANDS)
     parser = build_parser()
@@ -58,6 +58,8 @@ def test_the_registry_builds_the_parser():
     ("zoo", flags(*ALL_GROUPS, minus=("base_model", "peft"))),
     ("describe", flags("source", "select")),
     ("smooth", flags("select", "fit", plus=("trust_pickle",))),
+    ("traps", flags("source", "select", "esd", plus=("seed",),
+                    minus=("device", "jobs", "tolerance"))),
 ])
 def test_each_command_takes_the_flags_of_its_option_groups(command, expected):
     accepted = build_parser().commands[command].option_strings()

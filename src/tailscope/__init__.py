@@ -24,6 +24,7 @@ _EXPORTS = {
     "open_source": "sources",
     "validate": "quality",
     "Monitor": "train", "layer_learning_rates": "train", "layer_weight_decays": "train",
+    "remove_traps": "trap_analysis", "traps": "trap_analysis",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

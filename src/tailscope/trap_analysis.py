@@ -1,0 +1,379 @@
+"""Correlation traps in depth: one row per trap, and their removal.
+
+A correlation trap is a spike of the *shuffled* ESD: the elements of a weight matrix W are
+permuted at random, which destroys every correlation training put in, and the eigenvalues of the
+shuffled matrix W_p that still stand above the Marchenko-Pastur bulk edge plus the Tracy-Widom
+width are traps (WeightWatcher's ``rand_num_spikes``, its 0.7.7 ``num_traps``): a few large
+entries that no permutation can spread out.
+
+The shuffle, the MP fit and its threshold are exactly those of ``analyze(randomize=True)`` for the
+same seed (the layer's generator ``layer_rng(seed, layer_id)``, the same draw order, the same
+``mp_fit``), so a layer's number of traps here is its ``rand_num_spikes`` there (for a layer with
+fewer than 100 eigenvalues analyze pools 5 shuffles and counts the spikes of all 5; the fit here
+pools them too and reports that count as ``rand_num_spikes``, but the traps, one row each, are
+those of the first shuffle, the one :func:`remove_traps` edits: ``num_traps`` is about a fifth of
+``rand_num_spikes`` there, and equal to it everywhere else).
+
+From the shuffled matrix to W (as WeightWatcher's trunk, PRs #343/#367): a trap k of W_p is its
+rank-one component T_p = s_k u_k v_k^T (s_k the singular value, u_k and v_k the singular vectors
+of W_p). Shuffling is a permutation P of the entries, W_p = P(W), so the trap's component of W is
+T = P^-1(T_p): the same numbers put back where the entries came from. Because P is linear,
+W - T = P^-1(W_p - T_p): removing T from W removes the trap from the shuffled matrix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .edit import DETAIL_COLUMNS, EditedModel
+from .engine.layer import layer_scale, load_matrices, ww_oriented
+from .engine.options import make_options
+from .engine.plan import open_model, planned
+from .sources.layers import matrices
+from .spectrum import MPFitError, eigenvalues_many, gram, mp_fit
+from .spectrum.randomize import REPLICA_LIMIT
+from .util.errors import one_line
+from .util.rng import layer_rng
+
+TOP_K = 5  # top-k mass of a singular vector: the share of its squared norm on its k largest entries
+NOISE = ("rank1", "trunk")
+
+TRAP_COLUMNS = [
+    "layer_id", "name", "layer_type", "N", "M", "rf", "slice_id", "trap", "eigenvalue",
+    "singular_value", "bulk_max", "spike_threshold", "excess", "excess_tw", "rand_sigma_mp",
+    "left_ipr", "right_ipr", "left_top_k_mass", "right_top_k_mass", "top_k", "row", "col",
+    "entry", "entry_share", "variance_share", "layer_num_traps", "layer_trap_burden", "status",
+    "reason"]
+LAYER_COLUMNS = ["layer_id", "name", "layer_type", "N", "M", "rf", "slice_id", "num_traps",
+                 "trap_burden", "replicas", "rand_num_spikes", "rand_sigma_mp", "status", "reason"]
+
+
+# --- one layer ----------------------------------------------------------------------------------
+class _Group:
+    """One row of analyze's randomize columns (the pooled layer, or one slice): its matrices,
+    their first shuffles (permutations and shuffled matrices), the MP fit and its traps."""
+
+    def __init__(self, slice_id, mats, perms, shuffled, evals, fit, pooled):
+        self.slice_id, self.mats, self.perms = slice_id, mats, perms
+        self.shuffled, self.evals, self.fit = shuffled, evals, fit
+        self.pooled, self.replicas = pooled, pooled.size // max(1, sum(e.size for e in evals))
+
+
+def _groups(ref, plan, o, rng) -> list:
+    """Shuffle the layer's matrices with analyze(randomize=True)'s draws; fit MP per row.
+
+    Returns a list of (slice_id, mats, perms, shuffled, first_evals (scaled, per matrix), MPFit or
+    MPFitError)."""
+    mats = ww_oriented(ref, plan, load_matrices(ref))
+    scale = layer_scale(plan, o)
+    groups = [(None, list(range(len(mats))))] if o.pool else [(i, [i]) for i in range(len(mats))]
+    out = []
+    for slice_id, idx in groups:
+        gm = [mats[i] for i in idx]
+        n = sum(min(m.shape) for m in gm)
+        replicas = 5 if n < REPLICA_LIMIT else 1
+        pooled, first = [], None
+        for r in range(replicas):
+            # rng.permutation(n) is the permutation that rng.permutation(w.ravel()) applies: the
+            # same draws as spectrum.shuffle_elements, with the indices kept to map traps back
+            perms = [rng.permutation(m.size) for m in gm]
+            shuffled = [np.asarray(m).ravel()[p].reshape(m.shape) for m, p in zip(gm, perms)]
+            ev = [e * scale for e in eigenvalues_many(shuffled, None, o.method)]
+            pooled.extend(ev)
+            if r == 0:
+                first = (perms, shuffled, ev)
+        for m in gm:  # randomized_esd's further fresh shuffle: keeps the generator in step
+            rng.permutation(m.size)
+        pooled = np.sort(np.concatenate(pooled))
+        try:
+            fit = mp_fit(pooled, plan.N, plan.M)
+        except MPFitError as exc:
+            fit = exc
+        out.append(_Group(slice_id, gm, *first, fit, pooled))
+    return out
+
+
+def _top_pairs(wp: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(s, U, V): the top k singular triplets of wp (descending), from its float64 Gram matrix."""
+    from scipy.linalg import eigh
+
+    g = gram(wp)
+    m = g.shape[0]
+    lam, vec = eigh(g, subset_by_index=[m - k, m - 1])
+    lam, vec = lam[::-1], vec[:, ::-1]
+    s = np.sqrt(np.maximum(lam, 0.0))
+    w = np.asarray(wp, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if wp.shape[0] < wp.shape[1]:  # wide: the Gram is W W^T, its vectors are left ones
+            u, v = vec, (w.T @ vec) / s
+        else:
+            v, u = vec, (w @ vec) / s
+    return s, u, v
+
+
+def _ipr(x: np.ndarray) -> np.ndarray:
+    """Inverse participation ratio sum x_i^4 of each unit column (1/n flat, 1 on one entry)."""
+    return np.sum(x ** 4, axis=0)
+
+
+def _top_mass(x: np.ndarray, k: int) -> np.ndarray:
+    """The share of each unit column's squared norm on its k largest entries."""
+    sq = np.sort(x ** 2, axis=0)
+    return sq[sq.shape[0] - min(k, sq.shape[0]):].sum(axis=0)
+
+
+def _trap_components(group, fit, scale):
+    """Per matrix of the group with traps: (matrix index, s, U, V, eigenvalues), descending."""
+    thr = fit.spike_threshold
+    found = []
+    for i, ev in enumerate(group.evals):
+        k = int(np.count_nonzero(ev > thr))
+        if k:
+            s, u, v = _top_pairs(group.shuffled[i], k)
+            found.append((i, s, u, v, np.sort(ev)[::-1][:k]))
+    return found
+
+
+def _layer_traps(ref, plan, o, top_k: int) -> tuple[list[dict], list[dict]]:
+    """(trap rows, layer rows) of one layer."""
+    base = {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
+            "N": plan.N, "M": plan.M, "rf": plan.rf}
+    rng = layer_rng(o.seed, ref.index)
+    scale = layer_scale(plan, o)
+    traps, layers = [], []
+    for g in _groups(ref, plan, o, rng):
+        row = dict(base, slice_id=g.slice_id)
+        if isinstance(g.fit, Exception):
+            layers.append(dict(row, num_traps=math.nan, trap_burden=math.nan,
+                               replicas=g.replicas, rand_num_spikes=math.nan,
+                               rand_sigma_mp=math.nan, status="failed",
+                               reason=f"no Marchenko-Pastur fit of the shuffled ESD: {g.fit}"))
+            continue
+        fit = g.fit
+        total = float(sum(e.sum() for e in g.evals))
+        w2 = fit.W_scale ** 2
+        found = _trap_components(g, fit, scale)
+        lam_all = np.concatenate([c[4] for c in found]) if found else np.empty(0)
+        burden = float(lam_all.sum() / total) if total > 0 else math.nan
+        layers.append(dict(row, num_traps=int(lam_all.size), trap_burden=burden,
+                           replicas=g.replicas, rand_num_spikes=fit.num_spikes,
+                           rand_sigma_mp=fit.sigma_mp, status="success", reason=""))
+        rows = []
+        for i, s, u, v, lam in found:
+            shape = g.mats[i].shape
+            a, b = np.argmax(np.abs(u), axis=0), np.argmax(np.abs(v), axis=0)
+            flat = np.ravel_multi_index((a, b), g.shuffled[i].shape)
+            where = np.unravel_index(g.perms[i][flat], shape)  # back to W's coordinates
+            li, ri = _ipr(u), _ipr(v)
+            lm, rm = _top_mass(u, top_k), _top_mass(v, top_k)
+            for j in range(s.size):
+                resc = lam[j] * w2
+                rows.append(dict(
+                    row, eigenvalue=float(lam[j]), singular_value=float(s[j]),
+                    bulk_max=fit.bulk_max, spike_threshold=fit.spike_threshold,
+                    excess=float(resc - (fit.bulk_max * w2 + math.sqrt(fit.tw))),
+                    excess_tw=float((resc - fit.bulk_max * w2) / math.sqrt(fit.tw)),
+                    rand_sigma_mp=fit.sigma_mp, left_ipr=float(li[j]), right_ipr=float(ri[j]),
+                    left_top_k_mass=float(lm[j]), right_top_k_mass=float(rm[j]), top_k=top_k,
+                    row=int(where[0][j]), col=int(where[1][j]),
+                    entry=float(np.asarray(g.mats[i], dtype=np.float64)[where[0][j], where[1][j]]),
+                    entry_share=float(u[a[j], j] ** 2 * v[b[j], j] ** 2),
+                    variance_share=float(lam[j] / total), layer_num_traps=int(lam_all.size),
+                    layer_trap_burden=burden, status="success", reason=""))
+        rows.sort(key=lambda r: -r["eigenvalue"])
+        for n, r in enumerate(rows, 1):
+            r["trap"] = n
+        traps.extend(rows)
+    return traps, layers
+
+
+def _checked(seed, top_k) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an int; got {seed!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be an int >= 1; got {top_k!r}")
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
+    for c in ("slice_id", "trap", "row", "col", "layer_num_traps", "num_traps", "replicas",
+              "rand_num_spikes"):
+        if c in df:
+            df[c] = df[c].astype("Int64")
+    return df
+
+
+# --- the public functions ----------------------------------------------------------------------
+def traps(source, seed: int = 0, layers=None, *, top_k: int = TOP_K, trust_pickle: bool = False,
+          base_model=None, peft=False, **options) -> pd.DataFrame:
+    """Correlation traps, one row per trap: the spikes of each layer's element-shuffled ESD.
+
+    Parameters
+    ----------
+    source : path, torch.nn.Module, state dict or array
+        Anything :func:`tailscope.analyze` reads.
+    seed : int
+        The seed of the shuffles; the same seed gives the same shuffles as
+        ``analyze(randomize=True, seed=seed)``, so each layer has ``rand_num_spikes`` traps.
+    layers : list, optional
+        As in :func:`tailscope.analyze`; so are the other selection options (min_evals,
+        max_evals, max_N, pool, split, conv2d_norm, normalize, method, base_model, peft).
+    top_k : int
+        The k of the top-k mass (default 5, as WeightWatcher's trunk ``top_5_mass``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per trap, in model order, largest first within a layer (``trap`` = 1, 2, ...):
+        ``eigenvalue`` (in the shuffled ESD, on analyze's scale), ``singular_value`` (of the
+        shuffled matrix, unscaled), ``bulk_max`` and ``spike_threshold`` (the MP bulk edge and
+        the edge plus the Tracy-Widom width, analyze's ``rand_bulk_max`` and its threshold),
+        ``excess`` (the eigenvalue minus the threshold, in the MP fit's rescaled units where the
+        shuffled ESD has mean 1) and ``excess_tw`` (its distance above the bulk edge in
+        Tracy-Widom widths; > 1 for every trap), ``left_ipr`` / ``right_ipr`` (the inverse
+        participation ratios sum u_i^4, sum v_j^4 of the trap's unit singular vectors in the
+        shuffled matrix: 1/n for a flat vector, 1 for one entry), ``left_top_k_mass`` /
+        ``right_top_k_mass`` (the share of sum u_i^2 on its ``top_k`` largest entries),
+        ``row``, ``col`` and ``entry`` (the entry of W, as oriented by analyze, at the trap's
+        largest |u_i v_j|, mapped back through the shuffle) and ``entry_share`` (that entry's
+        share u_i^2 v_j^2 of the trap's rank-one component), ``variance_share`` (the trap's
+        eigenvalue over the shuffled ESD's sum, which is ||W||_F^2: the share of W's variance it
+        carries), ``layer_num_traps`` and ``layer_trap_burden`` (the sum of the layer's shares).
+        ``df.attrs['layers']`` has one row per analysed layer (or slice, with ``pool=False``):
+        ``num_traps``, ``trap_burden``, ``replicas`` (shuffles pooled in the MP fit: 5 below
+        100 eigenvalues, else 1), ``rand_num_spikes`` (the spikes of all of them, analyze's
+        column), ``rand_sigma_mp``, ``status``, ``reason``; a layer
+        without traps is there and not in the trap rows; a failed one has NaN and its reason.
+    """
+    _checked(seed, top_k)
+    o = make_options(layers=layers, seed=int(seed), **options)
+    src = open_model(source, trust_pickle=trust_pickle, base_model=base_model, peft=peft)
+    trap_rows, layer_rows = [], []
+    for ref, plan, skip in planned(src, o):
+        if skip:
+            continue
+        try:
+            t, lr = _layer_traps(ref, plan, o, int(top_k))
+        except Exception as exc:  # noqa: BLE001 - one bad layer never stops the run
+            t, lr = [], [{"layer_id": ref.index, "name": ref.name,
+                          "layer_type": plan.layer_type, "N": plan.N, "M": plan.M,
+                          "rf": plan.rf, "slice_id": None, "num_traps": math.nan,
+                          "trap_burden": math.nan, "replicas": math.nan,
+                          "rand_num_spikes": math.nan, "rand_sigma_mp": math.nan,
+                          "status": "failed", "reason": one_line(exc)}]
+        trap_rows.extend(t)
+        layer_rows.extend(lr)
+    df = _frame(trap_rows, TRAP_COLUMNS)
+    df.attrs["layers"] = _frame(layer_rows, LAYER_COLUMNS)
+    return df
+
+
+def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
+                 trust_pickle: bool = False, base_model=None, peft=False, **options) -> EditedModel:
+    """Replace each correlation trap's rank-one component of W by Gaussian noise: W - T + R.
+
+    The traps are those :func:`traps` reports for the same seed and options. For each matrix
+    with traps, T_p = sum_k s_k u_k v_k^T is the traps' part of the shuffled matrix, and
+    T = P^-1(T_p) is its part of W (the module docstring says why). R = P^-1(R_p) is seeded
+    Gaussian noise (``layer_rng(seed, layer_id, 1)``: the same for a seed):
+
+    - ``noise='rank1'`` (the default): R_p = sum_k r_k u_k v_k^T, r_k ~ N(0, sigma^2), with
+      sigma^2 the entry variance of the random bulk (the shuffled ESD's MP fit:
+      ``rand_sigma_mp^2 / (scale N rand_W_scale^2)``): each trap's strength s_k is replaced by
+      what a random matrix with W's bulk has along the same pair of directions (u^T G v ~
+      N(0, sigma^2) for fixed unit u, v). ||W_new - W||_F = ||(s_k - r_k)||_2 ~ ||T||_F.
+    - ``noise='trunk'``: WeightWatcher's trunk (PR #343): R has i.i.d. Gaussian entries with the
+      mean and variance of T's entries (dense, so ||R||_F ~ ||T||_F and ||W_new - W||_F ~
+      sqrt(2) ||T||_F).
+
+    Parameters
+    ----------
+    source, seed, layers, **options
+        As :func:`traps`.
+
+    Returns
+    -------
+    EditedModel
+        ``details``: per layer, ``components`` (min(N, M)), ``removed`` (its traps), ``status``
+        ('edited', 'unchanged' or 'failed') and ``reason``. Other tensors are copied unchanged.
+    """
+    if noise not in NOISE:
+        raise ValueError(f"noise must be 'rank1' or 'trunk'; got {noise!r}")
+    _checked(seed, TOP_K)
+    import time
+
+    t0 = time.perf_counter()
+    o = make_options(layers=layers, seed=int(seed), **options)
+    src = open_model(source, trust_pickle=trust_pickle, base_model=base_model, peft=peft)
+    weights: dict[str, np.ndarray] = {}
+    rows = []
+    for ref, plan, skip in planned(src, o):
+        w = np.asarray(ref.load())
+        weights[ref.name] = w
+        if skip:
+            continue
+        row = {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
+               "N": plan.N, "M": plan.M, "rf": plan.rf, "method": f"remove_traps:{noise}",
+               "components": plan.M, "kept": plan.M, "removed": 0}
+        try:
+            new, removed, reason = _remove_layer(ref, plan, o, w, noise)
+        except Exception as exc:  # noqa: BLE001 - one bad layer is left as it was, with why
+            new, removed, reason = None, 0, one_line(exc)
+            row.update(status="failed", reason=reason)
+        else:
+            row.update(kept=plan.M - removed if removed <= plan.M else 0, removed=removed,
+                       status="edited" if new is not None else "unchanged", reason=reason)
+        if new is not None:
+            weights[ref.name] = new
+        rows.append(row)
+    return EditedModel(weights=weights, details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
+                       source=src.describe(), seconds=time.perf_counter() - t0)
+
+
+def _remove_layer(ref, plan, o, w: np.ndarray, noise: str):
+    """(new tensor or None, number of traps removed, reason)."""
+    if w.dtype.kind != "f":
+        raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
+    rng = layer_rng(o.seed, ref.index)
+    noise_rng = layer_rng(o.seed, ref.index, 1)
+    scale = layer_scale(plan, o)
+    groups = _groups(ref, plan, o, rng)
+    fails = [f"no Marchenko-Pastur fit of the shuffled ESD: {g.fit}" for g in groups
+             if isinstance(g.fit, Exception)]
+    new = np.array(w, dtype=np.float64)
+    # the same matrices as _groups, now views of the float64 copy, oriented the same way
+    views = ww_oriented(ref, plan, matrices(ref, new))
+    count = 0
+    for g in groups:
+        if isinstance(g.fit, Exception):
+            continue
+        fit = g.fit
+        sigma2 = fit.sigma_mp ** 2 / (scale * plan.N * fit.W_scale ** 2)
+        for i, s, u, v, _ in _trap_components(g, fit, scale):
+            tp = (u * s) @ v.T
+            if noise == "rank1":
+                r = noise_rng.normal(0.0, math.sqrt(sigma2), size=s.size)
+                rp = (u * r) @ v.T
+            else:
+                rp = noise_rng.normal(tp.mean(), tp.std(), size=tp.shape)
+            delta = np.empty(tp.size)
+            delta[g.perms[i]] = (rp - tp).ravel()  # P^-1: entry k of W_p came from perms[k]
+            target = _view_of(views, g, i)
+            target += delta.reshape(target.shape)
+            count += s.size
+    if not count:
+        return None, 0, "; ".join(fails) or "no correlation trap (no spike in the shuffled ESD)"
+    return new.astype(w.dtype, copy=False), count, "; ".join(fails)
+
+
+def _view_of(views, g, i):
+    """The view of the edited copy that corresponds to the group's matrix i."""
+    if g.slice_id is not None:
+        return views[g.slice_id]
+    return views[i]
+
+
+__all__ = ["remove_traps", "traps"]
