@@ -77,7 +77,8 @@ def reference_traps(w, seed, top_k=5):
     total = float(np.sum(w.astype(np.float64) ** 2))
     for j in range(k):
         uj, vj = u[:, j], vt[j]
-        a, b = np.argmax(np.abs(uj)), np.argmax(np.abs(vj))
+        contrib = np.outer(uj, vj) * wp  # each entry's part of s_j = u_j^T W_p v_j
+        a, b = np.unravel_index(np.argmax(contrib), wp.shape)
         r, c = np.unravel_index(perm[a * m + b], w.shape)
         out.append({"eigenvalue": lam[j], "singular_value": s[j],
                     "excess": lam[j] * w2 - edge - math.sqrt(tw),
@@ -85,7 +86,7 @@ def reference_traps(w, seed, top_k=5):
                     "left_ipr": np.sum(uj ** 4), "right_ipr": np.sum(vj ** 4),
                     "left_top_k_mass": np.sort(uj ** 2)[-top_k:].sum(),
                     "right_top_k_mass": np.sort(vj ** 2)[-top_k:].sum(),
-                    "row": r, "col": c, "entry": w[r, c], "entry_share": uj[a] ** 2 * vj[b] ** 2,
+                    "row": r, "col": c, "entry": w[r, c], "entry_share": contrib[a, b] / s[j],
                     "variance_share": lam[j] / total})
     return pd.DataFrame(out), int(row["rand_num_spikes"])
 

@@ -114,6 +114,21 @@ def _top_pairs(wp: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return s, u, v
 
 
+def _locate(wp, s: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flat index in wp, share) per trap: the entry that contributes most to the trap's singular
+    value, s_k = sum_ij u_ik wp_ij v_jk, and the share u_ik wp_ij v_jk / s_k it contributes. (The
+    largest |u| and largest |v| taken apart pair the wrong row and column when a few traps of
+    nearly equal size mix their singular vectors.)"""
+    w = np.asarray(wp, dtype=np.float64)
+    flat = np.empty(s.size, dtype=np.int64)
+    share = np.empty(s.size)
+    for j in range(s.size):
+        c = (u[:, j, None] * w) * v[None, :, j]
+        flat[j] = int(np.argmax(c))
+        share[j] = c.flat[flat[j]] / s[j] if s[j] > 0 else np.nan
+    return flat, share
+
+
 def _ipr(x: np.ndarray) -> np.ndarray:
     """Inverse participation ratio sum x_i^4 of each unit column (1/n flat, 1 on one entry)."""
     return np.sum(x ** 4, axis=0)
@@ -164,8 +179,7 @@ def _layer_traps(ref, plan, o, top_k: int) -> tuple[list[dict], list[dict]]:
         rows = []
         for i, s, u, v, lam in found:
             shape = g.mats[i].shape
-            a, b = np.argmax(np.abs(u), axis=0), np.argmax(np.abs(v), axis=0)
-            flat = np.ravel_multi_index((a, b), g.shuffled[i].shape)
+            flat, share = _locate(g.shuffled[i], s, u, v)
             where = np.unravel_index(g.perms[i][flat], shape)  # back to W's coordinates
             li, ri = _ipr(u), _ipr(v)
             lm, rm = _top_mass(u, top_k), _top_mass(v, top_k)
@@ -180,7 +194,7 @@ def _layer_traps(ref, plan, o, top_k: int) -> tuple[list[dict], list[dict]]:
                     left_top_k_mass=float(lm[j]), right_top_k_mass=float(rm[j]), top_k=top_k,
                     row=int(where[0][j]), col=int(where[1][j]),
                     entry=float(np.asarray(g.mats[i], dtype=np.float64)[where[0][j], where[1][j]]),
-                    entry_share=float(u[a[j], j] ** 2 * v[b[j], j] ** 2),
+                    entry_share=float(share[j]),
                     variance_share=float(lam[j] / total), layer_num_traps=int(lam_all.size),
                     layer_trap_burden=burden, status="success", reason=""))
         rows.sort(key=lambda r: -r["eigenvalue"])
@@ -237,9 +251,9 @@ def traps(source, seed: int = 0, layers=None, *, top_k: int = TOP_K, trust_pickl
         participation ratios sum u_i^4, sum v_j^4 of the trap's unit singular vectors in the
         shuffled matrix: 1/n for a flat vector, 1 for one entry), ``left_top_k_mass`` /
         ``right_top_k_mass`` (the share of sum u_i^2 on its ``top_k`` largest entries),
-        ``row``, ``col`` and ``entry`` (the entry of W, as oriented by analyze, at the trap's
-        largest |u_i v_j|, mapped back through the shuffle) and ``entry_share`` (that entry's
-        share u_i^2 v_j^2 of the trap's rank-one component), ``variance_share`` (the trap's
+        ``row``, ``col`` and ``entry`` (the entry of W, as oriented by analyze, that contributes
+        most to the trap's singular value s = sum_ij u_i W_p,ij v_j, mapped back through the
+        shuffle) and ``entry_share`` (its share u_i W_p,ij v_j / s of s), ``variance_share`` (the trap's
         eigenvalue over the shuffled ESD's sum, which is ||W||_F^2: the share of W's variance it
         carries), ``layer_num_traps`` and ``layer_trap_burden`` (the sum of the layer's shares).
         ``df.attrs['layers']`` has one row per analysed layer (or slice, with ``pool=False``):
