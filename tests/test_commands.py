@@ -43,8 +43,8 @@ ANALYSIS_FLAGS = flags(*ALL_GROUPS)
 # --- the registry ---------------------------------------------------------------------------------
 def test_the_registry_builds_the_parser():
     names = [c.name for c in COMMANDS]
-    assert names == ["fit", "analyze", "smooth", "zoo", "validate", "report", "describe", "rank",
-                     "demo"]
+    assert names == ["fit", "analyze", "smooth", "prune", "zoo", "validate", "report", "describe",
+                     "rank", "demo"]
     assert all(isinstance(c, Command) and c.help and c.description for c in COMMANDS)
     parser = build_parser()
     assert list(parser.commands) == names
@@ -58,6 +58,7 @@ def test_the_registry_builds_the_parser():
     ("zoo", flags(*ALL_GROUPS, minus=("base_model", "peft"))),
     ("describe", flags("source", "select")),
     ("smooth", flags("select", "fit", plus=("trust_pickle",))),
+    ("prune", flags("select", plus=("trust_pickle",))),
 ])
 def test_each_command_takes_the_flags_of_its_option_groups(command, expected):
     accepted = build_parser().commands[command].option_strings()

@@ -22,6 +22,7 @@ _EXPORTS = {
     "fit_power_law": "fit",
     "PowerLawSVD": "rank", "RankSelection": "rank", "select_rank": "rank",
     "open_source": "sources",
+    "allocate_sparsity": "pruning", "prune": "pruning",
     "validate": "quality",
 }
 
