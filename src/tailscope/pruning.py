@@ -96,20 +96,21 @@ def _scaled(ratios: np.ndarray, params: np.ndarray, target: float) -> tuple[np.n
 
 
 def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
-                      metric: str = "alpha_hill", block_wise: bool = True) -> pd.Series:
+                      metric: str = "alpha_hill", block_wise: bool = True, *,
+                      blocks_only: bool = True) -> pd.Series:
     """Per-layer sparsities from a layer metric: AlphaPruning's ``ww_sparsity``.
 
     Parameters
     ----------
     analysis : Analysis or its ``details`` DataFrame
-        One row per layer (a pooled analysis). A DataFrame lets you allocate over a subset of
-        layers, e.g. ``a.details[a.details.name.str.contains(r"layers?\\.\\d")]`` for the block
-        layers only, as the reference prunes.
+        One row per layer (a pooled analysis). A DataFrame (a subset of ``details``) allocates
+        over those layers only.
     target : float in [0, 1]
         The parameter-weighted mean sparsity, sum(P_i s_i) / sum(P_i) with P_i = N * M * rf, the
         layer's weight count.
-    eps : float in [0, 1]
-        The metric's range is mapped linearly onto [1 - eps, 1 + eps] before scaling.
+    eps : float in [0, 1)
+        The metric's range is mapped linearly onto [1 - eps, 1 + eps] before scaling (eps < 1:
+        at 1 the lowest layer could never be pruned and a high target could not be met).
     metric : str
         A numeric column of the analysis; higher values are pruned more. 'alpha_hill' (the
         default; needs ``analyze(hill=True)``) is the research code's PL_Alpha_Hill.
@@ -118,14 +119,21 @@ def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
         :func:`block_of`; the reference's 'block_wise' mapping). A layer outside any block
         (embeddings, pooler, lm_head, the layers of a plain MLP) is its own block, so for a
         model without blocks block_wise=True is per layer.
+    blocks_only : bool
+        When some layers are in numbered blocks, allocate to those only, as the reference
+        (which prunes the linear layers of ``model.layers``, never embeddings or lm_head): the
+        others get NaN and stay dense. False: every layer with the metric is allocated. A model
+        without blocks (a plain MLP) allocates to every layer either way.
 
     Returns
     -------
     pandas.Series
         Sparsity per layer, indexed by the layer's tensor name (the analysis' ``name``), in the
-        analysis' order. A layer whose metric is NaN (failed fit) gets NaN and is left out of
-        the allocation (``prune`` leaves it unchanged). ``.attrs`` holds the target, eps, metric,
-        block_wise and ``capped`` (how many layers were held at 1).
+        analysis' order. A layer whose metric is NaN (failed fit) or that ``blocks_only`` leaves
+        out gets NaN and is not in the allocation (``prune`` leaves it unchanged). ``.attrs``
+        holds the target, eps, metric, block_wise and ``capped`` (how many layers were held at
+        1: such a layer loses every weight, typically a tiny classifier with a high alpha; leave
+        it out, as the reference leaves out lm_head).
 
     Notes
     -----
@@ -133,16 +141,26 @@ def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
     s_i = r_i * target * sum P / sum(P r). This is the reference exactly while every s_i <= 1.
     The reference does not clip (its magnitude pruning then indexes past the end of the sorted
     weights); here a layer that would exceed 1 is held at 1 and the scale is solved again over the
-    others, so the weighted mean stays the target. With eps <= 1 no sparsity is negative. When
+    others, so the weighted mean stays the target. With eps < 1 no sparsity is negative. When
     every metric is equal (max = min; the reference divides 0 by 0) every layer gets the target.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from tailscope import allocate_sparsity
+    >>> d = pd.DataFrame({"name": ["a.weight", "b.weight"], "N": 100, "M": 100, "rf": 1,
+    ...                   "alpha_hill": [2.0, 4.0]})
+    >>> allocate_sparsity(d, target=0.5, eps=0.2).round(6).tolist()
+    [0.4, 0.6]
     """
     if isinstance(target, bool) or not isinstance(target, (int, float)) \
             or not 0.0 <= target <= 1.0:
         raise ValueError(f"target must be a number in [0, 1]; got {target!r}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps <= 1.0:
-        raise ValueError(f"eps must be a number in [0, 1]; got {eps!r}")
-    if not isinstance(block_wise, bool):
-        raise ValueError(f"block_wise must be True or False; got {block_wise!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must be a number in [0, 1); got {eps!r}")
+    for flag, value in (("block_wise", block_wise), ("blocks_only", blocks_only)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False; got {value!r}")
     details = _frame(analysis)
     if not isinstance(metric, str) or metric not in details.columns:
         raise ValueError(f"the analysis has no {metric!r} column{_needs(str(metric))}")
@@ -153,8 +171,11 @@ def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
     ok = np.isfinite(values) & np.isfinite(params) & (params > 0)
     if not ok.any():
         raise ValueError(f"no layer has a finite {metric}{_needs(metric)}")
+    blocks = [block_of(n) for n in names]
+    if blocks_only and any(b is not None for b in blocks):
+        ok &= np.array([b is not None for b in blocks])
     if block_wise:
-        keys = [block_of(n) or n for n in names]
+        keys = [b or n for b, n in zip(blocks, names)]
         means = pd.Series(values[ok]).groupby(np.asarray(keys, dtype=object)[ok]).mean()
         values = np.array([means.get(k, math.nan) for k in keys])
     m, p = values[ok], params[ok]
@@ -166,7 +187,7 @@ def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
     out[ok] = sparsity
     series = pd.Series(out, index=pd.Index(names, name="name"), name="sparsity")
     series.attrs.update(target=float(target), eps=float(eps), metric=metric,
-                        block_wise=block_wise, capped=capped)
+                        block_wise=block_wise, blocks_only=blocks_only, capped=capped)
     return series
 
 
@@ -285,7 +306,9 @@ def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = F
                "status": "unchanged", "reason": ""}
         try:
             if math.isnan(s):
-                raise ValueError("no sparsity for this layer (its metric is NaN)")
+                row["reason"] = "no sparsity allocated (NaN): left dense"
+                rows.append(row)
+                continue
             if w.dtype.kind != "f":
                 raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
             if np.isnan(w).any():

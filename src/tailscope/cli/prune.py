@@ -38,6 +38,10 @@ def arguments(p) -> None:
     p.add_argument("--per-layer", action="store_true",
                    help="with --alpha-allocation: each layer's own metric, not its transformer "
                         "block's mean")
+    p.add_argument("--all-layers", action="store_true",
+                   help="with --alpha-allocation: also layers outside the numbered blocks "
+                        "(embeddings, pooler, lm_head), which stay dense by default as in "
+                        "AlphaPruning")
 
 
 def run(args) -> int:
@@ -53,10 +57,12 @@ def run(args) -> int:
     if args.alpha_allocation:
         analysis = analyze(args.source, **options, **metric_options(args.metric))
         sparsity = allocate_sparsity(analysis, target=target, eps=eps, metric=args.metric,
-                                     block_wise=not args.per_layer)
+                                     block_wise=not args.per_layer,
+                                     blocks_only=not args.all_layers)
     else:
-        if args.per_layer or args.metric != "alpha_hill" or args.eps != "0.3":
-            raise InputError("--eps, --metric and --per-layer need --alpha-allocation")
+        if args.per_layer or args.all_layers or args.metric != "alpha_hill" or args.eps != "0.3":
+            raise InputError("--eps, --metric, --per-layer and --all-layers need "
+                             "--alpha-allocation")
         sparsity = target
     edited = prune(args.source, sparsity, **options)
     try:
