@@ -113,13 +113,15 @@ def test_block_names():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.floats(1.0, 8.0), st.integers(1, 10_000)), min_size=2,
                 max_size=12),
-       st.floats(0.0, 1.0), st.floats(0.0, 0.999), st.booleans())
-def test_allocation_properties(layers, target, eps, block_wise):
+       st.floats(0.0, 1.0), st.floats(0.0, 0.999), st.booleans(), st.floats(0.0, 1.0))
+def test_allocation_properties(layers, target, eps, block_wise, room):
     d = pd.DataFrame({"name": [f"blocks.{i // 3}.l{i}.weight" for i in range(len(layers))],
                       "N": [p for _, p in layers], "M": 1, "rf": 1,
                       "alpha_hill": [a for a, _ in layers]})
-    s = tailscope.allocate_sparsity(d, target=target, eps=eps, block_wise=block_wise)
-    assert ((s >= 0) & (s <= 1)).all()
+    cap = target + room * (1 - target)
+    s = tailscope.allocate_sparsity(d, target=target, eps=eps, block_wise=block_wise,
+                                    max_sparsity=cap)
+    assert ((s >= 0) & (s <= cap)).all()
     assert abs(weighted_mean(s, d) - target) < 1e-9
     m = d["alpha_hill"].to_numpy()
     if block_wise:
@@ -134,6 +136,10 @@ def test_capping_keeps_the_target_and_equal_metrics_give_the_target():
     s = tailscope.allocate_sparsity(d, target=0.8, eps=0.3)
     assert s["b.weight"] == 1.0 and s.attrs["capped"] == 1  # 1.3 * c would exceed 1
     assert abs(weighted_mean(s, d) - 0.8) < 1e-12
+    s = tailscope.allocate_sparsity(d, target=0.8, eps=0.3, max_sparsity=0.9)
+    assert s["b.weight"] == 0.9 and abs(weighted_mean(s, d) - 0.8) < 1e-12
+    with pytest.raises(ValueError, match=r"max_sparsity must be a number in \[target, 1\]"):
+        tailscope.allocate_sparsity(d, target=0.8, max_sparsity=0.7)
     d["alpha_hill"] = 3.0
     s = tailscope.allocate_sparsity(d, target=0.6)
     np.testing.assert_array_equal(s.to_numpy(), [0.6, 0.6])
@@ -258,7 +264,9 @@ def test_cli_prune(tmp_path):
                        (("--sparsity", "x"), "not a number"),
                        (("--sparsity", "0.5", "--eps", "0.1"), "need --alpha-allocation"),
                        (("--sparsity", "0.5", "--alpha-allocation", "--metric", "zz"),
-                        "no 'zz' column")]:
+                        "no 'zz' column"),
+                       (("--sparsity", "0.5", "--alpha-allocation", "--max-sparsity", "0.4"),
+                        "max_sparsity must be")]:
         code, _, err = cli("prune", src, *args, "-o", tmp_path / "x.safetensors")
         assert code == 2 and text in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x.safetensors").exists()

@@ -79,17 +79,20 @@ def _frame(analysis) -> pd.DataFrame:
     return details
 
 
-def _scaled(ratios: np.ndarray, params: np.ndarray, target: float) -> tuple[np.ndarray, int]:
+def _scaled(ratios: np.ndarray, params: np.ndarray, target: float, cap: float
+            ) -> tuple[np.ndarray, int]:
     """ratios * c with sum(params * ratios * c) = target * sum(params) (ww_sparsity's scaler);
-    where that would push a layer past sparsity 1, the layer is held at 1 and c is solved again
+    where that would push a layer past ``cap``, the layer is held at ``cap`` and c is solved again
     over the others (so the weighted mean stays the target). Returns (sparsities, layers held)."""
     total = target * params.sum()
     capped = np.zeros(ratios.size, dtype=bool)
     while True:
         free = ~capped
-        c = (total - params[capped].sum()) / (params[free] * ratios[free]).sum()
-        out = np.where(capped, 1.0, ratios * c)
-        over = free & (out > 1.0)
+        if not free.any():  # max_sparsity == target: every layer at it
+            return np.full(ratios.size, cap), int(capped.sum())
+        c = (total - cap * params[capped].sum()) / (params[free] * ratios[free]).sum()
+        out = np.where(capped, cap, ratios * c)
+        over = free & (out > cap)
         if not over.any():
             return out, int(capped.sum())
         capped |= over
@@ -97,7 +100,7 @@ def _scaled(ratios: np.ndarray, params: np.ndarray, target: float) -> tuple[np.n
 
 def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
                       metric: str = "alpha_hill", block_wise: bool = True, *,
-                      blocks_only: bool = True) -> pd.Series:
+                      blocks_only: bool = True, max_sparsity: float = 1.0) -> pd.Series:
     """Per-layer sparsities from a layer metric: AlphaPruning's ``ww_sparsity``.
 
     Parameters
@@ -124,6 +127,9 @@ def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
         (which prunes the linear layers of ``model.layers``, never embeddings or lm_head): the
         others get NaN and stay dense. False: every layer with the metric is allocated. A model
         without blocks (a plain MLP) allocates to every layer either way.
+    max_sparsity : float in [target, 1]
+        No layer is pruned more: a layer the formula would give more is held there and the
+        others are scaled again (1, the default, changes the reference only where it exceeds 1).
 
     Returns
     -------
@@ -131,18 +137,20 @@ def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
         Sparsity per layer, indexed by the layer's tensor name (the analysis' ``name``), in the
         analysis' order. A layer whose metric is NaN (failed fit) or that ``blocks_only`` leaves
         out gets NaN and is not in the allocation (``prune`` leaves it unchanged). ``.attrs``
-        holds the target, eps, metric, block_wise and ``capped`` (how many layers were held at
-        1: such a layer loses every weight, typically a tiny classifier with a high alpha; leave
-        it out, as the reference leaves out lm_head).
+        holds the target, eps, metric, block_wise, blocks_only, max_sparsity and ``capped`` (how
+        many layers were held at max_sparsity; at 1 such a layer loses every weight: typically a
+        small layer with the highest alpha next to large ones, or a tiny classifier, which the
+        reference leaves out as it leaves out lm_head; lower eps or max_sparsity then).
 
     Notes
     -----
     With m_i the (block-averaged) metric: r_i = (m_i - min m) / (max m - min m) * 2 eps + 1 - eps,
     s_i = r_i * target * sum P / sum(P r). This is the reference exactly while every s_i <= 1.
     The reference does not clip (its magnitude pruning then indexes past the end of the sorted
-    weights); here a layer that would exceed 1 is held at 1 and the scale is solved again over the
-    others, so the weighted mean stays the target. With eps < 1 no sparsity is negative. When
-    every metric is equal (max = min; the reference divides 0 by 0) every layer gets the target.
+    weights); here a layer that would exceed ``max_sparsity`` is held there and the scale is
+    solved again over the others, so the weighted mean stays the target. With eps < 1 no
+    sparsity is negative. When every metric is equal (max = min; the reference divides 0 by 0)
+    every layer gets the target.
 
     Examples
     --------
@@ -158,6 +166,10 @@ def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
         raise ValueError(f"target must be a number in [0, 1]; got {target!r}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps < 1.0:
         raise ValueError(f"eps must be a number in [0, 1); got {eps!r}")
+    if isinstance(max_sparsity, bool) or not isinstance(max_sparsity, (int, float)) \
+            or not target <= max_sparsity <= 1.0:
+        raise ValueError(f"max_sparsity must be a number in [target, 1] = [{target}, 1]; got "
+                         f"{max_sparsity!r}")
     for flag, value in (("block_wise", block_wise), ("blocks_only", blocks_only)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False; got {value!r}")
@@ -182,12 +194,13 @@ def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
     lo, hi = m.min(), m.max()
     ratios = (np.full(m.size, 1.0) if hi == lo
               else (m - lo) / (hi - lo) * ((1 + eps) - (1 - eps)) + (1 - eps))
-    sparsity, capped = _scaled(ratios, p, float(target))
+    sparsity, capped = _scaled(ratios, p, float(target), float(max_sparsity))
     out = np.full(len(names), math.nan)
     out[ok] = sparsity
     series = pd.Series(out, index=pd.Index(names, name="name"), name="sparsity")
     series.attrs.update(target=float(target), eps=float(eps), metric=metric,
-                        block_wise=block_wise, blocks_only=blocks_only, capped=capped)
+                        block_wise=block_wise, blocks_only=blocks_only,
+                        max_sparsity=float(max_sparsity), capped=capped)
     return series
 
 

@@ -38,6 +38,8 @@ def arguments(p) -> None:
     p.add_argument("--per-layer", action="store_true",
                    help="with --alpha-allocation: each layer's own metric, not its transformer "
                         "block's mean")
+    p.add_argument("--max-sparsity", default="1",
+                   help="with --alpha-allocation: no layer pruned more (default: 1)")
     p.add_argument("--all-layers", action="store_true",
                    help="with --alpha-allocation: also layers outside the numbered blocks "
                         "(embeddings, pooler, lm_head), which stay dense by default as in "
@@ -54,15 +56,17 @@ def run(args) -> int:
                        "the pruned model is written as .safetensors")
     target = _fraction("--sparsity")(args.sparsity)
     eps = _fraction("--eps")(args.eps)
+    cap = _fraction("--max-sparsity")(args.max_sparsity)
     if args.alpha_allocation:
         analysis = analyze(args.source, **options, **metric_options(args.metric))
         sparsity = allocate_sparsity(analysis, target=target, eps=eps, metric=args.metric,
                                      block_wise=not args.per_layer,
-                                     blocks_only=not args.all_layers)
+                                     blocks_only=not args.all_layers, max_sparsity=cap)
     else:
-        if args.per_layer or args.all_layers or args.metric != "alpha_hill" or args.eps != "0.3":
-            raise InputError("--eps, --metric, --per-layer and --all-layers need "
-                             "--alpha-allocation")
+        if args.per_layer or args.all_layers or args.metric != "alpha_hill" \
+                or args.eps != "0.3" or args.max_sparsity != "1":
+            raise InputError("--eps, --metric, --max-sparsity, --per-layer and --all-layers "
+                             "need --alpha-allocation")
         sparsity = target
     edited = prune(args.source, sparsity, **options)
     try:
