@@ -43,8 +43,8 @@ ANALYSIS_FLAGS = flags(*ALL_GROUPS)
 # --- the registry ---------------------------------------------------------------------------------
 def test_the_registry_builds_the_parser():
     names = [c.name for c in COMMANDS]
-    assert names == ["fit", "analyze", "smooth", "traps", "zoo", "validate", "report", "describe", "rank",
-                     "demo"]
+    assert names == ["fit", "analyze", "smooth", "traps", "prune", "zoo", "validate", "report",
+                     "describe", "rank", "demo"]
     assert all(isinstance(c, Command) and c.help and c.description for c in COMMANDS)
     parser = build_parser()
     assert list(parser.commands) == names
@@ -60,6 +60,7 @@ def test_the_registry_builds_the_parser():
     ("smooth", flags("select", "fit", plus=("trust_pickle",))),
     ("traps", flags("source", "select", "esd", plus=("seed",),
                     minus=("device", "jobs", "tolerance"))),
+    ("prune", flags("select", plus=("trust_pickle",))),
 ])
 def test_each_command_takes_the_flags_of_its_option_groups(command, expected):
     accepted = build_parser().commands[command].option_strings()

@@ -22,6 +22,7 @@ _EXPORTS = {
     "fit_power_law": "fit",
     "PowerLawSVD": "rank", "RankSelection": "rank", "select_rank": "rank",
     "open_source": "sources",
+    "allocate_sparsity": "pruning", "prune": "pruning",
     "validate": "quality",
     "Monitor": "train", "layer_learning_rates": "train", "layer_weight_decays": "train",
     "remove_traps": "trap_analysis", "traps": "trap_analysis",

@@ -1,0 +1,345 @@
+"""Alpha-guided pruning (AlphaPruning, Lu et al., NeurIPS 2024): per-layer sparsities from a
+layer metric, and magnitude pruning to them.
+
+``allocate_sparsity`` is the AlphaPruning repository's ``ww_sparsity`` (haiquanlu/AlphaPruning,
+lib/prune.py): the metric of each layer (optionally averaged over its transformer block) is mapped
+linearly onto [1 - eps, 1 + eps] (higher metric, pruned more) and the ratios are scaled so that the
+parameter-weighted mean sparsity equals the target. ``prune`` zeroes the smallest |w| of each layer
+to its sparsity and returns an :class:`~tailscope.edit.EditedModel`; the allocation is a plain
+pandas Series, so it can equally drive Wanda or SparseGPT (which need activations) outside
+tailscope.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .edit import EditedModel
+from .engine.columns import BY_NAME as COLUMN_BY_NAME
+from .engine.options import BY_NAME as OPTION_BY_NAME
+from .engine.options import make_options
+from .engine.plan import planned
+from .sources import open_source
+from .util.errors import one_line
+
+PRUNE_METHODS = ("magnitude",)
+DETAIL_COLUMNS = ["layer_id", "name", "shape", "numel", "sparsity", "pruned", "zeros", "status",
+                  "reason"]
+# a transformer block: the name up to its first numbered component after a named one
+# ('encoder.layer.3', 'model.layers.3', 'transformer.h.3', 'h.3', 'blocks.3')
+_BLOCK = re.compile(r"^((?:[^.]*[^.\d][^.]*\.)+\d+)\.")
+# column group -> the analyze option that adds it, where the two names differ
+_GROUP_OPTION = {"mp": "mp_fit", "rand": "randomize"}
+
+
+def block_of(name: str) -> str | None:
+    """The transformer block a layer belongs to: its name up to the first numbered component
+    that follows a named one ('encoder.layer.3.attention.self.query.weight' -> 'encoder.layer.3',
+    'model.layers.3.mlp.up_proj.weight' -> 'model.layers.3', 'h.3.attn.c_attn.weight' -> 'h.3');
+    None for a layer outside any block ('embeddings.word_embeddings.weight', 'lm_head.weight',
+    '0.weight' of a plain ``nn.Sequential``)."""
+    m = _BLOCK.match(name)
+    return m.group(1) if m else None
+
+
+def metric_options(metric: str) -> dict:
+    """The :func:`tailscope.analyze` options that add the column ``metric`` ({'hill': True} for
+    'alpha_hill'); {} for a column every analysis has (or an unknown name)."""
+    col = COLUMN_BY_NAME.get(metric)
+    if col is None:
+        return {}
+    option = _GROUP_OPTION.get(col.group, col.group)
+    return {option: True} if option in OPTION_BY_NAME else {}
+
+
+def _needs(metric: str) -> str:
+    need = metric_options(metric)
+    return "; analyze with " + ", ".join(f"{k}=True" for k in need) if need else ""
+
+
+def _frame(analysis) -> pd.DataFrame:
+    details = analysis if isinstance(analysis, pd.DataFrame) else getattr(analysis, "details",
+                                                                           None)
+    if not isinstance(details, pd.DataFrame):
+        raise ValueError("analysis must be a tailscope Analysis or its details DataFrame; got "
+                         f"{type(analysis).__name__}")
+    for col in ("name", "N", "M", "rf"):
+        if col not in details.columns:
+            raise ValueError(f"the analysis has no {col!r} column")
+    if details["name"].duplicated().any():
+        dup = details["name"][details["name"].duplicated()].iloc[0]
+        raise ValueError(f"layer {dup!r} has several rows: allocate from a pooled analysis "
+                         "(pool=True), one row per tensor")
+    return details
+
+
+def _scaled(ratios: np.ndarray, params: np.ndarray, target: float, cap: float
+            ) -> tuple[np.ndarray, int]:
+    """ratios * c with sum(params * ratios * c) = target * sum(params) (ww_sparsity's scaler);
+    where that would push a layer past ``cap``, the layer is held at ``cap`` and c is solved again
+    over the others (so the weighted mean stays the target). Returns (sparsities, layers held)."""
+    total = target * params.sum()
+    capped = np.zeros(ratios.size, dtype=bool)
+    while True:
+        free = ~capped
+        if not free.any():  # max_sparsity == target: every layer at it
+            return np.full(ratios.size, cap), int(capped.sum())
+        c = (total - cap * params[capped].sum()) / (params[free] * ratios[free]).sum()
+        out = np.where(capped, cap, ratios * c)
+        over = free & (out > cap)
+        if not over.any():
+            return out, int(capped.sum())
+        capped |= over
+
+
+def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
+                      metric: str = "alpha_hill", block_wise: bool = True, *,
+                      blocks_only: bool = True, max_sparsity: float = 1.0) -> pd.Series:
+    """Per-layer sparsities from a layer metric: AlphaPruning's ``ww_sparsity``.
+
+    Parameters
+    ----------
+    analysis : Analysis or its ``details`` DataFrame
+        One row per layer (a pooled analysis). A DataFrame (a subset of ``details``) allocates
+        over those layers only.
+    target : float in [0, 1]
+        The parameter-weighted mean sparsity, sum(P_i s_i) / sum(P_i) with P_i = N * M * rf, the
+        layer's weight count.
+    eps : float in [0, 1)
+        The metric's range is mapped linearly onto [1 - eps, 1 + eps] before scaling (eps < 1:
+        at 1 the lowest layer could never be pruned and a high target could not be met).
+    metric : str
+        A numeric column of the analysis; higher values are pruned more. 'alpha_hill' (the
+        default; needs ``analyze(hill=True)``) is the research code's PL_Alpha_Hill.
+    block_wise : bool
+        Replace each layer's metric by the mean over its transformer block (see
+        :func:`block_of`; the reference's 'block_wise' mapping). A layer outside any block
+        (embeddings, pooler, lm_head, the layers of a plain MLP) is its own block, so for a
+        model without blocks block_wise=True is per layer.
+    blocks_only : bool
+        When some layers are in numbered blocks, allocate to those only, as the reference
+        (which prunes the linear layers of ``model.layers``, never embeddings or lm_head): the
+        others get NaN and stay dense. False: every layer with the metric is allocated. A model
+        without blocks (a plain MLP) allocates to every layer either way.
+    max_sparsity : float in [target, 1]
+        No layer is pruned more: a layer the formula would give more is held there and the
+        others are scaled again (1, the default, changes the reference only where it exceeds 1).
+
+    Returns
+    -------
+    pandas.Series
+        Sparsity per layer, indexed by the layer's tensor name (the analysis' ``name``), in the
+        analysis' order. A layer whose metric is NaN (failed fit) or that ``blocks_only`` leaves
+        out gets NaN and is not in the allocation (``prune`` leaves it unchanged). ``.attrs``
+        holds the target, eps, metric, block_wise, blocks_only, max_sparsity and ``capped`` (how
+        many layers were held at max_sparsity; at 1 such a layer loses every weight: typically a
+        small layer with the highest alpha next to large ones, or a tiny classifier, which the
+        reference leaves out as it leaves out lm_head; lower eps or max_sparsity then).
+
+    Notes
+    -----
+    With m_i the (block-averaged) metric: r_i = (m_i - min m) / (max m - min m) * 2 eps + 1 - eps,
+    s_i = r_i * target * sum P / sum(P r). This is the reference exactly while every s_i <= 1.
+    The reference does not clip (its magnitude pruning then indexes past the end of the sorted
+    weights); here a layer that would exceed ``max_sparsity`` is held there and the scale is
+    solved again over the others, so the weighted mean stays the target. With eps < 1 no
+    sparsity is negative. When every metric is equal (max = min; the reference divides 0 by 0)
+    every layer gets the target.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from tailscope import allocate_sparsity
+    >>> d = pd.DataFrame({"name": ["a.weight", "b.weight"], "N": 100, "M": 100, "rf": 1,
+    ...                   "alpha_hill": [2.0, 4.0]})
+    >>> allocate_sparsity(d, target=0.5, eps=0.2).round(6).tolist()
+    [0.4, 0.6]
+    """
+    if isinstance(target, bool) or not isinstance(target, (int, float)) \
+            or not 0.0 <= target <= 1.0:
+        raise ValueError(f"target must be a number in [0, 1]; got {target!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must be a number in [0, 1); got {eps!r}")
+    if isinstance(max_sparsity, bool) or not isinstance(max_sparsity, (int, float)) \
+            or not target <= max_sparsity <= 1.0:
+        raise ValueError(f"max_sparsity must be a number in [target, 1] = [{target}, 1]; got "
+                         f"{max_sparsity!r}")
+    for flag, value in (("block_wise", block_wise), ("blocks_only", blocks_only)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False; got {value!r}")
+    details = _frame(analysis)
+    if not isinstance(metric, str) or metric not in details.columns:
+        raise ValueError(f"the analysis has no {metric!r} column{_needs(str(metric))}")
+    names = details["name"].astype(str).to_numpy()
+    values = pd.to_numeric(details[metric], errors="coerce").to_numpy(dtype=np.float64)
+    params = (details["N"].to_numpy(np.float64) * details["M"].to_numpy(np.float64)
+              * details["rf"].to_numpy(np.float64))
+    ok = np.isfinite(values) & np.isfinite(params) & (params > 0)
+    if not ok.any():
+        raise ValueError(f"no layer has a finite {metric}{_needs(metric)}")
+    blocks = [block_of(n) for n in names]
+    if blocks_only and any(b is not None for b in blocks):
+        ok &= np.array([b is not None for b in blocks])
+    if block_wise:
+        keys = [b or n for b, n in zip(blocks, names)]
+        means = pd.Series(values[ok]).groupby(np.asarray(keys, dtype=object)[ok]).mean()
+        values = np.array([means.get(k, math.nan) for k in keys])
+    m, p = values[ok], params[ok]
+    lo, hi = m.min(), m.max()
+    ratios = (np.full(m.size, 1.0) if hi == lo
+              else (m - lo) / (hi - lo) * ((1 + eps) - (1 - eps)) + (1 - eps))
+    sparsity, capped = _scaled(ratios, p, float(target), float(max_sparsity))
+    out = np.full(len(names), math.nan)
+    out[ok] = sparsity
+    series = pd.Series(out, index=pd.Index(names, name="name"), name="sparsity")
+    series.attrs.update(target=float(target), eps=float(eps), metric=metric,
+                        block_wise=block_wise, blocks_only=blocks_only,
+                        max_sparsity=float(max_sparsity), capped=capped)
+    return series
+
+
+# --- magnitude pruning -------------------------------------------------------------------------
+def magnitude_mask(w: np.ndarray, k: int) -> np.ndarray:
+    """The boolean mask of the k smallest |w| (flattened, C order); ties at the threshold are
+    taken in index order, exactly as a stable argsort's first k. O(n): one partition."""
+    a = np.abs(np.asarray(w)).ravel()
+    mask = np.zeros(a.size, dtype=bool)
+    if k <= 0:
+        return mask.reshape(np.shape(w))
+    if k >= a.size:
+        return ~mask.reshape(np.shape(w))
+    t = np.partition(a, k - 1)[k - 1]
+    mask = a < t
+    need = k - int(mask.sum())
+    mask[np.flatnonzero(a == t)[:need]] = True
+    return mask.reshape(np.shape(w))
+
+
+def _count(sparsity: float, numel: int) -> int:
+    """The number of weights a layer of ``numel`` loses: round(sparsity * numel)."""
+    return int(min(numel, max(0, round(sparsity * numel))))
+
+
+def _wanted(sparsity, names: list[str]) -> dict[str, float] | float:
+    if isinstance(sparsity, bool):
+        raise ValueError(f"sparsity must be a number in [0, 1] or a mapping name -> sparsity; "
+                         f"got {sparsity!r}")
+    if isinstance(sparsity, (int, float, np.floating, np.integer)):
+        s = float(sparsity)
+        if not 0.0 <= s <= 1.0:
+            raise ValueError(f"sparsity must be in [0, 1]; got {sparsity!r}")
+        return s
+    if isinstance(sparsity, pd.Series):
+        sparsity = sparsity.to_dict()
+    if not isinstance(sparsity, Mapping):
+        raise ValueError("sparsity must be a number in [0, 1] or a mapping name -> sparsity "
+                         f"(allocate_sparsity's Series); got {type(sparsity).__name__}")
+    known = set(names)
+    out = {}
+    for key, value in sparsity.items():
+        name = str(key)
+        if name not in known and f"{name}.weight" in known:  # a module name
+            name = f"{name}.weight"
+        if name not in known:
+            raise ValueError(f"sparsity names {key!r}, which is not a tensor of the model")
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"sparsity of {key!r} is not a number: {value!r}") from None
+        if not (math.isnan(v) or 0.0 <= v <= 1.0):
+            raise ValueError(f"sparsity of {key!r} must be in [0, 1]; got {value!r}")
+        out[name] = v
+    return out
+
+
+def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = False,
+          **options) -> EditedModel:
+    """Magnitude pruning, layer by layer: the smallest |w| of each layer set to 0.
+
+    Parameters
+    ----------
+    source : path, torch.nn.Module, state dict or array
+        Anything :func:`tailscope.analyze` reads; it is never modified.
+    sparsity : float or mapping
+        A number in [0, 1]: every layer ``analyze`` would analyse (with ``**options``: layers,
+        min_evals, ...) loses that fraction. A mapping tensor name (or module name) -> sparsity,
+        such as :func:`allocate_sparsity`'s Series: those tensors only (NaN: left unchanged).
+    method : 'magnitude'
+        Wanda and SparseGPT need activations (calibration data), which tailscope does not have;
+        pass the allocation's values to them as their per-layer ratios.
+    trust_pickle : bool
+        Allow PyTorch pickles that need code execution.
+
+    Returns
+    -------
+    EditedModel
+        ``.weights`` (every tensor; pruned ones are new arrays in the original dtype, the others
+        the arrays read), ``.details`` (per layer: numel, sparsity, pruned = round(sparsity *
+        numel), zeros after pruning, status, reason), ``.save(path)``, ``.to_state_dict()``.
+
+    Notes
+    -----
+    The pruned weights are exactly the round(s * numel) smallest |w| of the whole tensor (all
+    slices of a conv kernel together); ties at the threshold go to the lower flat (C-order)
+    index. A layer that cannot be pruned (not floating point, NaN weights) is left unchanged
+    with its reason; the others are pruned.
+    """
+    if method != "magnitude":
+        if isinstance(method, str) and method.lower() in ("wanda", "sparsegpt"):
+            raise ValueError(f"method {method!r} needs activations (calibration data), which "
+                             "tailscope does not have: pass allocate_sparsity's values to "
+                             f"{method} as its per-layer ratios; tailscope prunes by magnitude")
+        raise ValueError(f"method must be 'magnitude'; got {method!r}")
+    t0 = time.perf_counter()
+    o = make_options(**options)
+    src = open_source(source, trust_pickle=trust_pickle)
+    names = [r.name for r in src]
+    wanted = _wanted(sparsity, names)
+    if isinstance(wanted, float):
+        chosen = {ref.name: wanted for ref, _, skip in planned(src, o) if not skip}
+    else:
+        chosen = wanted
+    weights: dict[str, np.ndarray] = {}
+    rows = []
+    for ref in src:
+        w = np.asarray(ref.load())
+        weights[ref.name] = w
+        if ref.name not in chosen:
+            continue
+        s = chosen[ref.name]
+        row = {"layer_id": ref.index, "name": ref.name, "shape": "x".join(map(str, w.shape)),
+               "numel": int(w.size), "sparsity": s, "pruned": 0,
+               "zeros": int(np.count_nonzero(w == 0)) if w.dtype.kind in "fiuc" else 0,
+               "status": "unchanged", "reason": ""}
+        try:
+            if math.isnan(s):
+                row["reason"] = "no sparsity allocated (NaN): left dense"
+                rows.append(row)
+                continue
+            if w.dtype.kind != "f":
+                raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
+            if np.isnan(w).any():
+                raise ValueError("the weights hold NaN")
+            k = _count(s, w.size)
+            if k:
+                new = np.array(w, copy=True)
+                new[magnitude_mask(w, k)] = 0
+                weights[ref.name] = new
+                row.update(pruned=k, zeros=int(np.count_nonzero(new == 0)), status="edited")
+            else:
+                row["reason"] = "sparsity rounds to 0 weights"
+        except Exception as exc:  # noqa: BLE001 - one bad layer is left as it was, with why
+            row.update(status="failed", reason=one_line(exc))
+        rows.append(row)
+    return EditedModel(weights=weights, details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
+                       source=src.describe(), seconds=time.perf_counter() - t0)
+
+
+__all__ = ["PRUNE_METHODS", "allocate_sparsity", "block_of", "magnitude_mask", "metric_options",
+           "prune"]
