@@ -29,48 +29,25 @@ import pandas as pd
 
 
 def train_one(args):
-    import torch
     from threadpoolctl import threadpool_limits
 
     from tailscope import analyze
-    from tailscope.quality import load_task
+    from tailscope.quality import load_task, train
     from tailscope.train import layer_learning_rates
     from tailscope.train.schedule import apply_values, layer_metrics, learning_rate_values
 
     net, seed, tb = args
-    torch.set_num_threads(1)
     with threadpool_limits(limits=1, user_api="blas"):
         task = load_task(net.task, seed)
-        s = net.torch_seed(seed)
-        torch.manual_seed(s)
-        y = task.y_train.copy()
-        if net.label_noise:
-            rng = np.random.default_rng([s, 1])
-            flip = rng.random(y.size) < net.label_noise
-            y[flip] = (y[flip] + rng.integers(1, task.classes, int(flip.sum()))) % task.classes
-        layers, n = [], task.x_train.shape[1]
-        for _ in range(net.depth - 1):
-            layers += [torch.nn.Linear(n, net.width), torch.nn.ReLU()]
-            n = net.width
-        model = torch.nn.Sequential(*layers, torch.nn.Linear(n, task.classes))
-        params = layer_learning_rates(model, net.lr) if tb else model.parameters()
-        opt = torch.optim.SGD(params, lr=net.lr, momentum=0.9, weight_decay=net.weight_decay)
-        x, yt = torch.from_numpy(task.x_train), torch.from_numpy(y)
-        order = torch.Generator().manual_seed(s)
-        for _ in range(net.epochs):
-            perm = torch.randperm(len(yt), generator=order)
-            for i in range(0, len(yt), net.batch_size):
-                b = perm[i:i + net.batch_size]
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(model(x[b]), yt[b]).backward()
-                opt.step()
-            if tb:
-                a = analyze(model, hill=True)
-                values = learning_rate_values(layer_metrics(a, model), net.lr, 0.5, 1.0)
-                apply_values(opt, model, values, "lr", net.lr)
-        with torch.no_grad():
-            test = model(torch.from_numpy(task.x_test)).argmax(1).numpy()
-        acc = float((test == task.y_test).mean())
+
+        def reschedule(model, opt):  # TempBalance: the rates re-read from alpha every epoch
+            a = analyze(model, hill=True)
+            values = learning_rate_values(layer_metrics(a, model), net.lr, 0.5, 1.0)
+            apply_values(opt, model, values, "lr", net.lr)
+
+        model, _, acc = train(net, task, seed,
+                              params=(lambda m: layer_learning_rates(m, net.lr)) if tb else None,
+                              on_epoch=reschedule if tb else None)
         a = analyze(model, hill=True).details
         h = a["alpha_hill"].to_numpy(dtype=float)
         mid = h[1:-1]

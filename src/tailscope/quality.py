@@ -206,10 +206,13 @@ def load_task(name: str, seed: int = 0) -> Task:
 
 
 # --- one network -----------------------------------------------------------------------------------
-def train(net: Network, task: Task, seed: int = 0):
+def train(net: Network, task: Task, seed: int = 0, *, params=None, on_epoch=None):
     """Train one network with SGD (momentum 0.9) on one torch thread, deterministically.
 
-    Returns (model, train accuracy on the labels it was trained with, test accuracy)."""
+    ``params(model)``, if given, makes the optimizer's parameter groups (e.g.
+    :func:`tailscope.train.layer_learning_rates`); ``on_epoch(model, optimizer)``, if given, runs
+    after every epoch (e.g. to re-apply a schedule). Returns (model, train accuracy on the labels
+    it was trained with, test accuracy)."""
     torch = require("torch", "tailscope validate")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -226,8 +229,8 @@ def train(net: Network, task: Task, seed: int = 0):
             layers += [torch.nn.Linear(n, net.width), torch.nn.ReLU()]
             n = net.width
         model = torch.nn.Sequential(*layers, torch.nn.Linear(n, task.classes))
-        opt = torch.optim.SGD(model.parameters(), lr=net.lr, momentum=0.9,
-                              weight_decay=net.weight_decay)
+        groups = model.parameters() if params is None else params(model)
+        opt = torch.optim.SGD(groups, lr=net.lr, momentum=0.9, weight_decay=net.weight_decay)
         x, yt = torch.from_numpy(task.x_train), torch.from_numpy(y)
         order = torch.Generator().manual_seed(s)
         for _ in range(net.epochs):
@@ -237,6 +240,8 @@ def train(net: Network, task: Task, seed: int = 0):
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(model(x[b]), yt[b]).backward()
                 opt.step()
+            if on_epoch is not None:
+                on_epoch(model, opt)
         with torch.no_grad():
             train_acc = float((model(x).argmax(1) == yt).double().mean())
             test = model(torch.from_numpy(task.x_test)).argmax(1).numpy()
