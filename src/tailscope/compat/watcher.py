@@ -1,21 +1,5 @@
-"""A WeightWatcher-shaped facade over :mod:`tailscope.analysis`: switching is one import.
+"""The facade class: ``tailscope.compat.WeightWatcher`` (see the package docstring)."""
 
-    from tailscope.compat import WeightWatcher      # was: from weightwatcher import WeightWatcher
-    watcher = WeightWatcher(model=model)
-    details = watcher.analyze()
-    summary = watcher.get_summary()
-
-Differences, on purpose: the summary averages successful layers only (WeightWatcher averages failed
-fits in as alpha = -1); failed layers carry NaN, not -1, and no 'over-trained' warning;
-``get_ESD`` returns the eigenvalues ``analyze`` used (WeightWatcher's skips ``conv2d_norm``, so its
-conv2d ESDs are twice those it fits). ``base_model`` gives the update W - W_base of every layer
-matched by name (WeightWatcher's substring match on the layer order silently analyses an unmatched
-layer's own W); ``peft`` analyses LoRA updates as WeightWatcher does, ``'with_base'`` with the full
-spectrum of W + BA (WeightWatcher keeps only its top r eigenvalues). Options tailscope does not
-offer yet raise a ``ValueError`` instead of being silently ignored. ``mp_fit``, ``randomize`` and
-``detX`` (alias ``ERG``, as in WeightWatcher 0.7.7) are passed on, with ``seed=`` for reproducible
-shuffles (an extra option: WeightWatcher's shuffles cannot be seeded).
-"""
 
 from __future__ import annotations
 
@@ -24,10 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import Analysis, analyze, describe
-from .engine.columns import SUMMARY_METRICS
-from .engine.options import ALIASES
-from .engine.options import BY_NAME as OPTION_NAMES
+from ..analysis import Analysis, analyze, describe
+from ..engine.columns import SUMMARY_METRICS
+from ..engine.options import ALIASES
+from ..engine.options import BY_NAME as OPTION_NAMES
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
 _ACCEPTED_DEFAULTS = {"plot": False, "conv2d_fft": False, "fft": False, "deltas": False,
@@ -133,7 +117,7 @@ class WeightWatcher:
         """``(avg_dW, avg_db, details)`` as WeightWatcher's, layers matched by name."""
         if start_ids or not pool or channels is not None:
             raise ValueError("distances: start_ids, pool=False and channels are not supported")
-        from .edit import distances
+        from ..edit import distances
 
         d = distances(model_1, model_2, method=method, layers=layers or None)
         return d.delta_W, d.delta_b, d.details
