@@ -19,13 +19,14 @@ RNG = np.random.default_rng(7)
 
 
 def test_readers_in_folder_preference_order_and_messages_list_them():
-    assert [r.name for r in READERS] == ["safetensors", "torch", "numpy", "onnx", "keras"]
+    assert [r.name for r in READERS] == ["safetensors", "torch", "numpy", "onnx", "keras",
+                                       "gguf"]
     for r in READERS:
         assert r.phrase in UNKNOWN and all(s.startswith(".") for s in r.suffixes)
     for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.npz", "*.npy", "*.onnx",
-                    "*.keras", "*.h5"):
+                    "*.keras", "*.h5", "*.gguf"):
         assert pattern in NO_WEIGHTS
-    assert {r.extra for r in READERS} == {"", "torch", "onnx", "keras"}
+    assert {r.extra for r in READERS} == {"", "torch", "onnx", "keras", "gguf"}
 
 
 def test_model_ids_and_file_names():
@@ -212,6 +213,17 @@ def _keras(path):
         zf.writestr("model.weights.h5", buf.getvalue())
 
 
+def _gguf(path):
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("blk.0.ffn_up.weight", RNG.standard_normal((12, 8)).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 # (reader, variant, suffix, writer): one file of every kind each reader recognises
 FIXTURES = [("safetensors", "safetensors", ".safetensors", _safetensors),
             ("torch", "torch", ".pt", _torch),
@@ -221,7 +233,8 @@ FIXTURES = [("safetensors", "safetensors", ".safetensors", _safetensors),
             ("numpy", "npy", ".npy", _npy),
             ("onnx", "onnx", ".onnx", _onnx),
             ("keras", "hdf5", ".h5", _h5),
-            ("keras", "keras", ".keras", _keras)]
+            ("keras", "keras", ".keras", _keras),
+            ("gguf", "gguf", ".gguf", _gguf)]
 
 
 @pytest.mark.parametrize("name,variant,suffix,write", FIXTURES,

@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "lightning": ("lightning", "lightning"),
     "transformers": ("transformers", "hf"),
     "tensorboard": ("tensorboard", "tensorboard"),
+    "gguf": ("gguf", "gguf"),
 }
 
 
