@@ -1,11 +1,12 @@
 """ONNX models (the ``onnx`` package; no onnxruntime): the weights of Gemm, MatMul, Conv,
 ConvTranspose, Gather (embeddings), LSTM, GRU and RNN nodes, in graph order, subgraphs included,
-and of their quantized forms: MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv and onnxruntime's DynamicQuantizeLSTM, whose integer
-weights are dequantized as (q - zero point) * scale in float32, per tensor or per channel (the
-output axis). A QLinear op names its weight scale; an Integer op's scale is the constant its
-output is multiplied by (onnxruntime's dynamic quantization: Cast, Mul by the input's scale times
-the weight's); when none is found that layer fails with a reason. onnxruntime's ``_quantized``
-suffix is dropped from a weight's name, so a quantized model's layers carry the float model's names.
+and of their quantized forms: MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv and
+onnxruntime's DynamicQuantizeLSTM, whose integer weights are dequantized as
+(q - zero point) * scale in float32, per tensor or per channel (the output axis). A QLinear op
+names its weight scale; an Integer op's scale is the constant its output is multiplied by
+(onnxruntime's dynamic quantization: Cast, then Mul by the input's scale times the weight's);
+when none is found, that layer fails with a reason. onnxruntime's ``_quantized`` suffix is
+dropped from a weight's name, so a quantized model's layers carry the float model's names.
 
 A weight is an initializer or a ``Constant`` node, or a value computed from them by data-movement
 nodes only (Identity, Cast, Reshape, Transpose, Slice, Concat, (Un)Squeeze; PyTorch's exporter
