@@ -20,13 +20,13 @@ RNG = np.random.default_rng(7)
 
 def test_readers_in_folder_preference_order_and_messages_list_them():
     assert [r.name for r in READERS] == ["safetensors", "torch", "numpy", "onnx", "keras",
-                                       "gguf"]
+                                       "gguf", "tflite"]
     for r in READERS:
         assert r.phrase in UNKNOWN and all(s.startswith(".") for s in r.suffixes)
     for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.npz", "*.npy", "*.onnx",
-                    "*.keras", "*.h5", "*.gguf"):
+                    "*.keras", "*.h5", "*.gguf", "*.tflite"):
         assert pattern in NO_WEIGHTS
-    assert {r.extra for r in READERS} == {"", "torch", "onnx", "keras", "gguf"}
+    assert {r.extra for r in READERS} == {"", "torch", "onnx", "keras", "gguf", "tflite"}
 
 
 def test_model_ids_and_file_names():
@@ -224,6 +224,28 @@ def _gguf(path):
     w.close()
 
 
+def _tflite(path):
+    """One FULLY_CONNECTED op, written by LiteRT's schema object API and flatbuffer writer."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    m, g = fb.ModelT(), fb.SubGraphT()
+    m.version, m.buffers, g.tensors = 3, [fb.BufferT()], []
+    for name, shape, data in (("x", [1, 8], None), ("fc/kernel", [12, 8],
+                                                     RNG.standard_normal((12, 8))), ("y", [1, 12], None)):
+        b, t = fb.BufferT(), fb.TensorT()
+        if data is not None:
+            b.data = np.frombuffer(data.astype(np.float32).tobytes(), np.uint8)
+        m.buffers.append(b)
+        t.name, t.shape, t.type, t.buffer = name, shape, fb.TensorType.FLOAT32, len(m.buffers) - 1
+        g.tensors.append(t)
+    op, code = fb.OperatorT(), fb.OperatorCodeT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, -1], [2]
+    code.builtinCode = code.deprecatedBuiltinCode = fb.BuiltinOperator.FULLY_CONNECTED
+    g.operators, g.inputs, g.outputs, m.subgraphs, m.operatorCodes = [op], [0], [2], [g], [code]
+    path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(m)))
+
+
 # (reader, variant, suffix, writer): one file of every kind each reader recognises
 FIXTURES = [("safetensors", "safetensors", ".safetensors", _safetensors),
             ("torch", "torch", ".pt", _torch),
@@ -234,7 +256,8 @@ FIXTURES = [("safetensors", "safetensors", ".safetensors", _safetensors),
             ("onnx", "onnx", ".onnx", _onnx),
             ("keras", "hdf5", ".h5", _h5),
             ("keras", "keras", ".keras", _keras),
-            ("gguf", "gguf", ".gguf", _gguf)]
+            ("gguf", "gguf", ".gguf", _gguf),
+            ("tflite", "tflite", ".tflite", _tflite)]
 
 
 @pytest.mark.parametrize("name,variant,suffix,write", FIXTURES,

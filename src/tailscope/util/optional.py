@@ -25,6 +25,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "transformers": ("transformers", "hf"),
     "tensorboard": ("tensorboard", "tensorboard"),
     "gguf": ("gguf", "gguf"),
+    "tflite": ("tflite", "tflite"),
 }
 
 
