@@ -20,11 +20,11 @@ RNG = np.random.default_rng(7)
 
 def test_readers_in_folder_preference_order_and_messages_list_them():
     assert [r.name for r in READERS] == ["safetensors", "torch", "numpy", "onnx", "keras",
-                                       "gguf", "tflite"]
+                                       "gguf", "tflite", "flax"]
     for r in READERS:
         assert r.phrase in UNKNOWN and all(s.startswith(".") for s in r.suffixes)
     for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.npz", "*.npy", "*.onnx",
-                    "*.keras", "*.h5", "*.gguf", "*.tflite"):
+                    "*.keras", "*.h5", "*.gguf", "*.tflite", "*.msgpack"):
         assert pattern in NO_WEIGHTS
     assert {r.extra for r in READERS} == {"", "torch", "onnx", "keras", "gguf", "tflite"}
 
@@ -246,6 +246,17 @@ def _tflite(path):
     path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(m)))
 
 
+def _msgpack(path):
+    """flax.serialization's encoding (an array is msgpack ext 1 holding (shape, dtype, bytes)),
+    written with msgpack directly so that this table needs no JAX (tests/sources/test_flax.py
+    writes with flax itself)."""
+    import msgpack
+
+    a = RNG.standard_normal((12, 8)).astype(np.float32)
+    leaf = msgpack.ExtType(1, msgpack.packb((a.shape, a.dtype.name, a.tobytes()), use_bin_type=True))
+    path.write_bytes(msgpack.packb({"params": {"Dense_0": {"kernel": leaf}}}))
+
+
 # (reader, variant, suffix, writer): one file of every kind each reader recognises
 FIXTURES = [("safetensors", "safetensors", ".safetensors", _safetensors),
             ("torch", "torch", ".pt", _torch),
@@ -257,7 +268,8 @@ FIXTURES = [("safetensors", "safetensors", ".safetensors", _safetensors),
             ("keras", "hdf5", ".h5", _h5),
             ("keras", "keras", ".keras", _keras),
             ("gguf", "gguf", ".gguf", _gguf),
-            ("tflite", "tflite", ".tflite", _tflite)]
+            ("tflite", "tflite", ".tflite", _tflite),
+            ("flax", "msgpack", ".msgpack", _msgpack)]
 
 
 @pytest.mark.parametrize("name,variant,suffix,write", FIXTURES,
