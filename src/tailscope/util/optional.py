@@ -26,6 +26,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "tensorboard": ("tensorboard", "tensorboard"),
     "gguf": ("gguf", "gguf"),
     "tflite": ("tflite", "tflite"),
+    "tensorflow": ("tensorflow", "tf"),
 }
 
 
