@@ -184,3 +184,16 @@ def test_folder_finds_gguf(model, tmp_path):
     path, _ = model
     (tmp_path / "m.gguf").write_bytes(path.read_bytes())
     assert open_source(tmp_path).format == "gguf"
+
+
+def test_llama_cpp_attention_names_split_into_heads(model):
+    from tailscope.sources.split import expand
+
+    path, arrays = model
+    refs = {r.name: r for r in expand(open_source(path), heads=4)}
+    q = arrays["blk.0.attn_q.weight"]  # (64, 48): 4 heads of 16 rows
+    assert refs["blk.0.attn_q.weight"].split_into
+    for h in range(4):
+        np.testing.assert_array_equal(refs[f"blk.0.attn_q.weight[h{h}]"].load(),
+                                      q[16 * h:16 * (h + 1)])
+    assert "blk.0.ffn_up.weight[h0]" not in refs
