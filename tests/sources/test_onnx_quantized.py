@@ -36,6 +36,10 @@ def _float_model(path, lstm: bool):
              helper.make_node("Conv", ["img", "conv.weight"], ["c"], name="conv")]
     outs = [helper.make_tensor_value_info("h2", TensorProto.FLOAT, [1, 48]),
             helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 24, 6, 6])]
+    if lstm:  # and an embedding table, which dynamic quantization turns into int8 Gather + DQ
+        w["embed.weight"] = RNG.standard_normal((90, 20)).astype(np.float32)
+        nodes.append(helper.make_node("Gather", ["embed.weight", "ids"], ["e"], name="embed"))
+        outs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 5, 20]))
     if lstm:
         w["lstm.W"] = RNG.standard_normal((2, 4 * H, 48)).astype(np.float32)
         w["lstm.R"] = RNG.standard_normal((2, 4 * H, H)).astype(np.float32)
@@ -48,6 +52,8 @@ def _float_model(path, lstm: bool):
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40]),
                      helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8])],
         outs, initializer=[numpy_helper.from_array(v, k) for k, v in w.items()])
+    if lstm:
+        graph.input.append(helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5]))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -104,20 +110,23 @@ def test_dynamic_quantization_integer_ops(tmp_path, per_channel):
     fp, qp = tmp_path / "f.onnx", tmp_path / "q.onnx"
     _float_model(fp, lstm=True)
     quantize_dynamic(str(fp), str(qp), per_channel=per_channel, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Conv", "LSTM"])
+                     op_types_to_quantize=["MatMul", "Conv", "LSTM", "Gather"])
     t = _inits(qp)
     exp = {}
     for name in ("fc1.weight", "fc2.weight"):  # B [K, N]: per column, read as (N, K)
         exp[name] = _deq(t[f"{name}_quantized"], t[f"{name}_scale"], t[f"{name}_zero_point"], 1).T
     exp["conv.weight"] = _deq(t["conv.weight_quantized"], t["conv.weight_scale"],
                               t["conv.weight_zero_point"], 0)
+    exp["embed.weight"] = _deq(t["embed.weight_quantized"], t["embed.weight_scale"],
+                               t["embed.weight_zero_point"], 1)
     q, s, z = t["lstm.W_quantized"], t["lstm.W_scale"], t["lstm.W_zero_point"]
     for d, suffix in ((0, ""), (1, "_reverse")):  # [dirs, in, 4H] -> per direction (4H, in)
         sd = s[d] if s.ndim and s.shape[0] == 2 else s
         zd = z[d] if z.ndim and z.shape[0] == 2 else z
         exp[f"lstm_quant.W{suffix}[{'iofc'[0]}]"] = _deq(q[d], sd, zd, 1).T[:H]
     # the gate split is checked through the first gate of each direction
-    _check_lstm_and_rest(qp, exp, tmp_path, {"MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM"})
+    _check_lstm_and_rest(qp, exp, tmp_path, {"MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM",
+                                             "Gather", "DequantizeLinear"})
 
 
 def _check_lstm_and_rest(path, exp, tmp_path, ops):

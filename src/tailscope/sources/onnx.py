@@ -252,6 +252,11 @@ def dequantize(q: np.ndarray, scale, zero=None, axis: int = 1) -> np.ndarray:
     return (q.astype(np.float32) - z) * s
 
 
+def _input(ins: list[str], k: int) -> str:
+    """A node's k-th input name, '' when absent."""
+    return ins[k] if len(ins) > k else ""
+
+
 def _anonymous(name: str) -> bool:
     return not name or name.startswith("onnx::")
 
@@ -365,7 +370,7 @@ def open_onnx(path: Path) -> Source:
                 items.append((unique(f"{node_label(node)}.{role}{suffix}"), shape[1:], dtype, load,
                               extra))
 
-    def int_weight(node, k: int, scale_name: str | None, zero_k: int | None, axis: int,
+    def int_weight(node, k: int, scale_name: str | None, zero_name: str, axis: int,
                    role: str, transpose: bool, ndims: tuple[int, ...]):
         """An integer weight (input ``k``) dequantized with its scale and zero point."""
         ins = list(node.input)
@@ -385,7 +390,6 @@ def open_onnx(path: Path) -> Source:
             return
         if root is not None:
             seen_consts.add(root)
-        zero_name = ins[zero_k] if zero_k is not None and len(ins) > zero_k else ""
         label = (root.removesuffix("_quantized") if root is not None and not _anonymous(root)
                  else f"{node_label(node)}.{role}")
 
@@ -461,16 +465,25 @@ def open_onnx(path: Path) -> Source:
             if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
                                onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE):
                 weight(ins[0], node, "embedding")
+            elif t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and node.output:
+                # onnxruntime's quantized embedding: Gather(int table) -> DequantizeLinear
+                users = m.consumers.get(node.output[0], [])
+                if len(users) == 1 and users[0].op_type == "DequantizeLinear" and \
+                        len(users[0].input) > 1:
+                    dq = list(users[0].input)
+                    int_weight(node, 0, dq[1], dq[2] if len(dq) > 2 else "", 1, "embedding",
+                               False, (2,))
         elif op in _RNN_GATES:
             recurrent(node)
         elif op == "MatMulInteger" and node.output:
-            int_weight(node, 1, m.scale_after(node.output[0]), 3, 1, "B", True, (2,))
+            int_weight(node, 1, m.scale_after(node.output[0]), _input(ins, 3), 1, "B", True, (2,))
         elif op == "ConvInteger" and node.output:
-            int_weight(node, 1, m.scale_after(node.output[0]), 3, 0, "W", False, (3, 4))
+            int_weight(node, 1, m.scale_after(node.output[0]), _input(ins, 3), 0, "W", False,
+                       (3, 4))
         elif op == "QLinearMatMul" and len(ins) > 4:
-            int_weight(node, 3, ins[4], 5, 1, "B", True, (2,))
+            int_weight(node, 3, ins[4], _input(ins, 5), 1, "B", True, (2,))
         elif op == "QLinearConv" and len(ins) > 4:
-            int_weight(node, 3, ins[4], 5, 0, "W", False, (3, 4))
+            int_weight(node, 3, ins[4], _input(ins, 5), 0, "W", False, (3, 4))
         elif op == "DynamicQuantizeLSTM":
             quantized_lstm(node)
     if not items:
