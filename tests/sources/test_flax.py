@@ -120,3 +120,19 @@ def test_damaged_or_foreign_msgpack_fails_in_one_line(variables, tmp_path):
         with pytest.raises(SourceError) as info:
             open_source(path)
         assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_corrupted_bytes_fail_in_one_line_or_read(variables, tmp_path):
+    blob = serialization.to_bytes({"params": variables["params"]})
+    rng = np.random.default_rng(5)
+    path = tmp_path / "bad.msgpack"
+    for _ in range(150):
+        bad = bytearray(blob)
+        for at in rng.integers(0, len(bad), rng.choice([1, 3, 10])):
+            bad[at] = rng.integers(0, 256)
+        path.write_bytes(bytes(bad[: rng.integers(len(bad) // 2, len(bad) + 1)]))
+        try:
+            for ref in open_source(path):
+                ref.load()
+        except SourceError as exc:
+            assert "\n" not in str(exc)

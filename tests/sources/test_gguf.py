@@ -197,3 +197,21 @@ def test_llama_cpp_attention_names_split_into_heads(model):
         np.testing.assert_array_equal(refs[f"blk.0.attn_q.weight[h{h}]"].load(),
                                       q[16 * h:16 * (h + 1)])
     assert "blk.0.ffn_up.weight[h0]" not in refs
+
+
+def test_corrupted_bytes_fail_in_one_line_or_read(model, tmp_path):
+    """Seeded byte flips in the header and tensor infos: a one-line SourceError or a read."""
+    path, _ = model
+    blob = path.read_bytes()
+    rng = np.random.default_rng(4)
+    bad_path = tmp_path / "bad.gguf"
+    for _ in range(100):
+        bad = bytearray(blob)
+        for at in rng.integers(4, 1200, rng.choice([1, 3])):
+            bad[at] = rng.integers(0, 256)
+        bad_path.write_bytes(bytes(bad))
+        try:
+            for ref in open_source(bad_path):
+                ref.load()
+        except SourceError as exc:
+            assert "\n" not in str(exc)

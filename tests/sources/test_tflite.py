@@ -214,3 +214,20 @@ def test_damaged_tflite_fails_in_one_line(tmp_path):
     junk.write_bytes(b"nothing like a flatbuffer")
     with pytest.raises(SourceError, match="TFLite"):
         open_source(junk)
+
+
+def test_corrupted_bytes_fail_in_one_line_or_read(tmp_path):
+    """Seeded byte flips anywhere in the flatbuffer: a one-line SourceError, never another error."""
+    blob = _float_model(_weights(fp16=True))
+    rng = np.random.default_rng(3)
+    path = tmp_path / "bad.tflite"
+    for _ in range(150):
+        bad = bytearray(blob)
+        for at in rng.integers(0, len(bad), rng.choice([1, 3, 10])):
+            bad[at] = rng.integers(0, 256)
+        path.write_bytes(bytes(bad))
+        try:
+            for ref in open_source(path):
+                ref.load()
+        except SourceError as exc:
+            assert "\n" not in str(exc)

@@ -44,9 +44,13 @@ def _loader(path: Path, t, qtype, expert: int | None):
                 return np.asarray(raw)  # a view of the memory map
             if kind == "F16":
                 return np.asarray(raw, dtype=np.float16)
-            return dequantize(np.asarray(raw), qtype)
+            with np.errstate(all="ignore"):  # NaN/Inf scales: reported by the analysis
+                return dequantize(np.asarray(raw), qtype)
         except NotImplementedError:
             raise SourceError(f"{path}: tensor {t.name!r}: gguf cannot dequantize {kind}") from None
+        except (ValueError, TypeError, IndexError) as exc:
+            raise SourceError(f"{path}: tensor {t.name!r}: cannot dequantize {kind} "
+                              f"({one_line(exc)})") from None
     return load
 
 

@@ -19,6 +19,7 @@ subgraph; a tensor used by several ops is listed once.
 
 from __future__ import annotations
 
+import math
 import mmap
 from pathlib import Path
 
@@ -99,6 +100,17 @@ def _layout(a: np.ndarray, change: str) -> np.ndarray:
     return a
 
 
+def _layout_shape(shape: tuple[int, ...], change: str) -> tuple[int, ...]:
+    """The shape ``_layout`` gives an array of ``shape``."""
+    if change == _CONV and len(shape) == 4:
+        return (shape[0], shape[3], shape[1], shape[2])
+    if change == "depthwise" and len(shape) == 4:
+        return (shape[3], shape[0], shape[1], shape[2])
+    if change == "matmul" and len(shape) == 2:
+        return shape[::-1]
+    return shape
+
+
 def _dequantized(path: Path, name: str, q: np.ndarray, scale, zero, axis: int) -> np.ndarray:
     s = np.asarray(scale, dtype=np.float32)
     z = np.zeros(1, np.float32) if zero is None or len(zero) == 0 else \
@@ -175,13 +187,20 @@ def open_tflite(path: Path) -> Source:
             return  # a GATHER of integer constants (shapes, indices), not a table of weights
         dtype = f"float32 ({stored})" if is_int and scale is not None else stored
         name = (tensor.Name() or b"").decode("utf-8", "replace") or f"{op_label}.{role}"
-        probe = np.empty(shape, dtype=np.uint8)
-        out_shape = _layout(probe, change).shape
+        if any(d < 0 for d in shape):
+            raise SourceError(f"{path}: tensor {name!r} has a negative dimension {shape}; "
+                              "the file is damaged")
+        out_shape = _layout_shape(shape, change)
         np_dtype = np.uint16 if stored == "bfloat16" else np.dtype(stored)
 
         def load(tensor=tensor, shape=shape, name=name) -> np.ndarray:
-            raw = f.raw(tensor)
-            count = int(np.prod(shape))
+            try:
+                raw = f.raw(tensor)
+            except SourceError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer
+                raise SourceError(f"{path}: {name}: a damaged buffer ({one_line(exc)})") from None
+            count = math.prod(shape)
             if raw is None or raw.size != count * np.dtype(np_dtype).itemsize:
                 raise SourceError(f"{path}: {name}: its buffer holds {0 if raw is None else raw.size}"
                                   f" bytes, not the {count} {stored} values of shape {shape}")
@@ -195,6 +214,21 @@ def open_tflite(path: Path) -> Source:
         extra = {"role": "recurrent"} if change == "rec" else {}
         items.append((unique(name), out_shape, dtype, load, extra))
 
+    try:
+        _walk(f, tflite, n_sub, codes, names_of, listed)
+    except SourceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer fails where it is read
+        raise SourceError(f"{path}: a damaged TFLite model ({one_line(exc)})") from None
+    if not items:
+        raise SourceError(f"{path}: a TFLite model with no constant weights of "
+                          f"{', '.join(sorted(_OPS))}")
+    # the memory map lives as long as the loaders that read it
+    return Source(numbered(items, str(path)), "tflite", (str(path),))
+
+
+def _walk(f: _File, tflite, n_sub: int, codes: list[int], names_of: dict, listed) -> None:
+    """Call ``listed`` for each weight input of each operator, in operator order."""
     for sub in range(n_sub):
         g = f.model.Subgraphs(sub)
         ops = [g.Operators(i) for i in range(g.OperatorsLength())]
@@ -218,11 +252,6 @@ def open_tflite(path: Path) -> Source:
                 if k < len(ins):
                     listed(g, sub, int(ins[k]), role, change_of.get(k, change),
                            f"{opname.lower()}_{i}", producers)
-    if not items:
-        raise SourceError(f"{path}: a TFLite model with no constant weights of "
-                          f"{', '.join(sorted(_OPS))}")
-    # the memory map lives as long as the loaders that read it
-    return Source(numbered(items, str(path)), "tflite", (str(path),))
 
 
 # --- the reader ---------------------------------------------------------------------------------
