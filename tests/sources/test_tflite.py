@@ -231,3 +231,58 @@ def test_corrupted_bytes_fail_in_one_line_or_read(tmp_path):
                 ref.load()
         except SourceError as exc:
             assert "\n" not in str(exc)
+
+
+# --- real trained models: MediaPipe's TFLite files, shipped in its wheel ------------------------
+MEDIAPIPE = "mediapipe==0.10.14"
+MP_FILES = ["face_detection/face_detection_short_range.tflite",  # float16 weights + DEQUANTIZE
+            "face_detection/face_detection_full_range_sparse.tflite",  # sparse weights + DENSIFY
+            "iris_landmark/iris_landmark.tflite"]  # float32
+
+
+def _reference_values(path) -> dict:
+    """name -> each constant as LiteRT's interpreter holds it; a sparse constant as its DENSIFY
+    op's output after a run (no delegate, all tensors kept), under the sparse tensor's name."""
+    from ai_edge_litert.interpreter import OpResolverType
+
+    it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    for d in it.get_input_details():
+        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    it.invoke()
+    details = it.get_tensor_details()
+    out = {d["name"]: np.array(it.get_tensor(d["index"])) for d in details}
+    for op in it._get_ops_details():  # noqa: SLF001 - LiteRT's documented debugging view
+        if op["op_name"] == "DENSIFY":
+            out[details[op["inputs"][0]]["name"]] = np.array(it.get_tensor(op["outputs"][0]))
+    return out
+
+
+@pytest.mark.parametrize("member", MP_FILES, ids=lambda m: m.split("/")[-1])
+def test_mediapipe_models_equal_litert_and_safetensors(member, tmp_path):
+    from tailscope.datasets import fetch_wheel_file
+
+    path = fetch_wheel_file(MEDIAPIPE, f"mediapipe/modules/{member}")
+    seen = _reference_values(path)
+    src = open_source(path)
+    expected = {}
+    for ref in src:
+        v = seen[ref.name]
+        if v.ndim == 4:  # TFLite OHWI conv filters / (1, kh, kw, out) depthwise -> PyTorch's
+            v = v.transpose(3, 0, 1, 2) if v.shape[0] == 1 and ref.shape[1] == 1 else \
+                v.transpose(0, 3, 1, 2)
+        assert ref.shape == v.shape, ref.name
+        np.testing.assert_array_equal(ref.load(), v)
+        expected[ref.name] = v
+    assert len(expected) >= 30
+    st = tmp_path / "same.safetensors"
+    write_safetensors(st, expected)
+    ours = tailscope.analyze(path).details.set_index("name")
+    other = tailscope.analyze(st).details.set_index("name")
+    assert set(ours.index) == set(other.index) and (ours.status == "success").sum() >= 10
+    for name in other.index:
+        a, b = ours.loc[name], other.loc[name]
+        assert (a.N, a.M, a.rf, a.status) == (b.N, b.M, b.rf, b.status), name
+        if b.status == "success":
+            assert a.alpha == pytest.approx(b.alpha, rel=1e-12, abs=1e-12), name

@@ -8,7 +8,8 @@ TRANSPOSE_CONV (filters OHWI, given as PyTorch's (out, in, kh, kw)), DEPTHWISE_C
 (N, K) unless adj_y), EMBEDDING_LOOKUP and GATHER tables (embeddings), and the gate matrices of
 the (uni/bi-directional sequence) LSTM and RNN ops (each gate its own matrix, role 'recurrent').
 A weight that a DEQUANTIZE op produces (float16 or int8 weights of a "weight-only" model) is read
-from that op's constant input.
+from that op's constant input. A weight stored sparse (TFLite sparsity, which a DENSIFY op expands
+when the model runs) is densified here the same way (``densify``).
 
 Integer weights with quantization parameters are dequantized as (q - zero point) * scale in
 float32, per tensor or per channel along the tensor's ``quantized_dimension`` (before any layout
@@ -33,6 +34,7 @@ from .base import Probe, Reader, Source, SourceError, numbered
 _TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8",
           10: "float64", 15: "uint32", 16: "uint16"}
 _BF16 = 18
+_FROM_CONST = ("DEQUANTIZE", "DENSIFY")
 # builtin op -> (input index, role, layout change) of its weights
 _CONV = "ohwi"
 _OPS: dict[str, tuple[tuple[int, str, str], ...]] = {
@@ -100,6 +102,65 @@ def _layout(a: np.ndarray, change: str) -> np.ndarray:
     return a
 
 
+def _index_vector(tflite, kind: int, table) -> np.ndarray:
+    """A SparseIndexVector union (Int32Vector, Uint16Vector, Uint8Vector) as int64."""
+    cls = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}.get(kind)
+    if cls is None or table is None:
+        raise ValueError("a sparse dimension without its index vector")
+    v = cls()
+    v.Init(table.Bytes, table.Pos)
+    return np.asarray(v.ValuesAsNumpy() if v.ValuesLength() else [], dtype=np.int64)
+
+
+def densify(tflite, sparsity, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The dense tensor of TFLite sparse ``values`` (its SparsityParameters: dimensions traversed
+    in ``traversal_order``, each DENSE or SPARSE_CSR, blocked dimensions per ``block_map``), as
+    TFLite's DENSIFY op builds it; level by level, vectorised."""
+    order = [int(d) for d in sparsity.TraversalOrderAsNumpy()] \
+        if sparsity.TraversalOrderLength() else list(range(len(shape)))
+    block_map = [int(d) for d in sparsity.BlockMapAsNumpy()] if sparsity.BlockMapLength() else []
+    rank = len(shape)
+    if sparsity.DimMetadataLength() != len(order) or len(order) != rank + len(block_map):
+        raise ValueError("sparsity metadata does not fit the tensor's shape")
+    pos = np.zeros(1, dtype=np.int64)  # position in the compressed order, per element so far
+    level_index: list[np.ndarray] = []
+    for level in range(len(order)):
+        meta = sparsity.DimMetadata(level)
+        if meta.Format() == 0:  # DENSE
+            n = int(meta.DenseSize())
+            level_index = [np.repeat(ix, n) for ix in level_index]
+            level_index.append(np.tile(np.arange(n, dtype=np.int64), len(pos)))
+            pos = (pos[:, None] * n + np.arange(n, dtype=np.int64)).ravel()
+        else:  # SPARSE_CSR
+            segments = _index_vector(tflite, meta.ArraySegmentsType(), meta.ArraySegments())
+            indices = _index_vector(tflite, meta.ArrayIndicesType(), meta.ArrayIndices())
+            if len(segments) < int(pos.max(initial=0)) + 2:
+                raise ValueError("sparse segments shorter than the dimension before them")
+            starts, ends = segments[pos], segments[pos + 1]
+            counts = ends - starts
+            if (counts < 0).any() or ends.max(initial=0) > len(indices):
+                raise ValueError("sparse segments out of order or past their indices")
+            new_pos = np.concatenate([np.arange(a, b, dtype=np.int64)
+                                      for a, b in zip(starts, ends)]) if len(pos) else pos
+            level_index = [np.repeat(ix, counts) for ix in level_index]
+            level_index.append(indices[new_pos])
+            pos = new_pos
+    if pos.size and int(pos.max()) >= values.size:
+        raise ValueError("sparse positions past the stored values")
+    dense_index = [np.zeros(len(pos), dtype=np.int64) for _ in range(rank)]
+    for level, dim in enumerate(order):
+        if dim < rank:
+            dense_index[dim] = dense_index[dim] + level_index[level]
+    for level, dim in enumerate(order):
+        if dim >= rank:  # a block dimension: original index = outer * block size + inner
+            k = dim - rank
+            size = int(sparsity.DimMetadata(level).DenseSize())
+            dense_index[block_map[k]] = dense_index[block_map[k]] * size + level_index[level]
+    out = np.zeros(shape, dtype=values.dtype)
+    out[tuple(dense_index)] = values.ravel()[pos]
+    return out
+
+
 def _layout_shape(shape: tuple[int, ...], change: str) -> tuple[int, ...]:
     """The shape ``_layout`` gives an array of ``shape``."""
     if change == _CONV and len(shape) == 4:
@@ -160,16 +221,20 @@ def open_tflite(path: Path) -> Source:
                producers: dict[int, object]) -> None:
         if t_index < 0 or (sub, t_index) in seen:
             return
-        tensor = g.Tensors(t_index)
-        source_index = t_index
-        if f.raw(tensor) is None:  # a DEQUANTIZE op's output: read its constant input
-            prod = producers.get(t_index)
-            if prod is None or names_of.get(codes[prod.OpcodeIndex()]) != "DEQUANTIZE":
+        tensor, index = g.Tensors(t_index), t_index
+        for _ in range(3):  # DEQUANTIZE / DENSIFY outputs: read the constant they start from
+            if f.raw(tensor) is not None:
+                break
+            prod = producers.get(index)
+            if prod is None or names_of.get(codes[prod.OpcodeIndex()]) not in _FROM_CONST:
                 return
-            source_index = int(prod.Inputs(0))
-            tensor = g.Tensors(source_index)
-            if f.raw(tensor) is None:
-                return
+            index = int(prod.Inputs(0))
+            tensor = g.Tensors(index)
+        else:
+            return
+        if f.raw(tensor) is None:
+            return
+        sparse = tensor.Sparsity() is not None
         seen.add((sub, t_index))
         shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
         if len(shape) < 2:
@@ -201,10 +266,20 @@ def open_tflite(path: Path) -> Source:
             except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer
                 raise SourceError(f"{path}: {name}: a damaged buffer ({one_line(exc)})") from None
             count = math.prod(shape)
+            if sparse and raw is not None and raw.size % np.dtype(np_dtype).itemsize == 0:
+                try:
+                    a = densify(tflite, tensor.Sparsity(), raw.view(np_dtype), shape)
+                except (ValueError, IndexError, TypeError) as exc:
+                    raise SourceError(f"{path}: {name}: damaged sparse weights "
+                                      f"({one_line(exc)})") from None
+                return _finish(a, stored, is_int, scale, zero, axis, change, name)
             if raw is None or raw.size != count * np.dtype(np_dtype).itemsize:
                 raise SourceError(f"{path}: {name}: its buffer holds {0 if raw is None else raw.size}"
                                   f" bytes, not the {count} {stored} values of shape {shape}")
-            a = raw.view(np_dtype).reshape(shape)
+            return _finish(raw.view(np_dtype).reshape(shape), stored, is_int, scale, zero, axis,
+                           change, name)
+
+        def _finish(a, stored, is_int, scale, zero, axis, change, name) -> np.ndarray:
             if stored == "bfloat16":
                 a = (a.astype(np.uint32) << 16).view(np.float32)
             elif is_int and scale is not None:
