@@ -174,3 +174,20 @@ def test_integer_weight_without_a_scale_fails_that_layer_only(tmp_path):
     assert d.loc["fc.weight", "status"] in ("success", "failed")  # analysed, not skipped
     with pytest.raises(SourceError, match="scale"):
         {r.name: r for r in open_source(path)}["wq"].load()
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_real_model_quantized_by_onnxruntime(tmp_path, per_channel):
+    """Silero VAD's trained ONNX model (from its wheel), quantized by onnxruntime: its conv weights
+    become ConvInteger inputs and keep their float names."""
+    from tailscope.datasets import fetch_wheel_file
+
+    fp = fetch_wheel_file("silero-vad==6.2.3", "silero_vad/data/silero_vad_16k_op15.onnx")
+    qp = tmp_path / "q.onnx"
+    quantize_dynamic(str(fp), str(qp), per_channel=per_channel, weight_type=QuantType.QInt8)
+    t = _inits(qp)
+    exp = {n.removesuffix("_quantized"): _deq(a, t[n.replace("_quantized", "_scale")],
+                                             t[n.replace("_quantized", "_zero_point")], 0)
+           for n, a in t.items() if n.endswith("_quantized") and a.ndim == 3}
+    assert {"model.encoder.0.reparam_conv.weight", "model.encoder.3.reparam_conv.weight"} <= set(exp)
+    _check(qp, exp, tmp_path, {"ConvInteger"})
