@@ -88,3 +88,50 @@ def test_cli_saved_model_exit_2_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "tailscope[tf]" in res.stderr
+
+
+def test_with_tensorflow_variables_are_read_through_its_checkpoint_reader(tmp_path, monkeypatch):
+    """TensorFlow is not installed here: a stand-in with tf.train.load_checkpoint's reader API
+    checks what we do with what it returns (names, what is left out, Keras layout)."""
+    import types
+
+    import numpy as np
+
+    rng = np.random.default_rng(9)
+    store = {"layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE": rng.standard_normal((20, 30)),
+             "layer_with_weights-1/kernel/.ATTRIBUTES/VARIABLE_VALUE":
+                 rng.standard_normal((3, 3, 4, 8)),
+             "layer_with_weights-0/kernel/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE":
+                 rng.standard_normal((20, 30)),
+             "_CHECKPOINTABLE_OBJECT_GRAPH": np.array(b"graph"),
+             "save_counter/.ATTRIBUTES/VARIABLE_VALUE": np.array(1)}
+    asked = []
+
+    class Reader:
+        def get_variable_to_shape_map(self):
+            return {k: list(np.shape(v)) for k, v in store.items()}
+
+        def get_variable_to_dtype_map(self):
+            return {k: types.SimpleNamespace(name=str(np.asarray(v).dtype)) for k, v in store.items()}
+
+        def get_tensor(self, name):
+            return store[name]
+
+    def load_checkpoint(prefix):
+        asked.append(prefix)
+        return Reader()
+
+    fake = types.SimpleNamespace(train=types.SimpleNamespace(load_checkpoint=load_checkpoint))
+    monkeypatch.setitem(sys.modules, "tensorflow", fake)
+    pb = _saved_model(tmp_path / "sm")
+    src = open_source(pb)
+    assert asked == [str(tmp_path / "sm" / "variables" / "variables")]
+    refs = {r.name: r for r in src}
+    assert list(refs) == ["layer_with_weights-0/kernel", "layer_with_weights-1/kernel"]
+    assert all(r.layout == "keras" for r in src)
+    np.testing.assert_array_equal(refs["layer_with_weights-1/kernel"].load(),
+                                  store["layer_with_weights-1/kernel/.ATTRIBUTES/VARIABLE_VALUE"])
+    index = tmp_path / "ckpt-12.index"
+    index.write_bytes(bytes(40) + MAGIC)
+    open_source(index)
+    assert asked[-1] == str(tmp_path / "ckpt-12")
