@@ -19,13 +19,15 @@ RNG = np.random.default_rng(7)
 
 
 def test_readers_in_folder_preference_order_and_messages_list_them():
-    assert [r.name for r in READERS] == ["safetensors", "torch", "numpy", "onnx", "keras"]
+    assert [r.name for r in READERS] == ["safetensors", "torch", "numpy", "onnx", "keras",
+                                       "gguf", "tflite", "flax", "tensorflow"]
     for r in READERS:
         assert r.phrase in UNKNOWN and all(s.startswith(".") for s in r.suffixes)
     for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.npz", "*.npy", "*.onnx",
-                    "*.keras", "*.h5"):
+                    "*.keras", "*.h5", "*.gguf", "*.tflite", "*.msgpack", "*.hdf5", "*.ckpt", "*.pth.tar",
+                    "saved_model.pb", "*.index"):
         assert pattern in NO_WEIGHTS
-    assert {r.extra for r in READERS} == {"", "torch", "onnx", "keras"}
+    assert {r.extra for r in READERS} == {"", "torch", "onnx", "keras", "gguf", "tflite", "tf"}
 
 
 def test_model_ids_and_file_names():
@@ -212,6 +214,50 @@ def _keras(path):
         zf.writestr("model.weights.h5", buf.getvalue())
 
 
+def _gguf(path):
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("blk.0.ffn_up.weight", RNG.standard_normal((12, 8)).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _tflite(path):
+    """One FULLY_CONNECTED op, written by LiteRT's schema object API and flatbuffer writer."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    m, g = fb.ModelT(), fb.SubGraphT()
+    m.version, m.buffers, g.tensors = 3, [fb.BufferT()], []
+    for name, shape, data in (("x", [1, 8], None), ("fc/kernel", [12, 8],
+                                                     RNG.standard_normal((12, 8))), ("y", [1, 12], None)):
+        b, t = fb.BufferT(), fb.TensorT()
+        if data is not None:
+            b.data = np.frombuffer(data.astype(np.float32).tobytes(), np.uint8)
+        m.buffers.append(b)
+        t.name, t.shape, t.type, t.buffer = name, shape, fb.TensorType.FLOAT32, len(m.buffers) - 1
+        g.tensors.append(t)
+    op, code = fb.OperatorT(), fb.OperatorCodeT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, -1], [2]
+    code.builtinCode = code.deprecatedBuiltinCode = fb.BuiltinOperator.FULLY_CONNECTED
+    g.operators, g.inputs, g.outputs, m.subgraphs, m.operatorCodes = [op], [0], [2], [g], [code]
+    path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(m)))
+
+
+def _msgpack(path):
+    """flax.serialization's encoding (an array is msgpack ext 1 holding (shape, dtype, bytes)),
+    written with msgpack directly so that this table needs no JAX (tests/sources/test_flax.py
+    writes with flax itself)."""
+    import msgpack
+
+    a = RNG.standard_normal((12, 8)).astype(np.float32)
+    leaf = msgpack.ExtType(1, msgpack.packb((a.shape, a.dtype.name, a.tobytes()), use_bin_type=True))
+    path.write_bytes(msgpack.packb({"params": {"Dense_0": {"kernel": leaf}}}))
+
+
 # (reader, variant, suffix, writer): one file of every kind each reader recognises
 FIXTURES = [("safetensors", "safetensors", ".safetensors", _safetensors),
             ("torch", "torch", ".pt", _torch),
@@ -221,7 +267,10 @@ FIXTURES = [("safetensors", "safetensors", ".safetensors", _safetensors),
             ("numpy", "npy", ".npy", _npy),
             ("onnx", "onnx", ".onnx", _onnx),
             ("keras", "hdf5", ".h5", _h5),
-            ("keras", "keras", ".keras", _keras)]
+            ("keras", "keras", ".keras", _keras),
+            ("gguf", "gguf", ".gguf", _gguf),
+            ("tflite", "tflite", ".tflite", _tflite),
+            ("flax", "msgpack", ".msgpack", _msgpack)]
 
 
 @pytest.mark.parametrize("name,variant,suffix,write", FIXTURES,
@@ -238,11 +287,28 @@ def test_every_reader_recognises_its_own_files_by_content(tmp_path, name, varian
     assert len(src) >= 1 and any(len(r.shape) == 2 for r in src)
 
 
+def _tf_index(path):
+    """A TensorFlow checkpoint index as far as recognition goes (its table footer's magic)."""
+    path.write_bytes(bytes(40) + bytes.fromhex("57fb808b247547db"))
+
+
+def _saved_model(path):
+    """A SavedModel header (schema version 1, one empty MetaGraphDef) and its variables."""
+    path.write_bytes(b"\x08\x01\x12\x00")
+    (path.parent / "variables").mkdir()
+    _tf_index(path.parent / "variables" / "variables.index")
+
+
+# recognised by name and content together, so not in FIXTURES (whose files are renamed)
+NAMED = [("tensorflow", "savedmodel", ".pb", _saved_model),
+         ("tensorflow", "index", ".index", _tf_index)]
+
+
 def _example(reader_name: str, pattern: str):
     """A file name matching ``pattern`` and a writer of that reader's format for it."""
     suffix = "." + pattern.rsplit(".", 1)[1]
-    writers = {s: w for n, _, s, w in FIXTURES if n == reader_name}
-    write = writers.get(suffix) or next(w for n, _, _, w in FIXTURES if n == reader_name)
+    writers = {s: w for n, _, s, w in FIXTURES + NAMED if n == reader_name}
+    write = writers.get(suffix) or next(w for n, _, _, w in FIXTURES + NAMED if n == reader_name)
     return pattern.replace("*", "-00001"), write
 
 
@@ -250,5 +316,11 @@ def _example(reader_name: str, pattern: str):
 def test_every_folder_pattern_is_reachable(tmp_path, name, pattern):
     file, write = _example(name, pattern)
     write(tmp_path / file)
-    src = open_source(tmp_path)
+    reader = next(r for r in READERS if r.name == name)
+    try:
+        src = open_source(tmp_path)
+    except SourceError as exc:  # the reader was chosen, and its package is not installed here
+        assert f"tailscope[{reader.extra}]" in str(exc) and file in str(exc)
+        pytest.importorskip(reader.requires)
+        raise
     assert src.note.startswith(f"chose {name} files") and Path(src.files[0]).name == file

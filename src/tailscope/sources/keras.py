@@ -229,5 +229,6 @@ def _open_file(path: Path, variant: str, trust_pickle: bool) -> Source:
 
 READER = Reader(
     name="keras", phrase="a Keras .h5/.keras file", recognise=_recognise, open_file=_open_file,
-    patterns=("*.keras", "*.h5"), suffixes=(".keras", ".h5"), zip_phrase="a Keras .keras file",
+    patterns=("*.keras", "*.h5", "*.hdf5"),
+    suffixes=(".keras", ".h5", ".hdf5"), zip_phrase="a Keras .keras file",
     requires="h5py")

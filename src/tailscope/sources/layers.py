@@ -45,7 +45,7 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
         rows, cols, rf = shape[0], shape[1], 1
         name = ref.name.lower()
         kind = "recurrent" if ref.role == "recurrent" else "embedding" if (
-            "embed" in name or name.endswith(("wte.weight", "wpe.weight"))) else "dense"
+            "embed" in name or "embd" in name or name.endswith(("wte.weight", "wpe.weight"))) else "dense"
     elif ndim == 3:
         if ref.layout == "keras":
             rows, cols, rf = shape[1], shape[2], shape[0]

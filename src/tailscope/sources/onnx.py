@@ -1,5 +1,12 @@
 """ONNX models (the ``onnx`` package; no onnxruntime): the weights of Gemm, MatMul, Conv,
-ConvTranspose, Gather (embeddings), LSTM, GRU and RNN nodes, in graph order, subgraphs included.
+ConvTranspose, Gather (embeddings), LSTM, GRU and RNN nodes, in graph order, subgraphs included,
+and of their quantized forms: MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv and
+onnxruntime's DynamicQuantizeLSTM, whose integer weights are dequantized as
+(q - zero point) * scale in float32, per tensor or per channel (the output axis). A QLinear op
+names its weight scale; an Integer op's scale is the constant its output is multiplied by
+(onnxruntime's dynamic quantization: Cast, then Mul by the input's scale times the weight's);
+when none is found, that layer fails with a reason. onnxruntime's ``_quantized`` suffix is
+dropped from a weight's name, so a quantized model's layers carry the float model's names.
 
 A weight is an initializer or a ``Constant`` node, or a value computed from them by data-movement
 nodes only (Identity, Cast, Reshape, Transpose, Slice, Concat, (Un)Squeeze; PyTorch's exporter
@@ -46,6 +53,7 @@ class _Model:
         self.path = path
         self.consts: dict[str, object] = {}
         self.producers: dict[str, object] = {}
+        self.consumers: dict[str, list] = {}
         self.nodes: list = []
         self._walk(model.graph)
 
@@ -60,6 +68,8 @@ class _Model:
                 continue
             for out in node.output:
                 self.producers.setdefault(out, node)
+            for i in node.input:
+                self.consumers.setdefault(i, []).append(node)
             self.nodes.append(node)
             for a in node.attribute:  # If / Loop / Scan bodies, in place
                 if a.type == self.onnx.AttributeProto.GRAPH:
@@ -120,6 +130,32 @@ class _Model:
             if node is None or node.op_type not in ("Identity", "Cast", "Transpose"):
                 return None
             name = node.input[0]
+        return None
+
+    def scale_after(self, out: str) -> str | None:
+        """The constant weight scale that the integer output ``out`` of a MatMulInteger or
+        ConvInteger is multiplied by downstream (onnxruntime's dynamic quantization: Cast, then
+        Mul by the product of the input's and the weight's scales), else None."""
+        name = out
+        for _ in range(_MAX_FOLD_DEPTH):
+            users = self.consumers.get(name, [])
+            if len(users) != 1 or not users[0].output:
+                return None
+            node = users[0]
+            if node.op_type in ("Cast", "Identity"):
+                name = node.output[0]
+                continue
+            if node.op_type != "Mul" or len(node.input) != 2:
+                return None
+            other = node.input[1] if node.input[0] == name else node.input[0]
+            if self.fold(other) is not None:
+                return other
+            prod = self.producers.get(other)
+            if prod is not None and prod.op_type == "Mul":
+                consts = [i for i in prod.input if self.fold(i) is not None]
+                if len(consts) == 1:
+                    return consts[0]
+            return None
         return None
 
     # --- constant folding of data-movement chains -----------------------------------------------
@@ -189,15 +225,36 @@ def _apply(op: str, ins: list, attrs: dict, onnx) -> np.ndarray:
     if op == "DequantizeLinear":  # int8/uint8 weights of a quantized model: (x - zero) * scale
         if attrs.get("block_size"):
             raise ValueError("blocked quantization")
-        scale = np.asarray(ins[1], dtype=np.float32)
-        zero = np.asarray(ins[2]).astype(np.float32) if len(ins) > 2 and ins[2] is not None \
-            else np.float32(0)
-        if scale.ndim == 1 and x.ndim > 1:
-            shape = [1] * x.ndim
-            shape[attrs.get("axis", 1) % x.ndim] = -1
-            scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
-        return (x.astype(np.float32) - zero) * scale
+        return dequantize(x, ins[1], ins[2] if len(ins) > 2 else None, attrs.get("axis", 1))
     raise ValueError(op)
+
+
+def _per_axis(v, x: np.ndarray, axis: int, what: str) -> np.ndarray:
+    """A per-tensor (one value) or per-axis (one value per slice along ``axis``) quantization
+    parameter as a float32 array that broadcasts against ``x``."""
+    v = np.asarray(v).astype(np.float32)
+    if v.size == 1:
+        return v.reshape(())
+    axis %= x.ndim
+    if v.size != x.shape[axis]:
+        raise ValueError(f"a {what} of shape {v.shape} does not fit a weight of shape {x.shape}")
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return v.reshape(shape)
+
+
+def dequantize(q: np.ndarray, scale, zero=None, axis: int = 1) -> np.ndarray:
+    """ONNX's linear dequantization, in float32: (q - zero) * scale, with a per-tensor scale and
+    zero point or one per slice along ``axis`` (DequantizeLinear's, and the integer ops')."""
+    q = np.asarray(q)
+    s = _per_axis(scale, q, axis, "scale")
+    z = np.float32(0) if zero is None else _per_axis(zero, q, axis, "zero point")
+    return (q.astype(np.float32) - z) * s
+
+
+def _input(ins: list[str], k: int) -> str:
+    """A node's k-th input name, '' when absent."""
+    return ins[k] if len(ins) > k else ""
 
 
 def _anonymous(name: str) -> bool:
@@ -313,6 +370,82 @@ def open_onnx(path: Path) -> Source:
                 items.append((unique(f"{node_label(node)}.{role}{suffix}"), shape[1:], dtype, load,
                               extra))
 
+    def int_weight(node, k: int, scale_name: str | None, zero_name: str, axis: int,
+                   role: str, transpose: bool, ndims: tuple[int, ...]):
+        """An integer weight (input ``k``) dequantized with its scale and zero point."""
+        ins = list(node.input)
+        name = ins[k] if len(ins) > k else ""
+        if not name:
+            return
+        root = m.pure_root(name)
+        if root is not None and root in seen_consts:
+            return
+        if name in m.consts:
+            shape, ok = tuple(int(d) for d in m.consts[name].dims), True
+            m.external(m.consts[name])
+        else:
+            a = m.fold(name)
+            shape, ok = (a.shape, True) if a is not None else ((), False)
+        if not ok or len(shape) not in ndims:
+            return
+        if root is not None:
+            seen_consts.add(root)
+        label = (root.removesuffix("_quantized") if root is not None and not _anonymous(root)
+                 else f"{node_label(node)}.{role}")
+
+        def load() -> np.ndarray:
+            if scale_name is None:
+                raise SourceError(f"{path}: {label}: the scale of this {node.op_type} weight is "
+                                  "not found in the graph (no Mul by a constant after it)")
+            q, scale = m.fold(name), m.fold(scale_name)
+            zero = m.fold(zero_name) if zero_name else None
+            if q is None or scale is None or (zero_name and zero is None):
+                raise SourceError(f"{path}: {label}: cannot compute the quantized weight")
+            try:
+                w = dequantize(q, scale, zero, axis)
+            except ValueError as exc:
+                raise SourceError(f"{path}: {label}: {exc}") from None
+            return w.T if transpose else w
+
+        items.append((unique(label), shape[::-1] if transpose else shape, "float32", load))
+
+    def quantized_lstm(node) -> None:
+        """com.microsoft DynamicQuantizeLSTM: W [dirs, in, 4H] and R [dirs, H, 4H] int8, scales
+        and zero points per direction or per direction and column (inputs 8-11)."""
+        ins = list(node.input)
+        for k, role, sk, zk in ((1, "W", 8, 9), (2, "R", 10, 11)):
+            name = ins[k] if len(ins) > k else ""
+            if not name or name in seen_consts or name not in m.consts:
+                continue
+            t = m.consts[name]
+            shape = tuple(int(d) for d in t.dims)
+            if len(shape) != 3:
+                continue
+            seen_consts.add(name)
+            scale_name = ins[sk] if len(ins) > sk else ""
+            zero_name = ins[zk] if len(ins) > zk else ""
+            for d in range(shape[0]):
+                label = f"{node_label(node)}.{role}" + ("" if d == 0 else "_reverse")
+
+                def load(d=d, label=label, name=name, scale_name=scale_name,
+                         zero_name=zero_name) -> np.ndarray:
+                    q = m.fold(name)
+                    scale = m.fold(scale_name) if scale_name else None
+                    zero = m.fold(zero_name) if zero_name else None
+                    if scale is None:
+                        raise SourceError(f"{path}: {label}: no scale for this quantized weight")
+                    scale = np.asarray(scale)
+                    scale = scale[d] if scale.ndim and scale.shape[0] == q.shape[0] else scale
+                    if zero is not None:
+                        zero = np.asarray(zero)
+                        zero = zero[d] if zero.ndim and zero.shape[0] == q.shape[0] else zero
+                    try:
+                        return dequantize(q[d], scale, zero, axis=1).T  # -> [4H, in]
+                    except ValueError as exc:
+                        raise SourceError(f"{path}: {label}: {exc}") from None
+                items.append((unique(label), (shape[2], shape[1]), "float32", load,
+                              {"gates": "iofc", "role": "recurrent"}))
+
     for node in m.nodes:
         op, ins = node.op_type, list(node.input)
         attrs = {a.name: a for a in node.attribute}
@@ -332,11 +465,31 @@ def open_onnx(path: Path) -> Source:
             if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
                                onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE):
                 weight(ins[0], node, "embedding")
+            elif t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and node.output:
+                # onnxruntime's quantized embedding: Gather(int table) -> DequantizeLinear
+                users = m.consumers.get(node.output[0], [])
+                if len(users) == 1 and users[0].op_type == "DequantizeLinear" and \
+                        len(users[0].input) > 1:
+                    dq = list(users[0].input)
+                    int_weight(node, 0, dq[1], dq[2] if len(dq) > 2 else "", 1, "embedding",
+                               False, (2,))
         elif op in _RNN_GATES:
             recurrent(node)
+        elif op == "MatMulInteger" and node.output:
+            int_weight(node, 1, m.scale_after(node.output[0]), _input(ins, 3), 1, "B", True, (2,))
+        elif op == "ConvInteger" and node.output:
+            int_weight(node, 1, m.scale_after(node.output[0]), _input(ins, 3), 0, "W", False,
+                       (3, 4))
+        elif op == "QLinearMatMul" and len(ins) > 4:
+            int_weight(node, 3, ins[4], _input(ins, 5), 1, "B", True, (2,))
+        elif op == "QLinearConv" and len(ins) > 4:
+            int_weight(node, 3, ins[4], _input(ins, 5), 0, "W", False, (3, 4))
+        elif op == "DynamicQuantizeLSTM":
+            quantized_lstm(node)
     if not items:
         raise SourceError(f"{path}: an ONNX model with no weights of Gemm, MatMul, Conv, Gather, "
-                          "LSTM, GRU or RNN nodes")
+                          "LSTM, GRU, RNN or their quantized forms (MatMulInteger, ConvInteger, "
+                          "QLinearMatMul, QLinearConv, DynamicQuantizeLSTM)")
     return Source(numbered(items, str(path)), "onnx", (str(path),))
 
 

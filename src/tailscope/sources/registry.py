@@ -17,12 +17,13 @@ from __future__ import annotations
 from fnmatch import fnmatch
 from pathlib import Path
 
-from . import keras, numpy, onnx, safetensors, torch
+from . import flax, gguf, keras, numpy, onnx, safetensors, tensorflow, tflite, torch
 from .base import Probe, Reader, Source, SourceError, concat, natural_key
 
 # In order of preference for a folder, and of recognition among exact signatures.
 READERS: tuple[Reader, ...] = (safetensors.READER, torch.READER, numpy.READER, onnx.READER,
-                               keras.READER)
+                               keras.READER, gguf.READER, tflite.READER,
+                               flax.READER, tensorflow.READER)
 
 # a name ending so is a file (or a table), not a model id
 FILE_SUFFIXES: tuple[str, ...] = tuple(s for r in READERS for s in r.suffixes) + (".json", ".csv")

@@ -24,10 +24,11 @@ from .base import LayerRef
 
 LSTM_GATES, GRU_GATES = "ifgo", "rzn"  # PyTorch's documented orders
 _TORCH_RNN = re.compile(r"^(?P<pre>.*?)(?P<w>weight|w)_(?P<kind>ih|hh)(?P<suf>(?:_l\d+)?(?:_reverse)?)$")
-_Q = {"q_proj", "query", "q", "wq", "q_lin", "to_q", "q_proj_weight"}
-_K = {"k_proj", "key", "k", "wk", "k_lin", "to_k", "k_proj_weight"}
-_V = {"v_proj", "value", "v", "wv", "v_lin", "to_v", "v_proj_weight"}
-_O = {"o_proj", "out_proj", "wo", "o", "out_lin", "attention_output", "attention.output.dense"}
+_Q = {"q_proj", "query", "q", "wq", "q_lin", "to_q", "q_proj_weight", "attn_q"}
+_K = {"k_proj", "key", "k", "wk", "k_lin", "to_k", "k_proj_weight", "attn_k"}
+_V = {"v_proj", "value", "v", "wv", "v_lin", "to_v", "v_proj_weight", "attn_v"}
+_O = {"o_proj", "out_proj", "wo", "o", "out_lin", "attention_output", "attention.output.dense",
+      "attn_output"}  # attn_*: llama.cpp's GGUF names
 
 
 def _part(ref: LayerRef, label: str, axis: int, start: int, stop: int, **fields) -> LayerRef:
@@ -91,7 +92,8 @@ def _attention_role(ref: LayerRef) -> str:
 def _module_of(ref: LayerRef) -> str:
     name = ref.parent or ref.name
     return re.split(r"[./](in_proj_weight|q_proj|k_proj|v_proj|o_proj|out_proj|query|key|value|"
-                    r"attention_output|output\.dense|q|k|v|o|wq|wk|wv|wo)\b", name)[0]
+                    r"attention_output|output\.dense|q|k|v|o|wq|wk|wv|wo|attn_q|attn_k|attn_v|"
+                    r"attn_output)\b", name)[0]
 
 
 def _head_split(ref: LayerRef, role: str, heads: int, head_dim: int) -> list[LayerRef]:

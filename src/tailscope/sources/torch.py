@@ -156,5 +156,6 @@ def _open_file(path: Path, variant: str, trust_pickle: bool) -> Source:
 
 READER = Reader(
     name="torch", phrase="a PyTorch checkpoint or TorchScript archive", recognise=_recognise,
-    open_file=_open_file, patterns=("pytorch_model*.bin", "*.bin", "*.pt", "*.pth"),
-    suffixes=(".bin", ".pt", ".pth"), zip_phrase="a PyTorch checkpoint", requires="torch")
+    open_file=_open_file,
+    patterns=("pytorch_model*.bin", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.pth.tar"),
+    suffixes=(".bin", ".pt", ".pth", ".ckpt", ".tar"), zip_phrase="a PyTorch checkpoint", requires="torch")

@@ -24,6 +24,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "lightning": ("lightning", "lightning"),
     "transformers": ("transformers", "hf"),
     "tensorboard": ("tensorboard", "tensorboard"),
+    "gguf": ("gguf", "gguf"),
+    "tflite": ("tflite", "tflite"),
+    "tensorflow": ("tensorflow", "tf"),
 }
 
 

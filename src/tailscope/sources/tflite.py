@@ -1,0 +1,343 @@
+"""TensorFlow Lite flatbuffers (``.tflite``) through the ``tflite`` package (the flatbuffer
+schema's generated reader; the ``tflite`` extra). No TensorFlow, no interpreter.
+
+The file is memory-mapped; a weight is read when its ``LayerRef`` is loaded. Weights are the
+constant inputs of FULLY_CONNECTED (weights, (out, in) as PyTorch holds them), CONV_2D and
+TRANSPOSE_CONV (filters OHWI, given as PyTorch's (out, in, kh, kw)), DEPTHWISE_CONV_2D
+((1, kh, kw, out) -> (out, 1, kh, kw)), BATCH_MATMUL (a constant right operand (K, N), given as
+(N, K) unless adj_y), EMBEDDING_LOOKUP and GATHER tables (embeddings), and the gate matrices of
+the (uni/bi-directional sequence) LSTM and RNN ops (each gate its own matrix, role 'recurrent').
+A weight that a DEQUANTIZE op produces (float16 or int8 weights of a "weight-only" model) is read
+from that op's constant input. A weight stored sparse (TFLite sparsity, which a DENSIFY op expands
+when the model runs) is densified here the same way (``densify``).
+
+Integer weights with quantization parameters are dequantized as (q - zero point) * scale in
+float32, per tensor or per channel along the tensor's ``quantized_dimension`` (before any layout
+change); their dtype reads ``float32 (int8)``. An integer weight without a scale is listed with
+its integer dtype and not analysed. Names are the tensors' names, in operator order, subgraph by
+subgraph; a tensor used by several ops is listed once.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+from pathlib import Path
+
+import numpy as np
+
+from ..util.errors import one_line
+from ..util.optional import require
+from .base import Probe, Reader, Source, SourceError, numbered
+
+# TFLite TensorType -> numpy dtype (the types a weight can have)
+_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8",
+          10: "float64", 15: "uint32", 16: "uint16"}
+_BF16 = 18
+_FROM_CONST = ("DEQUANTIZE", "DENSIFY")
+# builtin op -> (input index, role, layout change) of its weights
+_CONV = "ohwi"
+_OPS: dict[str, tuple[tuple[int, str, str], ...]] = {
+    "FULLY_CONNECTED": ((1, "weights", ""),),
+    "CONV_2D": ((1, "filter", _CONV),),
+    "TRANSPOSE_CONV": ((1, "filter", _CONV),),
+    "DEPTHWISE_CONV_2D": ((1, "filter", "depthwise"),),
+    "BATCH_MATMUL": ((1, "rhs", "matmul"),),
+    "EMBEDDING_LOOKUP": ((1, "embedding", ""),),
+    "GATHER": ((0, "embedding", ""),),
+    "RNN": ((1, "input_weights", "rec"), (2, "recurrent_weights", "rec")),
+    "UNIDIRECTIONAL_SEQUENCE_RNN": ((1, "input_weights", "rec"), (2, "recurrent_weights", "rec")),
+}
+_LSTM_GATES = [(k, f"{kind}_to_{g}", "rec") for kind, base in (("input", 1), ("recurrent", 5))
+               for k, g in zip(range(base, base + 4), ("input", "forget", "cell", "output"))]
+_OPS["LSTM"] = _OPS["UNIDIRECTIONAL_SEQUENCE_LSTM"] = tuple(_LSTM_GATES)
+_OPS["BIDIRECTIONAL_SEQUENCE_LSTM"] = tuple(_LSTM_GATES) + tuple(
+    (k + 17, f"bw_{role}", lay) for k, role, lay in _LSTM_GATES)
+
+
+def import_tflite():
+    """tflite, or a SourceError naming the extra that installs it."""
+    return require("tflite", "reading TFLite models", error=SourceError)
+
+
+def _op_names(tflite) -> dict[int, str]:
+    ops = tflite.BuiltinOperator
+    return {getattr(ops, n): n for n in dir(ops) if n.isupper()}
+
+
+class _File:
+    """The model's flatbuffer over a read-only memory map of the file."""
+
+    def __init__(self, path: Path):
+        tflite = import_tflite()
+        self.path = path
+        with open(path, "rb") as f:
+            self.buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.model = tflite.Model.GetRootAs(self.buf, 0)
+
+    def raw(self, tensor) -> np.ndarray | None:
+        """The tensor's constant bytes, or None when it is not a constant."""
+        index = tensor.Buffer()
+        if index <= 0 or index >= self.model.BuffersLength():
+            return None
+        b = self.model.Buffers(index)
+        if b.Offset() > 1:  # models over 2 GB keep their buffers after the flatbuffer
+            start, size = b.Offset(), b.Size()
+            if start + size > len(self.buf):
+                raise SourceError(f"{self.path}: a weight buffer lies past the end of the file; "
+                                  "the file may be truncated")
+            return np.frombuffer(self.buf, np.uint8, size, start)
+        if b.DataLength() == 0:
+            return None
+        return b.DataAsNumpy()
+
+
+def _layout(a: np.ndarray, change: str) -> np.ndarray:
+    if change == _CONV and a.ndim == 4:
+        return a.transpose(0, 3, 1, 2)
+    if change == "depthwise" and a.ndim == 4:
+        return a.transpose(3, 0, 1, 2)
+    if change == "matmul" and a.ndim == 2:
+        return a.T
+    return a
+
+
+def _index_vector(tflite, kind: int, table) -> np.ndarray:
+    """A SparseIndexVector union (Int32Vector, Uint16Vector, Uint8Vector) as int64."""
+    cls = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}.get(kind)
+    if cls is None or table is None:
+        raise ValueError("a sparse dimension without its index vector")
+    v = cls()
+    v.Init(table.Bytes, table.Pos)
+    return np.asarray(v.ValuesAsNumpy() if v.ValuesLength() else [], dtype=np.int64)
+
+
+def densify(tflite, sparsity, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The dense tensor of TFLite sparse ``values`` (its SparsityParameters: dimensions traversed
+    in ``traversal_order``, each DENSE or SPARSE_CSR, blocked dimensions per ``block_map``), as
+    TFLite's DENSIFY op builds it; level by level, vectorised."""
+    order = [int(d) for d in sparsity.TraversalOrderAsNumpy()] \
+        if sparsity.TraversalOrderLength() else list(range(len(shape)))
+    block_map = [int(d) for d in sparsity.BlockMapAsNumpy()] if sparsity.BlockMapLength() else []
+    rank = len(shape)
+    if sparsity.DimMetadataLength() != len(order) or len(order) != rank + len(block_map):
+        raise ValueError("sparsity metadata does not fit the tensor's shape")
+    pos = np.zeros(1, dtype=np.int64)  # position in the compressed order, per element so far
+    level_index: list[np.ndarray] = []
+    for level in range(len(order)):
+        meta = sparsity.DimMetadata(level)
+        if meta.Format() == 0:  # DENSE
+            n = int(meta.DenseSize())
+            level_index = [np.repeat(ix, n) for ix in level_index]
+            level_index.append(np.tile(np.arange(n, dtype=np.int64), len(pos)))
+            pos = (pos[:, None] * n + np.arange(n, dtype=np.int64)).ravel()
+        else:  # SPARSE_CSR
+            segments = _index_vector(tflite, meta.ArraySegmentsType(), meta.ArraySegments())
+            indices = _index_vector(tflite, meta.ArrayIndicesType(), meta.ArrayIndices())
+            if len(segments) < int(pos.max(initial=0)) + 2:
+                raise ValueError("sparse segments shorter than the dimension before them")
+            starts, ends = segments[pos], segments[pos + 1]
+            counts = ends - starts
+            if (counts < 0).any() or ends.max(initial=0) > len(indices):
+                raise ValueError("sparse segments out of order or past their indices")
+            new_pos = np.concatenate([np.arange(a, b, dtype=np.int64)
+                                      for a, b in zip(starts, ends)]) if len(pos) else pos
+            level_index = [np.repeat(ix, counts) for ix in level_index]
+            level_index.append(indices[new_pos])
+            pos = new_pos
+    if pos.size and int(pos.max()) >= values.size:
+        raise ValueError("sparse positions past the stored values")
+    dense_index = [np.zeros(len(pos), dtype=np.int64) for _ in range(rank)]
+    for level, dim in enumerate(order):
+        if dim < rank:
+            dense_index[dim] = dense_index[dim] + level_index[level]
+    for level, dim in enumerate(order):
+        if dim >= rank:  # a block dimension: original index = outer * block size + inner
+            k = dim - rank
+            size = int(sparsity.DimMetadata(level).DenseSize())
+            dense_index[block_map[k]] = dense_index[block_map[k]] * size + level_index[level]
+    out = np.zeros(shape, dtype=values.dtype)
+    out[tuple(dense_index)] = values.ravel()[pos]
+    return out
+
+
+def _layout_shape(shape: tuple[int, ...], change: str) -> tuple[int, ...]:
+    """The shape ``_layout`` gives an array of ``shape``."""
+    if change == _CONV and len(shape) == 4:
+        return (shape[0], shape[3], shape[1], shape[2])
+    if change == "depthwise" and len(shape) == 4:
+        return (shape[3], shape[0], shape[1], shape[2])
+    if change == "matmul" and len(shape) == 2:
+        return shape[::-1]
+    return shape
+
+
+def _dequantized(path: Path, name: str, q: np.ndarray, scale, zero, axis: int) -> np.ndarray:
+    s = np.asarray(scale, dtype=np.float32)
+    z = np.zeros(1, np.float32) if zero is None or len(zero) == 0 else \
+        np.asarray(zero).astype(np.float32)
+    if s.size > 1 or z.size > 1:
+        if not 0 <= axis < q.ndim or (s.size != q.shape[axis]) or z.size not in (1, s.size):
+            raise SourceError(f"{path}: {name}: {s.size} scales do not fit a weight of shape "
+                              f"{q.shape} (quantized dimension {axis})")
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        s = s.reshape(shape)
+        z = z.reshape(shape) if z.size > 1 else z.reshape(())
+    else:
+        s, z = s.reshape(()), z.reshape(())
+    return (q.astype(np.float32) - z) * s
+
+
+def open_tflite(path: Path) -> Source:
+    """The weight matrices of a TFLite model (see the module docstring)."""
+    tflite = import_tflite()
+    try:
+        f = _File(Path(path))
+        if not tflite.Model.ModelBufferHasIdentifier(f.buf, 0):
+            raise ValueError("no TFL3 identifier")
+        n_sub = f.model.SubgraphsLength()
+        codes = [max(f.model.OperatorCodes(i).BuiltinCode(),
+                     f.model.OperatorCodes(i).DeprecatedBuiltinCode())
+                 for i in range(f.model.OperatorCodesLength())]
+    except SourceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - flatbuffers raises struct errors, IndexError...
+        raise SourceError(f"{path}: not a readable TFLite model, truncated or damaged? "
+                          f"({one_line(exc)})") from None
+    names_of = _op_names(tflite)
+    items: list[tuple] = []
+    seen: set[tuple[int, int]] = set()
+    used: set[str] = set()
+
+    def unique(name: str) -> str:
+        out, k = name, 2
+        while out in used:
+            out, k = f"{name}#{k}", k + 1
+        used.add(out)
+        return out
+
+    def listed(g, sub: int, t_index: int, role: str, change: str, op_label: str,
+               producers: dict[int, object]) -> None:
+        if t_index < 0 or (sub, t_index) in seen:
+            return
+        tensor, index = g.Tensors(t_index), t_index
+        for _ in range(3):  # DEQUANTIZE / DENSIFY outputs: read the constant they start from
+            if f.raw(tensor) is not None:
+                break
+            prod = producers.get(index)
+            if prod is None or names_of.get(codes[prod.OpcodeIndex()]) not in _FROM_CONST:
+                return
+            index = int(prod.Inputs(0))
+            tensor = g.Tensors(index)
+        else:
+            return
+        if f.raw(tensor) is None:
+            return
+        sparse = tensor.Sparsity() is not None
+        seen.add((sub, t_index))
+        shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+        if len(shape) < 2:
+            return
+        ttype = tensor.Type()
+        stored = "bfloat16" if ttype == _BF16 else _TYPES.get(ttype)
+        if stored is None:
+            return
+        q = tensor.Quantization()
+        scale = q.ScaleAsNumpy() if q is not None and q.ScaleLength() else None
+        zero = q.ZeroPointAsNumpy() if q is not None and q.ZeroPointLength() else None
+        axis = q.QuantizedDimension() if q is not None else 0
+        is_int = stored.startswith(("int", "uint"))
+        if is_int and scale is None and role == "embedding":
+            return  # a GATHER of integer constants (shapes, indices), not a table of weights
+        dtype = f"float32 ({stored})" if is_int and scale is not None else stored
+        name = (tensor.Name() or b"").decode("utf-8", "replace") or f"{op_label}.{role}"
+        if any(d < 0 for d in shape):
+            raise SourceError(f"{path}: tensor {name!r} has a negative dimension {shape}; "
+                              "the file is damaged")
+        out_shape = _layout_shape(shape, change)
+        np_dtype = np.uint16 if stored == "bfloat16" else np.dtype(stored)
+
+        def load(tensor=tensor, shape=shape, name=name) -> np.ndarray:
+            try:
+                raw = f.raw(tensor)
+            except SourceError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer
+                raise SourceError(f"{path}: {name}: a damaged buffer ({one_line(exc)})") from None
+            count = math.prod(shape)
+            if sparse and raw is not None and raw.size % np.dtype(np_dtype).itemsize == 0:
+                try:
+                    a = densify(tflite, tensor.Sparsity(), raw.view(np_dtype), shape)
+                except (ValueError, IndexError, TypeError) as exc:
+                    raise SourceError(f"{path}: {name}: damaged sparse weights "
+                                      f"({one_line(exc)})") from None
+                return _finish(a, stored, is_int, scale, zero, axis, change, name)
+            if raw is None or raw.size != count * np.dtype(np_dtype).itemsize:
+                raise SourceError(f"{path}: {name}: its buffer holds {0 if raw is None else raw.size}"
+                                  f" bytes, not the {count} {stored} values of shape {shape}")
+            return _finish(raw.view(np_dtype).reshape(shape), stored, is_int, scale, zero, axis,
+                           change, name)
+
+        def _finish(a, stored, is_int, scale, zero, axis, change, name) -> np.ndarray:
+            if stored == "bfloat16":
+                a = (a.astype(np.uint32) << 16).view(np.float32)
+            elif is_int and scale is not None:
+                a = _dequantized(path, name, a, scale, zero, axis)
+            return _layout(a, change)
+
+        extra = {"role": "recurrent"} if change == "rec" else {}
+        items.append((unique(name), out_shape, dtype, load, extra))
+
+    try:
+        _walk(f, tflite, n_sub, codes, names_of, listed)
+    except SourceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer fails where it is read
+        raise SourceError(f"{path}: a damaged TFLite model ({one_line(exc)})") from None
+    if not items:
+        raise SourceError(f"{path}: a TFLite model with no constant weights of "
+                          f"{', '.join(sorted(_OPS))}")
+    # the memory map lives as long as the loaders that read it
+    return Source(numbered(items, str(path)), "tflite", (str(path),))
+
+
+def _walk(f: _File, tflite, n_sub: int, codes: list[int], names_of: dict, listed) -> None:
+    """Call ``listed`` for each weight input of each operator, in operator order."""
+    for sub in range(n_sub):
+        g = f.model.Subgraphs(sub)
+        ops = [g.Operators(i) for i in range(g.OperatorsLength())]
+        producers = {int(o): op for op in ops for o in
+                     (op.OutputsAsNumpy() if op.OutputsLength() else [])}
+        for i, op in enumerate(ops):
+            opname = names_of.get(codes[op.OpcodeIndex()], "")
+            spec = _OPS.get(opname)
+            if not spec:
+                continue
+            ins = op.InputsAsNumpy() if op.InputsLength() else []
+            change_of = {}
+            if opname == "BATCH_MATMUL":
+                opts = op.BuiltinOptions()
+                if opts is not None:
+                    bm = tflite.BatchMatMulOptions()
+                    bm.Init(opts.Bytes, opts.Pos)
+                    if bm.AdjY():
+                        change_of[1] = ""
+            for k, role, change in spec:
+                if k < len(ins):
+                    listed(g, sub, int(ins[k]), role, change_of.get(k, change),
+                           f"{opname.lower()}_{i}", producers)
+
+
+# --- the reader ---------------------------------------------------------------------------------
+def _recognise(probe: Probe) -> str | None:
+    return "tflite" if probe.head[4:8] == b"TFL3" else None
+
+
+def _open_file(path: Path, variant: str, trust_pickle: bool) -> Source:
+    return open_tflite(path)
+
+
+READER = Reader(
+    name="tflite", phrase="a TFLite model", recognise=_recognise, open_file=_open_file,
+    patterns=("*.tflite",), suffixes=(".tflite",), by_suffix=True, requires="tflite")
