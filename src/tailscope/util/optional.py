@@ -24,6 +24,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "lightning": ("lightning", "lightning"),
     "transformers": ("transformers", "hf"),
     "tensorboard": ("tensorboard", "tensorboard"),
+    "ipykernel": ("ipykernel", "notebook"),
+    "nbclient": ("nbclient", "notebook"),
+    "nbformat": ("nbformat", "notebook"),
 }
 
 
