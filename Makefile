@@ -12,6 +12,8 @@ CHROMIUM := /usr/bin/chromium
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# the kernel the example notebooks run on (tests/test_notebooks.py): this venv's Python
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name 'Python 3 (tailscope)' > /dev/null
 	@touch $@
 
 demo: $(STAMP)

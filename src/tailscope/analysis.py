@@ -169,7 +169,36 @@ class Analysis:
                 f"{s['failed']} failed, {s['skipped']} skipped; mean alpha {s['alpha']:.3g})")
 
     def _repr_html_(self) -> str:
-        return f"<p>{self!r}</p>" + self.details.to_html(index=False, max_rows=500)
+        """In a notebook: the summary cards, the warnings, the alpha-per-layer figure and the
+        per-layer table with the over- and under-trained rows marked."""
+        from .report import notebook_html
+
+        return notebook_html(self)
+
+    # --- figures (a matplotlib Figure each; in a notebook shown once, as the cell's value) -----
+    def plot(self, layer=None, *, path=None):
+        """One layer's figure (ESD with xmin, tail PDF/CCDF against the fit, D and alpha against
+        xmin; the MP bulk and the randomized ESD when analysed) or, without ``layer``, alpha per
+        layer. Saved to ``path`` when given."""
+        from . import plots
+
+        if layer is None:
+            return plots.alpha_per_layer(self, path=path)
+        return plots.layer_figure(self, layer, path=path)
+
+    def plot_metric(self, column: str, *, path=None):
+        """Any numeric column of ``details`` per layer, in model order."""
+        from . import plots
+
+        if column not in self.details.columns:
+            raise KeyError(f"no column {column!r} in details")
+        return plots.metric_per_layer(self, column, path=path)
+
+    def plot_histogram(self, *, path=None):
+        """The histogram of the layers' alphas with the over- and under-trained edges."""
+        from . import plots
+
+        return plots.alpha_histogram(self, path=path)
 
 
 # --- the entry points ------------------------------------------------------------------------

@@ -1,10 +1,16 @@
 """Figures (matplotlib, imported only here): each function returns a Figure and saves it when given
 a path. Colours follow the seed idea: the xmin line and the chosen point in orange, data solid and
 fits dotted, PDF blue and CDF red.
+
+In a script or the CLI figures draw on Agg (no window). In Jupyter (matplotlib's inline backend)
+the kernel's backend is kept and each figure made here is let go by pyplot as it is made, so a
+cell shows the returned figure once, as its value, and nothing when the figure is assigned.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +23,26 @@ ORANGE, BLUE, RED = "tab:orange", "tab:blue", "tab:red"
 
 def _pyplot():
     matplotlib = require("matplotlib", "drawing figures")
-    matplotlib.use("Agg", force=False)
+    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg", force=False)  # no backend chosen (Jupyter sets MPLBACKEND): no GUI
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def in_notebook() -> bool:
+    """Whether figures go to Jupyter's inline backend (matplotlib_inline)."""
+    return "inline" in _pyplot().get_backend()
+
+
+def subplots(*args, **kwargs):
+    """``pyplot.subplots``; in a notebook the figure is let go by pyplot at once, so that it is
+    shown only where it is returned (no second copy at the end of the cell)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(*args, **kwargs)
+    if in_notebook():
+        plt.close(fig)
+    return fig, axes
 
 
 def finish(fig, path):
@@ -35,11 +57,9 @@ def finish(fig, path):
 
 def new_axes(ax=None, figsize=(5.5, 4.0)):
     """(figure, axes): a new figure, or ``ax`` and its figure."""
-    plt = _pyplot()
     if ax is not None:
         return ax.figure, ax
-    fig, ax = plt.subplots(figsize=figsize)
-    return fig, ax
+    return subplots(figsize=figsize)
 
 
 def esd_histogram(evals, xmin=None, xmax=None, *, title="", bins=100, ax=None, path=None):
@@ -229,7 +249,6 @@ def layer_figure(analysis, layer, *, path=None, dpi=None):
     """ESD with xmin, tail PDF/CCDF vs fit, D vs xmin, alpha vs xmin for one layer; a layer
     without a fit shows its ESD (if any) and the reason, never a fit it does not have. When the
     analysis ran them, the MP bulk and the randomized ESD follow on a second row."""
-    plt = _pyplot()
     key = analysis.key(layer)
     row = analysis.row(key)
     name = f"{row['layer_id']} {row['module']}"
@@ -240,7 +259,7 @@ def layer_figure(analysis, layer, *, path=None, dpi=None):
         (lambda ax: randomized_esd(evals, rand.evals, ax=ax)) if rand is not None else None)
         if p is not None]
     if fit is None:
-        fig, axes = plt.subplots(1, 1 + len(extras), figsize=(5.5 * (1 + len(extras)), 3.6),
+        fig, axes = subplots(1, 1 + len(extras), figsize=(5.5 * (1 + len(extras)), 3.6),
                                  squeeze=False)
         ax = axes[0, 0]
         if evals is not None and np.any(evals > 0):
@@ -252,7 +271,7 @@ def layer_figure(analysis, layer, *, path=None, dpi=None):
         fig.text(0.02, 0.01, f"{row['status']}: {row['reason']}", fontsize=8, color=RED)
         return finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
     rows = 2 if extras else 1
-    fig, axes = plt.subplots(rows, 4, figsize=(18, 3.6 * rows), squeeze=False)
+    fig, axes = subplots(rows, 4, figsize=(18, 3.6 * rows), squeeze=False)
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.16 / rows, top=1 - 0.1 / rows,
                         wspace=0.25, hspace=0.35)
     esd_histogram(evals, fit.xmin, ax=axes[0, 0], title=f"{name}: ESD")

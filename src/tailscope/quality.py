@@ -337,6 +337,18 @@ class Validation:
         return (f"Validation({len(self.models)} networks, {ok} analysed; {len(self.metrics)} "
                 f"metrics; {self.folder})")
 
+    def _repr_html_(self) -> str:
+        """In a notebook: one line per metric (:func:`summary_text`), the notes, and the
+        correlation table."""
+        import html
+
+        from .zoo.correlate import html_table
+
+        lines = "".join(f"<li>{html.escape(line)}</li>" for line in summary_text(self).splitlines())
+        notes = "".join(f"<p class='muted'>{html.escape(n)}</p>" for n in self.notes)
+        return (f"<p><b>{html.escape(repr(self))}</b></p><ul>{lines}</ul>{notes}"
+                f"{html_table(self.correlations)}")
+
 
 def _check(seed, jobs, bootstrap, level) -> None:
     for name, v, low in (("seed", seed, 0), ("jobs", jobs, 1), ("bootstrap", bootstrap, 0)):

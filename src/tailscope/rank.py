@@ -129,6 +129,14 @@ class RankSelection:
         return (f"RankSelection(k={self.k}, alpha={self.fit.alpha:.4g}, xmin={self.fit.xmin:.4g}, "
                 f"D={self.fit.D:.4g}, exact={self.exact}, shape={self.shape}; {alt})")
 
+    def _repr_html_(self) -> str:
+        """In a notebook: K and how it was found, and every rule's K side by side."""
+        how = ("all eigenvalues" if self.exact else f"the top {self.eigenvalues.size} "
+               "eigenvalues")
+        head = (f"<p><b>RankSelection</b>: <b>K = {self.k}</b> of a {self.shape[0]} x "
+                f"{self.shape[1]} matrix, from the power-law tail of {how} of X<sup>T</sup>X.</p>")
+        return head + self.table().to_html(index=False, escape=True, na_rep="", border=0)
+
 
 def select_rank(X, *, exact: bool | None = None, max_components: int | None = None,
                 vectors: bool = True, random_state=0) -> RankSelection:

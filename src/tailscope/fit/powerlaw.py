@@ -205,6 +205,27 @@ class PowerLawFit:
         return (f"PowerLawFit(alpha={self.alpha:.6g}, xmin={self.xmin:.6g}{xmax}, D={self.D:.6g}, "
                 f"sigma={self.sigma:.3g}, n_tail={self.n_tail}, n={self.n}{fingers}{disc})")
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the fit's numbers as a small table (a failed fit: its reason)."""
+        import html
+
+        if not self.ok:
+            return (f"<p><b>PowerLawFit</b>: failed &mdash; {html.escape(self.reason)} "
+                    f"(n={self.n})</p>")
+        rows = [("alpha", f"{self.alpha:.6g}"), ("sigma (std. error of alpha)", f"{self.sigma:.3g}"),
+                ("xmin", f"{self.xmin:.6g}"), ("xmax", "none" if self.xmax is None else
+                                               f"{self.xmax:.6g}"),
+                ("D (KS distance)", f"{self.D:.6g}"), ("n_tail / n", f"{self.n_tail} / {self.n}"),
+                ("candidate xmins", str(self.xmins.size))]
+        if self.fix_fingers:
+            rows.append(("fix_fingers", f"{self.fix_fingers} ({self.num_fingers} clipped, "
+                                        f"alpha before {self.raw_alpha:.4g})"))
+        if self.discrete:
+            rows.append(("discrete", "yes"))
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:right'>"
+                       f"{html.escape(v)}</td></tr>" for k, v in rows)
+        return f"<table><caption><b>PowerLawFit</b></caption>{body}</table>"
+
 
 def _failed(reason: str, x: np.ndarray, xmax: float | None, discrete: bool = False,
             **extra) -> PowerLawFit:

@@ -174,16 +174,7 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
              f"<p class='muted'>{s['layers']} layers analysed ({s['success']} fitted, "
              f"{s['failed']} failed), {s['skipped']} tensors skipped, in "
              f"{analysis.seconds:.1f} s.</p>"]
-    cards = [("mean alpha", s["alpha"]), ("mean alpha_weighted", s["alpha_weighted"]),
-             ("mean log_alpha_norm", s["log_alpha_norm"]), ("mean log_norm", s["log_norm"]),
-             ("mean log_spectral_norm", s["log_spectral_norm"]),
-             ("mean stable_rank", s["stable_rank"]), ("over-trained", s["over_trained"]),
-             ("under-trained", s["under_trained"])]
-    if "mp_softrank" in s:
-        cards.append(("mean mp_softrank", s["mp_softrank"]))
-    parts.append("<h2>Summary</h2><div class='cards'>" + "".join(
-        f"<div class='card'><span class='muted'>{html.escape(k)}</span><b>{_cell(v)[1]}</b></div>"
-        for k, v in cards) + "</div>")
+    parts.append("<h2>Summary</h2>" + _cards(s))
     parts.append(_warnings(d))
     if len(d):
         figs = [plots.alpha_per_layer(analysis)]
@@ -206,6 +197,20 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
     parts.append(f"<script>{_PLOT_JS}</script>")
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts)
+
+
+def _cards(s: dict) -> str:
+    """The summary means and counts as a row of cards."""
+    cards = [("mean alpha", s["alpha"]), ("mean alpha_weighted", s["alpha_weighted"]),
+             ("mean log_alpha_norm", s["log_alpha_norm"]), ("mean log_norm", s["log_norm"]),
+             ("mean log_spectral_norm", s["log_spectral_norm"]),
+             ("mean stable_rank", s["stable_rank"]), ("over-trained", s["over_trained"]),
+             ("under-trained", s["under_trained"])]
+    if "mp_softrank" in s:
+        cards.append(("mean mp_softrank", s["mp_softrank"]))
+    return "<div class='cards'>" + "".join(
+        f"<div class='card'><span class='muted'>{html.escape(k)}</span><b>{_cell(v)[1]}</b></div>"
+        for k, v in cards) + "</div>"
 
 
 def _thin(values: np.ndarray, limit: int) -> list:
@@ -278,9 +283,9 @@ def _warnings(d) -> str:
     return "<h2>Warnings</h2><ul class='warn'>" + "".join(items) + "</ul>"
 
 
-def _table(d) -> str:
-    cols = [c for c in TABLE_COLUMNS if c in d.columns]
-    text_cols = [c for c in cols if BY_NAME[c].dtype == "text"]
+def _rows(d, cols, text_cols) -> tuple[str, str]:
+    """(header cells, body rows) of the per-layer table; over-trained rows have the class
+    'over', under-trained 'under', failed ones 'failed'."""
     head = "".join(f"<th class='{'l' if c in text_cols else ''}'>{html.escape(c)}</th>"
                    for c in cols)
     rows = []
@@ -294,12 +299,77 @@ def _table(d) -> str:
             cells.append(f"<td{left} data-v='{html.escape(key, quote=True)}'>"
                          f"{html.escape(text)}</td>")
         rows.append(f"<tr class='{cls}'>{''.join(cells)}</tr>")
+    return head, "".join(rows)
+
+
+def _columns(d) -> tuple[list[str], list[str]]:
+    cols = [c for c in TABLE_COLUMNS if c in d.columns]
+    return cols, [c for c in cols if BY_NAME[c].dtype == "text"]
+
+
+def _table(d) -> str:
+    cols, text_cols = _columns(d)
+    head, rows = _rows(d, cols, text_cols)
     csv = base64.b64encode(d.to_csv(index=False).encode()).decode("ascii")
     return ("<h2>Layers table</h2><p class='muted'>Click a column to sort. "
             f"<a download='details.csv' href=\"data:text/csv;base64,{csv}\">The whole table, "
             f"every column ({len(d.columns)}), as CSV</a>.</p>"
             f"<table class='sortable' id='layers'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+            f"<tbody>{rows}</tbody></table>")
+
+
+# --- in a notebook -----------------------------------------------------------------------------
+_NB_CSS = """
+.tailscope{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#222}
+.tailscope h3{font-size:15px;margin:12px 0 6px}.tailscope .muted{color:#666}
+.tailscope .cards{display:flex;flex-wrap:wrap;gap:8px}.tailscope .card{border:1px solid #ddd;
+border-radius:6px;padding:6px 10px;min-width:110px}.tailscope .card b{display:block;font-size:16px}
+.tailscope table{border-collapse:collapse;font-size:12px}.tailscope th,.tailscope td{border:1px
+solid #ddd;padding:2px 6px;text-align:right}.tailscope th{background:#f4f4f4}
+.tailscope td.l,.tailscope th.l{text-align:left}.tailscope tr.over td{background:#fde8e8}
+.tailscope tr.under td{background:#fff3e0}.tailscope tr.failed td{background:#eee;color:#777}
+.tailscope .scroll{max-height:420px;overflow:auto}.tailscope img{max-width:100%}
+"""
+
+
+def notebook_html(analysis, *, max_rows: int = 500, figure: bool = True) -> str:
+    """An :class:`~tailscope.Analysis` as one HTML fragment for a notebook (its
+    ``_repr_html_``): the summary cards, the warnings, the alpha-per-layer figure as an inline
+    PNG (``figure=False``, or no matplotlib: left out and said so), and the per-layer table with
+    the over-trained (red) and under-trained (orange) rows marked; at most ``max_rows`` rows
+    (the rest are in ``details``). No script and no network request: it shows the same in
+    Jupyter, VS Code and a static HTML export."""
+    d = analysis.details
+    s = analysis.summary()
+    parts = [f"<div class='tailscope'><style>{_NB_CSS}</style>",
+             f"<h3>{html.escape(str(analysis.source))}</h3>",
+             f"<p class='muted'>{s['layers']} layers analysed ({s['success']} fitted, "
+             f"{s['failed']} failed), {s['skipped']} tensors skipped, in "
+             f"{analysis.seconds:.1f} s.</p>", _cards(s),
+             _warnings(d).replace("<h2>", "<h3>").replace("</h2>", "</h3>")]
+    if figure and len(d):
+        parts.append(_alpha_figure(analysis))
+    cols, text_cols = _columns(d)
+    shown = d.iloc[:max_rows]
+    head, rows = _rows(shown, cols, text_cols)
+    more = (f" Showing the first {max_rows} of {len(d)} rows." if len(d) > max_rows else "")
+    parts.append(f"<h3>Layers</h3><p class='muted'>Rows in red: over-trained (alpha &lt; "
+                 f"{OVER_TRAINED:g}); orange: under-trained (alpha &gt; {UNDER_TRAINED:g}); grey: "
+                 f"failed. {len(cols)} of the {len(d.columns)} columns of <code>details</code>."
+                 f"{more}</p><div class='scroll'><table class='layers'><thead><tr>{head}</tr>"
+                 f"</thead><tbody>{rows}</tbody></table></div></div>")
+    return "\n".join(parts)
+
+
+def _alpha_figure(analysis) -> str:
+    from .. import plots
+    from ..util.optional import MissingExtra
+
+    try:
+        uri = plots.data_uri(plots.alpha_per_layer(analysis))
+    except MissingExtra as err:
+        return f"<p class='muted'>No figure: {html.escape(str(err))}</p>"
+    return f"<img class='alpha-per-layer' alt='alpha per layer' src='{uri}'>"
 
 
 def write_report(analysis, path, *, title: str | None = None, layer_figures: bool = True) -> Path:

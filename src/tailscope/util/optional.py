@@ -27,6 +27,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "gguf": ("gguf", "gguf"),
     "tflite": ("tflite", "tflite"),
     "tensorflow": ("tensorflow", "tf"),
+    "ipykernel": ("ipykernel", "notebook"),
+    "nbclient": ("nbclient", "notebook"),
+    "nbformat": ("nbformat", "notebook"),
 }
 
 

@@ -215,7 +215,8 @@ def _cell(v) -> str:
     return html.escape(str(v))
 
 
-def _html_table(df: pd.DataFrame) -> str:
+def html_table(df: pd.DataFrame) -> str:
+    """A plain HTML table of ``df`` (numbers to 4 significant digits, NaN blank)."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
                    for row in df.itertuples(index=False))
@@ -242,11 +243,11 @@ def write_zoo_report(data, path, *, quality=(), metrics=METRICS, key=None,
                                       "layers", "failed", *quality)) if c in models.columns]
     parts = [f"<h1>{html.escape(title)}</h1>",
              *(f"<p>{html.escape(str(n))}</p>" for n in notes),
-             f"<p>{len(models)} models</p>", _html_table(models[cols])]
+             f"<p>{len(models)} models</p>", html_table(models[cols])]
     for q in quality:
         parts.append(f"<h2>Summary metrics vs {html.escape(q)}</h2>")
         table = tables[q] if q in tables else correlate(models, q, metrics=metrics)
-        parts.append(_html_table(table))
+        parts.append(html_table(table))
         for m in metrics:
             fig = scatter_figure(models, q, m)
             parts.append(f'<img alt="{html.escape(m)} vs {html.escape(q)}" src="{data_uri(fig)}">')

@@ -96,6 +96,25 @@ class ZooRun:
                 f"failed; {self.computed} computed, {self.resumed} resumed; store "
                 f"{self.store.shown}, key {self.key})")
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the run in one line, the models table, and each quality column's
+        correlation table."""
+        import html
+
+        from .correlate import METRICS, correlate, html_table
+
+        cols = [c for c in dict.fromkeys(("name", "group", "status", "reason", *METRICS,
+                                          "layers", "failed", *self.quality_columns))
+                if c in self.models.columns]
+        parts = [f"<p>{html.escape(repr(self))}</p>", html_table(self.models[cols])]
+        for q in self.quality_columns:
+            ok = self.models[self.models["status"] == "success"] \
+                if "status" in self.models.columns else self.models
+            if q in ok.columns and ok[q].notna().sum() >= 3:
+                parts.append(f"<p><b>Summary metrics against {html.escape(q)}</b></p>")
+                parts.append(html_table(correlate(self.models, q)))
+        return "".join(parts)
+
 
 def run_zoo(manifest, *, store: Any = "results.db", scheduler=None, workers: int | None = None,
             threads_per_worker: int = 1, blas_threads: int = 1, force: bool = False,
