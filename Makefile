@@ -12,6 +12,9 @@ CHROMIUM := /usr/bin/chromium
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# powerlaw 2.0.0 beside the pinned 1.5, for the test that WeightWatcher fails under it
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--target .cache/powerlaw2 --upgrade powerlaw==2.0.0
 	@touch $@
 
 demo: $(STAMP)
