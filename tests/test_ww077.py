@@ -131,7 +131,10 @@ def test_ww077_small_n_fit_reports_the_d_argmin_and_we_report_its_j_choice(capsy
 # --- num_traps, and finite ERG columns with randomize --------------------------------------------
 def test_erg_with_randomize_is_finite_on_every_layer_and_num_traps_is_rand_num_spikes():
     sd = torch.load(mtcnn_path("onet"), weights_only=True)
-    for model in (small_model(1), sd):
+    torch.manual_seed(4)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 32, 3),
+                               torch.nn.Flatten(), torch.nn.Linear(128, 10))  # random-init
+    for model in (small_model(1), conv, sd):
         d = WeightWatcher(model=model).analyze(ERG=True, randomize=True, seed=0)
         assert (d["status"] == "success").all(), d[["name", "reason"]]
         for col in ("alpha", "ERG_gap", "num_traps"):
@@ -308,3 +311,23 @@ def test_e_tpl_lambda_as_weightwatcher_reports_it():
     assert ours["xmin"] == pytest.approx(ref["xmin"], rel=1e-10)
     assert ours["alpha"] == pytest.approx(ref["alpha"], abs=2e-4)  # scipy fmin's tolerance there
     assert ours["Lambda"] == pytest.approx(ref["Lambda"], rel=2e-3)
+
+
+def test_xmax_force_with_powerlaw_keeps_the_exact_truncated_mle_and_warns():
+    from oracles import truncated_alpha_numeric
+
+    sd = _minilm_block("encoder.layer.0.attention.self.query.weight")
+    with pytest.warns(UserWarning, match="xmax='force'"):
+        ours, ref = _both(sd, xmax="force", pl_package="powerlaw")
+    w = sd["w.weight"].astype(np.float64)
+    x = np.linalg.eigvalsh(w.T @ w)
+    x = np.sort(x[x > 1e-5])
+    # WeightWatcher (powerlaw 1.5): the untruncated MLE, though the model is cut at xmax
+    tail = x[x >= ref["xmin"]]
+    assert ref["alpha"] == pytest.approx(1 + tail.size / np.sum(np.log(tail / ref["xmin"])),
+                                         rel=1e-9)
+    # the facade: the maximum-likelihood alpha of the truncated model, and a closer fit
+    tail = x[x >= ours["xmin"]]
+    assert ours["alpha"] == pytest.approx(truncated_alpha_numeric(tail, ours["xmin"], x[-1]),
+                                          rel=1e-6)
+    assert ours["D"] < ref["D"] / 2
