@@ -58,13 +58,22 @@ def assert_same_numbers(ours: pd.DataFrame, ref: pd.DataFrame, expect=()):
     np.testing.assert_array_equal(ours["num_evals"].astype(int), ref["num_evals"].astype(int))
     cols = compared_columns(ours, ref)
     assert set(expect) <= set(cols), set(expect) - set(cols)
+    # an ESD with no Marchenko-Pastur bulk: NaN and mp_reason here, where WeightWatcher reports
+    # the grid fit in which every sigma scored its penalty (a documented difference)
+    no_mp = (ours["mp_reason"].fillna("") != "").to_numpy() if "mp_reason" in ours else \
+        np.zeros(len(ours), bool)
+    assert no_mp.sum() <= max(1, len(ours) // 20), list(ours["name"][no_mp])
     for c in cols:
         a, b = ours[c].astype(float).to_numpy(), ref[c].astype(float).to_numpy()
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12, err_msg=c)
+        keep = ~no_mp if c in MP_COLUMNS else slice(None)
+        np.testing.assert_allclose(a[keep], b[keep], rtol=1e-6, atol=1e-12, err_msg=c)
+        if c in MP_COLUMNS:
+            assert np.isnan(a[no_mp]).all()
     assert list(ours["warning"].fillna("")) == list(ref["warning"].fillna("").astype(str))
     return cols
 
 
+MP_COLUMNS = ("num_spikes", "sigma_mp", "mp_softrank", "W_scale", "bulk_max", "bulk_min")
 ERG_COLUMNS = ("alpha", "D", "xmin", "xmax", "sigma", "num_pl_spikes", "alpha_weighted",
                "log_alpha_norm", "detX_num", "detX_val", "num_ERG_spikes", "ERG_gap",
                "num_spikes", "sigma_mp", "mp_softrank", "bulk_max", "lambda_max", "stable_rank")
@@ -97,7 +106,7 @@ def test_facade_equals_ww077_on_real_mtcnn_nets_with_a_ten_eigenvalue_layer():
             assert 10 in set(ours["num_evals"])  # dense6_3: the small-sample fit, real weights
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # WeightWatcher's MP grid fits of 39 layers: about 2 minutes on a quiet 2-core CI
 def test_facade_equals_ww077_on_minilm():
     folder = str(minilm_path().parent)
     ours = WeightWatcher(model=folder).analyze(**ERG)
