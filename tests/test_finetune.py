@@ -1,15 +1,12 @@
-"""Fine-tune deltas (base_model=) and LoRA adapters (peft=) equal WeightWatcher 0.7.5.5's numbers;
+"""Fine-tune deltas (base_model=) and LoRA adapters (peft=) equal WeightWatcher 0.7.7's numbers;
 layers are matched by name across formats; bad input gives a reason per layer or one line."""
 
-import contextlib
-import io
 import json
-import logging
 
 import numpy as np
 import pytest
 import torch
-from oracles import mtcnn_path
+from oracles import mtcnn_path, ww_small_n
 from safetensors.numpy import save_file
 from torch import nn
 
@@ -19,14 +16,14 @@ from tailscope.sources import SourceError
 from tailscope.spectrum import lowrank_eigenvalues
 
 
-def ww_analyze(model, **kwargs):
-    """WeightWatcher 0.7.5.5's analyze; the model goes to analyze() too, because its
-    ``analyze(base_model=)`` is silently ignored when the model came through the constructor."""
-    import weightwatcher
-
-    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return weightwatcher.WeightWatcher().analyze(model=model, **kwargs)
+def ww_analyze(model, small_n="off", **kwargs):
+    """WeightWatcher 0.7.7's analyze; the model goes to analyze() too, because its
+    ``analyze(base_model=)`` is silently ignored when the model came through the constructor.
+    ``small_n='off'``: with tailscope's own defaults (see ``oracles.ww_small_n``)."""
+    if small_n == "off":
+        kwargs.setdefault("min_evals", 10)
+    with ww_small_n(small_n) as ww:
+        return ww.WeightWatcher().analyze(model=model, **kwargs)
 
 
 def fine_tuned_onet(seed=0, scale=0.01):
@@ -101,7 +98,7 @@ def test_unmatched_or_reshaped_layers_fail_with_their_reason_and_identical_model
 def test_compat_base_model_in_the_constructor():
     base, tuned = fine_tuned_onet(seed=2)
     details = WeightWatcher(model=tuned, base_model=base).analyze()
-    ref = ww_analyze(tuned, base_model=base)
+    ref = ww_analyze(tuned, "intended", base_model=base)  # the facade: WeightWatcher 0.7.7's
     np.testing.assert_allclose(details["alpha"], ref["alpha"], rtol=1e-6)
 
 

@@ -39,7 +39,7 @@ def weightwatcher_with_our_shuffles(model, ids: dict, **kwargs):
     """WeightWatcher's analyze, each layer's shuffles drawn from tailscope's generator for it."""
     import weightwatcher
 
-    assert weightwatcher.__version__ == "0.7.5.5"
+    assert weightwatcher.__version__ == "0.7.7"
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
     original = weightwatcher.WeightWatcher.apply_random_esd
     state = {}

@@ -1,4 +1,4 @@
-"""Marchenko-Pastur fit, triangular KDE and detX against WeightWatcher 0.7.5.5's own functions."""
+"""Marchenko-Pastur fit, triangular KDE and detX against WeightWatcher 0.7.7's own functions."""
 
 import contextlib
 import functools
@@ -38,7 +38,9 @@ def ww_mp_fit(evals, N, M):
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):
         watcher = weightwatcher.WeightWatcher()
-        return watcher.mp_fit(evals, N, M, 1, "", 0, 0, False, False, "", "blue", True, evals)
+        # 0.7.7's signature: ..., color, hist_alpha, rescale, orig_evals
+        return watcher.mp_fit(evals, N, M, 1, "", 0, 0, False, False, "", "blue", 0.25, True,
+                              evals)
 
 
 def test_triangular_kde_equals_scikit_learn():

@@ -15,6 +15,14 @@ spectrum of W + BA (WeightWatcher keeps only its top r eigenvalues). Options tai
 offer yet raise a ``ValueError`` instead of being silently ignored. ``mp_fit``, ``randomize`` and
 ``detX`` (alias ``ERG``, as in WeightWatcher 0.7.7) are passed on, with ``seed=`` for reproducible
 shuffles (an extra option: WeightWatcher's shuffles cannot be seeded).
+
+The numbers are WeightWatcher 0.7.7's (see ``numbers``): ``min_evals=8``, its small-sample fit for
+ESDs under 20 eigenvalues with xmin chosen by its J objective as its code intends (0.7.7 itself
+re-chooses xmin by D), its finger conventions (``clip_xmax`` removes 2, 3, ... eigenvalues and
+reports one fewer; ``max_fingers`` replaced by 10 unless it is at least half the ESD;
+``xmin_peak``/``E_TPL`` search its xmin range) and ``num_traps``. ``xmax='force'`` keeps the exact
+truncated maximum-likelihood alpha, and TPL, E_TPL and xmin_peak run with ``pl_package='ww'``;
+each warns at the call.
 """
 
 from .watcher import WeightWatcher

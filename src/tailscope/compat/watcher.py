@@ -12,6 +12,7 @@ from ..analysis import Analysis, analyze, describe
 from ..engine.columns import SUMMARY_METRICS
 from ..engine.options import ALIASES
 from ..engine.options import BY_NAME as OPTION_NAMES
+from .numbers import warn_differences, with_defaults
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
 _ACCEPTED_DEFAULTS = {"plot": False, "conv2d_fft": False, "fft": False, "deltas": False,
@@ -83,7 +84,8 @@ class WeightWatcher:
         return model
 
     def _options(self, kwargs: dict) -> dict:
-        opts = _translate(kwargs)
+        warn_differences(kwargs)
+        opts = with_defaults(_translate(kwargs))
         if opts.get("base_model") is None:
             opts["base_model"] = self.base_model
         return opts

@@ -138,6 +138,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("max_rand_eval", "float", "rand", "the largest eigenvalue of the shuffled matrices"),
     Column("rand_num_spikes", "int", "rand", "spikes of the shuffled ESD: correlation traps",
            table=True),
+    Column("num_traps", "int", "rand", "= rand_num_spikes (WeightWatcher 0.7.7's name)"),
     Column("rand_sigma_mp", "float", "rand", "sigma_mp of the shuffled ESD"),
     Column("rand_mp_softrank", "float", "rand", "mp_softrank of the shuffled ESD"),
     Column("rand_W_scale", "float", "rand", "W_scale of the shuffled ESD"),

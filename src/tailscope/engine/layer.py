@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..fit import alpha_interval, fit_power_law, fit_truncated_power_law
+from ..fit.fingers import ww_xmin_peak_range
 from ..fit.tail import split_xmax
 from ..sources import LayerPlan, LayerRef
 from ..sources.derived import LowRankRef
@@ -111,21 +112,30 @@ def fit_row(evals: np.ndarray, o, key: tuple = ()) -> tuple[dict, Any]:
     """The power-law (or truncated power-law) columns of one ESD and the fit (NaN columns and a
     reason when no fit exists), with the asked-for comparisons and bootstrap p-value."""
     try:
-        data, xmax, _ = split_xmax(evals[evals > EVALS_THRESH], o.xmax, "eigenvalues")
+        data, xmax, dropped = split_xmax(evals[evals > EVALS_THRESH], o.xmax, "eigenvalues")
     except ValueError as exc:  # -k drops more than half: no fit, and the reason
         return {"status": "failed", "reason": str(exc)}, None
     if data.size < 2:
         return {"status": "failed",
                 "reason": f"{data.size} eigenvalue(s) above {EVALS_THRESH:g}: nothing to fit"}, None
     kind = FITS[o.fit]
+    max_fingers = o.max_fingers
+    if o.ww_fingers and max_fingers < (evals.size - dropped) / 2:
+        max_fingers = 10  # WeightWatcher's replacement (its test is inverted)
     if kind == "PL":
         fit = fit_power_law(data, xmax=xmax, fix_fingers=o.fix_fingers or None,
-                            xmin_max=o.xmin_max, max_fingers=o.max_fingers,
-                            finger_thresh=o.finger_thresh)
+                            xmin_max=o.xmin_max, max_fingers=max_fingers,
+                            finger_thresh=o.finger_thresh, small_n=bool(o.small_n),
+                            ww_fingers=bool(o.ww_fingers))
     else:
         peak = kind == "E_TPL" or o.fix_fingers == "xmin_peak"
-        fit = fit_truncated_power_law(data, xmax=xmax, fix_fingers="xmin_peak" if peak else None,
-                                      xmin_max=o.xmin_max)
+        if peak and o.ww_fingers:
+            fit = fit_truncated_power_law(data, xmax=xmax,
+                                          xmin=ww_xmin_peak_range(np.sort(data), o.xmin_max))
+        else:
+            fit = fit_truncated_power_law(data, xmax=xmax,
+                                          fix_fingers="xmin_peak" if peak else None,
+                                          xmin_max=o.xmin_max)
     if not fit.ok:
         return {"status": "failed", "reason": f"{'power-law' if kind == 'PL' else kind} fit: "
                                               f"{fit.reason}"}, None
@@ -195,6 +205,7 @@ def rmt_row(evals, plan: LayerPlan, o, row: dict, mats, scale: float, rng, backe
                 eigvals=lambda w: eigenvalues_many([w], backend, o.method)[0])
             out.update(rand.as_row(), rand_reason=rand.mp_reason and
                        f"randomized MP fit: {rand.mp_reason}")
+            out["num_traps"] = out.get("rand_num_spikes", math.nan)
         except Exception as exc:  # noqa: BLE001 - the layer's other columns stand
             rand = None
             out["rand_reason"] = one_line(exc)

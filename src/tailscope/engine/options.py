@@ -375,6 +375,24 @@ OPTIONS: tuple[Option, ...] = (
            flag=Flag(("--fix-fingers",), {"choices": ["clip_xmax", "xmin_peak"]},
                      help="WeightWatcher's finger fixes"),
            ww="fix_fingers"),
+    Option("small_n", False, "bool",
+           "For ESDs with fewer than 20 eigenvalues (above 1e-5): the small-sample power-law fit, "
+           "alpha = 1 + (n - 1) / sum(ln(x / xmin)) on tails of at least 8, xmin chosen by "
+           "minimising J = D - 0.868 / sqrt(n) (see :func:`tailscope.fit_power_law`); "
+           "WeightWatcher 0.7.7's small-N fit as it is meant to work (its own release re-chooses "
+           "xmin by D). Larger ESDs, ``xmax`` and TPL fits are unchanged.",
+           "fit", check=_bool("small_n"),
+           flag=Flag(("--small-n",), {"action": "store_true"},
+                     help="small-sample fit for ESDs under 20 eigenvalues (bias-corrected alpha, "
+                          "xmin by D - 0.868/sqrt(n))")),
+    Option("ww_fingers", False, "bool",
+           "The finger fixes exactly as WeightWatcher 0.7.7 runs them (``tailscope.compat``'s): "
+           "'clip_xmax' removes 2, 3, ... largest eigenvalues and reports one fewer, with "
+           "``max_fingers`` replaced by 10 unless it is at least half the ESD; 'xmin_peak' and "
+           "``fit='E_TPL'`` search xmin in WeightWatcher's range, whose lower bound is "
+           "log10(0.95 p) (see :func:`tailscope.fit.fingers.ww_xmin_peak_range`).",
+           "fit", check=_bool("ww_fingers"),
+           api_only="WeightWatcher's conventions, for tailscope.compat; the CLI has tailscope's"),
     Option("xmin_max", None, "float, optional",
            "With ``fix_fingers='xmin_peak'``: the upper end of the xmin search (default 1.5 times "
            "the ESD's peak).",

@@ -26,4 +26,24 @@ def xmin_peak_range(x: np.ndarray, xmin_max: float | None = None) -> tuple[float
     return lo, hi
 
 
-__all__ = ["xmin_peak_range"]
+def ww_xmin_peak_range(x: np.ndarray, xmin_max: float | None = None) -> tuple[float, float]:
+    """WeightWatcher 0.7.7's xmin range for 'xmin_peak', exactly as it runs (``x`` sorted).
+
+    It hands ``powerlaw.Fit`` the range (log10(0.95 p), xmin_max or 1.5 p): the lower bound in
+    log units, and ``powerlaw`` 1.5 takes the bounds as min and max of the pair and drops the
+    largest unique value inside. Returned as the equivalent (lo, hi) range for our scan;
+    ValueError when fewer than two values are inside.
+    """
+    counts, edges = np.histogram(np.log10(x), bins=100)
+    peak = 10.0 ** edges[int(np.argmax(counts))]
+    a = float(np.log10(0.95 * peak))
+    b = 1.5 * peak if xmin_max is None else float(xmin_max)
+    lo, hi = min(a, b), max(a, b)
+    u = np.unique(x[(x >= lo) & (x <= hi)])
+    if u.size < 2:
+        raise ValueError(f"WeightWatcher's xmin_peak range [{lo:g}, {hi:g}] holds fewer than two "
+                         "eigenvalues")
+    return lo, float(u[-2])
+
+
+__all__ = ["ww_xmin_peak_range", "xmin_peak_range"]

@@ -23,10 +23,14 @@ from ._scan import Spectrum, exact_D, scan, truncated_beta
 from .bootstrap import goodness_of_fit
 from .compare import compare
 from .distributions import fit_tail_model
-from .fingers import xmin_peak_range
+from .fingers import ww_xmin_peak_range, xmin_peak_range
 from .tail import as_positive_1d, ks_distance, resolve_xmax, resolve_xmin
 
 SUCCESS, FAILED = "success", "failed"
+# the small-sample estimator (``small_n=True``): WeightWatcher 0.7.7's constants
+SMALL_N = 20  # fewer values than this are fitted by it
+SMALL_N_MIN_TAIL = 8  # the smallest tail it considers
+SMALL_N_PENALTY = 0.868  # J = D - SMALL_N_PENALTY / sqrt(n_tail)
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -53,6 +57,8 @@ class PowerLawFit:
         before clipping.
     discrete : bool
         A discrete power law x^-alpha / zeta(alpha, xmin) on the lattice xmin, xmin + 1, ...
+    small_n : bool
+        Fitted by the small-sample estimator (see ``fit_power_law(small_n=True)``).
     """
 
     alpha: float
@@ -71,6 +77,7 @@ class PowerLawFit:
     num_fingers: int = 0
     raw_alpha: float = math.nan
     discrete: bool = False
+    small_n: bool = False
     _state: Any = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -191,7 +198,7 @@ class PowerLawFit:
             "sigma": self.sigma, "n_tail": self.n_tail, "n": self.n, "status": self.status,
             "reason": self.reason, "fix_fingers": self.fix_fingers,
             "num_fingers": self.num_fingers, "raw_alpha": self.raw_alpha,
-            "discrete": self.discrete,
+            "discrete": self.discrete, "small_n": self.small_n,
         }
 
     def __repr__(self) -> str:
@@ -202,6 +209,7 @@ class PowerLawFit:
         if self.fix_fingers:
             fingers = f", fix_fingers={self.fix_fingers!r}, num_fingers={self.num_fingers}"
         disc = ", discrete=True" if self.discrete else ""
+        disc += ", small_n=True" if self.small_n else ""
         return (f"PowerLawFit(alpha={self.alpha:.6g}, xmin={self.xmin:.6g}{xmax}, D={self.D:.6g}, "
                 f"sigma={self.sigma:.3g}, n_tail={self.n_tail}, n={self.n}{fingers}{disc})")
 
@@ -265,7 +273,8 @@ def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None,
 def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
                   xmin_max: float | None = None, max_fingers: int = 10,
                   finger_thresh: float = 1.0, min_alpha: float = 2.0,
-                  discrete: bool = False) -> PowerLawFit:
+                  discrete: bool = False, small_n: bool = False,
+                  ww_fingers: bool = False) -> PowerLawFit:
     """Fit a power law p(x) ~ x^-alpha to the tail x >= xmin of positive data.
 
     Parameters
@@ -296,6 +305,20 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
         1 + n / sum(ln(x / (xmin - 1/2))), D, likelihood, pdf and CDF of the zeta model. The values
         must be >= 1 (they are taken as points of the lattice xmin, xmin + 1, ...; like ``powerlaw``,
         non-integers are not rejected). Not combined with ``xmax`` or ``fix_fingers``.
+    small_n : bool
+        The small-sample estimator for fewer than ``SMALL_N`` (20) values, when xmin is searched
+        without a range and without ``xmax`` (also in each refit of 'clip_xmax'): each candidate
+        xmin with a tail of at least 8 values gets the bias-corrected alpha
+        1 + (n - 1) / sum(ln(x / xmin)) and its D, and xmin minimises
+        J = D - 0.868 / sqrt(n) (first argmin); sigma = (alpha - 1) / sqrt(n). With fewer than 8
+        values the whole sample is the tail. This is WeightWatcher 0.7.7's small-N fit as it is
+        written to work: 0.7.7 itself then re-chooses xmin by D alone (see the README).
+    ww_fingers : bool
+        The finger fixes exactly as WeightWatcher 0.7.7 runs them (its facade's): 'clip_xmax'
+        refits with the top 2, 3, ..., max_fingers - 1 values removed and reports one fewer
+        (``max_fingers`` is taken as given: WeightWatcher's replacement of it by 10 is the
+        caller's, see ``tailscope.engine``); 'xmin_peak' searches WeightWatcher's range
+        (see :func:`tailscope.fit.fingers.ww_xmin_peak_range`).
 
     Returns
     -------
@@ -331,13 +354,15 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
         raise ValueError(f"fix_fingers must be None, 'clip_xmax' or 'xmin_peak'; got {fix_fingers!r}")
     if fix_fingers == "clip_xmax":
         return _clip_xmax(x, xmin=xmin, xmax=xmax, max_fingers=max_fingers,
-                         finger_thresh=finger_thresh, min_alpha=min_alpha)
+                         finger_thresh=finger_thresh, min_alpha=min_alpha, small_n=small_n,
+                         ww=ww_fingers)
     if fix_fingers == "xmin_peak":
         if xmin is not None:
             raise ValueError("fix_fingers='xmin_peak' chooses the xmin range itself; drop xmin")
-        fit = _fit_sorted(x, xmin_peak_range(x, xmin_max), xmax)
+        peak_range = ww_xmin_peak_range if ww_fingers else xmin_peak_range
+        fit = _fit_sorted(x, peak_range(x, xmin_max), xmax)
         return _with_fingers(fit, "xmin_peak", 0, math.nan)
-    return _fit_sorted(x, xmin, xmax)
+    return _fit_sorted(x, xmin, xmax, small_n=small_n)
 
 
 def _with_fingers(fit: PowerLawFit, how: str, num: int, raw_alpha: float) -> PowerLawFit:
@@ -345,7 +370,8 @@ def _with_fingers(fit: PowerLawFit, how: str, num: int, raw_alpha: float) -> Pow
 
 
 def _clip_xmax(x: np.ndarray, *, xmin=None, xmax=None, max_fingers: int = 10,
-               finger_thresh: float = 1.0, min_alpha: float = 2.0) -> PowerLawFit:
+               finger_thresh: float = 1.0, min_alpha: float = 2.0,
+               small_n: bool = False, ww: bool = False) -> PowerLawFit:
     """Refit with the k largest values removed, k = 1 .. max_fingers - 1; keep the first fit whose
     alpha is below the raw alpha by more than ``finger_thresh``; stop once alpha <= ``min_alpha``.
 
@@ -353,27 +379,32 @@ def _clip_xmax(x: np.ndarray, *, xmin=None, xmax=None, max_fingers: int = 10,
     reports one finger (an off-by-one); and it replaces ``max_fingers`` by 10 whenever it is below
     half the number of eigenvalues (an inverted test), so the user's value is ignored. Here k values
     removed means ``num_fingers = k``, and ``max_fingers`` is honoured (capped at half the data).
+    ``ww=True`` repeats WeightWatcher's loop: k = 2 .. max_fingers - 1, ``num_fingers = k - 1``.
     """
     if int(max_fingers) < 1:
         raise ValueError(f"max_fingers must be >= 1; got {max_fingers!r}")
-    raw = _fit_sorted(x, xmin, xmax)
+    raw = _fit_sorted(x, xmin, xmax, small_n=small_n)
     if not raw.ok:
         return _with_fingers(raw, "clip_xmax", 0, raw.alpha)
-    limit = min(int(max_fingers), x.size // 2)
+    ks = range(2, int(max_fingers)) if ww else range(1, min(int(max_fingers), x.size // 2))
     numeric_xmax = xmax is not None
-    for k in range(1, limit):
+    for k in ks:
         kept = x[:-k]
-        fit = _fit_sorted(kept, xmin, float(kept[-1]) if numeric_xmax else None)
+        if kept.size < 2:
+            break
+        fit = _fit_sorted(kept, xmin, float(kept[-1]) if numeric_xmax else None,
+                          small_n=small_n)
         if not fit.ok:
             break
         if fit.alpha + finger_thresh < raw.alpha:
-            return _with_fingers(fit, "clip_xmax", k, raw.alpha)
+            return _with_fingers(fit, "clip_xmax", k - 1 if ww else k, raw.alpha)
         if min_alpha is not None and fit.alpha <= min_alpha:
             break
     return _with_fingers(raw, "clip_xmax", 0, raw.alpha)
 
 
-def _fit_sorted(x: np.ndarray, xmin, xmax, discrete: bool = False) -> PowerLawFit:
+def _fit_sorted(x: np.ndarray, xmin, xmax, discrete: bool = False,
+                small_n: bool = False) -> PowerLawFit:
     """fit_power_law on validated, sorted data."""
     xmax_v = resolve_xmax(xmax, x)
     fixed, rng = resolve_xmin(xmin)
@@ -392,6 +423,8 @@ def _fit_sorted(x: np.ndarray, xmin, xmax, discrete: bool = False) -> PowerLawFi
             raise ValueError(f"a discrete xmin must be > 1/2; got {fixed:g}")
         return _fit_fixed_xmin(x, fixed, xmax_v, discrete)
 
+    if small_n and not discrete and rng is None and xmax_v is None and x.size < SMALL_N:
+        return _fit_small_n(x)
     sp = Spectrum(x, discrete=discrete)
     cands = np.arange(sp.K - 1)
     if rng is not None:
@@ -423,6 +456,44 @@ def _fit_sorted(x: np.ndarray, xmin, xmax, discrete: bool = False) -> PowerLawFi
     return PowerLawFit(alpha=alpha, xmin=xmin_v, xmax=xmax_v, D=D, sigma=sigma, n_tail=m,
                        n=int(x.size), status=SUCCESS, reason="", xmins=xmins, alphas=alphas,
                        data=x, discrete=discrete, _state=(sp, beta, inv, cands, known))
+
+
+def _fit_small_n(x: np.ndarray) -> PowerLawFit:
+    """The small-sample estimator on sorted data with at least two distinct values (see
+    ``fit_power_law(small_n=True)``): xmin by J = D - 0.868 / sqrt(n), alpha bias-corrected."""
+    u = np.unique(x)[:-1]  # every unique value but the largest
+    alphas = np.full(u.size, np.nan)
+    Ds = np.full(u.size, np.nan)
+    Js = np.full(u.size, np.inf)
+    logs = np.log(x)
+    for i, xmin in enumerate(u):
+        start = int(np.searchsorted(x, xmin, side="left"))
+        m = x.size - start
+        if m < SMALL_N_MIN_TAIL:
+            break  # tails only shrink from here
+        s = float(np.sum(logs[start:]) - m * math.log(xmin))
+        if not s > 1e-12:
+            continue
+        a = 1.0 + (m - 1.0) / s
+        alphas[i] = a
+        Ds[i] = ks_distance(x[start:], lambda v, a=a, x0=xmin: 1.0 - (v / x0) ** (1.0 - a))
+        Js[i] = Ds[i] - SMALL_N_PENALTY / math.sqrt(m)
+    if np.isfinite(Js).any():
+        xmin_v = float(u[int(np.argmin(Js))])
+    else:  # no tail of SMALL_N_MIN_TAIL values: the whole sample is the tail
+        xmin_v = float(x[0])
+    tail = x[x >= xmin_v]
+    m = tail.size
+    s = float(np.sum(np.log(tail / xmin_v)))
+    if not s > 1e-12:
+        return _failed("the values are too close to equal for a power law", x, None)
+    alpha = 1.0 + (m - 1.0) / s
+    D = ks_distance(tail, lambda v: 1.0 - (v / xmin_v) ** (1.0 - alpha))
+    fit = PowerLawFit(alpha=alpha, xmin=xmin_v, xmax=None, D=D, sigma=(alpha - 1.0) / math.sqrt(m),
+                      n_tail=int(m), n=int(x.size), status=SUCCESS, reason="", xmins=u,
+                      alphas=alphas, data=x, small_n=True)
+    fit.__dict__["Ds"] = Ds  # the cached D-vs-xmin curve (NaN for tails under 8 values)
+    return fit
 
 
 def _fit_fixed_xmin(x: np.ndarray, xmin: float, xmax: float | None,
