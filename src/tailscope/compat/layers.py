@@ -220,16 +220,23 @@ def _shape(value) -> tuple | None:
     return tuple(shape) if shape is not None else None
 
 
-def _dir_entries(model_dir: str, start_id: int, refs) -> list[LayerEntry]:
+def _file_keys(path: str) -> list[tuple[str, tuple]]:
+    """(name, shape) of every tensor of one file, in the order tailscope reads them."""
+    from ..engine.plan import open_model
+
+    return [(r.name, tuple(r.shape)) for r in open_model(path).refs]
+
+
+def _dir_entries(model_dir: str, start_id: int) -> list[LayerEntry]:
     """A safetensors or pytorch-bin folder, numbered as WeightWatcher numbers it: the index.json
     order (or a layer_map file), else file by file in sorted order, each file's keys sorted
     (safetensors) or in stored order (bin); each later file starts at the previous start plus
     every layer counted so far (WeightWatcher's accumulation, gaps included)."""
     fmt, fileglob = infer_model_file_format(model_dir)
-    shapes = {r.name: tuple(r.shape) for r in refs}
-    by_file: dict[str, list[str]] = {}
-    for r in refs:
-        by_file.setdefault(os.path.basename(r.source), []).append(r.name)
+    pattern = "*model*safetensors" if fmt == SAFETENSORS else "*model*bin"
+    files = sorted(glob.glob(f"{model_dir}/{pattern}"))
+    per_file = [_file_keys(f) for f in files]
+    shapes = {k: s for keys in per_file for k, s in keys}
     layer_map: list[str] = []
     if fmt == SAFETENSORS:
         maps = glob.glob(fileglob.replace("safetensors", "layer_map"))
@@ -241,19 +248,15 @@ def _dir_entries(model_dir: str, start_id: int, refs) -> list[LayerEntry]:
             for file in np.unique(list(weight_map.values())):
                 layer_map.extend(k for k, v in weight_map.items() if v == file)
     if layer_map:
-        return _statedict_entries(layer_map, shapes, start_id)
-    if fmt == SAFETENSORS:
-        files = sorted(glob.glob(fileglob))
+        out = _statedict_entries(layer_map, shapes, start_id)
     else:
-        files = sorted(glob.glob(f"{model_dir}/*model*bin"))
-    out: list[LayerEntry] = []
-    current = start_id
-    for path in files:
-        keys = by_file.get(os.path.basename(path), [])
-        if fmt == SAFETENSORS:
-            keys = sorted(keys)
-        current += len(out)
-        out.extend(_statedict_entries(keys, shapes, current))
+        out = []
+        current = start_id
+        for keys in per_file:
+            names = [k for k, _ in keys]
+            current += len(out)
+            out.extend(_statedict_entries(sorted(names) if fmt == SAFETENSORS else names,
+                                          shapes, current))
     for e in out:
         e.framework = PYSTATEDICT_DIR
     return out
@@ -267,9 +270,9 @@ def start_id_for(framework: str, start_ids) -> int:
     return 1 if framework == PYSTATEDICT else 0
 
 
-def ww_layers(model, start_ids: int = 0, refs=None) -> tuple[str, list[LayerEntry]]:
-    """(framework, WeightWatcher's framework layers of ``model`` in its order). ``refs``: the
-    tensors tailscope read from a folder (names, shapes and files), needed for folders only."""
+def ww_layers(model, start_ids: int = 0) -> tuple[str, list[LayerEntry]]:
+    """(framework, WeightWatcher's framework layers of ``model`` in its order); no layers for a
+    format WeightWatcher does not number (ONNX, Keras, numpy)."""
     framework = infer_framework(model)
     start = start_id_for(framework, start_ids)
     if framework == PYTORCH:
@@ -279,13 +282,13 @@ def ww_layers(model, start_ids: int = 0, refs=None) -> tuple[str, list[LayerEntr
         shapes = {k: s for k, v in sd.items() if (s := _shape(v)) is not None}
         return framework, _statedict_entries(list(sd.keys()), shapes, start, store=sd)
     if framework == PYSTATEDICT_DIR:
-        return framework, _dir_entries(str(model), start, refs or ())
+        return framework, _dir_entries(str(model), start)
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".safetensors") \
-            and refs is not None:
+            and os.path.isfile(model):
         # a single file (WeightWatcher reads folders only): numbered as a folder of that file
-        keys = sorted(r.name for r in refs)
-        shapes = {r.name: tuple(r.shape) for r in refs}
-        return PYSTATEDICT_DIR, [_as_dir(e) for e in _statedict_entries(keys, shapes, start)]
+        shapes = dict(_file_keys(str(model)))
+        return PYSTATEDICT_DIR, [_as_dir(e) for e in _statedict_entries(sorted(shapes), shapes,
+                                                                         start)]
     return framework, []
 
 

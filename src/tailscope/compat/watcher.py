@@ -86,15 +86,6 @@ def _ww_frame(details: pd.DataFrame, chosen: list | None = None) -> pd.DataFrame
     return d if chosen is None else _ww_ids(d, chosen, "tensor_name")
 
 
-def _refs(model):
-    """The tensors tailscope reads from a file or folder (their names, shapes and files)."""
-    if wwl.infer_framework(model) in (wwl.PYTORCH, wwl.PYSTATEDICT):
-        return None
-    from ..engine.plan import open_model
-
-    return open_model(model).refs
-
-
 class WeightWatcher:
     """``weightwatcher.WeightWatcher`` with tailscope underneath."""
 
@@ -131,7 +122,7 @@ class WeightWatcher:
 
     def _layer_table(self, start_ids=0) -> list:
         """WeightWatcher's framework layers of the current model (empty when unknown)."""
-        return wwl.ww_layers(self.model, start_ids, _refs(self.model))[1]
+        return wwl.ww_layers(self.model, start_ids)[1]
 
     def _selected(self, layers, start_ids, kwargs) -> tuple[list | None, dict]:
         """(WeightWatcher's selected layers, None when ids are not mapped; tailscope options)."""
@@ -259,8 +250,8 @@ class WeightWatcher:
         params = {**DEFAULT_PARAMS, **(params or {})}
         model = self._model(model)
         start = params.get(START_IDS, 0)
-        left = wwl.iterate(wwl.ww_layers(model, start, _refs(model))[1], filters, params)
-        right = list(wwl.iterate(wwl.ww_layers(base_model, start, _refs(base_model))[1],
+        left = wwl.iterate(wwl.ww_layers(model, start)[1], filters, params)
+        right = list(wwl.iterate(wwl.ww_layers(base_model, start)[1],
                                  filters, params))
         return wwl.delta_iterate(left, right)
 
