@@ -14,7 +14,10 @@ tailscope tensor names and tailscope's rows back into WeightWatcher's ``layer_id
 
 from __future__ import annotations
 
+import fnmatch
 import glob
+import importlib
+import importlib.util
 import json
 import numbers
 import os
@@ -338,10 +341,22 @@ def skipped_by(entry: LayerEntry, ids, types, names) -> bool:
             skipped = -entry.layer_id in ids
     if names:
         if not any("-" in n for n in names):
-            skipped = entry.name not in names
+            skipped = not any(name_hit(entry, n) for n in names)
         else:
-            skipped = f"-{entry.name}" in names
+            skipped = any(name_hit(entry, n[1:]) for n in names if n.startswith("-")) or \
+                f"-{entry.name}" in names
     return skipped
+
+
+def name_hit(entry: LayerEntry, name: str) -> bool:
+    """WeightWatcher's exact name match; a name with glob characters (a tailscope extension)
+    also matches the longname or the tensor name by fnmatch."""
+    if entry.name == name:
+        return True
+    if not any(c in name for c in "*?["):
+        return False
+    return fnmatch.fnmatchcase(entry.longname, name) or (
+        entry.tensor is not None and fnmatch.fnmatchcase(entry.tensor, name))
 
 
 def supported(entry: LayerEntry, *, min_evals=8, max_evals=15000, max_N=50000, pool=True) -> bool:
@@ -601,9 +616,8 @@ def read_keras_h5_file(model_dir):
     files = glob.glob(f"{model_dir}/*.h5")
     if len(files) != 1:
         raise ValueError(f"{model_dir}: need exactly one Keras .h5 file, found {len(files)}")
-    try:
-        import tensorflow as tf
-    except ImportError:
+    if importlib.util.find_spec("tensorflow") is None:  # not a tailscope extra
         raise ValueError("read_keras_h5_file builds a Keras model, which needs TensorFlow; "
-                         "tailscope reads the .h5 weights without it: analyze(path)") from None
+                         "tailscope reads the .h5 weights without it: analyze(path)")
+    tf = importlib.import_module("tensorflow")
     return tf.keras.models.load_model(files[0])
