@@ -370,3 +370,52 @@ def test_model_and_base_model_are_remembered():
     # get_ESD with no model uses the remembered one
     assert len(watcher.get_ESD(layer=31)) == len(quiet(ww.WeightWatcher(model=m).get_ESD,
                                                       layer=31))
+
+
+def test_unpooled_and_base_model_rows_carry_weightwatchers_ids():
+    m, b = vgg(), vgg()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    cols = IDS + ["slice_id"]
+    theirs = quiet(ww.WeightWatcher(model=m).analyze, min_evals=8, layers=[5, 25], pool=False)
+    ours = WeightWatcher(model=m).analyze(min_evals=8, layers=[5, 25], pool=False)
+    pd.testing.assert_frame_equal(frame(ours).assign(slice_id=ours["slice_id"].astype(int)),
+                                  frame(theirs).assign(slice_id=theirs["slice_id"].astype(int)),
+                                  check_like=True)
+    assert cols
+    theirs = quiet(ww.WeightWatcher(model=m, base_model=b).analyze, min_evals=20)
+    ours = WeightWatcher(model=m, base_model=b).analyze(min_evals=20)
+    same_layers(ours, theirs)
+    np.testing.assert_allclose(ours["alpha"], theirs["alpha"], rtol=1e-6)
+
+
+def test_random_esd_of_a_layer():
+    m = vgg()
+    rand = WeightWatcher(model=m).get_ESD(layer=25, random=True, seed=0)
+    esd = WeightWatcher(model=m).get_ESD(layer=25)
+    theirs = quiet(ww.WeightWatcher(model=m).get_ESD, layer=25, random=True)
+    assert len(rand) == len(theirs) == 5 * len(esd)  # 5 shuffles when under 100 eigenvalues
+    # a shuffle keeps the Frobenius norm, the eigenvalues' sum, in each replica
+    np.testing.assert_allclose(rand.sum(), 5 * esd.sum(), rtol=1e-6)
+    np.testing.assert_allclose(np.sum(theirs), 5 * esd.sum(), rtol=1e-5)
+
+
+def test_single_safetensors_file_is_numbered_as_its_folder(tmp_path):
+    pytest.importorskip("safetensors")
+    sd = {k: v.clone() for k, v in albert().state_dict().items()}
+    _save_safetensors(sd, tmp_path / "model.safetensors")
+    theirs = quiet(ww.WeightWatcher(model=str(tmp_path)).describe, min_evals=8)
+    ours = WeightWatcher(model=str(tmp_path / "model.safetensors")).describe(min_evals=8)
+    same_layers(ours, theirs)
+
+
+def test_keras_helper_says_what_it_needs(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        WeightWatcher.read_keras_h5_file(str(tmp_path))
+    (tmp_path / "m.h5").write_bytes(b"")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="TensorFlow"):
+            WeightWatcher.read_keras_h5_file(str(tmp_path))

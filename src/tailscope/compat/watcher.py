@@ -220,7 +220,7 @@ class WeightWatcher:
             opts["randomize"] = True
         a = analyze(self.model, **opts)
         key = a.key(e.tensor)
-        return a.randomized(key) if random else a.esd(key)
+        return a.random_esd(key) if random else a.esd(key)
 
     def get_Weights(self, model=None, layer=None, params=None) -> list:  # noqa: N802
         """The weight matrices WeightWatcher analyses for one layer (``Wmats``); [] when none."""
