@@ -419,3 +419,34 @@ def test_keras_helper_says_what_it_needs(tmp_path):
     except ImportError:
         with pytest.raises(ValueError, match="TensorFlow"):
             WeightWatcher.read_keras_h5_file(str(tmp_path))
+
+
+def test_extracted_flat_files_match(tmp_path):
+    m = vgg()
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    torch.save(m.state_dict(), model_dir / "pytorch_model.bin")
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "vgg"}))
+    (tmp_path / "ours").mkdir(), (tmp_path / "theirs").mkdir()
+    theirs = quiet(ww.WeightWatcher.extract_pytorch_bins, model_dir=str(model_dir),
+                   tmp_dir=str(tmp_path / "theirs"))
+    ours = WeightWatcher.extract_pytorch_bins(model_dir=str(model_dir),
+                                              tmp_dir=str(tmp_path / "ours"))
+    assert set(ours) == set(theirs)
+    assert ours["layers"] == theirs["layers"]
+    assert ours["model_name"] == theirs["model_name"] == "vgg"
+    for lc in ours["layers"].values():
+        np.testing.assert_array_equal(np.load(f"{ours['weights_dir']}/{lc['weightfile']}"),
+                                      np.load(f"{theirs['weights_dir']}/{lc['weightfile']}"))
+    saved = json.loads((tmp_path / "ours" / ours["weights_dir"].split("/")[-1]
+                        / "ww_config.json").read_text())
+    assert saved["layers"].keys() == {str(k) for k in ours["layers"]}
+    d_t = quiet(ww.WeightWatcher(model=theirs["weights_dir"]).analyze, min_evals=20)
+    d_o = WeightWatcher(model=ours["weights_dir"]).analyze(min_evals=20)
+    same_layers(d_o, d_t)
+    np.testing.assert_allclose(d_o["alpha"], d_t["alpha"], rtol=1e-6)
+    one = quiet(ww.WeightWatcher.extract_pytorch_statedict_, str(tmp_path / "theirs"), "x",
+                str(model_dir / "pytorch_model.bin"), 5)
+    assert WeightWatcher.extract_pytorch_statedict_(str(tmp_path / "ours"), "x",
+                                                    str(model_dir / "pytorch_model.bin"),
+                                                    5) == one

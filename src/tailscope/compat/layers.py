@@ -42,6 +42,7 @@ PYTORCH, KERAS, ONNX, PYSTATEDICT, PYSTATEDICT_DIR = ("pytorch", "keras", "onnx"
 WW_FLATFILES, KERAS_H5_FILE = "ww_flatfiles", "keras_h5_file"
 FRAMEWORKS = (KERAS, PYTORCH, PYSTATEDICT, PYSTATEDICT_DIR, ONNX, WW_FLATFILES)
 SAFETENSORS = "safetensors"
+CONFIG_FILENAME = "ww_config.json"  # an extracted flat-file folder's config
 CHANNELS_FIRST, CHANNELS_LAST = "first", "last"
 
 
@@ -124,13 +125,10 @@ def matrix_sizes(shape: tuple, the_type: str) -> tuple[int, int, int]:
 
 
 def to_numpy(t) -> np.ndarray:
+    """A weight as WeightWatcher hands it out on the CPU: float32 numpy."""
     if isinstance(t, np.ndarray):
-        return t
-    t = t.detach().cpu()
-    if t.dtype.is_floating_point and str(t.dtype) not in ("torch.float16", "torch.float32",
-                                                          "torch.float64"):
-        t = t.float()
-    return t.numpy()
+        return t.astype(np.float32, copy=False) if t.dtype.kind == "f" else t
+    return t.detach().cpu().float().numpy()
 
 
 # --- the layer table ----------------------------------------------------------------------------
@@ -265,6 +263,27 @@ def _dir_entries(model_dir: str, start_id: int) -> list[LayerEntry]:
     return out
 
 
+def flatfile_entries(model_dir, start_id: int = 0) -> list[LayerEntry]:
+    """The layers of an extracted folder, numbered as WeightWatcher numbers them: the config's
+    ids plus ``start_id``; each entry's tensor is its weight file's stem (tailscope's name for
+    it when reading the folder)."""
+    config = json.loads((Path(model_dir) / CONFIG_FILENAME).read_text())
+    out = []
+    for key, lc in config["layers"].items():
+        dims = tuple(json.loads(lc["dims"]))
+        the_type = layer_type_from_str(lc["type"])
+        if the_type == CONV2D and len(dims) != 4:
+            the_type = UNKNOWN
+        weightfile = os.path.basename(lc["weightfile"])
+        tensor = weightfile[:-len(".npy")] if weightfile.endswith(".npy") else None
+        bias = lc.get("biasfile")
+        entry = LayerEntry(int(key) + int(start_id), lc["name"], lc["longname"], the_type,
+                           WW_FLATFILES, tensor=tensor, shape=dims, layer=lc, store=str(model_dir),
+                           bias=bias[:-len(".npy")] if bias else None)
+        out.append(entry)
+    return out
+
+
 def start_id_for(framework: str, start_ids) -> int:
     """WeightWatcher's first layer id: ``start_ids`` when nonzero, else 1 for a state dict and 0
     for everything else (a folder included)."""
@@ -286,6 +305,8 @@ def ww_layers(model, start_ids: int = 0) -> tuple[str, list[LayerEntry]]:
         return framework, _statedict_entries(list(sd.keys()), shapes, start, store=sd)
     if framework == PYSTATEDICT_DIR:
         return framework, _dir_entries(str(model), start)
+    if framework == WW_FLATFILES:
+        return framework, flatfile_entries(model, start)
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".safetensors") \
             and os.path.isfile(model):
         # a single file (WeightWatcher reads folders only): numbered as a folder of that file
@@ -414,6 +435,9 @@ class FrameworkLayer:
         if e.framework == PYTORCH:
             w = to_numpy(self.layer.weight.data)
             b = to_numpy(self.layer.bias.data) if e.bias is not None else None
+        elif e.framework == WW_FLATFILES:
+            w = np.load(os.path.join(e.store, f"{e.tensor}.npy"))
+            b = np.load(os.path.join(e.store, f"{e.bias}.npy")) if e.bias is not None else None
         else:
             w = to_numpy(e.store[e.tensor])
             b = to_numpy(e.store[e.bias]) if e.bias is not None else None
@@ -427,7 +451,7 @@ class FrameworkLayer:
             self.layer.weight.data = torch.from_numpy(np.asarray(W))
             if e.bias is not None and B is not None:
                 self.layer.bias.data = torch.from_numpy(np.asarray(B))
-        elif e.store is not None:
+        elif isinstance(e.store, Mapping):
             e.store[e.tensor] = torch.from_numpy(np.asarray(W))
             if e.bias is not None and B is not None:
                 e.store[e.bias] = torch.from_numpy(np.asarray(B))

@@ -14,6 +14,7 @@ from ..engine.columns import SUMMARY_METRICS
 from ..engine.options import ALIASES
 from ..engine.options import BY_NAME as OPTION_NAMES
 from . import layers as wwl
+from .extract import extract_pytorch_bins, extract_pytorch_statedict_
 from .layers import DEFAULT_PARAMS, START_IDS
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
@@ -272,6 +273,9 @@ class WeightWatcher:
     def valid_params(params: dict) -> bool:
         """WeightWatcher's check of a params dict (its keys): False when invalid."""
         return wwl.valid_params(params)
+
+    extract_pytorch_statedict_ = staticmethod(extract_pytorch_statedict_)
+    extract_pytorch_bins = staticmethod(extract_pytorch_bins)
 
     @staticmethod
     def read_keras_h5_file(model_dir):
