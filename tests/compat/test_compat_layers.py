@@ -242,6 +242,36 @@ def test_layer_iterator_attributes_match(model):
         assert a.get_row() == b.get_row()
 
 
+def _same_iterators(ours, theirs):
+    assert [lyr.layer_id for lyr in ours] == [lyr.layer_id for lyr in theirs]
+    assert len(ours) > 0
+    for a, b in zip(ours, theirs):
+        for attr in ATTRS:
+            assert getattr(a, attr) == getattr(b, attr), (a.layer_id, attr)
+        assert len(a.Wmats) == len(b.Wmats)
+        np.testing.assert_array_equal(a.Wmats[0], b.Wmats[0])
+        assert a.get_row() == b.get_row()
+
+
+@pytest.mark.parametrize("layout", ["state_dict", "sharded_no_index", "bin2", "flat"])
+def test_layer_iterator_on_state_dicts_and_folders(tmp_path, layout):
+    pytest.importorskip("safetensors")
+    sd = {k: v.clone() for k, v in resnet().state_dict().items()}
+    if layout == "state_dict":
+        model = sd
+    elif layout == "flat":
+        (tmp_path / "m").mkdir()
+        torch.save(sd, tmp_path / "m" / "pytorch_model.bin")
+        model = quiet(ww.WeightWatcher.extract_pytorch_bins, model_dir=str(tmp_path / "m"),
+                      model_name="resnet", tmp_dir=str(tmp_path))["weights_dir"]
+    else:
+        _write_folder(sd, tmp_path, layout)
+        model = str(tmp_path)
+    theirs = quiet(lambda: list(ww.WeightWatcher().make_layer_iterator(model)))
+    ours = list(WeightWatcher().make_layer_iterator(model))
+    _same_iterators(ours, theirs)
+
+
 def test_layer_iterator_filters_and_replacement():
     m = vgg()
     ours = list(WeightWatcher(model=m).make_layer_iterator(layers=[28]))
@@ -295,26 +325,35 @@ def _split(sd: dict, parts: int) -> list[dict]:
     return [{k: sd[k] for k in keys[i:i + step]} for i in range(0, len(keys), step)]
 
 
-@pytest.mark.parametrize("layout", ["one", "sharded_index", "sharded_no_index", "bin", "bin2"])
-def test_folder_ids_match(tmp_path, layout):
-    pytest.importorskip("safetensors")
-    sd = {k: v.clone() for k, v in bert().state_dict().items()}
-    if layout == "one":
-        _save_safetensors(sd, tmp_path / "model.safetensors")
+def _write_folder(sd: dict, path, layout: str) -> None:
+    if layout in ("one", "layer_map"):
+        _save_safetensors(sd, path / "model.safetensors")
+        if layout == "layer_map":  # a key order other than the sorted one
+            (path / "model.layer_map").write_text("\n".join(reversed(list(sd))) + "\n")
     elif layout.startswith("sharded"):
         shards = _split(sd, 3)
         weight_map = {}
         for i, shard in enumerate(shards):
             fname = f"model-0000{i + 1}-of-0000{len(shards)}.safetensors"
-            _save_safetensors(shard, tmp_path / fname)
+            _save_safetensors(shard, path / fname)
             weight_map.update({k: fname for k in shard})
         if layout == "sharded_index":
-            (tmp_path / "model.safetensors.index.json").write_text(
+            (path / "model.safetensors.index.json").write_text(
                 json.dumps({"metadata": {}, "weight_map": weight_map}))
     else:
         shards = [sd] if layout == "bin" else _split(sd, 2)
         for i, shard in enumerate(shards):
-            torch.save(shard, tmp_path / f"pytorch_model-0000{i + 1}.bin")
+            torch.save(shard, path / f"pytorch_model-0000{i + 1}.bin")
+
+
+LAYOUTS = ["one", "layer_map", "sharded_index", "sharded_no_index", "bin", "bin2"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_folder_ids_match(tmp_path, layout):
+    pytest.importorskip("safetensors")
+    sd = {k: v.clone() for k, v in bert().state_dict().items()}
+    _write_folder(sd, tmp_path, layout)
     theirs = quiet(ww.WeightWatcher(model=str(tmp_path)).describe, min_evals=8)
     ours = WeightWatcher(model=str(tmp_path)).describe(min_evals=8)
     same_layers(ours, theirs)

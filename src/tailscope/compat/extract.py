@@ -64,7 +64,7 @@ def extract_pytorch_statedict_(weights_dir, model_name, state_dict_filename, sta
         raise ValueError(f"{filename}: format={format!r} needs a .bin ('pytorch') or "
                          "a .safetensors ('safetensors') file")
     refs = {r.name: r for r in open_model(filename).refs}
-    keys = [k for k in refs if "weight" in k.lower()] if is_bin else list(refs)
+    keys = [k for k in refs if "weight" in k.lower()] if is_bin else sorted(refs)
     write = is_bin or bool(save)
     config = {}
     for i, key in enumerate(keys):

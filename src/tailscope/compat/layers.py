@@ -221,11 +221,24 @@ def _shape(value) -> tuple | None:
     return tuple(shape) if shape is not None else None
 
 
-def _file_keys(path: str) -> list[tuple[str, tuple]]:
-    """(name, shape) of every tensor of one file, in the order tailscope reads them."""
+class LazyTensors:
+    """Read-only name -> array access to tensors read from files (loaded when asked for)."""
+
+    def __init__(self, refs):
+        self.refs = {r.name: r for r in refs}
+
+    def __contains__(self, key) -> bool:
+        return key in self.refs
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.refs[key].load()
+
+
+def _file_refs(path: str) -> list:
+    """The tensors of one file, in the order tailscope reads them."""
     from ..engine.plan import open_model
 
-    return [(r.name, tuple(r.shape)) for r in open_model(path).refs]
+    return list(open_model(path).refs)
 
 
 def _dir_entries(model_dir: str, start_id: int) -> list[LayerEntry]:
@@ -236,7 +249,9 @@ def _dir_entries(model_dir: str, start_id: int) -> list[LayerEntry]:
     fmt, fileglob = infer_model_file_format(model_dir)
     pattern = "*model*safetensors" if fmt == SAFETENSORS else "*model*bin"
     files = sorted(glob.glob(f"{model_dir}/{pattern}"))
-    per_file = [_file_keys(f) for f in files]
+    per_file_refs = [_file_refs(f) for f in files]
+    store = LazyTensors(r for refs in per_file_refs for r in refs)
+    per_file = [[(r.name, tuple(r.shape)) for r in refs] for refs in per_file_refs]
     shapes = {k: s for keys in per_file for k, s in keys}
     layer_map: list[str] = []
     if fmt == SAFETENSORS:
@@ -249,17 +264,14 @@ def _dir_entries(model_dir: str, start_id: int) -> list[LayerEntry]:
             for file in np.unique(list(weight_map.values())):
                 layer_map.extend(k for k, v in weight_map.items() if v == file)
     if layer_map:
-        out = _statedict_entries(layer_map, shapes, start_id)
-    else:
-        out = []
-        current = start_id
-        for keys in per_file:
-            names = [k for k, _ in keys]
-            current += len(out)
-            out.extend(_statedict_entries(sorted(names) if fmt == SAFETENSORS else names,
-                                          shapes, current))
-    for e in out:
-        e.framework = PYSTATEDICT_DIR
+        return _statedict_entries(layer_map, shapes, start_id, store=store)
+    out: list[LayerEntry] = []
+    current = start_id
+    for keys in per_file:
+        names = [k for k, _ in keys]
+        current += len(out)
+        out.extend(_statedict_entries(sorted(names) if fmt == SAFETENSORS else names,
+                                      shapes, current, store=store))
     return out
 
 
@@ -310,15 +322,11 @@ def ww_layers(model, start_ids: int = 0) -> tuple[str, list[LayerEntry]]:
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".safetensors") \
             and os.path.isfile(model):
         # a single file (WeightWatcher reads folders only): numbered as a folder of that file
-        shapes = dict(_file_keys(str(model)))
-        return PYSTATEDICT_DIR, [_as_dir(e) for e in _statedict_entries(sorted(shapes), shapes,
-                                                                         start)]
+        refs = _file_refs(str(model))
+        shapes = {r.name: tuple(r.shape) for r in refs}
+        return PYSTATEDICT_DIR, _statedict_entries(sorted(shapes), shapes, start,
+                                                   store=LazyTensors(refs))
     return framework, []
-
-
-def _as_dir(e: LayerEntry) -> LayerEntry:
-    e.framework = PYSTATEDICT_DIR
-    return e
 
 
 # --- filters ------------------------------------------------------------------------------------
