@@ -175,7 +175,7 @@ class WeightWatcher:
         ok = d[d["status"] == "success"] if "status" in d else d
         keys = tuple(k for k in SUMMARY_METRICS if k != "D") + \
             (("mp_softrank",) if "mp_softrank" in d else ())
-        return {k: float(ok[k].mean()) if len(ok) else float("nan") for k in keys}
+        return {k: float(ok[k].mean()) if len(ok) else float("nan") for k in keys if k in d}
 
     def distances(self, model_1, model_2, method: str = "raw", layers=None, start_ids: int = 0,
                   pool: bool = True, channels=None) -> tuple:
