@@ -489,3 +489,17 @@ def test_extracted_flat_files_match(tmp_path):
     assert WeightWatcher.extract_pytorch_statedict_(str(tmp_path / "ours"), "x",
                                                     str(model_dir / "pytorch_model.bin"),
                                                     5) == one
+
+
+def test_even_kernel_conv_sizes_are_not_swapped():
+    """Deliberate difference: WeightWatcher swaps N and M once per slice of an out < in conv2d,
+    so a 2x2 kernel (4 slices) ends with N < M and num_evals = 4 * 32 > its 64 eigenvalues."""
+    torch.manual_seed(4)
+    m = nn.Sequential(nn.Conv2d(32, 16, 2), nn.Conv2d(16, 8, 3))
+    theirs = quiet(ww.WeightWatcher(model=m).describe)
+    ours = WeightWatcher(model=m).describe()
+    assert theirs[["N", "M"]].to_numpy().tolist() == [[16, 32], [16, 8]]  # WeightWatcher's swap
+    assert ours[["N", "M", "rf"]].to_numpy().tolist() == [[32, 16, 4], [16, 8, 9]]
+    assert ours["num_evals"].tolist() == [64, 72]
+    esd = WeightWatcher(model=m).get_ESD(layer=1)
+    assert len(esd) == 64  # four 32 x 16 slices, 16 eigenvalues each
