@@ -272,6 +272,20 @@ def test_layer_iterator_on_state_dicts_and_folders(tmp_path, layout):
     _same_iterators(ours, theirs)
 
 
+def test_unpooled_layer_iterator_matches():
+    m = vgg()
+    params = {**ww.DEFAULT_PARAMS, "pool": False}
+    theirs = quiet(lambda: list(ww.WeightWatcher(model=m).make_layer_iterator(
+        layers=[5, 25], params=dict(params))))
+    ours = list(WeightWatcher(model=m).make_layer_iterator(layers=[5, 25], params=dict(params)))
+    assert len(ours) == len(theirs) == 10
+    for a, b in zip(ours, theirs):
+        assert (a.layer_id, a.plot_id, a.slice_id, a.conv2d_count) == \
+            (b.layer_id, b.plot_id, b.slice_id, b.conv2d_count)
+        np.testing.assert_array_equal(a.Wmats[0], b.Wmats[0])
+        assert a.get_row() == b.get_row()
+
+
 def test_layer_iterator_filters_and_replacement():
     m = vgg()
     ours = list(WeightWatcher(model=m).make_layer_iterator(layers=[28]))

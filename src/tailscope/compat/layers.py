@@ -540,12 +540,26 @@ class WWLayer:
 
 def iterate(entries: list[LayerEntry], filters=None, params: Mapping | None = None
             ) -> Iterator[WWLayer]:
-    """WeightWatcher's ``WWLayerIterator``: a :class:`WWLayer` per selected, supported entry."""
+    """WeightWatcher's ``WWLayerIterator``: a :class:`WWLayer` per selected, supported entry;
+    with ``params['pool']`` False its ``WW2xSliceIterator``: a layer per conv2d slice, each with
+    a ``slice_id`` column."""
     params = dict(params or {})
     sizes = {"min_evals": params.get("min_evals", 8), "max_evals": params.get("max_evals", 15000),
              "max_N": params.get("max_N", 50000), "pool": params.get("pool", True)}
     for e in select(entries, filters, **sizes):
-        yield WWLayer(FrameworkLayer(e), params)
+        layer = WWLayer(FrameworkLayer(e), params)
+        if sizes["pool"]:
+            yield layer
+        elif layer.the_type == CONV2D:  # WeightWatcher's ww2x slices: one layer per slice
+            for i, W in enumerate(layer.Wmats):
+                part = WWLayer(FrameworkLayer(e), params)
+                part.Wmats, part.num_W, part.conv2d_count = [W], 1, len(layer.Wmats)
+                part.add_column("slice_id", i)
+                part.plot_id = f"{e.layer_id}:{i}"
+                yield part
+        else:
+            layer.add_column("slice_id", 0)
+            yield layer
 
 
 def delta_iterate(left: list[WWLayer], right: list[WWLayer]) -> Iterator[WWLayer]:
