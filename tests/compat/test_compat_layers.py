@@ -517,3 +517,16 @@ def test_even_kernel_conv_sizes_are_not_swapped():
     assert ours["num_evals"].tolist() == [64, 72]
     esd = WeightWatcher(model=m).get_ESD(layer=1)
     assert len(esd) == 64  # four 32 x 16 slices, 16 eigenvalues each
+
+
+def test_distances_use_weightwatchers_ids():
+    a, b = vgg(), vgg()
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    for kwargs in ({"layers": [5, 28]}, {"start_ids": 1}, {"layers": [-2, -25]}):
+        _, _, theirs = quiet(ww.WeightWatcher().distances, a, b, **kwargs)
+        _, _, ours = WeightWatcher().distances(a, b, **kwargs)
+        assert ours["layer_id"].tolist() == theirs.index.tolist()
+        assert ours["name"].tolist() == theirs["name"].tolist()
+        np.testing.assert_allclose(ours["delta_W"], theirs["delta_W"], rtol=1e-5)

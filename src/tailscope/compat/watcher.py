@@ -180,12 +180,17 @@ class WeightWatcher:
     def distances(self, model_1, model_2, method: str = "raw", layers=None, start_ids: int = 0,
                   pool: bool = True, channels=None) -> tuple:
         """``(avg_dW, avg_db, details)`` as WeightWatcher's, layers matched by name."""
-        if start_ids or not pool or channels is not None:
-            raise ValueError("distances: start_ids, pool=False and channels are not supported")
+        if not pool or channels is not None:
+            raise ValueError("distances: pool=False and channels are not supported")
         from ..edit import distances
 
-        d = distances(model_1, model_2, method=method, layers=layers or None)
-        return d.delta_W, d.delta_b, d.details
+        table = wwl.ww_layers(model_1, start_ids)[1]  # WeightWatcher's ids of model_1
+        chosen = wwl.select(table, layers, min_evals=0, max_evals=0, max_N=0) if table else None
+        if chosen is not None:
+            layers = sorted({wwl.tensor_glob(e.tensor) for e in chosen})
+        d = distances(model_1, model_2, method=method, layers=layers or None, split=False)
+        details = d.details if chosen is None else _ww_ids(d.details, chosen, "name")
+        return d.delta_W, d.delta_b, details
 
     # --- one layer, by WeightWatcher's id or name ---------------------------------------------
     def _entry(self, model, layer):
