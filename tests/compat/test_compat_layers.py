@@ -103,6 +103,15 @@ def albert():
     return transformers.AlbertModel(cfg).eval()
 
 
+def gpt2():
+    """Conv1D layers (typed conv1d by WeightWatcher) and an lm_head tied to wte."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100,
+                                  n_positions=40)
+    torch.manual_seed(5)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
 def vgg():
     torch.manual_seed(0)
     return VGG11()
@@ -113,7 +122,7 @@ def resnet():
     return ResNet18()
 
 
-MODELS = {"vgg11": vgg, "resnet18": resnet, "bert": bert, "albert": albert}
+MODELS = {"vgg11": vgg, "resnet18": resnet, "bert": bert, "albert": albert, "gpt2": gpt2}
 
 
 def frame(d: pd.DataFrame) -> pd.DataFrame:
