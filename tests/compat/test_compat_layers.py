@@ -503,6 +503,8 @@ def test_extracted_flat_files_match(tmp_path):
     saved = json.loads((tmp_path / "ours" / ours["weights_dir"].split("/")[-1]
                         / "ww_config.json").read_text())
     assert saved["layers"].keys() == {str(k) for k in ours["layers"]}
+    assert WeightWatcher.read_pystatedict_config(ours["weights_dir"]) == \
+        ww.WeightWatcher.read_pystatedict_config(ours["weights_dir"]) == ours
     d_t = quiet(ww.WeightWatcher(model=theirs["weights_dir"]).analyze, min_evals=20)
     d_o = WeightWatcher(model=ours["weights_dir"]).analyze(min_evals=20)
     same_layers(d_o, d_t)

@@ -88,10 +88,11 @@ def extract_pytorch_statedict_(weights_dir, model_name, state_dict_filename, sta
     return config
 
 
-def extract_pytorch_bins(model_dir=None, model_name=None, tmp_dir="/tmp", format=None) -> dict:  # noqa: A002
+def extract_pytorch_bins(model_dir=None, model_name=None, tmp_dir=None, format=None) -> dict:  # noqa: A002
     """WeightWatcher's ``extract_pytorch_bins``: every ``pytorch_model*.bin`` (or
     ``model*.safetensors``) of ``model_dir`` extracted into a new ``ww_*`` folder under
-    ``tmp_dir``; returns {framework, weights_dir, format, model_name, layers: {id: config}} and
+    ``tmp_dir`` (default: the system's temporary folder, $TMPDIR, else /tmp; WeightWatcher's is
+    always /tmp); returns {framework, weights_dir, format, model_name, layers: {id: config}} and
     writes it as ``ww_config.json`` there. ``model_name`` defaults to config.json's model_type."""
     if model_dir is None or not os.path.isdir(model_dir):
         raise ValueError(f"extract_pytorch_bins: {model_dir!r} is not a folder")
@@ -122,3 +123,18 @@ def extract_pytorch_bins(model_dir=None, model_name=None, tmp_dir="/tmp", format
     atomic_write(os.path.join(weights_dir, CONFIG_FILENAME),
                  lambda p: Path(p).write_text(text, encoding="utf-8"))
     return config
+
+
+def read_pystatedict_config(model_dir) -> dict:
+    """An extracted folder's ``ww_config.json``, its layer ids as ints (WeightWatcher's helper)."""
+    config = json.loads((Path(model_dir) / CONFIG_FILENAME).read_text())
+    config["layers"] = {int(k): v for k, v in config["layers"].items()}
+    return config
+
+
+def write_pystatedict_config(weights_dir, config) -> str:
+    """Write ``config`` to ``<weights_dir>/ww.config`` (WeightWatcher's file name for it)."""
+    filename = os.path.join(weights_dir, "ww.config")
+    text = json.dumps(config)
+    atomic_write(filename, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    return filename

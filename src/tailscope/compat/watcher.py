@@ -14,7 +14,12 @@ from ..engine.columns import SUMMARY_METRICS
 from ..engine.options import ALIASES
 from ..engine.options import BY_NAME as OPTION_NAMES
 from . import layers as wwl
-from .extract import extract_pytorch_bins, extract_pytorch_statedict_
+from .extract import (
+    extract_pytorch_bins,
+    extract_pytorch_statedict_,
+    read_pystatedict_config,
+    write_pystatedict_config,
+)
 from .layers import DEFAULT_PARAMS, START_IDS
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
@@ -281,6 +286,8 @@ class WeightWatcher:
 
     extract_pytorch_statedict_ = staticmethod(extract_pytorch_statedict_)
     extract_pytorch_bins = staticmethod(extract_pytorch_bins)
+    read_pystatedict_config = staticmethod(read_pystatedict_config)
+    write_pystatedict_config = staticmethod(write_pystatedict_config)
 
     @staticmethod
     def read_keras_h5_file(model_dir):
