@@ -123,7 +123,8 @@ def test_training_state_with_module_optimizer_scheduler_and_custom_class(tmp_pat
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2)
     path = tmp_path / "checkpoint.pth.tar"
     torch.save({"epoch": 3, "model": net, "optimizer": opt.state_dict(), "scheduler": sched,
-                "config": Config(), "marker": Marker(tmp_path / "ran")}, path)
+                "config": Config(), "marker": Marker(tmp_path / "ran"),
+                "best": np.float64(0.25), "history": np.arange(5.0)}, path)
     src = open_source(path)
     assert not (tmp_path / "ran").exists()
     _same_tensors(src, net.state_dict())  # the module object's parameters and buffers

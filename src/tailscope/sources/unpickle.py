@@ -26,8 +26,6 @@ from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
-_NUMPY_GLOBALS = ("_reconstruct", "scalar")
-
 
 class Inert:
     """A stand-in for a global a pickle names and that is not allowed: it records what the pickle
@@ -68,13 +66,11 @@ def _allowed_globals() -> dict[str, Any]:
     allowed = dict(wo._get_allowed_globals())
     import numpy as np
 
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy 1
-        from numpy.core import multiarray
+    rebuilders = {"_reconstruct": np.zeros(1).__reduce__()[0],  # what numpy pickles name
+                  "scalar": np.float64(0).__reduce__()[0]}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        for name in _NUMPY_GLOBALS:
-            allowed[f"{mod}.{name}"] = getattr(multiarray, name)
+        for name, func in rebuilders.items():
+            allowed[f"{mod}.{name}"] = func
     allowed["numpy.ndarray"] = np.ndarray
     allowed["numpy.dtype"] = np.dtype
     return allowed
