@@ -80,6 +80,7 @@ def _build_types() -> tuple[type, ...]:
     import numpy as np
     import torch
 
+    # exact types, and (the last) numpy's dtypes, whose classes are per kind (Float64DType)
     return (torch.Tensor, torch.nn.Parameter, OrderedDict, Counter, np.ndarray, np.dtype)
 
 
@@ -111,7 +112,7 @@ class _InertUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opco
         if isinstance(inst, Inert):
             inst.__setstate__(self.stack.pop())
             return
-        if type(inst) not in self.build_types:
+        if type(inst) not in self.build_types and not isinstance(inst, self.build_types[-1]):
             raise pickle.UnpicklingError(f"refused to set the state of a {type(inst).__name__}")
         pickle._Unpickler.load_build(self)
 
