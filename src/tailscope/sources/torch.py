@@ -97,21 +97,19 @@ def _strip_wrapper(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
 
 
 def _tensors(obj: Any, nested: bool = False) -> list[tuple[str, Any]]:
-    """The model's (name, tensor) pairs inside a checkpoint: the dict itself, or the state dict
-    under a usual key, recursively ({'model': {'state_dict': ...}}); a state dict found under a
+    """The model's (name, tensor) pairs inside a checkpoint: the state dict under a usual key,
+    recursively, else the dict itself ({'model': {'state_dict': ...}}); a state dict found under a
     key has its wrapper prefix removed (see ``_strip_wrapper``). [] when there is none."""
     torch = _torch()
     state = _as_state(obj)
     if state is None:
         return []
-    if any(isinstance(v, (torch.Tensor, np.ndarray)) for v in state.values()):
-        pairs = _flatten(state)
-        return _strip_wrapper(pairs) if nested else pairs
     for key in _NESTED_KEYS:
         inner = _as_state(state.get(key))
         if inner is not None and _flatten(inner):
             return _tensors(inner, nested=True)
-    return _flatten(state)
+    pairs = _flatten(state)
+    return _strip_wrapper(pairs) if nested else pairs
 
 
 def _unwrap(obj: Any, where: str = "the checkpoint", replaced: tuple[str, ...] = ()
