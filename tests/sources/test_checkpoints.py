@@ -210,3 +210,20 @@ def test_top_level_state_dict_keeps_its_names(tmp_path):
     path = tmp_path / "flat.pt"
     torch.save(sd, path)
     assert [r.name for r in open_source(path)] == list(sd)
+
+
+def test_npy_of_a_pickled_dict_honours_trust_pickle(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"fc1": rng.standard_normal((30, 20)), "fc2": {"w": rng.standard_normal((20, 12))}}
+    path = tmp_path / "weights.npy"
+    np.save(path, arrays, allow_pickle=True)
+    with pytest.raises(SourceError, match="trust_pickle") as err:
+        open_source(path)
+    assert "\n" not in str(err.value)
+    src = open_source(path, trust_pickle=True)
+    assert [r.name for r in src] == ["fc1", "fc2.w"]
+    np.testing.assert_array_equal(src[0].load(), arrays["fc1"])
+    np.testing.assert_array_equal(src[1].load(), arrays["fc2"]["w"])
+    got = analyze(path, trust_pickle=True)
+    want = analyze({"fc1": arrays["fc1"], "fc2.w": arrays["fc2"]["w"]})
+    np.testing.assert_allclose(got.details["alpha"], want.details["alpha"], rtol=1e-12)

@@ -100,7 +100,6 @@ def _tensors(obj: Any, nested: bool = False) -> list[tuple[str, Any]]:
     """The model's (name, tensor) pairs inside a checkpoint: the state dict under a usual key,
     recursively, else the dict itself ({'model': {'state_dict': ...}}); a state dict found under a
     key has its wrapper prefix removed (see ``_strip_wrapper``). [] when there is none."""
-    torch = _torch()
     state = _as_state(obj)
     if state is None:
         return []
