@@ -155,4 +155,5 @@ def _open_file(path: Path, variant: str, trust_pickle: bool) -> Source:
 
 READER = Reader(
     name="numpy", phrase="a numpy .npy/.npz file", recognise=_recognise, open_file=_open_file,
-    patterns=("*.npz", "*.npy"), suffixes=(".npz", ".npy"), zip_phrase="a numpy .npz")
+    patterns=("*.npz", "*.npy"), suffixes=(".npz", ".npy"), zip_phrase="a numpy .npz",
+    tensor_patterns=("*.npy",))
