@@ -227,3 +227,19 @@ def test_npy_of_a_pickled_dict_honours_trust_pickle(tmp_path):
     got = analyze(path, trust_pickle=True)
     want = analyze({"fc1": arrays["fc1"], "fc2.w": arrays["fc2"]["w"]})
     np.testing.assert_allclose(got.details["alpha"], want.details["alpha"], rtol=1e-12)
+
+
+def test_a_layers_filter_that_selects_nothing_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    net = Net()
+    path = tmp_path / "nested.pt"
+    torch.save({"model": {"state_dict": net.state_dict()}}, path)
+    for layers in (["state_dict.body.*"], ["decoder.*"], ["-body.*", "-head"], [99]):
+        with pytest.raises(ValueError, match="selects none of the model's 3 weight matrices"):
+            analyze(path, layers=layers)
+    res = subprocess.run([sys.executable, "-m", "tailscope", "analyze", str(path), "--layers",
+                          "state_dict.body.*"], capture_output=True, text=True)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "selects none" in res.stderr and "'body.0.weight'" in res.stderr
