@@ -4,13 +4,14 @@ running any of its code.
 A training checkpoint holds more than tensors: a Lightning ``.ckpt`` its hyper-parameters
 (omegaconf containers, dataclasses, the user's own classes), a ``.pth.tar`` its scheduler object
 or its config. ``torch.load(weights_only=True)`` refuses every such file. ``load_inert`` unpickles
-it with a restricted unpickler instead: the globals torch itself allows under ``weights_only``
-(tensor rebuilders, storages, dtypes, ``OrderedDict``, ...) and numpy's array rebuilders are
-resolved; every other global the pickle names -- a class, a function, ``os.system`` alike -- is
-replaced by an ``Inert`` stand-in that is never imported and never called: constructing it
-(REDUCE, NEWOBJ), setting its state (BUILD), its items or list entries only records the data the
-pickle gives. BUILD on anything but a stand-in, a tensor, an ``OrderedDict`` or a numpy array is
-refused (so a pickle cannot set attributes of a class or module). ``module_state`` recovers the
+it with a restricted unpickler instead: the globals in ``ALLOWED_GLOBALS`` (torch's tensor
+rebuilders, its value classes and dtypes, ``OrderedDict``, numpy's array rebuilders: what torch's
+``weights_only`` allows, less what only tensor subclasses need) are resolved; every other global
+the pickle names -- a class, a function, ``os.system`` alike -- is replaced by an ``Inert``
+stand-in that is never imported and never called: constructing it (REDUCE, NEWOBJ), setting its
+state (BUILD), its items or list entries only records the data the pickle gives. BUILD on
+anything but a stand-in, a tensor, an ``OrderedDict``, a numpy array or dtype is refused (a
+pickle cannot set attributes of a class or function). ``module_state`` recovers the
 parameters and buffers of a pickled ``torch.nn.Module`` from its stand-in's recorded state.
 
 Tensors whose own reconstruction needs foreign code (tensor subclasses) do not come back: the
@@ -20,10 +21,12 @@ caller then says that the file needs ``trust_pickle=True``.
 from __future__ import annotations
 
 import _compat_pickle
+import importlib
 import pickle
 import types
 from collections import Counter, OrderedDict
 from pathlib import Path
+from pickle import _Unpickler as PurePythonUnpickler  # the standard library's, in Python
 from typing import Any
 
 
@@ -59,20 +62,49 @@ class Inert:
         return f"<inert {self.inert_name}>"
 
 
+# The globals a torch.save pickle may name and that are resolved: torch's tensor and parameter
+# rebuilders, its value classes, the containers, numpy's array rebuilders (the set torch's
+# ``weights_only`` unpickler allows, less what only tensor subclasses need). Everything else is
+# an ``Inert`` stand-in. Besides these, a torch dtype, layout, qscheme or memory format by name.
+ALLOWED_GLOBALS: dict[str, tuple[str, ...]] = {
+    "torch._utils": ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3",
+                     "_rebuild_parameter", "_rebuild_parameter_with_state", "_rebuild_qtensor",
+                     "_rebuild_sparse_tensor", "_rebuild_meta_tensor_no_storage",
+                     "_rebuild_device_tensor_from_cpu_tensor",
+                     "_rebuild_device_tensor_from_numpy"),
+    "torch._tensor": ("_rebuild_from_type_v2",),
+    "torch.serialization": ("_get_layout",),
+    "torch": ("Size", "Tensor", "device"),
+    "torch.nn.parameter": ("Parameter",),
+    "collections": ("OrderedDict", "Counter"),
+    "builtins": ("set", "frozenset", "complex", "bytearray"),
+    "_codecs": ("encode",),
+    "numpy": ("ndarray", "dtype"),
+}
+
+
 def _allowed_globals() -> dict[str, Any]:
-    """What torch's ``weights_only`` unpickler resolves, and numpy's array rebuilders."""
-    from torch import _weights_only_unpickler as wo
-
-    allowed = dict(wo._get_allowed_globals())
+    """``ALLOWED_GLOBALS`` resolved ('module.name' -> object), torch's dtypes and friends, and
+    numpy's array rebuilders under both their numpy 1 and numpy 2 module names."""
     import numpy as np
+    import torch
 
+    allowed = {f"{mod}.{name}": getattr(importlib.import_module(mod), name)
+               for mod, names in ALLOWED_GLOBALS.items() for name in names}
+    values = (torch.dtype, torch.layout, torch.qscheme, torch.memory_format)
+    for name in dir(torch):
+        value = getattr(torch, name, None)
+        if isinstance(value, values):
+            allowed[f"torch.{name}"] = value
     rebuilders = {"_reconstruct": np.zeros(1).__reduce__()[0],  # what numpy pickles name
                   "scalar": np.float64(0).__reduce__()[0]}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         for name, func in rebuilders.items():
             allowed[f"{mod}.{name}"] = func
-    allowed["numpy.ndarray"] = np.ndarray
-    allowed["numpy.dtype"] = np.dtype
+    for name in dir(np.dtypes):  # numpy 2 pickles a dtype's class (numpy.dtypes.Float64DType)
+        value = getattr(np.dtypes, name)
+        if isinstance(value, type) and issubclass(value, np.dtype):
+            allowed[f"numpy.dtypes.{name}"] = value
     return allowed
 
 
@@ -84,10 +116,11 @@ def _build_types() -> tuple[type, ...]:
     return (torch.Tensor, torch.nn.Parameter, OrderedDict, Counter, np.ndarray, np.dtype)
 
 
-class _InertUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcodes can be vetted
-    """Resolves allowed globals, stands every other one in by an ``Inert`` subclass."""
+class _InertUnpickler(PurePythonUnpickler):
+    """Resolves allowed globals, stands every other one in by an ``Inert`` subclass. Built on
+    the standard library's pure-Python unpickler, whose opcodes are methods: BUILD is vetted."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch = dict(PurePythonUnpickler.dispatch)
     allowed: dict[str, Any] = {}
     build_types: tuple[type, ...] = ()
     replaced: dict[str, type] = {}
@@ -114,7 +147,7 @@ class _InertUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opco
             return
         if type(inst) not in self.build_types and not isinstance(inst, self.build_types[-1]):
             raise pickle.UnpicklingError(f"refused to set the state of a {type(inst).__name__}")
-        pickle._Unpickler.load_build(self)
+        PurePythonUnpickler.load_build(self)
 
     dispatch[pickle.BUILD[0]] = load_build
 
