@@ -97,3 +97,12 @@ def test_smooth_with_the_default_split_writes_fused_tensors_back(tmp_path):
     gates = edited.weights["rnn.weight_ih_l0"].reshape(4, 16, 32)
     for g in gates:
         assert np.linalg.matrix_rank(g.astype(np.float64), tol=1e-4) == 8
+
+
+def test_remove_traps_and_sharpen_write_split_tensors_back_fused(tmp_path):
+    model = Attention()
+    names = list(model.state_dict())
+    for edited in (tailscope.remove_traps(model), tailscope.sharpen(model)):
+        assert list(edited.weights) == names
+        for name, w in edited.weights.items():
+            assert w.shape == tuple(model.state_dict()[name].shape), name
