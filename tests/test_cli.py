@@ -144,10 +144,11 @@ def test_pickle_needing_code_is_refused_then_trusted(tmp_path):
     import torch
 
     path = tmp_path / "evil.pt"
+    # the tensor itself needs code (a tensor subclass): foreign metadata alone reads untrusted
     script = ("import torch, collections\n"
-              "class Box: pass\n"
-              "b = Box(); b.w = torch.ones(20, 20)\n"
-              f"torch.save({{'box': b, 'state_dict': {{'w': torch.eye(20)}}}}, {str(path)!r})\n")
+              "class Box(torch.Tensor): pass\n"
+              "b = torch.ones(20, 20).as_subclass(Box)\n"
+              f"torch.save({{'state_dict': {{'w': b}}}}, {str(path)!r})\n")
     subprocess.run([sys.executable, "-c", script], check=True)
     res = run("analyze", str(path))
     assert res.returncode == 2 and "--trust-pickle" in res.stderr

@@ -61,17 +61,24 @@ class Analysis:
                 for i, s in zip(d["layer_id"], sids)]
 
     def key(self, layer) -> tuple[int, int | None]:
-        """The row key of ``layer``: a layer_id, a tensor or module name, or (layer_id,
-        slice_id); KeyError when no analysed row matches."""
+        """The row key of ``layer``: a layer_id, a tensor name (else a module name), or
+        (layer_id, slice_id); KeyError when no analysed row matches, or when the name is that of
+        several layers (never one of them silently)."""
         if isinstance(layer, tuple):
             return layer
         d = self.details
         if isinstance(layer, (int, np.integer)):
             hits = d[d["layer_id"] == int(layer)]
         else:
-            hits = d[(d["name"] == layer) | (d["module"] == layer)]
+            hits = d[d["name"] == layer]
+            if hits.empty:
+                hits = d[d["module"] == layer]
         if hits.empty:
             raise KeyError(f"no analysed layer {layer!r}")
+        ids = hits["layer_id"].unique()
+        if len(ids) > 1:
+            raise KeyError(f"{layer!r} names {len(ids)} analysed layers (layer_id "
+                           f"{', '.join(map(str, ids[:6]))}); pass the layer_id")
         first = hits.iloc[0]
         sid = first.get("slice_id")
         return (int(first["layer_id"]), None if sid is None or pd.isna(sid) else int(sid))
@@ -132,10 +139,8 @@ class Analysis:
         return self.randomized(layer).evals
 
     def _part(self, layer, name: str):
-        try:
-            return getattr(self.result(layer), name)
-        except KeyError:
-            return None
+        result = self.results.get(self.key(layer))  # an unknown or ambiguous name raises
+        return None if result is None else getattr(result, name)
 
     # --- output ----------------------------------------------------------------------------
     def to_csv(self, path) -> Path:

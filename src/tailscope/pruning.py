@@ -338,7 +338,8 @@ def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = F
             row.update(status="failed", reason=one_line(exc))
         rows.append(row)
     return EditedModel(weights=weights, details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
-                       source=src.describe(), seconds=time.perf_counter() - t0)
+                       source=src.describe(), seconds=time.perf_counter() - t0,
+                       layouts={r.name: r.layout for r in src})
 
 
 __all__ = ["PRUNE_METHODS", "allocate_sparsity", "block_of", "magnitude_mask", "metric_options",

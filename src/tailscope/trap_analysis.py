@@ -28,7 +28,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .edit import DETAIL_COLUMNS, EditedModel
+from .edit import DETAIL_COLUMNS, EditedModel, rejoin
 from .engine.layer import layer_scale, load_matrices, ww_oriented
 from .engine.options import make_options
 from .engine.plan import open_model, planned
@@ -324,7 +324,9 @@ def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
     src = open_model(source, trust_pickle=trust_pickle, base_model=base_model, peft=peft)
     weights: dict[str, np.ndarray] = {}
     rows = []
+    refs = []
     for ref, plan, skip in planned(src, o):
+        refs.append(ref)
         w = np.asarray(ref.load())
         weights[ref.name] = w
         if skip:
@@ -343,8 +345,10 @@ def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
         if new is not None:
             weights[ref.name] = new
         rows.append(row)
-    return EditedModel(weights=weights, details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
-                       source=src.describe(), seconds=time.perf_counter() - t0)
+    return EditedModel(weights=rejoin(weights, refs),
+                       details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
+                       source=src.describe(), seconds=time.perf_counter() - t0,
+                       layouts={r.name: r.layout for r in refs if not r.parent})
 
 
 def _remove_layer(ref, plan, o, w: np.ndarray, noise: str):

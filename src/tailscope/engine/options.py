@@ -270,12 +270,15 @@ OPTIONS: tuple[Option, ...] = (
                           "W_base + B·A (with_base needs --base unless SOURCE holds the base)"),
            ww="peft", field=False),
     Option("trust_pickle", False, "bool",
-           "Allow PyTorch pickles that need code execution to load (never by default: only for "
-           "files you trust).",
+           "Allow pickles whose tensors need code execution to load (PyTorch tensor "
+           "subclasses, an .npy of Python objects; never by default: only for files you "
+           "trust). Checkpoints whose metadata alone names other classes (Lightning "
+           "hyper-parameters, optimizer or scheduler objects) are read without it, those "
+           "classes replaced by inert stand-ins.",
            "source", check=_bool("trust_pickle"),
            flag=Flag(("--trust-pickle",), {"action": "store_true"},
-                     help="allow PyTorch pickles that need code execution (only for files you "
-                          "trust)"),
+                     help="allow pickles whose tensors need code execution (only for files "
+                          "you trust)"),
            field=False),
     # which layers
     Option("layers", None, "list, optional",

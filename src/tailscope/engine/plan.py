@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from ..sources import LayerPlan, LayerRef, Source, open_source, plan_layer
 from ..sources.derived import derive
 from ..sources.split import expand
-from .options import layer_rules
+from .options import LAYER_TYPES, layer_rules
 
 
 def selector(layers) -> Callable[[LayerRef, LayerPlan], bool]:
@@ -52,15 +52,40 @@ def size_skip(plan: LayerPlan, o) -> str:
     return ""
 
 
+_UNSELECTED = "not selected by layers="
+
+
 def planned(src: Source, o) -> Iterator[tuple[LayerRef, LayerPlan, str]]:
     """(ref, plan, reason) for every tensor (and every part of a split one), in model order;
-    reason '' means it is analysed."""
+    reason '' means it is analysed.
+
+    Raises
+    ------
+    ValueError
+        When ``layers=`` is given and selects none of the model's weight matrices (a glob
+        written with other names than the model's must not pass as an empty success).
+    """
     keep = selector(o.layers)
+    rows = []
     for ref in expand(src, split=o.split, heads=o.heads):
         plan = plan_layer(ref)
-        reason = plan.skip or ("" if keep(ref, plan) else "not selected by layers=") or \
-            size_skip(plan, o)
-        yield ref, plan, reason
+        reason = plan.skip or ("" if keep(ref, plan) else _UNSELECTED) or size_skip(plan, o)
+        rows.append((ref, plan, reason))
+    if any(layer_rules(o.layers)) and not any(reason != _UNSELECTED
+                                              for ref, plan, reason in rows if not plan.skip):
+        raise ValueError(_selects_nothing(o.layers, [ref for ref, plan, _ in rows
+                                                     if not plan.skip]))
+    yield from rows
+
+
+def _selects_nothing(layers, weights: list[LayerRef]) -> str:
+    given = list(layers) if isinstance(layers, (list, tuple, set)) else [layers]
+    if not weights:
+        return f"layers={given!r}: the model has no weight matrix to select"
+    shown = ", ".join(repr(r.name) for r in weights[:3])
+    return (f"layers={given!r} selects none of the model's {len(weights)} weight matrices "
+            f"(ids {weights[0].index}-{weights[-1].index}, names like {shown}; globs match "
+            f"tensor or module names; types: {', '.join(LAYER_TYPES)})")
 
 
 def skipped_row(ref: LayerRef, plan: LayerPlan, reason: str) -> dict:

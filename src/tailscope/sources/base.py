@@ -110,6 +110,12 @@ def concat(sources: Sequence[Source]) -> Source:
     """One source of several (e.g. a folder's files), tensors renumbered in order."""
     refs = [r for s in sources for r in s.refs]
     files = tuple(f for s in sources for f in s.files)
+    seen: dict[str, str] = {}
+    for r in refs:
+        if r.name in seen and seen[r.name] != r.source:
+            raise SourceError(f"tensor {r.name!r} is in both {Path(seen[r.name]).name} and "
+                              f"{Path(r.source).name}: not parts of one model")
+        seen.setdefault(r.name, r.source)
     return Source(tuple(replace(r, index=i) for i, r in enumerate(refs)), sources[0].format, files)
 
 
@@ -167,6 +173,9 @@ class Reader:
       damaged file gets this reader's message rather than "unknown format".
     - ``zip_phrase``: how to name its zip form, when it has one ("a numpy .npz").
     - ``requires``: the optional package it imports (a key of ``util.optional.EXTRAS``), or ''.
+    - ``tensor_patterns``: those of its patterns whose files each hold one tensor, so that a
+      folder of several is one model (numpy's ``*.npy``); several files of any other pattern
+      are one model only as the shards of one checkpoint.
     """
 
     name: str
@@ -181,6 +190,7 @@ class Reader:
     by_suffix: bool = False
     zip_phrase: str = ""
     requires: str = ""
+    tensor_patterns: tuple[str, ...] = ()
 
     @property
     def extra(self) -> str:

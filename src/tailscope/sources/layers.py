@@ -5,7 +5,11 @@ Decided from the shape alone, so ``describe`` never reads a tensor:
 - 3-D (out, in, k): conv1d, k slices W[:, :, i] (Keras layout k, in, out: W[i, :, :]).
 - 4-D (out, in, kh, kw): conv2d, kh*kw slices W[:, :, i, j] (Keras layout kh, kw, in, out is
   sliced as W[i, j, :, :]).
-- 0/1-D (biases, norms), integer tensors and higher ranks are not weight matrices.
+- 0/1-D (biases, norms), integer tensors and higher ranks are not weight matrices, nor is a 3-D
+  or 4-D tensor with one output channel (torch layout: first dimension 1; Keras: last): a ViT's
+  ``class_token`` (1, 1, 768) and ``pos_embedding`` (1, 197, 768) are parameters, not kernels (a
+  conv kernel's first dimension is its output channels, and with one of them every slice is a
+  single row whose one eigenvalue is its squared norm). WeightWatcher does not analyse them.
 - A recurrent weight (``LayerRef.role == 'recurrent'``: a gate stack or one gate) is 'recurrent';
   a tensor split into parts (``LayerRef.split_into``, see ``split.py``) is listed, not analysed.
 """
@@ -46,6 +50,11 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
         name = ref.name.lower()
         kind = "recurrent" if ref.role == "recurrent" else "embedding" if (
             "embed" in name or "embd" in name or name.endswith(("wte.weight", "wpe.weight"))) else "dense"
+    elif ndim in (3, 4) and (shape[-1] if ref.layout == "keras" else shape[0]) == 1:
+        return LayerPlan("other", 0, 0, 0,
+                         f"a {ndim}-D tensor with one output channel "
+                         f"({'x'.join(map(str, shape))}: a class token or position embedding, "
+                         "or a conv whose slices are single rows), not a conv kernel")
     elif ndim == 3:
         if ref.layout == "keras":
             rows, cols, rf = shape[1], shape[2], shape[0]

@@ -1,7 +1,8 @@
 """numpy ``.npz`` archives (one tensor per member, file order) and single ``.npy`` arrays.
 
 ``read_array`` reads one matrix (a ``.npy``, or an ``.npz`` of a scipy sparse matrix or of one
-array) for the commands that take data rather than a model. Nothing here unpickles.
+array) for the commands that take data rather than a model. Nothing here unpickles, except an
+``.npy`` of Python objects (a pickled dict of arrays) opened with ``trust_pickle=True``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,35 @@ def _npy_header(fp) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def open_numpy(path: Path, kind: str) -> Source:
+def _pickled_arrays(path: Path) -> Source:
+    """A trusted .npy of Python objects: a dict of arrays (``np.save(path, {...})``), nested dicts
+    named 'outer.inner', or an object array of arrays (named by position)."""
+    try:
+        obj = np.load(path, allow_pickle=True)
+    except Exception as exc:  # noqa: BLE001 - the pickle's own failure, in one line
+        raise SourceError(f"{path}: cannot unpickle the .npy ({one_line(exc)})") from None
+    if obj.shape == ():
+        obj = obj.item()
+    pairs: list[tuple[str, np.ndarray]] = []
+
+    def walk(value, name: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray)
+                                                  and value.dtype.hasobject):
+            for i, v in enumerate(value):
+                walk(v, f"{name}.{i}" if name else str(i))
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
+            pairs.append((name or path.stem, value))
+    walk(obj, "")
+    if not pairs:
+        raise SourceError(f"{path}: an .npy of Python objects holding no numeric arrays")
+    items = [(n, a.shape, str(a.dtype), (lambda a=a: a)) for n, a in pairs]
+    return Source(numbered(items, str(path)), "npy (pickled)", (str(path),))
+
+
+def open_numpy(path: Path, kind: str, trust_pickle: bool = False) -> Source:
     if kind == "npy":
         try:
             with open(path, "rb") as fp:
@@ -34,8 +63,12 @@ def open_numpy(path: Path, kind: str) -> Source:
         except ValueError as exc:
             raise SourceError(f"{path}: corrupt .npy file ({exc})") from None
         if dtype.hasobject:
-            raise SourceError(f"{path}: an .npy of Python objects (needs unpickling); "
-                              "not a weight array")
+            if not trust_pickle:
+                raise SourceError(
+                    f"{path}: an .npy of Python objects (needs unpickling, which could run "
+                    "anything); refused by default. If you trust the file, pass "
+                    "trust_pickle=True (CLI: --trust-pickle)")
+            return _pickled_arrays(path)
         items = [(path.stem, shape, str(dtype),
                   lambda: np.load(path, mmap_mode="r", allow_pickle=False))]
         return Source(numbered(items, str(path)), "npy", (str(path),))
@@ -117,9 +150,10 @@ def _recognise(probe: Probe) -> str | None:
 
 
 def _open_file(path: Path, variant: str, trust_pickle: bool) -> Source:
-    return open_numpy(path, variant)
+    return open_numpy(path, variant, trust_pickle)
 
 
 READER = Reader(
     name="numpy", phrase="a numpy .npy/.npz file", recognise=_recognise, open_file=_open_file,
-    patterns=("*.npz", "*.npy"), suffixes=(".npz", ".npy"), zip_phrase="a numpy .npz")
+    patterns=("*.npz", "*.npy"), suffixes=(".npz", ".npy"), zip_phrase="a numpy .npz",
+    tensor_patterns=("*.npy",))

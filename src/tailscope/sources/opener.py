@@ -28,8 +28,11 @@ def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
     in-memory ``torch.nn.Module``, a state dict (mapping of names to tensors or
     arrays, also nested under 'state_dict' / 'model_state' / 'model'), or a single array.
 
-    PyTorch pickles are loaded with ``weights_only=True``; one that needs arbitrary code to load
-    is refused unless ``trust_pickle=True``.
+    PyTorch pickles are loaded with ``weights_only=True``; one whose metadata names other
+    classes (Lightning hyper-parameters, optimizer or scheduler objects) is read with those
+    classes as inert stand-ins, running no code; one whose tensors need code to load is refused
+    unless ``trust_pickle=True``. A folder is one model: one file, the complete shards of one
+    checkpoint, or ``.npy`` tensors; a folder of separate models is an error naming them.
     """
     if isinstance(x, Source):
         return x

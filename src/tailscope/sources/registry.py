@@ -9,11 +9,16 @@ A file is recognised by its content: first the readers' exact signatures (magic 
 member names), in ``READERS`` order; a zip that no reader claims fails there; then the
 one-byte guesses of ``heuristic`` readers; last a ``by_suffix`` reader takes a file with one of
 its suffixes (a damaged ``.onnx`` gets the ONNX reader's message). A folder: a reader's
-``open_folder`` (a sharded index) first, then the readers' patterns, in ``READERS`` order.
+``open_folder`` (a sharded index) first, then the readers' patterns, in ``READERS`` order. A folder
+is one model: several files of the chosen pattern are read together only when they are the
+complete shards of one checkpoint ('model-00001-of-00002.safetensors', ...) or files that each
+hold one tensor (a reader's ``tensor_patterns``: ``.npy``); several separate models (four ONNX
+files side by side) are an error that names them and says to pass one file's path.
 """
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -74,6 +79,32 @@ def open_file(path: Path, trust_pickle: bool = False) -> Source:
     return r.open_file(path, variant, trust_pickle)
 
 
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)(?P<ext>\.[^-]+)$")
+
+
+def _one_model(folder: Path, r: Reader, files: list[Path]) -> None:
+    """Several files of a folder are one model only as the complete shards of one checkpoint
+    ('<stem>-00001-of-00003<ext>' ... '-00003-of-00003'); else a SourceError naming them and how
+    to choose one."""
+    if len(files) == 1:
+        return
+    shards = [_SHARD.match(f.name) for f in files]
+    if all(shards) and len({(m["stem"], int(m["n"]), m["ext"]) for m in shards}) == 1:
+        count = int(shards[0]["n"])
+        present = {int(m["i"]) for m in shards}
+        missing = sorted(set(range(1, count + 1)) - present)
+        if not missing and len(files) == count:
+            return
+        if missing:
+            raise SourceError(f"{folder}: shard files of a {count}-shard checkpoint, but shard "
+                              f"{', '.join(map(str, missing[:5]))} is missing")
+    names = ", ".join(f.name for f in files[:6]) + (f" and {len(files) - 6} more"
+                                                   if len(files) > 6 else "")
+    raise SourceError(f"{folder}: {len(files)} separate {r.name} models ({names}), not the shards "
+                      f"of one; a folder is read as one model: pass one file's path, e.g. "
+                      f"{folder / files[0].name}")
+
+
 def open_folder(path: Path, trust_pickle: bool = False) -> Source:
     """A model folder: a sharded index, else the files of the first format with any, in order."""
     for r in READERS:
@@ -91,6 +122,8 @@ def open_folder(path: Path, trust_pickle: bool = False) -> Source:
                       for p in path.glob(pt)]
             note = f"chose {r.name} files" + (f"; ignored {', '.join(sorted(set(others)))}"
                                              if others else "")
+            if not any(fnmatch(f.name, t) for f in files for t in r.tensor_patterns):
+                _one_model(path, r, files)
             if r.open_files is not None:
                 src = r.open_files(files)
             elif len(files) == 1:

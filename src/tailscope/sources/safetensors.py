@@ -133,14 +133,16 @@ def open_sharded(index: Path) -> Source:
                   f"{len(shards)} shards from {index.name}")
 
 
-def write_safetensors(path, tensors: dict[str, np.ndarray]) -> None:
+def write_safetensors(path, tensors: dict[str, np.ndarray],
+                      metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` as a safetensors file: the 8-byte little-endian header length, the JSON
-    header (padded with spaces so the data starts 8-byte aligned), then the bytes, little-endian.
+    header (padded with spaces so the data starts 8-byte aligned; ``metadata``, string to
+    string, as its ``__metadata__``), then the bytes, little-endian.
 
     Raises ValueError naming the tensor whose dtype safetensors cannot hold (e.g. complex64).
     Not atomic: write to a temporary name and rename for that.
     """
-    header: dict[str, dict] = {}
+    header: dict[str, dict] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     arrays = []
     for name, a in tensors.items():

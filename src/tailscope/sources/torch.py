@@ -1,7 +1,12 @@
 """PyTorch checkpoints, TorchScript archives, in-memory modules and state dicts (torch optional).
 
-Checkpoints are loaded with ``torch.load(..., weights_only=True)``: a pickle that needs arbitrary
-code to load is refused unless the caller passes ``trust_pickle=True``.
+Checkpoints are loaded with ``torch.load(..., weights_only=True)``; one whose metadata names
+other classes (Lightning hyper-parameters, optimizer or scheduler objects, configs) is read
+with those classes as inert stand-ins (``unpickle.load_inert``), running none of its code. A
+pickle whose tensors themselves need code to load is refused unless the caller passes
+``trust_pickle=True``. The model's tensors are found at the top level or under a usual key
+('state_dict', 'model', ...; nested ones too), and a state dict found under a key loses the
+prefix that only names its training wrapper ('model.', 'module.', '_orig_mod.').
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import numpy as np
 from ..util.errors import one_line
 from ..util.optional import require
 from .base import Probe, Reader, Source, SourceError, numbered
+from .unpickle import load_inert, module_state
 
 _NESTED_KEYS = ("state_dict", "model_state", "model_state_dict", "model", "module", "net",
                 "weights", "params")
+_WRAPPER_PREFIXES = ("model.", "module.", "_orig_mod.")
 
 
 def import_torch():
@@ -57,39 +64,75 @@ def _flatten(obj: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
     out = []
     for key, value in obj.items():
         name = f"{prefix}{key}"
-        if isinstance(value, torch.Tensor):
-            out.append((name, value))
-        elif isinstance(value, np.ndarray):
+        if isinstance(value, (torch.Tensor, np.ndarray)):
             out.append((name, value))
         elif isinstance(value, Mapping):
             out.extend(_flatten(value, f"{name}."))
     return out
 
 
-def _unwrap(obj: Any) -> Mapping:
-    """The state dict inside a checkpoint: the dict itself, or one under a usual key."""
+def _as_state(value: Any) -> Mapping | None:
+    """A mapping of tensors from a value: a module's state dict (also a pickled module that came
+    back as a stand-in), a mapping itself, else None."""
     torch = _torch()
-    if isinstance(obj, torch.nn.Module):
-        return obj.state_dict()
-    if not isinstance(obj, Mapping):
-        raise SourceError(f"the checkpoint holds a {type(obj).__name__}, not a state dict")
-    if any(isinstance(v, (torch.Tensor, np.ndarray)) for v in obj.values()):
-        return obj
+    if isinstance(value, torch.nn.Module):
+        return value.state_dict()
+    state = module_state(value)
+    if state:
+        return state
+    return value if isinstance(value, Mapping) else None
+
+
+def _strip_wrapper(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Names without a prefix every one of them shares and that only says where the model sat
+    in its training wrapper ('model.' of a Lightning module, 'module.' of DDP, '_orig_mod.' of
+    torch.compile)."""
+    while pairs:
+        first = pairs[0][0].split(".", 1)[0] + "."
+        if first not in _WRAPPER_PREFIXES or not all(
+                n.startswith(first) and len(n) > len(first) for n, _ in pairs):
+            return pairs
+        pairs = [(n[len(first):], t) for n, t in pairs]
+    return pairs
+
+
+def _tensors(obj: Any, nested: bool = False) -> list[tuple[str, Any]]:
+    """The model's (name, tensor) pairs inside a checkpoint: the state dict under a usual key,
+    recursively, else the dict itself ({'model': {'state_dict': ...}}); a state dict found under a
+    key has its wrapper prefix removed (see ``_strip_wrapper``). [] when there is none."""
+    state = _as_state(obj)
+    if state is None:
+        return []
     for key in _NESTED_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, torch.nn.Module):
-            return inner.state_dict()
-        if isinstance(inner, Mapping) and _flatten(inner):
-            return inner
-    if _flatten(obj):
-        return obj
-    raise SourceError("the checkpoint holds no tensors (looked at the top level and under "
+        inner = _as_state(state.get(key))
+        if inner is not None and _flatten(inner):
+            return _tensors(inner, nested=True)
+    pairs = _flatten(state)
+    return _strip_wrapper(pairs) if nested else pairs
+
+
+def _unwrap(obj: Any, where: str = "the checkpoint", replaced: tuple[str, ...] = ()
+            ) -> list[tuple[str, Any]]:
+    """``_tensors`` of a checkpoint, or a SourceError saying why there are none."""
+    if _as_state(obj) is None and not replaced:
+        raise SourceError(f"{where} holds a {type(obj).__name__}, not a state dict")
+    pairs = _tensors(obj)
+    if pairs:
+        return pairs
+    if replaced:
+        shown = ", ".join(replaced[:4]) + (f" and {len(replaced) - 4} more"
+                                           if len(replaced) > 4 else "")
+        raise SourceError(
+            f"{where}: no tensors outside objects that need code to load ({shown}); refused by "
+            "default (it could run anything). If you trust the file, pass trust_pickle=True "
+            "(CLI: --trust-pickle)")
+    raise SourceError(f"{where} holds no tensors (looked at the top level and under "
                       f"{', '.join(_NESTED_KEYS)})")
 
 
-def _items_from_mapping(state: Mapping) -> list:
+def _items_from_mapping(pairs: list[tuple[str, Any]]) -> list:
     items = []
-    for name, t in _flatten(state):
+    for name, t in pairs:
         if isinstance(t, np.ndarray):
             items.append((name, t.shape, str(t.dtype), (lambda a=t: a)))
         else:
@@ -104,9 +147,9 @@ def open_torch_object(x: Any) -> Source:
         items = [(k, v.shape, str(v.dtype), (lambda a=v: a)) for k, v in x.items()]
         return Source(numbered(items, "<memory>"), "state dict (numpy)", ("<memory>",))
     import_torch()
-    state = _unwrap(x)
+    pairs = _unwrap(x, "the object")
     kind = "torch.nn.Module" if is_torch_object(x) else "state dict"
-    return Source(numbered(_items_from_mapping(state), "<memory>"), kind, ("<memory>",))
+    return Source(numbered(_items_from_mapping(pairs), "<memory>"), kind, ("<memory>",))
 
 
 def open_torch_file(path: Path, kind: str, *, trust_pickle: bool = False) -> Source:
@@ -118,20 +161,30 @@ def open_torch_file(path: Path, kind: str, *, trust_pickle: bool = False) -> Sou
                 module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise SourceError(f"{path}: cannot load the TorchScript archive: {one_line(exc)}") from None
-        state = module.state_dict()
-        return Source(numbered(_items_from_mapping(state), str(path)), "torchscript",
+        pairs = list(module.state_dict().items())
+        return Source(numbered(_items_from_mapping(pairs), str(path)), "torchscript",
                       (str(path),))
+    replaced: tuple[str, ...] = ()
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
-        if not trust_pickle and ("weights_only" in str(exc) or "Unsupported global" in str(exc)):
-            raise SourceError(
-                f"{path}: this pickle needs code execution to load, which is refused by default "
-                "(it could run anything). If you trust the file, pass trust_pickle=True "
-                "(CLI: --trust-pickle)") from None
-        raise SourceError(f"{path}: cannot load the PyTorch checkpoint: {one_line(exc)}") from None
-    state = _unwrap(obj)
-    return Source(numbered(_items_from_mapping(state), str(path)), "pytorch", (str(path),))
+        if trust_pickle or not ("weights_only" in str(exc) or "Unsupported global" in str(exc)):
+            raise SourceError(f"{path}: cannot load the PyTorch checkpoint: {one_line(exc)}"
+                              ) from None
+        obj, replaced = _load_inert(path)
+    pairs = _unwrap(obj, str(path), replaced)
+    return Source(numbered(_items_from_mapping(pairs), str(path)), "pytorch", (str(path),))
+
+
+def _load_inert(path: Path) -> tuple[Any, tuple[str, ...]]:
+    """A checkpoint whose metadata names foreign classes, read with them as inert stand-ins."""
+    try:
+        return load_inert(path)
+    except Exception as exc:  # noqa: BLE001 - the tensors themselves need code, or it is damaged
+        raise SourceError(
+            f"{path}: this pickle needs code execution to load its tensors ({one_line(exc)}), "
+            "which is refused by default (it could run anything). If you trust the file, pass "
+            "trust_pickle=True (CLI: --trust-pickle)") from None
 
 
 # --- the reader ---------------------------------------------------------------------------------
