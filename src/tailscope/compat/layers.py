@@ -413,7 +413,17 @@ def tensor_glob(name: str) -> str:
 
 
 # --- the iterator's objects ---------------------------------------------------------------------
-class FrameworkLayer:
+class ShownAsWeightWatcher(type):
+    """The layer classes print as WeightWatcher's (``str(type(layer))`` is
+    ``<class 'weightwatcher.weightwatcher.WWLayer'>``), which its users' scripts and its own tests
+    compare. Only the printed name: the classes live here, so ``isinstance``, pickling and
+    ``__module__`` say tailscope."""
+
+    def __repr__(cls) -> str:
+        return f"<class 'weightwatcher.weightwatcher.{cls.__name__}'>"
+
+
+class FrameworkLayer(metaclass=ShownAsWeightWatcher):
     """WeightWatcher's framework layer: ``layer`` (the torch module, or the state-dict key),
     ``layer_id``, ``name``, ``longname``, ``the_type``, ``framework``, ``channels``,
     ``has_bias``, ``plot_id``; ``get_weights_and_biases()`` and ``replace_layer_weights(W, B)``."""
@@ -467,7 +477,37 @@ class FrameworkLayer:
             raise ValueError(f"layer {e.longname!r} of a folder cannot be written back")
 
 
-class WWLayer:
+class PyTorchLayer(FrameworkLayer):
+    """A layer of a torch module."""
+
+
+class PyStateDictLayer(FrameworkLayer):
+    """A layer of a state dict, or of a folder of state-dict or safetensors files."""
+
+
+class WWFlatFile(FrameworkLayer):
+    """A layer of a folder written by ``extract_pytorch_bins``."""
+
+
+class KerasLayer(FrameworkLayer):
+    """A layer of a Keras model."""
+
+
+class ONNXLayer(FrameworkLayer):
+    """A layer of an ONNX model."""
+
+
+FRAMEWORK_LAYERS = {PYTORCH: PyTorchLayer, PYSTATEDICT: PyStateDictLayer,
+                    PYSTATEDICT_DIR: PyStateDictLayer, WW_FLATFILES: WWFlatFile, KERAS: KerasLayer,
+                    ONNX: ONNXLayer}
+
+
+def framework_layer(entry: LayerEntry) -> FrameworkLayer:
+    """The framework layer of ``entry``, of WeightWatcher's class for its framework."""
+    return FRAMEWORK_LAYERS.get(entry.framework, FrameworkLayer)(entry)
+
+
+class WWLayer(metaclass=ShownAsWeightWatcher):
     """The layer object WeightWatcher's iterators yield, with its attributes: ``layer_id``,
     ``name``, ``longname``, ``the_type``, ``framework``, ``channels``, ``plot_id``, ``skipped``,
     ``has_weights``/``weights``, ``has_biases``/``biases``, ``Wmats`` (the matrices analysed:
@@ -547,12 +587,12 @@ def iterate(entries: list[LayerEntry], filters=None, params: Mapping | None = No
     sizes = {"min_evals": params.get("min_evals", 8), "max_evals": params.get("max_evals", 15000),
              "max_N": params.get("max_N", 50000), "pool": params.get("pool", True)}
     for e in select(entries, filters, **sizes):
-        layer = WWLayer(FrameworkLayer(e), params)
+        layer = WWLayer(framework_layer(e), params)
         if sizes["pool"]:
             yield layer
         elif layer.the_type == CONV2D:  # WeightWatcher's ww2x slices: one layer per slice
             for i, W in enumerate(layer.Wmats):
-                part = WWLayer(FrameworkLayer(e), params)
+                part = WWLayer(framework_layer(e), params)
                 part.Wmats, part.num_W, part.conv2d_count = [W], 1, len(layer.Wmats)
                 part.add_column("slice_id", i)
                 part.plot_id = f"{e.layer_id}:{i}"

@@ -238,7 +238,7 @@ class WeightWatcher:
     def get_Weights(self, model=None, layer=None, params=None) -> list:  # noqa: N802
         """The weight matrices WeightWatcher analyses for one layer (``Wmats``); [] when none."""
         e = self._entry(model, layer)
-        return [] if e is None else wwl.WWLayer(wwl.FrameworkLayer(e), params).Wmats
+        return [] if e is None else wwl.WWLayer(wwl.framework_layer(e), params).Wmats
 
     def get_framework_layer(self, model=None, layer=None, params=None):
         """The framework's own layer object (the torch module; the key of a state dict)."""

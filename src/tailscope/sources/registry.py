@@ -80,11 +80,13 @@ def open_file(path: Path, trust_pickle: bool = False) -> Source:
 
 
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)(?P<ext>\.[^-]+)$")
+_NUMBERED = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)(?P<ext>\.[^-.]+)$")
 
 
 def _one_model(folder: Path, r: Reader, files: list[Path]) -> None:
     """Several files of a folder are one model only as the complete shards of one checkpoint
-    ('<stem>-00001-of-00003<ext>' ... '-00003-of-00003'); else a SourceError naming them and how
+    ('<stem>-00001-of-00003<ext>' ... '-00003-of-00003', or '<stem>-00001<ext>', '<stem>-00002<ext>'
+    ... with none missing, as WeightWatcher reads pytorch_model*.bin); else a SourceError naming them and how
     to choose one."""
     if len(files) == 1:
         return
@@ -98,6 +100,11 @@ def _one_model(folder: Path, r: Reader, files: list[Path]) -> None:
         if missing:
             raise SourceError(f"{folder}: shard files of a {count}-shard checkpoint, but shard "
                               f"{', '.join(map(str, missing[:5]))} is missing")
+    numbered = [_NUMBERED.match(f.name) for f in files]
+    if all(numbered) and len({(m["stem"], m["ext"]) for m in numbered}) == 1:
+        present = sorted(int(m["i"]) for m in numbered)
+        if present in (list(range(1, len(files) + 1)), list(range(len(files)))):
+            return  # '<stem>-00001<ext>', '<stem>-00002<ext>', ...: numbered parts, none missing
     names = ", ".join(f.name for f in files[:6]) + (f" and {len(files) - 6} more"
                                                    if len(files) > 6 else "")
     raise SourceError(f"{folder}: {len(files)} separate {r.name} models ({names}), not the shards "
