@@ -13,7 +13,6 @@ from ..analysis import Analysis, analyze, describe
 from ..engine.columns import SUMMARY_METRICS
 from ..engine.options import ALIASES
 from ..engine.options import BY_NAME as OPTION_NAMES
-from .numbers import warn_differences, with_defaults
 from . import layers as wwl
 from .extract import (
     extract_pytorch_bins,
@@ -22,6 +21,7 @@ from .extract import (
     write_pystatedict_config,
 )
 from .layers import DEFAULT_PARAMS, START_IDS
+from .numbers import warn_differences, with_defaults
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
 _ACCEPTED_DEFAULTS = {"plot": False, "conv2d_fft": False, "fft": False, "deltas": False,
