@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tailscope
-from tailscope import compat
+from tailscope.compat import watcher as compat
 from tailscope.engine import columns as cols
 from tailscope.engine import options as opts
 

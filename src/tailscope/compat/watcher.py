@@ -12,12 +12,15 @@ from ..analysis import Analysis, analyze, describe
 from ..engine.columns import SUMMARY_METRICS
 from ..engine.options import ALIASES
 from ..engine.options import BY_NAME as OPTION_NAMES
+from . import editing, figures, frames, vectors
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
-_ACCEPTED_DEFAULTS = {"plot": False, "conv2d_fft": False, "fft": False, "deltas": False,
+_ACCEPTED_DEFAULTS = {"conv2d_fft": False, "fft": False,
                       "intra": False, "channels": None, "stacked": False, "inverse": False,
                       "glorot_fix": False, "start_ids": 0, "min_size": None, "max_size": None,
                       "sparsify": True}
+# WeightWatcher options the facade itself acts on (figures), with their defaults
+FACADE = {"plot": False, "savefig": figures.DEF_SAVE_DIR, "deltas": False}
 
 
 def _svd_method(value) -> dict:
@@ -34,10 +37,23 @@ def _pl_package(value) -> dict:  # one engine for every fit here (PL, TPL, E_TPL
 
 # WeightWatcher keywords that set a tailscope option under another name or another value
 TRANSLATED = {"svd_method": _svd_method, "ww2x": lambda v: {"pool": False} if v else {},
-              "pl_package": _pl_package, "savefig": lambda v: {}}  # savefig: only with plot=True
+              "pl_package": _pl_package}
 # every tailscope option, by its own name, its aliases or WeightWatcher's name where that is the
 # same (the options tailscope adds, e.g. seed, compare, gof, jobs, are accepted as extensions)
 PASSED = frozenset(OPTION_NAMES) | frozenset(ALIASES)
+
+
+def _facade_options(kwargs: dict) -> dict:
+    """Pop the options the facade acts on (plot, savefig, deltas); checked as WeightWatcher's
+    valid_params checks them (``savefig`` a str or a bool)."""
+    out = {k: kwargs.pop(k, v) for k, v in FACADE.items()}
+    if not figures.valid_savefig(out["savefig"]):
+        raise ValueError(f"savefig={out['savefig']!r}: give a folder name or a bool")
+    if kwargs.get("conv2d_fft") and (kwargs.get("intra") or kwargs.get("pool") is False):
+        raise ValueError("conv2d_fft=True cannot be combined with intra=True or pool=False")
+    if kwargs.get("intra") and (kwargs.get("randomize") or kwargs.get("vectors")):
+        raise ValueError("intra=True cannot be combined with randomize=True or vectors=True")
+    return out
 
 
 def _translate(kwargs: dict) -> dict:
@@ -57,15 +73,6 @@ def _translate(kwargs: dict) -> dict:
     return out
 
 
-def _ww_frame(details: pd.DataFrame) -> pd.DataFrame:
-    """tailscope's details with WeightWatcher's column names: name = module path, longname."""
-    d = details.rename(columns={"name": "tensor_name"})
-    d.insert(1, "name", d["module"])
-    d.insert(2, "longname", d["module"])
-    d["has_esd"] = d["status"] == "success"
-    return d
-
-
 class WeightWatcher:
     """``weightwatcher.WeightWatcher`` with tailscope underneath."""
 
@@ -75,12 +82,16 @@ class WeightWatcher:
         self.base_model = base_model
         self.details: pd.DataFrame | None = None
         self.analysis: Analysis | None = None
+        self.figures: list = []  # the files the last analyze(plot=True) saved
+        self.edited = None  # the EditedModel of the last SVDSmoothing / SVDSharpness
 
     def _model(self, model):
-        model = self.model if model is None else model
-        if model is None:
+        """The model of this call; one passed here is remembered, as WeightWatcher's set_model_."""
+        if model is not None:
+            self.model = model
+        if self.model is None:
             raise ValueError("no model: pass model= to WeightWatcher() or to this call")
-        return model
+        return self.model
 
     def _options(self, kwargs: dict) -> dict:
         opts = _translate(kwargs)
@@ -88,16 +99,28 @@ class WeightWatcher:
             opts["base_model"] = self.base_model
         return opts
 
-    def analyze(self, model=None, **kwargs) -> pd.DataFrame:
-        self.analysis = analyze(self._model(model), **self._options(kwargs))
-        self.details = _ww_frame(self.analysis.details)
+    def _analyze(self, model, kwargs: dict) -> pd.DataFrame:
+        opts = self._options(kwargs)
+        self.analysis = analyze(self._model(model), **opts)
+        self.details = frames.analyze_frame(self.analysis.details, peft=opts.get("peft", False))
         return self.details
 
+    def analyze(self, model=None, **kwargs) -> pd.DataFrame:
+        shown = _facade_options(kwargs)
+        details = self._analyze(model, kwargs)
+        self.figures = []
+        if shown["plot"]:
+            self.figures = figures.save_layer_figures(
+                self.analysis, frames.figure_rows(self.analysis.keys(), details),
+                shown["savefig"], deltas=shown["deltas"])
+        return details
+
     def describe(self, model=None, **kwargs) -> pd.DataFrame:
-        d = describe(self._model(model), **self._options(kwargs))
-        d = d[d["analyze"]].copy()
-        d.insert(1, "longname", d["name"].str.replace(r"\.weight$", "", regex=True))
-        return d.reset_index(drop=True)
+        _facade_options(kwargs)
+        opts = self._options(kwargs)
+        table = describe(self._model(model), **opts)
+        return frames.describe_frame(table, pool=opts.get("pool", True),
+                                     peft=opts.get("peft", False))
 
     def get_details(self) -> pd.DataFrame:
         if self.details is None:
@@ -115,18 +138,79 @@ class WeightWatcher:
     def distances(self, model_1, model_2, method: str = "raw", layers=None, start_ids: int = 0,
                   pool: bool = True, channels=None) -> tuple:
         """``(avg_dW, avg_db, details)`` as WeightWatcher's, layers matched by name."""
-        if start_ids or not pool or channels is not None:
-            raise ValueError("distances: start_ids, pool=False and channels are not supported")
-        from ..edit import distances
+        if channels is not None:
+            raise ValueError("distances: channels= is not supported (tailscope reads each "
+                             "framework's own layout)")
+        return editing.distances(model_1, model_2, method=method,
+                                **self._options({"layers": list(layers or []) or None,
+                                                 "start_ids": start_ids, "pool": pool}))
 
-        d = distances(model_1, model_2, method=method, layers=layers or None)
-        return d.delta_W, d.delta_b, d.details
-
-    def get_ESD(self, model=None, layer=None, **kwargs) -> np.ndarray:  # noqa: N802
-        """Eigenvalues of one layer (its layer_id or name), as analysed."""
+    def get_ESD(self, model=None, layer=None, random=False, params=None,  # noqa: N802
+                **kwargs) -> np.ndarray:
+        """Eigenvalues of one layer (its layer_id or name) of the current model, as analysed;
+        ``random=True``: of its element-shuffled matrices. ``params``: a WeightWatcher params
+        dict (its layer-selection and ESD keys are honoured)."""
         if layer is None:
             raise ValueError("get_ESD needs layer= (a layer_id or a name)")
-        if self.analysis is None or model is not None:
-            self.analysis = analyze(self._model(model), **self._options(kwargs))
-            self.details = _ww_frame(self.analysis.details)
-        return self.analysis.esd(layer)
+        opts = {**frames.esd_params(params), **kwargs, "layers": [layer]}
+        if random:
+            opts["randomize"] = True
+        analysis = analyze(self._model(model), **self._options(opts))
+        keys = analysis.keys()
+        if not keys:
+            raise ValueError(f"get_ESD: no analysed layer {layer!r} in this model")
+        if random:
+            return analysis.randomized(keys[0]).evals
+        return analysis.esd(keys[0])
+
+    def SVDSmoothing(self, model=None, percent=0.8, pool=True, layers=(),  # noqa: N802
+                     method="detX", fit="PL", plot=False, start_ids=0, svd_method="fast"):
+        """Keep each layer's top singular components (WeightWatcher's methods: 'detX' (its
+        default), 'svd' (``percent`` of them; negative: remove the top ones), 'alpha_min',
+        'rmt'); the model is edited in place and returned."""
+        if not pool:
+            raise ValueError("SVDSmoothing supports pool=True only (as WeightWatcher)")
+        _svd_method(svd_method)  # checked; tailscope's truncation is exact either way
+        opts = self._options({"layers": list(layers) or None, "fit": fit,
+                              "start_ids": start_ids})
+        layers_ = opts.pop("layers", None)
+        opts.pop("base_model", None)
+        self.model, self.edited = editing.svd_smoothing(
+            self._model(model), percent=percent, method=method, layers=layers_, options=opts)
+        return self.model
+
+    def SVDSharpness(self, model=None, pool=True, layers=(), plot=False,  # noqa: N802
+                     start_ids=0):
+        """Remove each layer's correlation traps; the model is edited in place. Returns the
+        ``model`` argument (None when not given), as WeightWatcher."""
+        if not pool:
+            raise ValueError("SVDSharpness supports pool=True only (as WeightWatcher)")
+        opts = self._options({"layers": list(layers) or None, "start_ids": start_ids})
+        layers_ = opts.pop("layers", None)
+        opts.pop("base_model", None)
+        self.model, self.edited = editing.svd_sharpness(self._model(model), layers=layers_,
+                                                        options=opts)
+        return None if model is None else self.model
+
+    def analyze_vectors(self, model=None, layers=(), min_evals=8, max_evals=15000, plot=True,
+                        savefig=figures.DEF_SAVE_DIR, channels=None):
+        """The eigenvector metrics of each layer (``analyze(vectors=True)``'s columns); returns
+        None as WeightWatcher, the table is ``get_details()``."""
+        self.analyze(model=model, layers=list(layers), min_evals=min_evals,
+                     max_evals=max_evals, vectors=True, channels=channels,
+                     savefig=savefig)
+
+    valid_vectors = staticmethod(vectors.valid_vectors)
+
+    def iterate_vectors(self, vectors):
+        """The vectors one by one (rows of a 2-D array, items of a list, or the one vector)."""
+        from .vectors import iterate_vectors
+
+        return iterate_vectors(vectors)
+
+    def vector_metrics(self, vectors=None, params=None) -> pd.DataFrame:
+        """length, entropy, discrete_entropy, localization_ratio, participation_ratio per
+        vector."""
+        from .vectors import vector_metrics
+
+        return vector_metrics(vectors)
