@@ -78,15 +78,18 @@ def svd_sharpness(model, *, layers, options: dict):
 
 def distances(model_1, model_2, *, method: str = "raw", **options) -> tuple:
     """WeightWatcher's ``distances``: ``(avg_dW, avg_db, details)``, details indexed by
-    layer_id with its lead columns. Bias distances are 0.0 where WeightWatcher gives 0.0 (a layer
-    without biases, and every layer with 'euclidean' or 'cka', which do not compare biases);
+    layer_id with its lead columns. Bias distances are 0.0 where WeightWatcher gives 0.0: a layer
+    without biases, a conv or embedding layer (WeightWatcher reads the biases of dense layers
+    only; :func:`tailscope.edit.distances` has them all), and every layer with 'euclidean' or
+    'cka', which do not compare biases;
     an unmatched layer has NaN and its reason, and the means are over the layers that have one."""
     from ..edit import distances as layer_distances
 
     options.pop("base_model", None)
     d = layer_distances(model_1, model_2, method=method, **options)
     t = identify(d.details).drop(columns=["tensor_name"])
-    t["delta_b"] = t["delta_b"].fillna(0.0) if d.method == "raw" else 0.0
+    dense = t["layer_type"] == "dense"  # WeightWatcher reads the biases of dense layers only
+    t["delta_b"] = t["delta_b"].where(dense, 0.0).fillna(0.0) if d.method == "raw" else 0.0
     lead = ["method", "layer_id", "name", "delta_W", "delta_b", "M", "N"]
     t = t[lead + [c for c in t.columns if c not in lead]].set_index("layer_id")
     mean_w = t["delta_W"].dropna()

@@ -120,8 +120,9 @@ def figure_rows(keys, details: pd.DataFrame) -> list[tuple]:
     from .figures import plot_id
 
     out = []
-    for key, lid, longname in zip(keys, details["layer_id"], details["longname"]):
-        pid = plot_id(lid, key[1])
+    for key, lid, longname, rf in zip(keys, details["layer_id"], details["longname"],
+                                      details["rf"]):
+        pid = plot_id(lid, key[1] if rf > 1 else None)  # a dense row's slice 0 keeps its id
         out.append((key, pid, f"Layer {pid} {longname}"))
     return out
 
