@@ -372,3 +372,50 @@ def test_vector_helpers_are_weightwatchers(ww):
                                    rtol=1e-12)
     with pytest.raises(ValueError, match="vectors"):
         ours.vector_metrics(None)
+
+
+# --- stacked, intra ------------------------------------------------------------------------------
+def chain(seed=0):
+    torch.manual_seed(seed)  # the last pair shares no dimension: no intra row for it
+    return nn.Sequential(nn.Linear(40, 64), nn.Linear(64, 64), nn.Linear(64, 30),
+                         nn.Linear(50, 20))
+
+
+def test_stacked_is_weightwatchers_stacked_layer(ww, vgg):
+    ref = quiet(ww.WeightWatcher(model=vgg).describe, stacked=True)
+    ours = WeightWatcher(model=vgg).describe(stacked=True)
+    assert list(ours.columns) == list(ref.columns)
+    for c in ref.columns:
+        assert ours[c].tolist() == ref[c].tolist(), c
+    model = chain()
+    ref = quiet(ww.WeightWatcher(model=model).analyze, stacked=True)
+    ours = WeightWatcher(model=model).analyze(stacked=True)
+    assert list(ours.columns) == list(ref.columns)
+    for c in ("layer_id", "name", "longname", "layer_type", "N", "M", "rf"):
+        assert ours[c].tolist() == ref[c].tolist(), c
+    # WeightWatcher keeps only the top M(first layer) = 40 of the 64 eigenvalues; the tail is
+    # inside them here, so the fit is the same
+    for c in ("alpha", "D", "xmin", "lambda_max", "sv_max", "num_pl_spikes"):
+        np.testing.assert_allclose(ours[c], ref[c], rtol=1e-6, err_msg=c)
+    assert ref["num_evals"].iloc[0] == 40 and ours["num_evals"].iloc[0] == 64
+
+
+def test_intra_is_weightwatchers_overlap_of_consecutive_layers(ww):
+    model = chain()
+    ref = quiet(ww.WeightWatcher(model=model).analyze, intra=True, sparsify=False)
+    ours = WeightWatcher(model=model).analyze(intra=True, sparsify=False)
+    assert list(ours.columns) == list(ref.columns)
+    assert len(ours) == len(ref) == 2 and ours["Xflag"].all()
+    for c in ("longname", "layer_type", "N", "M", "rf", "num_evals"):
+        assert ours[c].tolist() == ref[c].tolist(), c
+    # WeightWatcher fits the singular values of X (not their squares)
+    for c in ("alpha", "D", "xmin", "lambda_max", "sv_max", "norm", "log_norm"):
+        np.testing.assert_allclose(ours[c], ref[c], rtol=1e-5, err_msg=c)
+    ids = ours["layer_id"].tolist()
+    assert ours["name"].tolist()[1] == f"{ids[0]} X {ids[1]} "
+    sparse = WeightWatcher(model=model).analyze(intra=True, seed=3)
+    assert list(sparse.columns) == list(ref.columns)
+    again = WeightWatcher(model=model).analyze(intra=True, seed=3)
+    np.testing.assert_array_equal(sparse["alpha"], again["alpha"])  # seeded, unlike WW's
+    with pytest.raises(ValueError, match="intra"):
+        WeightWatcher(model=model).analyze(intra=True, randomize=True)

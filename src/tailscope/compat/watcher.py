@@ -12,15 +12,14 @@ from ..analysis import Analysis, analyze, describe
 from ..engine.columns import SUMMARY_METRICS
 from ..engine.options import ALIASES
 from ..engine.options import BY_NAME as OPTION_NAMES
-from . import editing, figures, frames, vectors
+from . import derived, editing, figures, frames, vectors
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
-_ACCEPTED_DEFAULTS = {"conv2d_fft": False, "fft": False,
-                      "intra": False, "channels": None, "stacked": False, "inverse": False,
-                      "glorot_fix": False, "start_ids": 0, "min_size": None, "max_size": None,
-                      "sparsify": True}
+_ACCEPTED_DEFAULTS = {"conv2d_fft": False, "fft": False, "channels": None, "inverse": False,
+                      "glorot_fix": False, "start_ids": 0, "min_size": None, "max_size": None}
 # WeightWatcher options the facade itself acts on (figures), with their defaults
-FACADE = {"plot": False, "savefig": figures.DEF_SAVE_DIR, "deltas": False}
+FACADE = {"plot": False, "savefig": figures.DEF_SAVE_DIR, "deltas": False, "stacked": False,
+          "intra": False, "sparsify": True}
 
 
 def _svd_method(value) -> dict:
@@ -49,10 +48,12 @@ def _facade_options(kwargs: dict) -> dict:
     out = {k: kwargs.pop(k, v) for k, v in FACADE.items()}
     if not figures.valid_savefig(out["savefig"]):
         raise ValueError(f"savefig={out['savefig']!r}: give a folder name or a bool")
-    if kwargs.get("conv2d_fft") and (kwargs.get("intra") or kwargs.get("pool") is False):
+    if kwargs.get("conv2d_fft") and (out["intra"] or kwargs.get("pool") is False):
         raise ValueError("conv2d_fft=True cannot be combined with intra=True or pool=False")
-    if kwargs.get("intra") and (kwargs.get("randomize") or kwargs.get("vectors")):
+    if out["intra"] and (kwargs.get("randomize") or kwargs.get("vectors")):
         raise ValueError("intra=True cannot be combined with randomize=True or vectors=True")
+    if out["intra"] and out["stacked"]:
+        raise ValueError("intra=True and stacked=True cannot be combined")
     return out
 
 
@@ -105,9 +106,40 @@ class WeightWatcher:
         self.details = frames.analyze_frame(self.analysis.details, peft=opts.get("peft", False))
         return self.details
 
+    def _derived(self, model, kwargs: dict, shown: dict, *, fit: bool):
+        """stacked=True / intra=True: (the derived matrices' analysis or None, their rows)."""
+        mode = "stacked" if shown["stacked"] else "intra"
+        opts = self._options(kwargs)
+        model = self._model(model)
+        table = frames.describe_frame(describe(model, **{**opts, "pool": True}),
+                                      peft=opts.get("peft", False))
+        select = {k: opts[k] for k in derived.SELECTING if k in opts and k not in (
+            "peft", "base_model")}
+        mats = derived.layer_matrices(model, {**select, "pool": True},
+                                      base_model=opts.get("base_model"),
+                                      peft=opts.get("peft", False))
+        if not mats:
+            raise ValueError(f"{mode}=True: no layer to combine in this model")
+        xs, ids = derived.derived_rows(mode, mats, table, sparsify=shown["sparsify"],
+                                       seed=opts.get("seed"))
+        if not fit:
+            shapes = pd.DataFrame([{"N": max(x.shape), "M": min(x.shape)} for x in xs.values()])
+            shapes["num_evals"] = shapes["M"]
+            shapes["Q"] = shapes["N"] / shapes["M"]
+            return None, frames.ww_order(derived.with_identity(shapes, ids))
+        rest = {k: v for k, v in opts.items() if k not in derived.SELECTING}
+        self.analysis = analyze(xs, min_evals=1, max_evals=10**9, max_N=10**9, **rest)
+        self.details = frames.analyze_frame(derived.with_identity(self.analysis.details, ids))
+        for col in ("layer_id", "name", "longname"):  # analyze_frame names rows by their tensor
+            self.details[col] = [i[col] for i in ids]
+        return self.analysis, self.details
+
     def analyze(self, model=None, **kwargs) -> pd.DataFrame:
         shown = _facade_options(kwargs)
-        details = self._analyze(model, kwargs)
+        if shown["stacked"] or shown["intra"]:
+            details = self._derived(model, kwargs, shown, fit=True)[1]
+        else:
+            details = self._analyze(model, kwargs)
         self.figures = []
         if shown["plot"]:
             self.figures = figures.save_layer_figures(
@@ -116,7 +148,9 @@ class WeightWatcher:
         return details
 
     def describe(self, model=None, **kwargs) -> pd.DataFrame:
-        _facade_options(kwargs)
+        shown = _facade_options(kwargs)
+        if shown["stacked"] or shown["intra"]:
+            return self._derived(model, kwargs, shown, fit=False)[1]
         opts = self._options(kwargs)
         table = describe(self._model(model), **opts)
         return frames.describe_frame(table, pool=opts.get("pool", True),
