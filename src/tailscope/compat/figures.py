@@ -6,7 +6,8 @@ it is a string, ``'ww-img'`` when it is ``True``; nothing is saved when it is ``
 ``plot_id`` is the layer id (``'{layer_id}:{slice_id}'`` per conv slice with ``pool=False``). The
 figures: ``esd`` (the tail's PDF and fit), ``esd2`` (linear histogram), ``esd3`` (log histogram
 with xmin and xmax), ``esd4`` (D vs xmin), ``esd5`` (alpha vs xmin); ``mpfit2`` (and ``mpfit1`` when N = M)
-with ``mp_fit=True``; ``randesd1`` and ``randesd2`` with ``randomize=True``; ``detX`` with
+with ``mp_fit=True`` or ``randomize=True`` (then of the randomized ESD, as WeightWatcher's last
+MP plot); ``randesd1`` and ``randesd2`` with ``randomize=True``; ``detX`` with
 ``detX=True``; ``deltaEs`` and ``level-stats`` with ``deltas=True``. A layer without a fit gets
 its histograms only (no made-up fit curve).
 """
@@ -95,18 +96,22 @@ def layer_figures(analysis, key, title: str) -> list[tuple[str, object]]:
     if fit is not None:
         figs.append(("esd4", lambda p: plots.ks_curve(fit, path=p)))
         figs.append(("esd5", lambda p: plots.alpha_curve(fit, path=p)))
-    if result.mp is not None:  # mpfit1 only for square layers (Q = 1), as WeightWatcher
+    # the MP fit: of the randomized ESD when there is one (WeightWatcher fits it last, over the
+    # same file names), else of the ESD; mpfit1 only for square layers (Q = 1)
+    rand = result.randomized
+    mp_evals, mp = ((rand.evals, rand.mp) if rand is not None and rand.mp is not None else
+                    (evals, result.mp))
+    if mp is not None:
         for name in ("mpfit1", "mpfit2") if row["N"] == row["M"] else ("mpfit2",):
             figs.append((name, lambda p: plots.mp_fit_figure(
-                evals, result.mp, title=f"MP fit for {title}", path=p)))
+                mp_evals, mp, title=f"MP fit for {title}", path=p)))
     if "detX_val" in row and np.isfinite(row["detX_val"]):
         figs.append(("detX", lambda p: _hist(evals, log=True, xmin=float(row["detX_val"]),
                                              title=f"detX constraint for {title}", path=p)))
-    if result.randomized is not None:
-        rand = result.randomized.evals
+    if rand is not None:
         figs.append(("randesd1", lambda p: plots.randomized_esd(
-            evals, rand, title=f"ESD and randomized ESD for {title}", path=p)))
-        figs.append(("randesd2", lambda p: _hist(rand, log=True,
+            evals, rand.evals, title=f"ESD and randomized ESD for {title}", path=p)))
+        figs.append(("randesd2", lambda p: _hist(rand.evals, log=True,
                                                  title=f"Randomized ESD for {title}", path=p)))
     return figs
 
