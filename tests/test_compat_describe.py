@@ -417,3 +417,21 @@ def test_intra_is_weightwatchers_overlap_of_consecutive_layers(ww):
     np.testing.assert_array_equal(sparse["alpha"], again["alpha"])  # seeded, unlike WW's
     with pytest.raises(ValueError, match="intra"):
         WeightWatcher(model=model).analyze(intra=True, randomize=True)
+
+
+# --- conv2d_fft ----------------------------------------------------------------------------------
+def test_conv2d_fft_is_weightwatchers(ww, vgg):
+    ref_d = quiet(ww.WeightWatcher(model=vgg).describe, conv2d_fft=True)
+    ours_d = WeightWatcher(model=vgg).describe(conv2d_fft=True)
+    assert list(ours_d.columns) == list(ref_d.columns)
+    for c in SHAPE:
+        np.testing.assert_array_equal(ours_d[c].to_numpy(), ref_d[c].to_numpy(), err_msg=c)
+    kwargs = {"conv2d_fft": True, "max_evals": 500}  # ignored with conv2d_fft, as WW ignores it
+    ref = quiet(ww.WeightWatcher(model=vgg).analyze, **kwargs)
+    ours = WeightWatcher(model=vgg).analyze(**kwargs)
+    assert list(ours.columns) == list(ref.columns)
+    for c in SHAPE:
+        np.testing.assert_array_equal(ours[c].to_numpy(), ref[c].to_numpy(), err_msg=c)
+    for c in ("alpha", "D", "xmin", "lambda_max", "sv_max", "norm", "num_pl_spikes"):
+        np.testing.assert_allclose(ours[c], ref[c], rtol=1e-5, err_msg=c)  # WW: float32 FFT
+    assert (ours["layer_type"] == "conv2d").sum() == 8

@@ -142,3 +142,39 @@ def with_identity(frame: pd.DataFrame, ids: list[dict]) -> pd.DataFrame:
     for col in ids[0] if ids else ():
         d[col] = [i[col] for i in ids]
     return d
+
+
+# --- conv2d_fft ----------------------------------------------------------------------------------
+FFT_GRID = 32
+
+
+def conv2d_fft_evals(w: np.ndarray) -> np.ndarray:
+    """WeightWatcher's ``conv2d_fft`` ESD of a torch-layout conv kernel (out, in, kh, kw),
+    before its conv2d_norm: each kernel's 2-D FFT on a 32 x 32 grid, of which (as
+    WeightWatcher's cast to float does) the real part, its singular values per (out, in) pair,
+    the top rf * N * M of them (rf = min(kh, kw)), squared."""
+    w = np.asarray(w, dtype=np.float32)
+    n, m, kh, kw = w.shape
+    if n + m < kh + kw:
+        raise ValueError("conv2d_fft reads (out, in, kh, kw) kernels only")
+    coefs = np.fft.fft2(w, (FFT_GRID, FFT_GRID), axes=(2, 3)).real.astype(np.float64)
+    sv = np.sort(np.linalg.svd(coefs, compute_uv=False).ravel())
+    n_comp = min(kh, kw) * n * m
+    return sv[-n_comp:] ** 2
+
+
+def conv2d_fft_layers(model, options: dict, *, base_model=None, peft=False) -> dict:
+    """layer_id -> the :class:`LayerResult` of each conv2d layer's ``conv2d_fft`` ESD, with the
+    options' fit and diagnostics."""
+    from dataclasses import replace
+
+    from ..engine.layer import layer_rows
+
+    o = make_options(**options)
+    src = open_model(model, base_model=base_model, peft=peft)
+    out = {}
+    for ref, plan, why in planned(src, o):
+        if not why and plan.layer_type == "conv2d":
+            out[ref.index] = layer_rows(ref, replace(plan, rf=1), o,
+                                        [conv2d_fft_evals(ref.load())])
+    return out, o

@@ -12,14 +12,15 @@ from ..analysis import Analysis, analyze, describe
 from ..engine.columns import SUMMARY_METRICS
 from ..engine.options import ALIASES
 from ..engine.options import BY_NAME as OPTION_NAMES
+from ..engine.result import details_frame
 from . import derived, editing, figures, frames, vectors
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
-_ACCEPTED_DEFAULTS = {"conv2d_fft": False, "fft": False, "channels": None, "inverse": False,
+_ACCEPTED_DEFAULTS = {"fft": False, "channels": None, "inverse": False,
                       "glorot_fix": False, "start_ids": 0, "min_size": None, "max_size": None}
 # WeightWatcher options the facade itself acts on (figures), with their defaults
 FACADE = {"plot": False, "savefig": figures.DEF_SAVE_DIR, "deltas": False, "stacked": False,
-          "intra": False, "sparsify": True}
+          "intra": False, "sparsify": True, "conv2d_fft": False}
 
 
 def _svd_method(value) -> dict:
@@ -48,13 +49,18 @@ def _facade_options(kwargs: dict) -> dict:
     out = {k: kwargs.pop(k, v) for k, v in FACADE.items()}
     if not figures.valid_savefig(out["savefig"]):
         raise ValueError(f"savefig={out['savefig']!r}: give a folder name or a bool")
-    if kwargs.get("conv2d_fft") and (out["intra"] or kwargs.get("pool") is False):
+    if out["conv2d_fft"] and (out["intra"] or kwargs.get("pool") is False):
         raise ValueError("conv2d_fft=True cannot be combined with intra=True or pool=False")
     if out["intra"] and (kwargs.get("randomize") or kwargs.get("vectors")):
         raise ValueError("intra=True cannot be combined with randomize=True or vectors=True")
     if out["intra"] and out["stacked"]:
         raise ValueError("intra=True and stacked=True cannot be combined")
     return out
+
+
+def _FFT_SIZES(opts: dict) -> dict:  # noqa: N802
+    """With conv2d_fft WeightWatcher applies neither min_evals nor max_evals (only max_N)."""
+    return {"min_evals": 1, "max_evals": opts.get("max_N", OPTION_NAMES["max_N"].default)}
 
 
 def _translate(kwargs: dict) -> dict:
@@ -134,10 +140,37 @@ class WeightWatcher:
             self.details[col] = [i[col] for i in ids]
         return self.analysis, self.details
 
+    def _conv2d_fft(self, model, kwargs: dict) -> pd.DataFrame:
+        """conv2d_fft=True: each conv2d layer's row from WeightWatcher's FFT ESD."""
+        opts = self._options(kwargs)
+        opts.update(_FFT_SIZES(opts))
+        model = self._model(model)
+        self.analysis = analyze(model, **opts)
+        rest = {k: v for k, v in opts.items() if k not in ("peft", "base_model")}
+        results, o = derived.conv2d_fft_layers(model, rest, base_model=opts.get("base_model"),
+                                               peft=opts.get("peft", False))
+        d = self.analysis.details.copy()
+        if results:
+            fft = details_frame(list(results.values()), o).set_index("layer_id")
+            fft["num_evals"] = [len(r.rows[0].evals) if r.rows[0].evals is not None else 0
+                                for r in results.values()]
+            fft["rf"] = 1.0
+            d["rf"] = d["rf"].astype(float)
+            d = d.set_index("layer_id")
+            d.loc[fft.index, fft.columns] = fft
+            d = d.reset_index()[list(self.analysis.details.columns)]
+        self.details = frames.analyze_frame(d, peft=opts.get("peft", False))
+        return self.details
+
     def analyze(self, model=None, **kwargs) -> pd.DataFrame:
         shown = _facade_options(kwargs)
         if shown["stacked"] or shown["intra"]:
             details = self._derived(model, kwargs, shown, fit=True)[1]
+        elif shown["conv2d_fft"]:
+            if shown["plot"]:
+                raise ValueError("conv2d_fft=True: plot=True is not supported by "
+                                 "tailscope.compat yet")
+            details = self._conv2d_fft(model, kwargs)
         else:
             details = self._analyze(model, kwargs)
         self.figures = []
@@ -152,9 +185,18 @@ class WeightWatcher:
         if shown["stacked"] or shown["intra"]:
             return self._derived(model, kwargs, shown, fit=False)[1]
         opts = self._options(kwargs)
+        if shown["conv2d_fft"]:
+            opts.update(_FFT_SIZES(opts))
         table = describe(self._model(model), **opts)
-        return frames.describe_frame(table, pool=opts.get("pool", True),
-                                     peft=opts.get("peft", False))
+        d = frames.describe_frame(table, pool=opts.get("pool", True),
+                                  peft=opts.get("peft", False))
+        if shown["conv2d_fft"]:  # WeightWatcher's FFT ESD: min(kh, kw) * N * M values, rf 1
+            conv = (d["layer_type"] == "conv2d").to_numpy()
+            kernel = table.loc[table["analyze"], "shape"].str.split("x").to_list()
+            side = np.array([min(int(k[2]), int(k[3])) if len(k) == 4 else 1 for k in kernel])
+            d["num_evals"] = np.where(conv, side * d["N"] * d["M"], d["num_evals"])
+            d["rf"] = 1.0
+        return d
 
     def get_details(self) -> pd.DataFrame:
         if self.details is None:
