@@ -417,6 +417,13 @@ def test_intra_is_weightwatchers_overlap_of_consecutive_layers(ww):
     np.testing.assert_array_equal(sparse["alpha"], again["alpha"])  # seeded, unlike WW's
     with pytest.raises(ValueError, match="intra"):
         WeightWatcher(model=model).analyze(intra=True, randomize=True)
+    # WeightWatcher's describe(intra=True) always raises (its default params turn randomize on);
+    # the facade lists the pairs analyze fits
+    with pytest.raises(Exception, match="params not valid"):
+        quiet(ww.WeightWatcher(model=model).describe, intra=True)
+    table = WeightWatcher(model=model).describe(intra=True)
+    assert table[["longname", "N", "M"]].values.tolist() == \
+        ref[["longname", "N", "M"]].values.tolist()
 
 
 # --- conv2d_fft ----------------------------------------------------------------------------------
