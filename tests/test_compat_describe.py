@@ -201,7 +201,7 @@ def figure_files(folder: Path, details) -> set:
 
 
 @pytest.mark.parametrize("kwargs", [{"randomize": True, "detX": True, "deltas": True},
-                                    {"pool": False, "mp_fit": True}])
+                                    {"pool": False, "mp_fit": True}, {"vectors": True}])
 def test_plot_saves_weightwatchers_files(ww, tmp_path, kwargs):
     torch.manual_seed(0)
     if kwargs.get("pool") is False:  # a dense layer and 2 conv slices

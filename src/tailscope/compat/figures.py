@@ -136,3 +136,53 @@ def save_layer_figures(analysis, rows, savefig, *, deltas: bool = False) -> list
             written += _deltas(evals, title=title, folder=folder, pid=pid)
             pyplot.close("all")
     return written
+
+
+VECTOR_METRICS = (("vec_entropy", "Vector Entropies"), ("loc_ratio", "Localization Ratios"),
+                  ("part_ratio", "Participation Ratios"))
+
+
+def save_vector_figures(mats, xmin, pid: str, title: str, folder: Path) -> list[Path]:
+    """WeightWatcher's ``vector_metrics`` (each eigenvector's entropy, localization and
+    participation ratios and its eigenvalue, in eigenvalue order, xmin marked) and
+    ``vector_histograms`` (their bulk and tail histograms) for one row's matrices."""
+    from ..spectrum import vectors as spectral
+
+    pyplot = require("matplotlib.pyplot", "plot=True")
+    evals, metrics = [], {name: [] for name, _ in VECTOR_METRICS}
+    for m in mats:
+        ev, vecs = spectral.eigenvectors(np.asarray(m, dtype=np.float64))
+        evals.append(ev)
+        for name, values in spectral.per_vector(vecs).items():
+            if name in metrics:
+                metrics[name].append(values)
+    evals = np.concatenate(evals)
+    order = np.argsort(evals)
+    data = {name: np.concatenate(v)[order] for name, v in metrics.items()}
+    evals = evals[order]
+    cut = np.searchsorted(evals, xmin) if xmin is not None and np.isfinite(xmin) else None
+    fig, axes = pyplot.subplots(4, figsize=(8, 12))
+    fig.suptitle(f"Vector Localization Metrics for {title}")
+    for ax, (name, label) in zip(axes, VECTOR_METRICS + (("eigenvalue", "Eigenvalues"),)):
+        y = evals if name == "eigenvalue" else data[name]
+        ax.scatter(np.arange(y.size), y, marker=".", color=plots.BLUE)
+        ax.set_ylabel(label)
+        if cut is not None and 0 < cut:
+            ax.axvline(cut - 1, color=plots.RED, label="xmin")
+            ax.legend(frameon=False)
+    out = [figure_path(folder, pid, "vector_metrics")]
+    pyplot.close(plots.finish(fig, out[-1]))
+    fig, axes = pyplot.subplots(1, 3, figsize=(15, 4))
+    fig.suptitle(f"Vector metrics of the bulk and the tail for {title}")
+    for ax, (name, label) in zip(axes, VECTOR_METRICS):
+        y = data[name]
+        parts = ((y[:cut], "bulk", plots.BLUE), (y[cut:], "tail", plots.ORANGE)) \
+            if cut is not None else ((y, "all", plots.BLUE),)
+        for values, part, color in parts:
+            if values.size:
+                ax.hist(values, bins=50, density=True, alpha=0.6, color=color, label=part)
+        ax.set_title(label)
+        ax.legend(frameon=False)
+    out.append(figure_path(folder, pid, "vector_histograms"))
+    pyplot.close(plots.finish(fig, out[-1]))
+    return out

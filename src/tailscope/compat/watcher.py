@@ -175,10 +175,32 @@ class WeightWatcher:
             details = self._analyze(model, kwargs)
         self.figures = []
         if shown["plot"]:
-            self.figures = figures.save_layer_figures(
-                self.analysis, frames.figure_rows(self.analysis.keys(), details),
-                shown["savefig"], deltas=shown["deltas"])
+            rows = frames.figure_rows(self.analysis.keys(), details)
+            self.figures = figures.save_layer_figures(self.analysis, rows, shown["savefig"],
+                                                      deltas=shown["deltas"])
+            if kwargs.get("vectors") and not (shown["stacked"] or shown["intra"]):
+                self.figures += self._vector_figures(rows, kwargs, shown["savefig"])
         return details
+
+    def _vector_figures(self, rows, kwargs: dict, savefig) -> list:
+        """vectors=True, plot=True: WeightWatcher's two eigenvector figures per row."""
+        folder = figures.save_dir(savefig)
+        if folder is None:
+            return []
+        opts = self._options(dict(kwargs))
+        select = {k: opts[k] for k in derived.SELECTING if k in opts and k not in (
+            "peft", "base_model")}
+        mats = derived.layer_matrices(self.model, select, base_model=opts.get("base_model"),
+                                      peft=opts.get("peft", False))
+        index = {lid: i for i, lid in enumerate(dict.fromkeys(k[0] for k, _, _ in rows))}
+        out = []
+        for key, pid, title in rows:
+            layer = mats[index[key[0]]]
+            row = self.analysis.row(key)
+            out += figures.save_vector_figures(
+                layer if key[1] is None else [layer[key[1]]],
+                row["xmin"] if row["status"] == "success" else None, pid, title, folder)
+        return out
 
     def describe(self, model=None, **kwargs) -> pd.DataFrame:
         shown = _facade_options(kwargs)
@@ -270,10 +292,11 @@ class WeightWatcher:
 
     def analyze_vectors(self, model=None, layers=(), min_evals=8, max_evals=15000, plot=True,
                         savefig=figures.DEF_SAVE_DIR, channels=None):
-        """The eigenvector metrics of each layer (``analyze(vectors=True)``'s columns); returns
-        None as WeightWatcher, the table is ``get_details()``."""
+        """The eigenvector metrics of each layer (``analyze(vectors=True)``'s columns, and with
+        ``plot=True`` its ``vector_metrics`` and ``vector_histograms`` figures); returns None as
+        WeightWatcher, the table is ``get_details()``."""
         self.analyze(model=model, layers=list(layers), min_evals=min_evals,
-                     max_evals=max_evals, vectors=True, channels=channels,
+                     max_evals=max_evals, vectors=True, channels=channels, plot=plot,
                      savefig=savefig)
 
     valid_vectors = staticmethod(vectors.valid_vectors)
