@@ -295,10 +295,21 @@ def _tall(m: np.ndarray) -> np.ndarray:
 
 def _cka(w1: np.ndarray, w2: np.ndarray) -> float:
     """WeightWatcher's uncentred overlap ||W1^T W2|| / sqrt(||W1^T W1|| ||W2 W2^T||) (Frobenius),
-    the square root of linear CKA between the rows of W1 and W2."""
-    num = np.linalg.norm(w1.T @ w2)
-    den = math.sqrt(np.linalg.norm(w1.T @ w1) * np.linalg.norm(w2 @ w2.T))
+    the square root of linear CKA between the rows of W1 and W2.
+
+    Each norm is taken through the smaller Gram matrix (||W W^T||_F = ||W^T W||_F, and
+    ||W1^T W2||_F^2 = <W1 W1^T, W2 W2^T>), so a 25088 x 4096 layer needs 4096^2 products, not
+    25088^2."""
+    if w1.shape[0] >= w1.shape[1]:
+        num = np.linalg.norm(w1.T @ w2)
+    else:
+        num = math.sqrt(max(float(np.sum((w1 @ w1.T) * (w2 @ w2.T))), 0.0))
+    den = math.sqrt(np.linalg.norm(_small_gram(w1)) * np.linalg.norm(_small_gram(w2)))
     return float(num / den) if den > 0 else math.nan
+
+
+def _small_gram(w: np.ndarray) -> np.ndarray:
+    return w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
 
 
 def _layer_distance(method: str, ref: LayerRef, w1: np.ndarray, w2: np.ndarray) -> float:
