@@ -317,6 +317,10 @@ def test_get_esd_with_params_and_random(ww, vgg):
     # a shuffle of W's elements keeps its Frobenius norm: the eigenvalues' sum
     assert rand_o.sum() == pytest.approx(esd_o.sum(), rel=1e-6)
     assert not np.allclose(np.sort(rand_o), esd_o)
+    # an unknown layer: WeightWatcher logs and returns [], the facade says so
+    assert len(quiet(theirs.get_ESD, layer=9999)) == 0
+    with pytest.raises(ValueError, match="no analysed layer 9999"):
+        ours.get_ESD(layer=9999)
 
 
 # --- distances -------------------------------------------------------------------------------------
