@@ -38,7 +38,7 @@ def test_options_are_translated_or_refused():
                                savefig="ww-img", pl_package="ww", fix_fingers=False)
     assert "slice_id" in unpooled.columns
     with pytest.raises(ValueError, match="not supported"):
-        watcher.analyze(model=path, intra=True)
+        watcher.analyze(model=path, inverse=True)
     with pytest.raises(ValueError, match="unknown WeightWatcher option"):
         watcher.analyze(model=path, colour="red")
     with pytest.raises(ValueError, match="peft must be"):

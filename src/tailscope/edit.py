@@ -338,10 +338,21 @@ def _tall(m: np.ndarray) -> np.ndarray:
 
 def _cka(w1: np.ndarray, w2: np.ndarray) -> float:
     """WeightWatcher's uncentred overlap ||W1^T W2|| / sqrt(||W1^T W1|| ||W2 W2^T||) (Frobenius),
-    the square root of linear CKA between the rows of W1 and W2."""
-    num = np.linalg.norm(w1.T @ w2)
-    den = math.sqrt(np.linalg.norm(w1.T @ w1) * np.linalg.norm(w2 @ w2.T))
+    the square root of linear CKA between the rows of W1 and W2.
+
+    Each norm is taken through the smaller Gram matrix (||W W^T||_F = ||W^T W||_F, and
+    ||W1^T W2||_F^2 = <W1 W1^T, W2 W2^T>), so a 25088 x 4096 layer needs 4096^2 products, not
+    25088^2."""
+    if w1.shape[0] >= w1.shape[1]:
+        num = np.linalg.norm(w1.T @ w2)
+    else:
+        num = math.sqrt(max(float(np.sum((w1 @ w1.T) * (w2 @ w2.T))), 0.0))
+    den = math.sqrt(np.linalg.norm(_small_gram(w1)) * np.linalg.norm(_small_gram(w2)))
     return float(num / den) if den > 0 else math.nan
+
+
+def _small_gram(w: np.ndarray) -> np.ndarray:
+    return w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
 
 
 def _layer_distance(method: str, ref: LayerRef, w1: np.ndarray, w2: np.ndarray) -> float:
@@ -356,8 +367,8 @@ def _layer_distance(method: str, ref: LayerRef, w1: np.ndarray, w2: np.ndarray) 
     return float(np.mean([_cka(a, b) for a, b in pairs]))
 
 
-def distances(a, b, method: str = "raw", layers=None, *, trust_pickle: bool = False,
-              **options) -> Distances:
+def distances(a, b, method: str = "raw", layers=None, *, pool: bool = True,
+              trust_pickle: bool = False, **options) -> Distances:
     """Layer-by-layer distances between two models with the same architecture.
 
     Parameters
@@ -372,6 +383,10 @@ def distances(a, b, method: str = "raw", layers=None, *, trust_pickle: bool = Fa
         ||W_a^T W_b||_F / sqrt(||W_a^T W_a||_F ||W_b W_b^T||_F) (1 for identical layers).
     layers : list, optional
         As in :func:`tailscope.analyze` (the layers analyze would fit, by default).
+    pool : bool
+        False: one row per conv slice (``slice_id``), as ``analyze(pool=False)``: 'euclidean'
+        and 'cka' of that slice, 'raw' the whole tensor's distance on each of its slices (as
+        WeightWatcher's ``distances(pool=False)``).
 
     Returns
     -------
@@ -383,7 +398,7 @@ def distances(a, b, method: str = "raw", layers=None, *, trust_pickle: bool = Fa
     method = (method or "raw").lower()
     if method not in DISTANCE_METHODS:
         raise ValueError(f"method must be 'raw', 'euclidean' or 'cka'; got {method!r}")
-    o = make_options(layers=layers, **options)
+    o = make_options(layers=layers, pool=pool, **options)
     src_a = open_source(a, trust_pickle=trust_pickle)
     src_b = open_source(b, trust_pickle=trust_pickle)
     index = NameIndex(src_b.refs)
@@ -410,11 +425,15 @@ def distances(a, b, method: str = "raw", layers=None, *, trust_pickle: bool = Fa
             row["delta_W"] = _layer_distance(method, ref, w1, w2)
             if method == "raw":
                 row["delta_b"] = _bias_distance(ref, other, by_name, index)
+            if not pool and w1.ndim > 2:
+                rows += _slice_rows(row, method, ref, w1, w2)
+                continue
         except Exception as exc:  # noqa: BLE001
             row["reason"] = one_line(exc)
-        rows.append(row)
-    df = pd.DataFrame(rows, columns=["layer_id", "name", "layer_type", "N", "M", "rf",
-                                     "delta_W", "delta_b", "reason"])
+        rows.append(row if pool else {**row, "slice_id": 0})
+    columns = ["layer_id"] + ([] if pool else ["slice_id"]) + [
+        "name", "layer_type", "N", "M", "rf", "delta_W", "delta_b", "reason"]
+    df = pd.DataFrame(rows, columns=columns)
     df.insert(0, "method", method)
 
     def mean(col: str) -> float:
@@ -423,6 +442,19 @@ def distances(a, b, method: str = "raw", layers=None, *, trust_pickle: bool = Fa
 
     return Distances(method=method, details=df, delta_W=mean("delta_W"),
                      delta_b=mean("delta_b"))
+
+
+def _slice_rows(row: dict, method: str, ref: LayerRef, w1: np.ndarray, w2: np.ndarray
+                ) -> list[dict]:
+    """One row per conv slice: the slice's own distance ('euclidean', 'cka'), or the whole
+    tensor's ('raw')."""
+    out = []
+    for sid, (m1, m2) in enumerate(zip(matrices(ref, w1), matrices(ref, w2))):
+        a, b = _tall(m1), _tall(m2)
+        value = (row["delta_W"] if method == "raw" else
+                 float(np.linalg.norm(a - b)) if method == "euclidean" else _cka(a, b))
+        out.append({**row, "slice_id": sid, "delta_W": value})
+    return out
 
 
 def _bias_distance(ref: LayerRef, other: LayerRef, by_name: dict, index: NameIndex) -> float:
