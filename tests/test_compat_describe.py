@@ -229,7 +229,7 @@ def test_plot_true_saves_to_ww_img_and_false_saves_nothing(tmp_path, monkeypatch
     assert not any(tmp_path.iterdir())
     WeightWatcher(model=model).analyze(plot=True, savefig=True)
     assert {f.name for f in (tmp_path / "ww-img").iterdir()} == \
-        {f"ww.layer0.{n}.png" for n in ("esd", "esd2", "esd3", "esd4", "esd5")}
+        {f"ww.layer1.{n}.png" for n in ("esd", "esd2", "esd3", "esd4", "esd5")}  # its id: 1
     WeightWatcher(model=model).analyze(plot=False, savefig="elsewhere")
     assert not (tmp_path / "elsewhere").exists()
 
@@ -317,10 +317,10 @@ def test_get_esd_with_params_and_random(ww, vgg):
     # a shuffle of W's elements keeps its Frobenius norm: the eigenvalues' sum
     assert rand_o.sum() == pytest.approx(esd_o.sum(), rel=1e-6)
     assert not np.allclose(np.sort(rand_o), esd_o)
-    # an unknown layer: WeightWatcher logs and returns [], the facade says so
+    # an unknown layer: WeightWatcher logs and returns [], the facade returns [] and warns
     assert len(quiet(theirs.get_ESD, layer=9999)) == 0
-    with pytest.raises(ValueError, match="no analysed layer 9999"):
-        ours.get_ESD(layer=9999)
+    with pytest.warns(UserWarning, match="no layer 9999"):
+        assert len(ours.get_ESD(layer=9999)) == 0
 
 
 # --- distances -------------------------------------------------------------------------------------

@@ -541,6 +541,6 @@ def test_distances_use_weightwatchers_ids():
     for kwargs in ({"layers": [5, 28]}, {"start_ids": 1}, {"layers": [-2, -25]}):
         _, _, theirs = quiet(ww.WeightWatcher().distances, a, b, **kwargs)
         _, _, ours = WeightWatcher().distances(a, b, **kwargs)
-        assert ours["layer_id"].tolist() == theirs.index.tolist()
+        assert ours.index.tolist() == theirs.index.tolist()  # indexed by layer_id, as there
         assert ours["name"].tolist() == theirs["name"].tolist()
         np.testing.assert_allclose(ours["delta_W"], theirs["delta_W"], rtol=1e-5)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -308,13 +309,13 @@ class WeightWatcher:
         return editing.distances(model_1, model_2, method=method, chosen=chosen, **opts)
 
     # --- one layer, by WeightWatcher's id or name ---------------------------------------------
-    def _entry(self, model, layer):
+    def _entry(self, model, layer, start_ids: int = 0):
         """The framework layer ``layer`` (a WeightWatcher layer_id or name) of the model, among
         those ``describe()`` lists; None when there is none (WeightWatcher returns [])."""
         self.set_model_(model)
         if not isinstance(layer, (numbers.Integral, str)) or isinstance(layer, bool):
             raise ValueError(f"layer={layer!r}: give a layer_id or a layer name")
-        table = self._layer_table()
+        table = self._layer_table(start_ids)
         listed = wwl.select(table, None)
         if not any(e.layer_id == layer if isinstance(layer, numbers.Integral)
                    else e.name == layer for e in listed):
@@ -334,9 +335,11 @@ class WeightWatcher:
         opts = {**frames.esd_params(params), **kwargs}
         if random:
             opts["randomize"] = True
-        e = self._entry(None, layer)
+        e = self._entry(None, layer, opts.pop("start_ids", 0))
         if e is None:
-            if self._layer_table():
+            if self._layer_table():  # WeightWatcher logs an error and returns []
+                warnings.warn(f"get_ESD: no layer {layer!r} among this model's analysable layers",
+                              stacklevel=2)
                 return np.array([])
             opts["layers"] = [layer]  # a format without WeightWatcher ids: tailscope's own
             a = analyze(self.model, **self._options(opts))
