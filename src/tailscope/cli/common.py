@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.options import BY_NAME, GROUPS, OPTIONS
+from ..util.errors import printable
 
 
 class InputError(Exception):
@@ -223,10 +224,10 @@ def print_analysis(analysis) -> None:
         print("(no layer analysed)")
     failed = d[d["status"] == "failed"] if len(d) else d
     for _, row in failed.iterrows():
-        print(f"failed: layer {row['layer_id']} {row['name']}: {row['reason']}")
+        print(printable(f"failed: layer {row['layer_id']} {row['name']}: {row['reason']}"))
     s = analysis.summary()
     print()
-    print(f"{analysis.source}")
+    print(printable(analysis.source))
     print(f"layers: {s['layers']} analysed ({s['success']} fitted, {s['failed']} failed), "
           f"{s['skipped']} tensors skipped; {s['over_trained']} over-trained "
           f"(alpha < {OVER_TRAINED:g}), {s['under_trained']} under-trained "

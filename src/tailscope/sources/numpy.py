@@ -17,6 +17,15 @@ from .base import Probe, Reader, Source, SourceError, numbered
 _NPY_MAGIC = b"\x93NUMPY"
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """An .npy read (not memory-mapped: a file cut short while it is read is a one-line error,
+    not a SIGBUS)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        raise SourceError(f"{path}: corrupt or truncated .npy file ({exc})") from None
+
+
 def _npy_header(fp) -> tuple[tuple[int, ...], np.dtype]:
     version = np.lib.format.read_magic(fp)
     if version == (1, 0):
@@ -37,7 +46,7 @@ def open_numpy(path: Path, kind: str) -> Source:
             raise SourceError(f"{path}: an .npy of Python objects (needs unpickling); "
                               "not a weight array")
         items = [(path.stem, shape, str(dtype),
-                  lambda: np.load(path, mmap_mode="r", allow_pickle=False))]
+                  lambda: _load_npy(path))]
         return Source(numbered(items, str(path)), "npy", (str(path),))
     items = []
     with zipfile.ZipFile(path) as zf:

@@ -17,3 +17,25 @@ def one_line(exc: BaseException, text_from: BaseException | None = None) -> str:
     """
     lines = str(text_from if text_from is not None else exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7f, 0xa0)] if c not in (0x09,)}
+
+
+def printable(text) -> str:
+    """``text`` safe for a terminal: control characters (ESC of ANSI codes, carriage returns,
+    newlines, C1 codes) written as ``\\xNN`` escapes, so a name in a file cannot move the cursor,
+    recolour or rewrite what the terminal shows. Tabs stay."""
+    return str(text).translate(_CONTROL)
+
+
+def os_error(exc: OSError) -> str:
+    """An operating-system error on a user's path as one line naming the file:
+    ``'cannot read|write PATH: reason'`` style, without Python's ``[Errno N]`` prefix."""
+    reason = exc.strerror or first_line(exc) or type(exc).__name__
+    if exc.filename is not None:
+        name = exc.filename
+        if exc.filename2 is not None:
+            name = f"{name} -> {exc.filename2}"
+        return f"{name}: {reason}"
+    return reason
