@@ -64,7 +64,8 @@ def stdin_copy() -> Path:
 def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
     """Open a model as a lazy list of tensors.
 
-    Accepts a path (``'-'``: a model piped into stdin; safetensors file, sharded folder with ``model.safetensors.index.json``,
+    Accepts a path (``"-"``: a model piped into stdin; safetensors file, sharded folder with
+    ``model.safetensors.index.json``,
     Hugging Face-style folder, PyTorch ``.bin/.pt/.pth`` state dict or TorchScript archive, numpy
     ``.npz/.npy``, ONNX model, Keras ``.h5`` / ``.keras``), a Hugging Face model id
     ``owner/name`` (weights downloaded to the Hugging Face cache; needs the ``hub`` extra), an
