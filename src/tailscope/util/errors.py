@@ -16,7 +16,13 @@ def one_line(exc: BaseException, text_from: BaseException | None = None) -> str:
     wrapped by SQLAlchemy) while keeping ``exc``'s type name.
     """
     lines = str(text_from if text_from is not None else exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    text = lines[0].split(_TORCH_PLEA)[0].rstrip()  # PyTorch's request for a better message
+    return f"{type(exc).__name__}: {text}"
+
+
+_TORCH_PLEA = "(Could this error message be improved?"
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7f, 0xa0)] if c not in (0x09,)}
