@@ -6,6 +6,7 @@ array) for the commands that take data rather than a model. Nothing here unpickl
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 from pathlib import Path
 
@@ -22,16 +23,23 @@ def _load_npy(path: Path) -> np.ndarray:
     not a SIGBUS)."""
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, EOFError) as exc:
+    except (ValueError, EOFError, SyntaxError, tokenize.TokenError) as exc:
         raise SourceError(f"{path}: corrupt or truncated .npy file ({exc})") from None
 
 
 def _npy_header(fp) -> tuple[tuple[int, ...], np.dtype]:
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-    else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    """(shape, dtype) of an .npy header; ValueError for any damage (numpy's parser of the header
+    dict can also raise SyntaxError, tokenize errors or EOFError) or a negative dimension."""
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    except (SyntaxError, tokenize.TokenError, EOFError, TypeError) as exc:
+        raise ValueError(f"a damaged header: {one_line(exc)}") from None
+    if any(d < 0 for d in shape):
+        raise ValueError(f"negative dimension in shape {shape}")
     return shape, dtype
 
 
@@ -112,7 +120,8 @@ def read_array(path):
             raise SourceError(f"{path}: an array of Python objects (needs unpickling); refused"
                               ) from None
         raise SourceError(f"{path}: a damaged numpy file ({one_line(exc)})") from None
-    except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, SyntaxError,
+            tokenize.TokenError) as exc:
         raise SourceError(f"{path}: a damaged numpy file ({one_line(exc)})") from None
 
 
