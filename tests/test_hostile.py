@@ -261,6 +261,10 @@ def test_control_characters_in_names_never_reach_the_terminal(tmp_path, capsys):
         assert code == 0, err
         assert "\x1b" not in out + err and "\r" not in out + err
         assert "\\x1b[31mevil" in out
+    odd = tmp_path / "odd\x1b[31m.safetensors"  # a file name, too
+    odd.write_bytes(path.read_bytes())
+    code, out, err = cli(capsys, "describe", odd)
+    assert code == 0 and "\x1b" not in out + err
     bad = raw_safetensors(tmp_path / "b.safetensors",
                           {name: {"dtype": "F32", "shape": None, "data_offsets": [0, 4]}}, b"\0" * 4)
     err = user_error(capsys, "describe", bad)

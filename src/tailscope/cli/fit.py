@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from ..engine.options import compare_names, parse_compare
+from ..util.errors import printable
 from .common import (
     Command,
     InputError,
@@ -106,7 +107,7 @@ def run(args) -> int:
         raise InputError(f"{args.file}: no power-law fit: {fit.reason}")
     what = f" (the {dropped} largest dropped)" if dropped else ""
     kind = "discrete power-law" if fit.discrete else "power-law"
-    print(f"{args.file}: {fit.n} values{what}, {kind} tail of {fit.n_tail}")
+    print(f"{printable(args.file)}: {fit.n} values{what}, {kind} tail of {fit.n_tail}")
     print(f"  alpha  {fit.alpha:.6g} +- {fit.sigma:.3g}")
     print(f"  xmin   {fit.xmin:.6g}" + ("" if fit.xmax is None else f"   xmax {fit.xmax:.6g}"))
     print(f"  D      {fit.D:.6g}")

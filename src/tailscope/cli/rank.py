@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..util.errors import printable
 from .common import Command, check_folder, check_output, seed_help, whole
 
 
@@ -54,7 +55,7 @@ def run(args) -> int:
     sel = select_rank(X, exact=exact, max_components=args.max_components, random_state=args.seed)
     shape = f"{X.shape[0]} x {X.shape[1]}"
     what = "TF-IDF documents x terms" if kind == "texts" else "matrix"
-    print(f"{args.input}: {what} {shape}; {sel.eigenvalues.size} eigenvalues "
+    print(f"{printable(args.input)}: {what} {shape}; {sel.eigenvalues.size} eigenvalues "
           f"({'all' if sel.exact else 'top, adaptive'})")
     if sel.fit.ok:
         print(f"K = {sel.k}  (power-law tail: alpha {sel.fit.alpha:.4g}, xmin {sel.fit.xmin:.4g}, "
@@ -77,7 +78,7 @@ def run(args) -> int:
             terms = vectorizer.get_feature_names_out()
             for i, comp in enumerate(svd.components_[: min(svd.n_components_, 10)]):
                 top = terms[np.argsort(-comp)[: args.terms]]
-                print(f"  component {i + 1}: {' '.join(top)}")
+                print(printable(f"  component {i + 1}: {' '.join(top)}"))
         if args.out:
             from ..util.io import atomic_write
 

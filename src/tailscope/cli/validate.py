@@ -3,6 +3,7 @@ analyse them, correlate each spectral metric with test accuracy)."""
 
 from __future__ import annotations
 
+from ..util.errors import printable
 from .common import Command, add_quiet, real, whole
 
 
@@ -37,7 +38,7 @@ def run(args) -> int:
         print_table(v.models, ["name", "status", "layers", "train_accuracy", QUALITY,
                                *v.metrics[:4]], title="networks")
         for _, row in v.models[v.models["status"] != "success"].iterrows():
-            print(f"failed: {row['name']}: {row['reason']}")
+            print(printable(f"failed: {row['name']}: {row['reason']}"))
     print()
     print_table(v.correlations, title=f"model-mean metric vs {QUALITY}: Spearman rho, Kendall "
                                       f"tau, {args.level:.0%} bootstrap intervals (seed "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..engine.columns import SUMMARY_METRICS, TABLE_COLUMNS
+from ..util.errors import printable
 from .common import Command, InputError, add_quiet, given_options, int_columns, option_names, real, whole
 
 # the zoo reads each model itself: of the source options only trust_pickle applies
@@ -64,7 +65,7 @@ def run(args) -> int:
     if not args.quiet:
         print_table(int_columns(models, ("layers", "failed")), COLUMNS)
         for _, row in models[models["status"] == "failed"].iterrows():
-            print(f"failed: {row['name']}: {row['reason']}")
+            print(printable(f"failed: {row['name']}: {row['reason']}"))
     for q, table in tables.items():
         print()
         print_table(table, title=f"summary metrics vs {q} (Spearman rho, Kendall tau, R^2; "
