@@ -310,3 +310,19 @@ def test_fake_torchscript_is_one_short_line(tmp_path, capsys):
         z.writestr("archive/data.pkl", b"\x80\x02junk")
     err = user_error(capsys, "describe", path, naming=path)
     assert "Could this error message be improved" not in err
+
+
+def test_damaged_npy_and_csv_inputs_are_one_line(tmp_path, capsys):
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (-3, 4), }"
+    header += " " * (63 - 10 - len(header)) + "\n"
+    neg = tmp_path / "neg.npy"  # a negative dimension, as numpy's own header writer spells it
+    neg.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+                    + b"\0" * 48)
+    user_error(capsys, "describe", neg, naming=neg)
+    torn = tmp_path / "torn.npy"  # the header dict cut short: numpy raises a tokenize error
+    torn.write_bytes(b"\x93NUMPY\x01\x00\x20\x00{'descr':'<f4','fortran_order':False,\n")
+    user_error(capsys, "describe", torn, naming=torn)
+    user_error(capsys, "fit", torn, naming=torn)
+    csv = tmp_path / "texts.csv"
+    csv.write_text('text\n"never closed\n')
+    user_error(capsys, "rank", csv, naming=csv)

@@ -25,6 +25,7 @@ from .spectrum.esd import REL_THRESH, all_eigenpairs, all_eigenvalues, top_right
 from .spectrum.metrics import detx
 from .spectrum.mp import mp_gram_edges, mp_median
 from .spectrum.vectors import localization_ratios  # public here too: tailscope.rank.localization_ratios
+from .util.errors import first_line
 from .util.optional import require
 
 _START_K = 64
@@ -450,7 +451,10 @@ def load_input(source: str, *, text_column: str | None = None):
         return "texts", [p.read_text(errors="replace") for p in files], [str(p) for p in files]
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        frame = pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError, EmptyDataError
+            raise ValueError(f"{source}: not a readable CSV file ({first_line(exc)})") from None
         column = text_column or "text"
         if column not in frame.columns:
             raise ValueError(f"{source}: no column {column!r} (columns: "
