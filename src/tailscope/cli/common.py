@@ -249,7 +249,8 @@ def check_output(path: str, flag: str, suffixes: tuple[str, ...], what: str) -> 
         folder = out.resolve().parent
         if not folder.is_dir():
             raise InputError(f"{flag} {path}: the folder {folder} does not exist")
-        if len(out.name.encode()) > os.pathconf(folder, "PC_NAME_MAX"):
+        if hasattr(os, "pathconf") and len(out.name.encode()) > os.pathconf(folder,
+                                                                             "PC_NAME_MAX"):
             raise InputError(f"{flag} {path}: the file name is too long")
     except OSError as exc:
         raise InputError(f"{flag} {path}: {exc.strerror or exc}") from None
