@@ -258,8 +258,9 @@ def test_cli_validate(tmp_path, monkeypatch):
     assert "spearman_low" in out and "alpha_weighted" in out and "within the 2 architectures" \
         in out
     assert (tmp_path / "report.html").is_file() and (tmp_path / "validate.db").is_file()
-    for args, text in ((("--jobs", 0), "--jobs must be >= 1"), (("--level", 1.5), "--level"),
-                       (("--seed", -2), "--seed must be >= 0")):
+    for args, text in ((("--jobs", 0), "--jobs: expected a whole number >= 1"),
+                       (("--level", 1.5), "--level"),
+                       (("--seed", -2), "--seed: expected a whole number >= 0")):
         code, out, err = _cli("validate", "--out", tmp_path, *args)
         assert code == 2 and err.count("\n") == 1 and text in err, err
 

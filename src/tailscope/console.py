@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from numbers import Integral, Real
 
+from .util.errors import printable
+
 __all__ = ["Progress", "format_cell", "hms", "print_table"]
 
 
@@ -76,9 +78,9 @@ class Progress:
         if self._bar is not None:
             from rich.text import Text
 
-            self._bar.console.print(Text(text))
+            self._bar.console.print(Text(printable(text)))
         else:
-            self._write(text)
+            self._write(printable(text))
 
     def close(self) -> None:
         """Stop the terminal bar (it stays on screen as it was last drawn)."""
@@ -98,7 +100,7 @@ class Progress:
         if failed is not None:
             text += f", {failed} failed"
         text += f", {hms(elapsed)} elapsed, ETA {hms(eta) if eta == eta else '-'}"
-        return f"{text}  {name}" if name else text
+        return f"{text}  {printable(name)}" if name else text
 
     def _write(self, text: str) -> None:
         self.stream.write(text + "\n")
@@ -107,7 +109,7 @@ class Progress:
     def _draw(self, done, total, name, failed, elapsed, eta) -> None:
         fields = {"failed": "" if failed is None else f"{failed} failed",
                   "elapsed": hms(elapsed), "eta": hms(eta) if eta == eta else "-:--:--",
-                  "current": _tail(name, 48)}
+                  "current": _tail(printable(name), 48)}
         if self._bar is None:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
@@ -136,7 +138,7 @@ def format_cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
+        return printable(value)
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return str(bool(value))
     if isinstance(value, Integral):
@@ -148,7 +150,7 @@ def format_cell(value) -> str:
 
     if value is pd.NA or value is pd.NaT:
         return "nan"
-    return str(value)
+    return printable(value)
 
 
 def _ascii_head():
@@ -179,7 +181,7 @@ def print_table(frame, columns: Sequence[str] | None = None, *, title: str | Non
     for c in cols:
         numeric = pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(
             frame[c])
-        table.add_column(Text(str(c)), justify="right" if numeric else "left",
+        table.add_column(Text(printable(c)), justify="right" if numeric else "left",
                          no_wrap=numeric or not tty, overflow="fold")
     for row in frame[cols].itertuples(index=False, name=None):
         table.add_row(*(Text(format_cell(v)) for v in row))

@@ -25,6 +25,7 @@ from .spectrum.esd import REL_THRESH, all_eigenpairs, all_eigenvalues, top_right
 from .spectrum.metrics import detx
 from .spectrum.mp import mp_gram_edges, mp_median
 from .spectrum.vectors import localization_ratios  # public here too: tailscope.rank.localization_ratios
+from .util.errors import first_line
 from .util.optional import require
 
 _START_K = 64
@@ -458,7 +459,10 @@ def load_input(source: str, *, text_column: str | None = None):
         return "texts", [p.read_text(errors="replace") for p in files], [str(p) for p in files]
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        frame = pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError, EmptyDataError
+            raise ValueError(f"{source}: not a readable CSV file ({first_line(exc)})") from None
         column = text_column or "text"
         if column not in frame.columns:
             raise ValueError(f"{source}: no column {column!r} (columns: "
@@ -470,13 +474,24 @@ def load_input(source: str, *, text_column: str | None = None):
                      "'20newsgroups', or a .npy/.npz matrix")
 
 
-def tfidf(texts: list[str], *, min_df: int = 2, stop_words: str | None = "english"):
-    """TF-IDF document-term matrix and its vectorizer (scikit-learn)."""
+def tfidf(texts: list[str], *, min_df: int | None = None, stop_words: str | None = "english"):
+    """TF-IDF document-term matrix and its vectorizer (scikit-learn).
+
+    ``min_df``: ignore terms in fewer documents; None: 2, or 1 for a corpus of fewer than 4
+    documents. A given ``min_df`` is used as it is; more than the number of documents is a
+    ValueError (it would leave no term)."""
     TfidfVectorizer = require("sklearn.feature_extraction.text", "TF-IDF of texts").TfidfVectorizer
 
     if not texts or not any(t.strip() for t in texts):
         raise ValueError("the corpus is empty")
-    vec = TfidfVectorizer(min_df=min_df if len(texts) >= 2 * min_df else 1, stop_words=stop_words)
+    if min_df is None:
+        min_df = 2 if len(texts) >= 4 else 1
+    elif isinstance(min_df, bool) or not isinstance(min_df, int) or min_df < 1:
+        raise ValueError(f"min_df must be a whole number >= 1; got {min_df!r}")
+    elif min_df > len(texts):
+        raise ValueError(f"min_df {min_df} is more than the {len(texts)} documents: no term "
+                         "would be left")
+    vec = TfidfVectorizer(min_df=min_df, stop_words=stop_words)
     try:
         X = vec.fit_transform(texts)
     except ValueError as exc:  # "empty vocabulary; perhaps the documents only contain stop words"

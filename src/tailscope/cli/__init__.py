@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from .._version import __version__
+from ..util.errors import one_line, os_error, printable
 from . import analyze, demo, describe, fit, prune, rank, report, smooth, traps, validate, zoo
 from .common import Command, InputError, add_options
 
@@ -80,15 +81,16 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except (InputError, ValueError) as exc:  # ValueError: SourceError, StoreError, MissingExtra...
-        print(f"tailscope: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"tailscope: error: {printable(_one_line(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tailscope: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the user's own paths: unreadable, too long, a full disk, a folder
+        print(f"tailscope: error: {printable(_one_line(os_error(exc)))}", file=sys.stderr)
+        return 2
     except Exception as exc:  # an internal error: say so in one line, exit 1
-        from ..util.errors import one_line
-
-        print(f"tailscope: internal error: {one_line(exc)}", file=sys.stderr)
+        print(f"tailscope: internal error: {printable(one_line(exc))}", file=sys.stderr)
         return 1

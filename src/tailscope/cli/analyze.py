@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from .common import Command, add_quiet, add_source, check_output, given_options, option_names, print_analysis
+from .common import (
+    Command,
+    add_quiet,
+    add_source,
+    check_folder,
+    check_output,
+    given_options,
+    option_names,
+    print_analysis,
+)
 
 OPTIONS = option_names("source", "select", "esd", "fit", "diagnostics")
 
@@ -28,6 +37,8 @@ def run(args) -> int:
     if args.out:
         check_output(args.out, "--out", (".csv", ".json", ".parquet"),
                      "use a .csv, .json or .parquet file name")
+    if args.plot:
+        check_folder(args.plot, "--plot")
     with Progress("layers", quiet=args.quiet) as progress:
         analysis = analyze(args.source, progress=progress, scheduler=args.scheduler, **options)
     if options.get("randomize") and options.get("seed") is None:  # so the run can be repeated

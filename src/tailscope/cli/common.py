@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.options import BY_NAME, GROUPS, OPTIONS
+from ..util.errors import printable
 
 
 class InputError(Exception):
@@ -119,6 +122,47 @@ def add_quiet(parser: argparse.ArgumentParser, what: str = "no progress bar") ->
     parser.add_argument("--quiet", action="store_true", help=what)
 
 
+# --- numeric flags: every range checked here, as argparse types (an error is exit 2, one line) ---
+def whole(low: int = 0, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"expected a whole number {span}, got {text!r}")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+def real(low: float | None = None, high: float | None = None, *, above: bool = False,
+         below: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in [low, high] (``above``/``below``: the bound
+    itself excluded)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        bad = not math.isfinite(value)
+        if low is not None:
+            bad = bad or value < low or (above and value == low)
+        if high is not None:
+            bad = bad or value > high or (below and value == high)
+        if bad:
+            lo = "" if low is None else f"{'>' if above else '>='} {low:g}"
+            hi = "" if high is None else f"{'<' if below else '<='} {high:g}"
+            span = " and ".join(t for t in (lo, hi) if t)
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number{' ' + span if span else ''}, got {text!r}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
 def seed_help(what: str, default: str = "fresh") -> str:
     """The one wording of every --seed."""
     return f"seed of {what} (default: {default})"
@@ -130,10 +174,15 @@ def jobs_help(what: str, default: str = "1") -> str:
 
 
 # --- values ---------------------------------------------------------------------------------------
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")  # "1,965011": 1.965011 written the European way
+
+
 def read_values(path: str) -> np.ndarray:
     """Numbers from a .npy file, or a text file with one number per line ('-': stdin).
 
-    Blank lines and lines starting with '#' are skipped; of a CSV line, the first field.
+    Blank lines and lines starting with '#' are skipped; of a CSV line, the first field. A line
+    like '1,965011' (a decimal comma, or two whole-number fields: it cannot be told) is an error,
+    never read as 1.
     """
     if path != "-" and Path(path).suffix.lower() == ".npy":
         from ..sources.numpy import read_array
@@ -151,10 +200,14 @@ def read_values(path: str) -> np.ndarray:
         s = line.strip()
         if not s or s.startswith("#"):
             continue
+        if _DECIMAL_COMMA.match(s):
+            raise InputError(f"{path}, line {lineno}: {s[:40]!r} looks like a decimal comma; "
+                             "write numbers with a point (1.5), one per line") from None
         try:
             values.append(float(s.split(",")[0]))
         except ValueError:
-            raise InputError(f"{path}, line {lineno}: {s[:40]!r} is not a number") from None
+            raise InputError(f"{path}, line {lineno}: {printable(s[:40])!r} is not a number"
+                             ) from None
     if not values:
         raise InputError(f"{path} holds no numbers")
     return np.asarray(values)
@@ -180,17 +233,49 @@ def json_safe(v):
     return v
 
 
-def check_output(path: str, flag: str, suffixes: tuple[str, ...], what: str, *,
-                 folder_exists: bool = True) -> Path:
-    """An output file name: one of ``suffixes``, not a folder, in a folder that exists (unless
-    the writer creates it: ``folder_exists=False``)."""
+def check_output(path: str, flag: str, suffixes: tuple[str, ...], what: str) -> Path:
+    """The one check of every output file name, made before any computation: one of
+    ``suffixes``, not a folder nor a device, a name the system accepts, in a folder that exists
+    and can be written to. Every command refuses a missing folder alike (exit 2, one line)."""
     out = Path(path)
     if out.suffix.lower() not in suffixes:
         raise InputError(f"{flag} {path}: {what}")
-    if out.exists() and out.is_dir():
-        raise InputError(f"{flag} {path}: is a folder")
-    if folder_exists and not out.resolve().parent.exists():
-        raise InputError(f"{flag} {path}: the folder does not exist")
+    try:
+        exists = out.exists()
+        if exists and out.is_dir():
+            raise InputError(f"{flag} {path}: is a folder")
+        if exists and not out.is_file():
+            raise InputError(f"{flag} {path}: not a regular file")
+        folder = out.resolve().parent
+        if not folder.is_dir():
+            raise InputError(f"{flag} {path}: the folder {folder} does not exist")
+        if hasattr(os, "pathconf") and len(out.name.encode()) > os.pathconf(folder,
+                                                                             "PC_NAME_MAX"):
+            raise InputError(f"{flag} {path}: the file name is too long")
+    except OSError as exc:
+        raise InputError(f"{flag} {path}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK) or (exists and not os.access(out, os.W_OK)):
+        raise InputError(f"{flag} {path}: not writable")
+    return out
+
+
+def check_folder(path: str, flag: str) -> Path:
+    """An output folder, checked before any computation: a writable folder, or one that can be
+    made (its parent is a writable folder)."""
+    out = Path(path)
+    try:
+        if out.exists():
+            if not out.is_dir():
+                raise InputError(f"{flag} {path}: not a folder")
+            parent = out
+        else:
+            parent = out.resolve().parent
+            if not parent.is_dir():
+                raise InputError(f"{flag} {path}: the folder {parent} does not exist")
+    except OSError as exc:
+        raise InputError(f"{flag} {path}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{flag} {path}: not writable")
     return out
 
 
@@ -223,10 +308,10 @@ def print_analysis(analysis) -> None:
         print("(no layer analysed)")
     failed = d[d["status"] == "failed"] if len(d) else d
     for _, row in failed.iterrows():
-        print(f"failed: layer {row['layer_id']} {row['name']}: {row['reason']}")
+        print(printable(f"failed: layer {row['layer_id']} {row['name']}: {row['reason']}"))
     s = analysis.summary()
     print()
-    print(f"{analysis.source}")
+    print(printable(analysis.source))
     print(f"layers: {s['layers']} analysed ({s['success']} fitted, {s['failed']} failed), "
           f"{s['skipped']} tensors skipped; {s['over_trained']} over-trained "
           f"(alpha < {OVER_TRAINED:g}), {s['under_trained']} under-trained "

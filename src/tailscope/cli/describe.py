@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..util.errors import printable
 from .common import Command, add_source, given_options, option_names
 
 OPTIONS = option_names("source", "select")
@@ -20,7 +21,7 @@ def run(args) -> int:
     source = {k: options.pop(k) for k in ("trust_pickle", "base_model", "peft") if k in options}
     src = open_model(args.source, **source)
     table = describe(src, **options)
-    print(src.describe())
+    print(printable(src.describe()))
     print_table(table, [c for c in table.columns if c != "dtype"])
     print(f"{int(table['analyze'].sum())} of {len(table)} tensors would be analysed")
     return 0

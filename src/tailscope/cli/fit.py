@@ -7,14 +7,26 @@ import json
 import numpy as np
 
 from ..engine.options import compare_names, parse_compare
-from .common import Command, InputError, add_option, fmt, jobs_help, json_safe, read_values, seed_help
+from ..util.errors import printable
+from .common import (
+    Command,
+    InputError,
+    add_option,
+    fmt,
+    jobs_help,
+    json_safe,
+    read_values,
+    real,
+    seed_help,
+    whole,
+)
 
 
 def arguments(p) -> None:
     p.add_argument("file", help="positive numbers, one per line ('-': stdin), or a .npy array")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--xmin", type=float, help="fix xmin instead of scanning for it")
-    group.add_argument("--xmin-range", type=float, nargs=2, metavar=("LO", "HI"),
+    group.add_argument("--xmin", type=real(0, above=True), help="fix xmin instead of scanning for it")
+    group.add_argument("--xmin-range", type=real(0, above=True), nargs=2, metavar=("LO", "HI"),
                        help="scan xmin only over values in [LO, HI]")
     add_option(p, "xmax", suppress=False,
                help="'force' or 'max' (the largest value), a number (the model is normalised on "
@@ -27,10 +39,10 @@ def arguments(p) -> None:
     add_option(p, "compare", suppress=False,
                help="likelihood-ratio tests of the power law against other tail models DIST "
                     "(default: truncated_power_law lognormal exponential; 'all' for every one)")
-    p.add_argument("--bootstrap", type=int, metavar="N",
+    p.add_argument("--bootstrap", type=whole(1), metavar="N",
                    help="CSN goodness-of-fit p-value from N bootstrap replicates")
-    p.add_argument("--seed", type=int, metavar="N", help=seed_help("--bootstrap"))
-    p.add_argument("--jobs", type=int, metavar="N",
+    p.add_argument("--seed", type=whole(0), metavar="N", help=seed_help("--bootstrap"))
+    p.add_argument("--jobs", type=whole(1), metavar="N",
                    help=jobs_help("bootstrap processes", "all cores"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -95,7 +107,7 @@ def run(args) -> int:
         raise InputError(f"{args.file}: no power-law fit: {fit.reason}")
     what = f" (the {dropped} largest dropped)" if dropped else ""
     kind = "discrete power-law" if fit.discrete else "power-law"
-    print(f"{args.file}: {fit.n} values{what}, {kind} tail of {fit.n_tail}")
+    print(f"{printable(args.file)}: {fit.n} values{what}, {kind} tail of {fit.n_tail}")
     print(f"  alpha  {fit.alpha:.6g} +- {fit.sigma:.3g}")
     print(f"  xmin   {fit.xmin:.6g}" + ("" if fit.xmax is None else f"   xmax {fit.xmax:.6g}"))
     print(f"  D      {fit.D:.6g}")

@@ -6,24 +6,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Command, InputError, seed_help
+from ..util.errors import printable
+from .common import Command, check_folder, check_output, seed_help, whole
 
 
 def arguments(p) -> None:
     p.add_argument("input", help="a folder of text files, a .csv, '20newsgroups', or a .npy/.npz "
                                  "matrix (samples x features)")
     p.add_argument("--text-column", help="the CSV column holding the text (default: text)")
-    p.add_argument("--min-df", type=int, default=2,
-                   help="TF-IDF: ignore terms in fewer documents (default: 2)")
+    p.add_argument("--min-df", type=whole(1), metavar="N",
+                   help="TF-IDF: ignore terms in fewer documents (default: 2; 1 for fewer than 4 "
+                        "documents)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--exact", action="store_true", help="every eigenvalue (dense Gram)")
     mode.add_argument("--adaptive", action="store_true", help="top eigenvalues in growing blocks")
-    p.add_argument("--max-components", type=int, metavar="N")
+    p.add_argument("--max-components", type=whole(1), metavar="N")
     p.add_argument("--plot", metavar="DIR", help="write the figures to DIR")
     p.add_argument("--out", metavar="FILE.npy", help="save the K-dimensional latent space")
-    p.add_argument("--terms", type=int, metavar="N", help="print the top N terms of the leading "
+    p.add_argument("--terms", type=whole(1), metavar="N", help="print the top N terms of the leading "
                                                           "components")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
+    p.add_argument("--seed", type=whole(0), default=0, metavar="N",
                    help=seed_help("the sparse solver's start vector", "0"))
 
 
@@ -39,8 +41,10 @@ def run(args) -> int:
     from ..console import print_table
     from ..rank import PowerLawSVD, load_input, select_rank, tfidf
 
-    if args.out and Path(args.out).suffix.lower() != ".npy":
-        raise InputError(f"--out {args.out}: the latent space is written as .npy")
+    if args.out:  # every output checked before the computation
+        check_output(args.out, "--out", (".npy",), "the latent space is written as .npy")
+    if args.plot:
+        check_folder(args.plot, "--plot")
     kind, data, _ = load_input(args.input, text_column=args.text_column)
     vectorizer = None
     if kind == "texts":
@@ -51,7 +55,7 @@ def run(args) -> int:
     sel = select_rank(X, exact=exact, max_components=args.max_components, random_state=args.seed)
     shape = f"{X.shape[0]} x {X.shape[1]}"
     what = "TF-IDF documents x terms" if kind == "texts" else "matrix"
-    print(f"{args.input}: {what} {shape}; {sel.eigenvalues.size} eigenvalues "
+    print(f"{printable(args.input)}: {what} {shape}; {sel.eigenvalues.size} eigenvalues "
           f"({'all' if sel.exact else 'top, adaptive'})")
     if sel.fit.ok:
         print(f"K = {sel.k}  (power-law tail: alpha {sel.fit.alpha:.4g}, xmin {sel.fit.xmin:.4g}, "
@@ -74,7 +78,7 @@ def run(args) -> int:
             terms = vectorizer.get_feature_names_out()
             for i, comp in enumerate(svd.components_[: min(svd.n_components_, 10)]):
                 top = terms[np.argsort(-comp)[: args.terms]]
-                print(f"  component {i + 1}: {' '.join(top)}")
+                print(printable(f"  component {i + 1}: {' '.join(top)}"))
         if args.out:
             from ..util.io import atomic_write
 

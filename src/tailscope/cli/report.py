@@ -21,8 +21,7 @@ def run(args) -> int:
     from ..console import Progress
 
     options = given_options(args, OPTIONS)
-    out = check_output(args.output, "-o", (".html", ".htm"), "the report is an .html file",
-                       folder_exists=False)
+    out = check_output(args.output, "-o", (".html", ".htm"), "the report is an .html file")
     with Progress("layers", quiet=args.quiet) as progress:
         analysis = analyze(args.source, progress=progress, **options)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Command, InputError, add_source, check_output, given_options, option_names
+from .common import Command, InputError, add_source, check_output, given_options, option_names, real
 
 OPTIONS = option_names("select", "fit", plus=("trust_pickle",))
 KEEP = ["pl", "detX", "svd", "mp"]
@@ -20,7 +20,7 @@ def arguments(p) -> None:
     # the old name of --keep, still accepted so scripts run (the analysis' --method is gram/svd)
     p.add_argument("--method", dest="keep", choices=KEEP, default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)
-    p.add_argument("--percent", type=float, default=0.8,
+    p.add_argument("--percent", type=real(-1, 1), default=0.8,
                    help="for --keep svd: the fraction kept (negative: removed from the top; "
                         "default: 0.8)")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import Command, InputError, add_source, check_output, given_options, option_names
+from .common import Command, InputError, add_source, check_output, given_options, option_names, whole
 
 # --seed is the analysis' own flag (the seed of analyze --randomize); here its default is 0
 OPTIONS = option_names("source", "select", "esd", plus=("seed",),
@@ -13,7 +13,7 @@ TABLE = ["layer_id", "name", "slice_id", "trap", "eigenvalue", "spike_threshold"
 
 def arguments(p) -> None:
     add_source(p)
-    p.add_argument("--top-k", dest="top_k", type=int, default=5, metavar="K",
+    p.add_argument("--top-k", dest="top_k", type=whole(1), default=5, metavar="K",
                    help="the k of the singular vectors' top-k mass (default: 5)")
     p.add_argument("--out", metavar="FILE", help="write the trap table (.csv or .json), atomically")
     p.add_argument("--remove", action="store_true",

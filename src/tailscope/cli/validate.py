@@ -3,23 +3,24 @@ analyse them, correlate each spectral metric with test accuracy)."""
 
 from __future__ import annotations
 
-from .common import Command, InputError, add_quiet
+from ..util.errors import printable
+from .common import Command, add_quiet, real, whole
 
 
 def arguments(p) -> None:
     p.add_argument("--quick", action="store_true",
                    help="the 32-network zoo (about a minute) instead of the 96 networks")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
+    p.add_argument("--seed", type=whole(0), default=0, metavar="N",
                    help="seeds the split, the networks, the analyses and the bootstrap; the same "
                         "seed gives the same tables, bit for bit (default: 0)")
     p.add_argument("--out", default="validate-out", metavar="FOLDER",
                    help="the folder of the store (validate.db), report.html, correlations.csv "
                         "and models.csv (default: validate-out)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--jobs", type=whole(1), default=1, metavar="N",
                    help="networks trained and analysed at once, in processes (default: 1)")
-    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+    p.add_argument("--bootstrap", type=whole(0), default=2000, metavar="N",
                    help="bootstrap resamples for the intervals; 0: none (default: 2000)")
-    p.add_argument("--level", type=float, default=0.9, metavar="X",
+    p.add_argument("--level", type=real(0, 1, above=True, below=True), default=0.9, metavar="X",
                    help="the intervals' confidence level (default: 0.9)")
     p.add_argument("--force", action="store_true",
                    help="retrain networks already in the store (default: resume them)")
@@ -30,12 +31,6 @@ def run(args) -> int:
     from ..console import print_table
     from ..quality import QUALITY, summary_text, validate
 
-    for flag, value, low in (("--seed", args.seed, 0), ("--jobs", args.jobs, 1),
-                             ("--bootstrap", args.bootstrap, 0)):
-        if value < low:
-            raise InputError(f"{flag} must be >= {low}; got {value}")
-    if not 0 < args.level < 1:
-        raise InputError(f"--level must be in (0, 1); got {args.level}")
     v = validate(args.out, quick=args.quick, seed=args.seed, jobs=args.jobs,
                  bootstrap=args.bootstrap, level=args.level, force=args.force,
                  progress=not args.quiet)
@@ -43,7 +38,7 @@ def run(args) -> int:
         print_table(v.models, ["name", "status", "layers", "train_accuracy", QUALITY,
                                *v.metrics[:4]], title="networks")
         for _, row in v.models[v.models["status"] != "success"].iterrows():
-            print(f"failed: {row['name']}: {row['reason']}")
+            print(printable(f"failed: {row['name']}: {row['reason']}"))
     print()
     print_table(v.correlations, title=f"model-mean metric vs {QUALITY}: Spearman rho, Kendall "
                                       f"tau, {args.level:.0%} bootstrap intervals (seed "

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..engine.columns import SUMMARY_METRICS, TABLE_COLUMNS
-from .common import Command, InputError, add_quiet, given_options, int_columns, option_names
+from ..util.errors import printable
+from .common import Command, InputError, add_quiet, given_options, int_columns, option_names, real, whole
 
 # the zoo reads each model itself: of the source options only trust_pickle applies
 OPTIONS = option_names("select", "esd", "fit", "diagnostics", plus=("trust_pickle",))
@@ -19,13 +20,13 @@ def arguments(p) -> None:
                         "(postgresql://user:password@host/db)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="an existing Dask scheduler (tcp://HOST:PORT); default: a LocalCluster")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--connect-timeout", type=real(0, above=True), default=10.0, metavar="SECONDS",
                    help="how long to wait for --scheduler (default: 10)")
-    p.add_argument("--workers", type=int, metavar="N",
+    p.add_argument("--workers", type=whole(1), metavar="N",
                    help="LocalCluster worker processes (default: cores)")
-    p.add_argument("--threads-per-worker", type=int, default=1, metavar="N",
+    p.add_argument("--threads-per-worker", type=whole(1), default=1, metavar="N",
                    help="model tasks per worker process (default: 1)")
-    p.add_argument("--blas-threads", type=int, default=1, metavar="N",
+    p.add_argument("--blas-threads", type=whole(1), default=1, metavar="N",
                    help="BLAS threads per model task (default: 1)")
     p.add_argument("--force", action="store_true", help="recompute models already in the store")
     p.add_argument("--correlate", action="append", metavar="COLUMN",
@@ -64,7 +65,7 @@ def run(args) -> int:
     if not args.quiet:
         print_table(int_columns(models, ("layers", "failed")), COLUMNS)
         for _, row in models[models["status"] == "failed"].iterrows():
-            print(f"failed: {row['name']}: {row['reason']}")
+            print(printable(f"failed: {row['name']}: {row['reason']}"))
     for q, table in tables.items():
         print()
         print_table(table, title=f"summary metrics vs {q} (Spearman rho, Kendall tau, R^2; "

@@ -131,10 +131,10 @@ def _choice(name: str, choices, text: str) -> Callable[[Any], str]:
 
 def _check_xmax(x) -> str:
     if x is None or (isinstance(x, str) and x in ("force", "max")) or \
-            (_is_int(x) and x < 0) or (isinstance(x, (float, np.floating)) and x > 0):
+            (_is_int(x) and x < 0) or (isinstance(x, (float, np.floating)) and 0 < x < np.inf):
         return ""
     return ("xmax must be None, 'force' (the largest eigenvalue), a negative int -k (drop the top "
-            f"k eigenvalues) or a positive number; got {x!r}")
+            f"k eigenvalues) or a positive finite number; got {x!r}")
 
 
 def _check_device(v) -> str:
@@ -158,6 +158,8 @@ def layer_rules(layers) -> tuple[list, list]:
         elif isinstance(item, str) and item:
             neg = item.startswith("-")
             text = item[1:] if neg else item
+            if not text.strip():
+                raise ValueError(f"layers: {item!r} names no layer")
             kind = "type" if text.lower() in LAYER_TYPES else "glob"
             (skips if neg else keeps).append((kind, text.lower() if kind == "type" else text))
         else:
@@ -206,7 +208,7 @@ def _check_compare(v) -> str:
 # --- CLI value parsers ----------------------------------------------------------------------------
 def parse_layers(items: list[str] | None):
     """--layers 3,5,7 | -2 | dense | 'encoder.*' | '-*.embeddings.*' (repeatable)"""
-    if not items:
+    if items is None:
         return None
     out: list = []
     for item in items:
@@ -218,6 +220,8 @@ def parse_layers(items: list[str] | None):
                 out.append(int(part))
             except ValueError:
                 out.append(part)
+    if not out:
+        raise ValueError(f"{' '.join(items)!r} names no layer")
     return out
 
 
@@ -232,6 +236,9 @@ def parse_xmax(text: str):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'force', a number or -k, got {text!r}"
                                          ) from None
+    if not np.isfinite(value) or value == 0:
+        raise argparse.ArgumentTypeError(f"expected 'force', a positive finite number or -k, "
+                                         f"got {text!r}")
     return int(value) if value < 0 and value.is_integer() else value
 
 

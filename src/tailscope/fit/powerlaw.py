@@ -138,7 +138,9 @@ class PowerLawFit:
         return math.log(float(zeta(self.alpha, self.xmin)))
 
     def cdf(self, x) -> np.ndarray:
-        """Model CDF P(X < x | X >= xmin) of the tail."""
+        """Model CDF P(X < x | X >= xmin) of the tail (NaN for a failed fit: there is no model)."""
+        if not self.ok:
+            return np.full(np.shape(x), math.nan)
         if self.discrete:  # 1 - zeta(alpha, x) / zeta(alpha, xmin), as powerlaw's discrete CDF
             x = np.maximum(np.asarray(x, dtype=np.float64), self.xmin)
             return -np.expm1(np.log(zeta(self.alpha, x)) - self._log_zeta_xmin())
@@ -151,8 +153,10 @@ class PowerLawFit:
 
     def pdf(self, x) -> np.ndarray:
         """Model density of the tail (zero outside [xmin, xmax]); the probability of each value
-        x^-alpha / zeta(alpha, xmin) for a discrete fit."""
+        x^-alpha / zeta(alpha, xmin) for a discrete fit. NaN for a failed fit."""
         x = np.asarray(x, dtype=np.float64)
+        if not self.ok:
+            return np.full(x.shape, math.nan)
         if self.discrete:
             with np.errstate(divide="ignore"):
                 return np.where(x >= self.xmin, np.exp(self.loglikelihoods(x)), 0.0)
@@ -253,18 +257,26 @@ def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None,
         z0 = float(zeta(alpha, xmin))
         D = ks_distance(tail, lambda u: 1.0 - zeta(alpha, u) / z0)
         return alpha, D, (alpha - 1.0) / math.sqrt(m), m
-    logs = np.log(tail / xmin)
+    with np.errstate(over="ignore"):
+        wide = not (np.isfinite(tail[-1] / xmin) and (xmax is None or math.isfinite(xmax / xmin)))
+    if wide:  # x / xmin overflows (data over hundreds of decades): logarithms of each side
+        logs = np.log(tail) - math.log(xmin)
+    else:
+        logs = np.log(tail / xmin)
     if xmax is None:
         alpha = 1.0 + m / float(np.sum(logs))  # powerlaw 1.5's expression, for equal rounding
-        D = ks_distance(tail, lambda u: 1.0 - (u / xmin) ** (1.0 - alpha))
+        if wide:
+            D = ks_distance(tail, lambda u: -np.expm1((1.0 - alpha) * (np.log(u) - math.log(xmin))))
+        else:
+            D = ks_distance(tail, lambda u: 1.0 - (u / xmin) ** (1.0 - alpha))
         return alpha, D, (alpha - 1.0) / math.sqrt(m), m
-    t = math.log(xmax / xmin)
+    t = math.log(xmax) - math.log(xmin) if wide else math.log(xmax / xmin)
     beta = float(truncated_beta(np.array([np.mean(logs)]), np.array([t]))[0])
     alpha = 1.0 + beta
     if not beta > 0:
         return alpha, math.nan, math.nan, m
     norm = -math.expm1(-beta * t)
-    D = ks_distance(tail, lambda u: -np.expm1(-beta * np.log(u / xmin)) / norm)
+    D = ks_distance(tail, lambda u: -np.expm1(-beta * (np.log(u) - math.log(xmin))) / norm)
     info = 1.0 / beta**2 - t**2 / (4.0 * math.sinh(beta * t / 2.0) ** 2)
     sigma = 1.0 / math.sqrt(m * info) if info > 0 else math.nan
     return alpha, D, sigma, m

@@ -92,6 +92,24 @@ class Source(Sequence):
 _NUM = re.compile(r"(\d+)")
 
 
+def read_exact(path, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """``shape`` items of little-endian ``dtype`` at byte ``offset`` of ``path``, read (not
+    memory-mapped: a file cut short while it is read is a one-line SourceError, never a SIGBUS
+    that kills the process)."""
+    dtype = np.dtype(dtype).newbyteorder("<")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            raw = f.read(nbytes)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) != nbytes:
+        raise SourceError(f"{path}: the file was cut short while it was read ({nbytes} bytes "
+                          f"needed at offset {offset}, {len(raw)} there)")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
 def natural_key(name: str) -> tuple:
     """Sort key that puts 'layers.9' before 'layers.10'."""
     return tuple(int(part) if part.isdigit() else part for part in _NUM.split(name))

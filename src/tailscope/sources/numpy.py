@@ -7,6 +7,7 @@ array) for the commands that take data rather than a model. Nothing here unpickl
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 from pathlib import Path
 
@@ -18,12 +19,28 @@ from .base import Probe, Reader, Source, SourceError, numbered
 _NPY_MAGIC = b"\x93NUMPY"
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """An .npy read (not memory-mapped: a file cut short while it is read is a one-line error,
+    not a SIGBUS)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, SyntaxError, tokenize.TokenError) as exc:
+        raise SourceError(f"{path}: corrupt or truncated .npy file ({exc})") from None
+
+
 def _npy_header(fp) -> tuple[tuple[int, ...], np.dtype]:
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-    else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    """(shape, dtype) of an .npy header; ValueError for any damage (numpy's parser of the header
+    dict can also raise SyntaxError, tokenize errors or EOFError) or a negative dimension."""
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    except (SyntaxError, tokenize.TokenError, EOFError, TypeError) as exc:
+        raise ValueError(f"a damaged header: {one_line(exc)}") from None
+    if any(d < 0 for d in shape):
+        raise ValueError(f"negative dimension in shape {shape}")
     return shape, dtype
 
 
@@ -70,7 +87,7 @@ def open_numpy(path: Path, kind: str, trust_pickle: bool = False) -> Source:
                     "trust_pickle=True (CLI: --trust-pickle)")
             return _pickled_arrays(path)
         items = [(path.stem, shape, str(dtype),
-                  lambda: np.load(path, mmap_mode="r", allow_pickle=False))]
+                  lambda: _load_npy(path))]
         return Source(numbered(items, str(path)), "npy", (str(path),))
     items = []
     with zipfile.ZipFile(path) as zf:
@@ -136,7 +153,8 @@ def read_array(path):
             raise SourceError(f"{path}: an array of Python objects (needs unpickling); refused"
                               ) from None
         raise SourceError(f"{path}: a damaged numpy file ({one_line(exc)})") from None
-    except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, SyntaxError,
+            tokenize.TokenError) as exc:
         raise SourceError(f"{path}: a damaged numpy file ({one_line(exc)})") from None
 
 

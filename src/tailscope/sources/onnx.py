@@ -31,7 +31,7 @@ import numpy as np
 
 from ..util.errors import one_line
 from ..util.optional import require
-from .base import Probe, Reader, Source, SourceError, numbered
+from .base import Probe, Reader, Source, SourceError, numbered, read_exact
 
 _MOVES = {"Identity", "Cast", "Reshape", "Transpose", "Slice", "Concat", "Squeeze", "Unsqueeze",
           "DequantizeLinear"}
@@ -113,8 +113,7 @@ class _Model:
             shape = tuple(int(d) for d in t.dims)
             if int(np.prod(shape)) == 0:
                 return np.empty(shape, dtype=np.float32 if bf16 else dtype)
-            mm = np.memmap(file, dtype=np.uint16 if bf16 else dtype, mode="r", offset=offset,
-                           shape=shape)
+            mm = read_exact(file, offset, np.uint16 if bf16 else dtype, shape)
             return (mm.astype(np.uint32) << 16).view(np.float32) if bf16 else mm
         a = self.onnx.numpy_helper.to_array(t)
         if a.dtype.kind == "V" or a.dtype.name == "bfloat16":

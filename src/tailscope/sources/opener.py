@@ -6,6 +6,13 @@ The formats themselves are in ``registry``; this module only decides which kind 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import shutil
+import stat
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +25,47 @@ from .registry import open_file, open_folder
 from .torch import is_torch_object, open_torch_object
 
 
+def file_kind(path: Path) -> str:
+    """What a path that is neither a file nor a folder is: 'a pipe', 'a socket', ..."""
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+_STDIN_COPIES: list[str] = []
+
+
+def _remove_stdin_copies() -> None:
+    for name in _STDIN_COPIES:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def stdin_copy() -> Path:
+    """The model piped into stdin ('-'), copied to a temporary file (readers seek; a pipe cannot)
+    that is removed when the process ends."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise SourceError("-: reads a model from stdin, but stdin is a terminal; pipe a file in "
+                          "(cat model.safetensors | tailscope analyze -)")
+    fd, name = tempfile.mkstemp(prefix="tailscope-stdin-")
+    if not _STDIN_COPIES:
+        atexit.register(_remove_stdin_copies)
+    _STDIN_COPIES.append(name)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    if os.path.getsize(name) == 0:
+        raise SourceError("-: nothing was piped into stdin")
+    return Path(name)
+
+
 def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
     """Open a model as a lazy list of tensors.
 
-    Accepts a path (safetensors file, sharded folder with ``model.safetensors.index.json``,
+    Accepts a path (``"-"``: a model piped into stdin; safetensors file, sharded folder with
+    ``model.safetensors.index.json``,
     Hugging Face-style folder, PyTorch ``.bin/.pt/.pth`` state dict or TorchScript archive, numpy
     ``.npz/.npy``, ONNX model, Keras ``.h5`` / ``.keras``), a Hugging Face model id
     ``owner/name`` (weights downloaded to the Hugging Face cache; needs the ``hub`` extra), an
@@ -36,9 +80,18 @@ def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
     """
     if isinstance(x, Source):
         return x
+    if isinstance(x, str) and x == "-":
+        return open_file(stdin_copy(), trust_pickle)
     if isinstance(x, (str, Path)):
         path = Path(x).expanduser()
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as exc:  # a name too long, a loop of links...
+            raise SourceError(f"{path}: {exc.strerror or exc}") from None
+        if exists and not path.is_dir() and not path.is_file():
+            raise SourceError(f"{path}: not a regular file ({file_kind(path)}); give a model "
+                              "file, or '-' to read one from stdin")
+        if not exists:
             if isinstance(x, str) and is_repo_id(x):
                 return open_folder(open_hub(x), trust_pickle)
             raise SourceError(f"{path}: no such file or folder")

@@ -1,4 +1,4 @@
-"""safetensors files read with numpy alone, tensor by tensor through a memory map.
+"""safetensors files read with numpy alone, tensor by tensor (read, not memory-mapped).
 
 The format is an 8-byte little-endian header length, a JSON header naming each tensor's dtype,
 shape and byte range, then the bytes. It is parsed here rather than with the ``safetensors``
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Probe, Reader, Source, SourceError, natural_key, numbered
+from .base import Probe, Reader, Source, SourceError, natural_key, numbered, read_exact
 
 # The one dtype table, for reading and writing: safetensors code -> the dtype name users see.
 # bfloat16 has no numpy dtype: it is stored as uint16 and read as float32 (never written).
@@ -51,14 +51,14 @@ def read_header(path: Path) -> tuple[int, dict]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise SourceError(f"{path}: corrupt safetensors header entry for {name!r}") from None
+        what = _entry_problem(info)
+        if what:
+            raise SourceError(f"{path}: corrupt safetensors header entry for {name!r}: {what}")
+        dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
         if dtype not in _DTYPES:
             continue  # e.g. float8: listed, then reported as unsupported per tensor
         itemsize = np.dtype(_DTYPES[dtype]).itemsize
-        count = math.prod(int(s) for s in shape)
+        count = math.prod(shape)
         if not (0 <= begin <= end <= data_size):
             raise SourceError(f"{path}: corrupt safetensors file: tensor {name!r} has byte range "
                               f"[{begin}, {end}) past the end of the data ({data_size} bytes); "
@@ -69,6 +69,28 @@ def read_header(path: Path) -> tuple[int, dict]:
     return 8 + n, header
 
 
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _entry_problem(info) -> str:
+    """What is wrong with the types of one header entry ('' when nothing): dtype a string, shape
+    a list of whole numbers >= 0, data_offsets two whole numbers >= 0."""
+    if not isinstance(info, dict):
+        return "not a JSON object"
+    for key in ("dtype", "shape", "data_offsets"):
+        if key not in info:
+            return f"no {key}"
+    if not isinstance(info["dtype"], str):
+        return f"dtype {info['dtype']!r} is not a string"
+    shape, offsets = info["shape"], info["data_offsets"]
+    if not isinstance(shape, list) or not all(_whole(s) for s in shape):
+        return f"shape {shape!r} is not a list of whole numbers >= 0"
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_whole(o) for o in offsets):
+        return f"data_offsets {offsets!r} are not two whole numbers >= 0"
+    return ""
+
+
 def _loader(path: Path, offset: int, dtype: str, shape: tuple[int, ...]):
     def load() -> np.ndarray:
         if dtype not in _DTYPES:
@@ -76,7 +98,7 @@ def _loader(path: Path, offset: int, dtype: str, shape: tuple[int, ...]):
         count = math.prod(shape)
         if count == 0:
             return np.empty(shape, dtype=np.float32 if dtype == "BF16" else _DTYPES[dtype])
-        mm = np.memmap(path, dtype=_DTYPES[dtype], mode="r", offset=offset, shape=shape)
+        mm = read_exact(path, offset, _DTYPES[dtype], shape)
         if dtype == "BF16":  # bfloat16 is the top half of a float32
             return (mm.astype(np.uint32) << 16).view(np.float32)
         return mm
@@ -113,12 +135,20 @@ def open_sharded(index: Path) -> Source:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"{index}: not a valid safetensors index ({exc})") from None
+    if not isinstance(weight_map, dict):
+        raise SourceError(f"{index}: not a valid safetensors index (weight_map is not an object)")
     shards: dict[str, set] = {}
     for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise SourceError(f"{index}: shard {shard!r} of {name!r} is not a file name")
         shards.setdefault(shard, set()).add(name)
     by_name = {}
+    folder = index.parent.resolve()
     for shard, names in shards.items():
         path = index.parent / shard
+        if Path(shard).is_absolute() or not path.resolve().is_relative_to(folder):
+            raise SourceError(f"{index}: shard {shard!r} is outside the model's folder; "
+                              "refused")
         if not path.exists():
             raise SourceError(f"{index}: shard {shard} is missing")
         for item in _items(path, names):

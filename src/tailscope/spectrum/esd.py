@@ -147,6 +147,21 @@ def get_backend(device: str | None = "auto"):
         raise ValueError(f"unknown device {device!r}: {exc}") from None
 
 
+def _check_magnitude(w, overflowed: bool = False) -> None:
+    """ValueError with the true reason when W's Gram matrix leaves float64 although W is finite
+    and not all zero (a W of 1e200 is not 'NaN or Inf', one of 1e-170 is not 'all-zero').
+    ``overflowed``: W's Gram matrix is known to hold NaN or Inf."""
+    big = float(abs(w).max()) if np.prod(w.shape) else 0.0
+    if not math.isfinite(big):
+        raise ValueError("the weights hold NaN or Inf entries")
+    if overflowed:
+        raise ValueError(f"the weights are too large for float64 eigenvalues (largest |w| = "
+                         f"{big:.3g}: W^T W overflows)")
+    if big > 0 and big * big == 0.0:
+        raise ValueError(f"the weights are too small for float64 eigenvalues (largest |w| = "
+                         f"{big:.3g}: its square underflows to 0)")
+
+
 def eigenvalues_many(mats: list[np.ndarray], backend=None, method: str = "gram") -> list[np.ndarray]:
     """Ascending eigenvalues of W^T W (min(N, M) of them) for each matrix; same shapes batched.
 
@@ -170,12 +185,16 @@ def eigenvalues_many(mats: list[np.ndarray], backend=None, method: str = "gram")
         else:
             stacked = backend.torch.stack(grams)
             finite = bool(backend.torch.isfinite(stacked).all())
-        if not finite:  # a NaN or Inf anywhere in W reaches its Gram matrix
-            raise ValueError("the weights hold NaN or Inf entries")
+        if not finite:  # a NaN or Inf anywhere in W reaches its Gram matrix; or W is huge
+            for i in idx:  # NaN or Inf in a W: say so; else its Gram matrix overflowed
+                _check_magnitude(mats[i])
+            _check_magnitude(mats[idx[0]], overflowed=True)
         vals = np.asarray(backend.eigvalsh(stacked), dtype=np.float64)
         for j, i in enumerate(idx):
             ev = np.maximum(vals[j], 0.0)  # rounding can leave tiny negative values
             top = ev[-1] if ev.size else 0.0
+            if ev.size and not top > 0:  # all zero, or so small that the squares underflow
+                _check_magnitude(mats[i])
             if ev.size and top > 0 and ev[0] < _REDO_BELOW * top:
                 ev = svd_eigenvalues(mats[i])
             out[i] = ev

@@ -11,7 +11,8 @@ from typing import Any
 def atomic_write(path, write: Callable[[str], Any]) -> Path:
     """Write through a temporary file in the same folder, then rename: never a half-written file.
 
-    ``write(tmp_path)`` writes the content; a missing folder is a one-line ``ValueError``.
+    ``write(tmp_path)`` writes the content; a missing folder, a full disk or a folder that cannot
+    be written is a one-line ``ValueError`` naming ``path``.
     """
     path = Path(path)
     if not path.parent.exists():
@@ -20,7 +21,12 @@ def atomic_write(path, write: Callable[[str], Any]) -> Path:
     try:
         write(str(tmp))
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder: name the file the user gave
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
-            tmp.unlink()
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
     return path

@@ -52,6 +52,9 @@ def _text(value) -> str:
     return str(value).strip()
 
 
+_MISSING = ("nan", "na", "n/a", "none", "null", "-")
+
+
 def read_manifest(path) -> pd.DataFrame:
     """Read a manifest into a table with columns ``source``, ``name``, ``group``, ``path`` (the
     source resolved against the manifest's folder) and the quality columns (numbers or NaN).
@@ -110,7 +113,13 @@ def read_manifest(path) -> pd.DataFrame:
     for col in table.columns:
         if col in RESERVED:
             continue
-        out[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
+        values = pd.to_numeric(table[col], errors="coerce").astype(float)
+        for i, (raw, v) in enumerate(zip(table[col], values)):
+            text = _text(raw)
+            if math.isnan(v) and text and text.lower() not in _MISSING:
+                raise ManifestError(f"{path}: row {i + 2}, quality column {col!r}: {text[:40]!r} "
+                                    "is not a number (leave it empty when unknown)")
+        out[col] = values
     return out
 
 
