@@ -98,9 +98,11 @@ def write_shard(path: Path, tensors: list[tuple[str, tuple[int, ...]]], seed: in
     os.replace(tmp, path)
 
 
-def write_checkpoint(folder: Path, blocks: int, seed: int = 0, **shape) -> int:
+def write_checkpoint(folder: Path, blocks: int, seed: int = 0, *, processes: int = 1,
+                     **shape) -> int:
     """A sharded LLaMA-shaped fp16 checkpoint in ``folder`` (reused when its index says it is the
-    same one); returns its size in bytes. The index is written last: its presence means whole."""
+    same one); returns its size in bytes. The index is written last: its presence means whole.
+    ``processes`` > 1 writes that many shards at once (the bytes do not depend on it)."""
     folder.mkdir(parents=True, exist_ok=True)
     index = folder / "model.safetensors.index.json"
     meta = {"blocks": str(blocks), "seed": str(seed),
@@ -109,11 +111,17 @@ def write_checkpoint(folder: Path, blocks: int, seed: int = 0, **shape) -> int:
         return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     index.unlink(missing_ok=True)
     shards = tensor_specs(blocks, **shape)
-    weight_map = {}
-    for i, tensors in enumerate(shards, 1):
-        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        write_shard(folder / name, tensors, seed)
-        weight_map.update({t: name for t, _ in tensors})
+    names = [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    jobs = [(folder / name, tensors, seed) for name, tensors in zip(names, shards)]
+    if processes > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(processes) as pool:
+            list(pool.map(write_shard, *zip(*jobs)))
+    else:
+        for job in jobs:
+            write_shard(*job)
+    weight_map = {t: name for name, tensors in zip(names, shards) for t, _ in tensors}
     index.write_text(json.dumps({"metadata": meta, "weight_map": weight_map}))
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
