@@ -54,6 +54,7 @@ def test_the_checkpoint_reads_back_as_an_independent_draw(tmp_path):
     assert stamp == {f.name: f.stat().st_mtime_ns for f in (tmp_path / "a").iterdir()}
 
 
+@pytest.mark.slow  # three fresh processes (WeightWatcher, tailscope twice): ~35 s on 2 quiet cores
 def test_big_model_end_to_end_against_weightwatcher(tmp_path):
     res = script("big_model.py", "--tiny", "--blocks", "2", "--dir", tmp_path,
                  "--json", tmp_path / "r.json")
@@ -85,6 +86,7 @@ def test_gpu_script_without_cuda_says_so_in_one_line(tmp_path):
     assert not list(tmp_path.glob("llama-*"))
 
 
+@pytest.mark.slow  # three fresh processes importing torch: ~25 s on 2 quiet cores
 def test_gpu_script_end_to_end_on_the_torch_cpu_path(tmp_path):
     res = script("gpu.py", "--tiny", "--blocks", "1", "--device", "torch:cpu", "--dir", tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -201,3 +201,20 @@ def test_rank_columns(tmp_path, run):
     assert lines[2].split() == ["K"] and "note" not in res.stdout
     bad = run("rank", path, "--columns", "alpha")
     assert bad.returncode == 2 and "have: other rules, K, note" in bad.stderr
+
+
+def test_every_layer_by_layer_command_reports_progress(tmp_path):
+    """smooth, sharpen, traps, remove_traps and prune call the progress hook as analyze does:
+    (done, total, name) after each analysed layer, done counting up to total."""
+    from tailscope import analyze, prune, remove_traps, traps
+    from tailscope.edit import sharpen, smooth
+
+    path = mtcnn_path("pnet")
+    analysed = [n for n, s in analyze(path).details[["name", "status"]].itertuples(index=False)]
+    for run_it in (lambda p: smooth(path, progress=p), lambda p: sharpen(path, progress=p),
+                   lambda p: traps(path, progress=p), lambda p: remove_traps(path, progress=p),
+                   lambda p: prune(path, 0.5, progress=p)):
+        calls = []
+        run_it(lambda done, total, name: calls.append((done, total, name)))
+        n = len(analysed)
+        assert calls == [(i + 1, n, name) for i, name in enumerate(analysed)]
