@@ -25,11 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -135,17 +138,38 @@ WW_CHILD = (
     "d.to_csv(sys.argv[2], index=False)\n")
 
 
-def run_child(cmd: list[str], log: Path) -> dict:
+def run_child(cmd: list[str], log: Path, time_limit: float | None = None) -> dict:
     """Run ``cmd`` in a fresh process (stdout and stderr to ``log``); its wall time, exit code and
-    peak RSS (the kernel's ru_maxrss of that one child, via wait4)."""
+    peak RSS (the kernel's ru_maxrss of that one child, via wait4). Past ``time_limit`` seconds
+    it is interrupted (SIGINT) and ``interrupted`` is True."""
     with open(log, "wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        timer = None
+        if time_limit is not None:
+            timer = threading.Timer(time_limit, proc.send_signal, (signal.SIGINT,))
+            timer.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+        interrupted = timer is not None and not timer.is_alive()
+        if timer is not None:
+            timer.cancel()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {"rc": proc.returncode, "wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "cpu_s": usage.ru_utime + usage.ru_stime}
+            "cpu_s": usage.ru_utime + usage.ru_stime, "interrupted": interrupted}
+
+
+PROGRESS = re.compile(r"^(\d+)/(\d+) layers.*?(\d+):(\d\d):(\d\d) elapsed", re.M)
+
+
+def last_progress(log: Path) -> tuple[int, int, float] | None:
+    """(layers done, layers in all, seconds since the analysis started) from the last progress
+    line ``tailscope analyze`` wrote to ``log`` (one every 10 s in a log), or None."""
+    found = PROGRESS.findall(log.read_text(errors="replace"))
+    if not found:
+        return None
+    done, total, h, m, s = map(int, found[-1])
+    return done, total, 3600 * h + 60 * m + s
 
 
 def read_table(csv: Path) -> dict:
@@ -159,15 +183,15 @@ def read_table(csv: Path) -> dict:
     return out
 
 
-def tailscope(folder: Path, work: Path, tag: str, extra: list[str] | None = None) -> dict:
+def tailscope(folder: Path, work: Path, tag: str, time_limit: float | None = None) -> dict:
     csv = work / f"{tag}.csv"
-    cmd = [sys.executable, "-m", "tailscope", "analyze", str(folder), "--out", str(csv),
-           *(extra or [])]
-    r = run_child(cmd, work / f"{tag}.log")
+    cmd = [sys.executable, "-m", "tailscope", "analyze", str(folder), "--out", str(csv)]
+    r = run_child(cmd, work / f"{tag}.log", time_limit)
     if r["rc"] == 0 and csv.exists():
         r.update(read_table(csv))
     else:
         r["error"] = _last_line(work / f"{tag}.log")
+        r["progress"] = last_progress(work / f"{tag}.log")
     return r
 
 
@@ -192,6 +216,9 @@ def load() -> str:
 
 
 def show(label: str, r: dict) -> None:
+    if r.get("interrupted"):
+        print(f"{label:<34s} interrupted at the time limit, {r['wall_s']:.1f} s", flush=True)
+        return
     if "error" in r:
         print(f"{label:<34s} failed (exit {r['rc']}): {r['error']}", flush=True)
         return
@@ -212,6 +239,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ww", action="store_true", help="leave WeightWatcher out")
     ap.add_argument("--keep", action="store_true", help="keep the full checkpoint afterwards")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    ap.add_argument("--time-limit", type=float, metavar="SECONDS",
+                    help="interrupt the full run after this long and extrapolate from the "
+                         "layers it finished (its last progress line)")
     args = ap.parse_args(argv)
     if args.blocks < 1:
         ap.error("--blocks must be at least 1")
@@ -246,8 +276,20 @@ def main(argv=None) -> int:
         print(f"  WeightWatcher / tailscope on 1 block: time {ww['wall_s'] / r1['wall_s']:.2f}x, "
               f"peak RSS {ww['peak_rss_mb'] / r1['peak_rss_mb']:.2f}x", flush=True)
     print(f"full run started, {load()}", flush=True)
-    report["ts_full"] = rf = tailscope(full, work, f"ts-{args.blocks}blocks")
+    report["ts_full"] = rf = tailscope(full, work, f"ts-{args.blocks}blocks", args.time_limit)
     show(f"tailscope analyze, {args.blocks} blocks", rf)
+    if rf.get("interrupted") and rf.get("progress") and "error" not in r1:
+        done, total, elapsed = rf["progress"]
+        start = rf["wall_s"] - elapsed  # start-up and planning before the first layer
+        per_layer = elapsed / max(done, 1)
+        est = r1["wall_s"] + (total - r1["rows"]) * per_layer
+        report["ts_full"].update(layers_done=done, layers_total=total, elapsed_at_done_s=elapsed,
+                                 estimate_s=est)
+        print(f"  interrupted after {rf['wall_s']:.0f} s: {done} of {total} layers done "
+              f"{elapsed:.0f} s into the analysis ({start:.0f} s before it), "
+              f"{per_layer:.1f} s per layer; peak RSS so far {rf['peak_rss_mb']:.0f} MB", flush=True)
+        print(f"  extrapolated, not measured: the 1-block run + {total - r1['rows']} more layers "
+              f"at that rate = {est / 60:.1f} min for all {total} layers", flush=True)
     report["load_end"] = load()
     print(f"end: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {report['load_end']}", flush=True)
 
@@ -275,7 +317,7 @@ def main(argv=None) -> int:
     if not args.keep:
         shutil.rmtree(full, ignore_errors=True)
         print(f"deleted {full}", flush=True)
-    ok = "error" not in r1 and "error" not in rf
+    ok = "error" not in r1 and ("error" not in rf or rf.get("interrupted"))
     return 0 if ok else 1
 
 

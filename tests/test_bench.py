@@ -110,3 +110,22 @@ def test_gpu_compare_flags_a_difference():
     failed = cpu.copy()
     failed.loc[0, "status"] = "failed"
     assert "a: status success vs failed" in gpu.compare(cpu, failed)[2]
+
+
+def test_big_model_reads_analyze_progress_lines(tmp_path, monkeypatch):
+    """--time-limit extrapolates from the last progress line the CLI writes to a log: the
+    pattern must match what console.Progress writes."""
+    import io
+
+    from tailscope.console import Progress
+
+    clock = iter([0.0, 15.0, 3725.0])
+    monkeypatch.setattr("tailscope.console.time.monotonic", lambda: next(clock))
+    log = io.StringIO()
+    p = Progress("layers", stream=log)
+    p(3, 226, "model.layers.0.mlp.up_proj.weight", failed=1)
+    p(40, 226, "model.layers.5.self_attn.q_proj.weight")
+    (tmp_path / "a.log").write_text("start\n" + log.getvalue() + "tailscope: interrupted\n")
+    assert big_model.last_progress(tmp_path / "a.log") == (40, 226, 3725.0)
+    (tmp_path / "b.log").write_text("tailscope: interrupted\n")
+    assert big_model.last_progress(tmp_path / "b.log") is None

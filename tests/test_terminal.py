@@ -203,6 +203,10 @@ def test_rank_columns(tmp_path, run):
     assert bad.returncode == 2 and "have: other rules, K, note" in bad.stderr
 
 
+def _recorder(calls: list):
+    return lambda done, total, name: calls.append((done, total, name))
+
+
 def test_every_layer_by_layer_command_reports_progress(tmp_path):
     """smooth, sharpen, traps, remove_traps and prune call the progress hook as analyze does:
     (done, total, name) after each analysed layer, done counting up to total."""
@@ -214,7 +218,7 @@ def test_every_layer_by_layer_command_reports_progress(tmp_path):
     for run_it in (lambda p: smooth(path, progress=p), lambda p: sharpen(path, progress=p),
                    lambda p: traps(path, progress=p), lambda p: remove_traps(path, progress=p),
                    lambda p: prune(path, 0.5, progress=p)):
-        calls = []
-        run_it(lambda done, total, name: calls.append((done, total, name)))
+        calls: list = []
+        run_it(_recorder(calls))
         n = len(analysed)
         assert calls == [(i + 1, n, name) for i, name in enumerate(analysed)]
