@@ -241,7 +241,7 @@ def test_analyze_table_and_summary(tmp_path):
     res = run("analyze", str(mtcnn_path("pnet")), "--mp-fit", "--seed", "1")
     assert res.returncode == 0, res.stderr
     header = res.stdout.splitlines()[0].split()
-    assert header[:3] == ["layer_id", "module", "layer_type"]
+    assert header[:3] == ["layer_id", "module", "N"]  # the brief columns, then those asked for
     assert "sigma_mp" in header and "mp_reason" not in header and "reason" not in header
     mean = next(line for line in res.stdout.splitlines() if line.startswith("mean  alpha"))
     assert "mp_softrank" in mean

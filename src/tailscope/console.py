@@ -6,8 +6,14 @@ progress bar (done/total, elapsed, ETA, the current name); in a log a plain line
 ``interval`` seconds (and a final line when the run took that long); nothing when ``quiet``.
 
 ``print_table``: chosen columns of a DataFrame as a rich table on stdout, floats to 4 significant
-digits, NaN as 'nan'. When stdout is not a terminal (a pipe, a file, a test capturing it) no cell
-is ever truncated or wrapped and no colour code is written.
+digits, NaN as 'nan'. On a terminal the table fits its width (long text cells fold) and the rows
+that warn are coloured (``ROW_STYLES``: failed, over-trained, under-trained), unless NO_COLOR is
+set. When stdout is not a terminal (a pipe, a file, a test capturing it) no cell is ever truncated
+or wrapped and no colour or control code is written.
+
+Both decide "terminal" the same way, rich's: the stream's ``isatty()``, overridden by the
+environment (``FORCE_COLOR``, ``TTY_COMPATIBLE``); ``NO_COLOR`` keeps the layout and drops the
+colours.
 """
 
 from __future__ import annotations
@@ -20,7 +26,12 @@ from numbers import Integral, Real
 
 from .util.errors import printable
 
-__all__ = ["Progress", "format_cell", "hms", "print_table"]
+__all__ = ["ROW_STYLES", "Progress", "echo", "format_cell", "hms", "is_terminal", "print_table",
+           "row_style"]
+
+# the colour of a row on a terminal, by its status or warning (the first that applies)
+ROW_STYLES: dict[str, str] = {"failed": "red", "over-trained": "yellow",
+                              "under-trained": "cyan"}
 
 
 def hms(seconds: float) -> str:
@@ -29,11 +40,25 @@ def hms(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _isatty(stream) -> bool:
+def is_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal, as rich decides it (``isatty()``, or the environment's
+    ``FORCE_COLOR`` / ``TTY_COMPATIBLE``)."""
+    from rich.console import Console
+
     try:
-        return bool(stream.isatty())
+        return bool(Console(file=stream).is_terminal)
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def row_style(row) -> str | None:
+    """The style of a table row (a mapping with 'status' and/or 'warning'): ``ROW_STYLES`` of its
+    status if it has one there, else of its warning, else None."""
+    for key in ("status", "warning"):
+        value = row.get(key)
+        if isinstance(value, str) and value in ROW_STYLES:
+            return ROW_STYLES[value]
+    return None
 
 
 class Progress:
@@ -51,7 +76,7 @@ class Progress:
         self.quiet = bool(quiet)
         self.stream = stream if stream is not None else sys.stderr
         self.interval = float(interval)
-        self.tty = not self.quiet and _isatty(self.stream)
+        self.tty = not self.quiet and is_terminal(self.stream)
         self.start = self.last = time.monotonic()
         self._bar = None  # the rich Progress while the bar is shown
         self._task = None
@@ -132,6 +157,23 @@ def _tail(text: str, width: int) -> str:
     return text if len(text) <= width else "..." + text[-(width - 3):]
 
 
+def echo(text: str = "", *, style: str | None = None, stream=None, width: int | None = None
+         ) -> None:
+    """A line of text on stdout (or ``stream``): on a terminal its words wrap at ``width``
+    (default: the terminal's) and it has ``style`` (e.g. ``ROW_STYLES['failed']``); elsewhere it
+    is written as it is, one line."""
+    stream = stream if stream is not None else sys.stdout
+    text = "\n".join(map(printable, str(text).split("\n")))  # names never drive the terminal
+    if not is_terminal(stream):
+        stream.write(text + "\n")
+        stream.flush()
+        return
+    from rich.console import Console
+    from rich.text import Text
+
+    Console(file=stream, highlight=False, width=width).print(Text(text, style=style or ""))
+
+
 # --- tables -------------------------------------------------------------------------------------
 def format_cell(value) -> str:
     """A table cell: floats to 4 significant digits, NaN (and pandas' NA) as 'nan', None as ''."""
@@ -160,12 +202,14 @@ def _ascii_head():
 
 
 def print_table(frame, columns: Sequence[str] | None = None, *, title: str | None = None,
-                stream=None) -> None:
+                stream=None, width: int | None = None) -> None:
     """Print ``columns`` of a DataFrame (all by default; absent ones are left out) as a table.
 
-    Numbers are right-aligned, text left-aligned. When ``stream`` (default: stdout) is not a
-    terminal the table is as wide as its widest row: nothing is truncated or wrapped, and no
-    colour or control code is written.
+    Numbers are right-aligned, text left-aligned. On a terminal the table fits ``width`` (default:
+    the terminal's), long text cells folding onto more lines, and each row is coloured by
+    :func:`row_style` of the frame's row (its 'status' and 'warning', shown or not). When
+    ``stream`` (default: stdout) is not a terminal the table is as wide as its widest row: nothing
+    is truncated or wrapped, and no colour or control code is written.
     """
     import pandas as pd
     from rich import box
@@ -175,7 +219,7 @@ def print_table(frame, columns: Sequence[str] | None = None, *, title: str | Non
 
     stream = stream if stream is not None else sys.stdout
     cols = [c for c in (columns if columns is not None else frame.columns) if c in frame.columns]
-    tty = _isatty(stream)
+    tty = is_terminal(stream)
     table = Table(box=box.SIMPLE_HEAD if tty else _ascii_head(), show_edge=False, pad_edge=False,
                   header_style="bold")
     for c in cols:
@@ -183,10 +227,14 @@ def print_table(frame, columns: Sequence[str] | None = None, *, title: str | Non
             frame[c])
         table.add_column(Text(printable(c)), justify="right" if numeric else "left",
                          no_wrap=numeric or not tty, overflow="fold")
-    for row in frame[cols].itertuples(index=False, name=None):
-        table.add_row(*(Text(format_cell(v)) for v in row))
+    marks = [k for k in ("status", "warning") if k in frame.columns]
+    styles = ([row_style(dict(zip(marks, r))) for r in frame[marks].itertuples(index=False,
+                                                                                name=None)]
+              if tty and marks else [None] * len(frame))
+    for row, style in zip(frame[cols].itertuples(index=False, name=None), styles):
+        table.add_row(*(Text(format_cell(v)) for v in row), style=style)
     if tty:
-        console = Console(file=stream, highlight=False)
+        console = Console(file=stream, highlight=False, width=width)
         if title:
             console.print(Text(title, style="bold"))
         console.print(table)

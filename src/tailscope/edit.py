@@ -147,15 +147,16 @@ def _edit_layer(ref: LayerRef, plan: LayerPlan, w: np.ndarray, count: Callable, 
 
 
 def _edit(source, count_for: Callable[[LayerRef, LayerPlan], Callable], method: str,
-          trust_pickle: bool, options: dict) -> EditedModel:
+          trust_pickle: bool, options: dict, progress=None) -> EditedModel:
     t0 = time.perf_counter()
     o = make_options(**options)
     src = open_source(source, trust_pickle=trust_pickle)
     weights: dict[str, np.ndarray] = {}
     rows = []
-    refs = []
-    for ref, plan, skip in planned(src, o):
-        refs.append(ref)
+    todo = list(planned(src, o))
+    total = sum(1 for *_, skip in todo if not skip)
+    refs = [ref for ref, *_ in todo]
+    for ref, plan, skip in todo:
         w = np.asarray(ref.load())
         weights[ref.name] = w
         if skip:
@@ -173,6 +174,8 @@ def _edit(source, count_for: Callable[[LayerRef, LayerPlan], Callable], method: 
         if new is not None:
             weights[ref.name] = new
         rows.append(row)
+        if progress is not None:
+            progress(len(rows), total, ref.name)
     return EditedModel(weights=rejoin(weights, refs),
                        details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
                        source=src.describe(), seconds=time.perf_counter() - t0,
@@ -206,7 +209,7 @@ def _mp_spikes(evals: np.ndarray, N: int, M: int) -> tuple[int, str]:
 
 
 def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
-           trust_pickle: bool = False, **options) -> EditedModel:
+           trust_pickle: bool = False, progress=None, **options) -> EditedModel:
     """SVD smoothing: keep each weight matrix's top singular components, drop the rest.
 
     Parameters
@@ -225,6 +228,8 @@ def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
         As in :func:`tailscope.analyze`.
     trust_pickle : bool
         Allow PyTorch pickles that need code execution.
+    progress : callable(done, total, name), optional
+        Called after each layer, as :func:`tailscope.analyze`'s.
     **options
         The fit's options of :func:`tailscope.analyze` (min_evals, max_evals, max_N,
         fix_fingers, xmax, ...), used to choose layers and to fit for ``method='pl'``.
@@ -266,11 +271,11 @@ def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
             return int(row["num_pl_spikes"]), ""
         return count
 
-    return _edit(source, count_for, method, trust_pickle, {**options, "layers": layers})
+    return _edit(source, count_for, method, trust_pickle, {**options, "layers": layers}, progress)
 
 
 # --- correlation traps -------------------------------------------------------------------------
-def sharpen(source, layers=None, *, seed: int = 0, trust_pickle: bool = False,
+def sharpen(source, layers=None, *, seed: int = 0, trust_pickle: bool = False, progress=None,
             **options) -> EditedModel:
     """Remove correlation traps: the top singular components that survive shuffling.
 
@@ -287,6 +292,8 @@ def sharpen(source, layers=None, *, seed: int = 0, trust_pickle: bool = False,
         As in :func:`tailscope.analyze`.
     seed : int
         Seed of the shuffles (WeightWatcher's are unseeded).
+    progress : callable(done, total, name), optional
+        Called after each layer, as :func:`tailscope.analyze`'s.
     **options
         Layer selection options of :func:`tailscope.analyze` (min_evals, max_evals, max_N).
 
@@ -307,7 +314,8 @@ def sharpen(source, layers=None, *, seed: int = 0, trust_pickle: bool = False,
             return -k, "no correlation trap (no spike in the shuffled ESD)"
         return count
 
-    return _edit(source, count_for, "sharpen", trust_pickle, {**options, "layers": layers})
+    return _edit(source, count_for, "sharpen", trust_pickle, {**options, "layers": layers},
+                 progress)
 
 
 # --- distances ---------------------------------------------------------------------------------

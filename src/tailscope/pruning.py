@@ -259,7 +259,7 @@ def _wanted(sparsity, names: list[str]) -> dict[str, float] | float:
 
 
 def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = False,
-          **options) -> EditedModel:
+          progress=None, **options) -> EditedModel:
     """Magnitude pruning, layer by layer: the smallest |w| of each layer set to 0.
 
     Parameters
@@ -275,6 +275,8 @@ def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = F
         pass the allocation's values to them as their per-layer ratios.
     trust_pickle : bool
         Allow PyTorch pickles that need code execution.
+    progress : callable(done, total, name), optional
+        Called after each layer, as :func:`tailscope.analyze`'s.
 
     Returns
     -------
@@ -307,6 +309,7 @@ def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = F
         chosen = wanted
     weights: dict[str, np.ndarray] = {}
     rows = []
+    total = sum(1 for name in names if name in chosen)
     for ref in src:
         w = np.asarray(ref.load())
         weights[ref.name] = w
@@ -320,26 +323,32 @@ def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = F
         try:
             if math.isnan(s):
                 row["reason"] = "no sparsity allocated (NaN): left dense"
-                rows.append(row)
-                continue
-            if w.dtype.kind != "f":
-                raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
-            if np.isnan(w).any():
-                raise ValueError("the weights hold NaN")
-            k = _count(s, w.size)
-            if k:
-                new = np.array(w, copy=True)
-                new[magnitude_mask(w, k)] = 0
-                weights[ref.name] = new
-                row.update(pruned=k, zeros=int(np.count_nonzero(new == 0)), status="edited")
             else:
-                row["reason"] = "sparsity rounds to 0 weights"
+                _prune_row(row, w, s, weights, ref.name)
         except Exception as exc:  # noqa: BLE001 - one bad layer is left as it was, with why
             row.update(status="failed", reason=one_line(exc))
         rows.append(row)
+        if progress is not None:
+            progress(len(rows), total, ref.name)
     return EditedModel(weights=weights, details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
                        source=src.describe(), seconds=time.perf_counter() - t0,
                        layouts={r.name: r.layout for r in src})
+
+
+def _prune_row(row: dict, w: np.ndarray, s: float, weights: dict, name: str) -> None:
+    """Prune one tensor into ``weights[name]``, recording it in ``row`` (raises on bad weights)."""
+    if w.dtype.kind != "f":
+        raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
+    if np.isnan(w).any():
+        raise ValueError("the weights hold NaN")
+    k = _count(s, w.size)
+    if k:
+        new = np.array(w, copy=True)
+        new[magnitude_mask(w, k)] = 0
+        weights[name] = new
+        row.update(pruned=k, zeros=int(np.count_nonzero(new == 0)), status="edited")
+    else:
+        row["reason"] = "sparsity rounds to 0 weights"
 
 
 __all__ = ["PRUNE_METHODS", "allocate_sparsity", "block_of", "magnitude_mask", "metric_options",

@@ -222,7 +222,7 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 # --- the public functions ----------------------------------------------------------------------
 def traps(source, seed: int = 0, layers=None, *, top_k: int = TOP_K, trust_pickle: bool = False,
-          base_model=None, peft=False, **options) -> pd.DataFrame:
+          base_model=None, peft=False, progress=None, **options) -> pd.DataFrame:
     """Correlation traps, one row per trap: the spikes of each layer's element-shuffled ESD.
 
     Parameters
@@ -237,6 +237,8 @@ def traps(source, seed: int = 0, layers=None, *, top_k: int = TOP_K, trust_pickl
         max_evals, max_N, pool, split, conv2d_norm, normalize, method, base_model, peft).
     top_k : int
         The k of the top-k mass (default 5, as WeightWatcher's trunk ``top_5_mass``).
+    progress : callable(done, total, name), optional
+        Called after each layer, as :func:`tailscope.analyze`'s.
 
     Returns
     -------
@@ -266,9 +268,8 @@ def traps(source, seed: int = 0, layers=None, *, top_k: int = TOP_K, trust_pickl
     o = make_options(layers=layers, seed=int(seed), **options)
     src = open_model(source, trust_pickle=trust_pickle, base_model=base_model, peft=peft)
     trap_rows, layer_rows = [], []
-    for ref, plan, skip in planned(src, o):
-        if skip:
-            continue
+    todo = [(ref, plan) for ref, plan, skip in planned(src, o) if not skip]
+    for done, (ref, plan) in enumerate(todo, 1):
         try:
             t, lr = _layer_traps(ref, plan, o, int(top_k))
         except Exception as exc:  # noqa: BLE001 - one bad layer never stops the run
@@ -280,13 +281,16 @@ def traps(source, seed: int = 0, layers=None, *, top_k: int = TOP_K, trust_pickl
                           "status": "failed", "reason": one_line(exc)}]
         trap_rows.extend(t)
         layer_rows.extend(lr)
+        if progress is not None:
+            progress(done, len(todo), ref.name)
     df = _frame(trap_rows, TRAP_COLUMNS)
     df.attrs["layers"] = _frame(layer_rows, LAYER_COLUMNS)
     return df
 
 
 def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
-                 trust_pickle: bool = False, base_model=None, peft=False, **options) -> EditedModel:
+                 trust_pickle: bool = False, base_model=None, peft=False, progress=None,
+                 **options) -> EditedModel:
     """Replace each correlation trap's rank-one component of W by Gaussian noise: W - T + R.
 
     The traps are those :func:`traps` reports for the same seed and options. For each matrix
@@ -305,7 +309,7 @@ def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
 
     Parameters
     ----------
-    source, seed, layers, **options
+    source, seed, layers, progress, **options
         As :func:`traps`.
 
     Returns
@@ -324,9 +328,10 @@ def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
     src = open_model(source, trust_pickle=trust_pickle, base_model=base_model, peft=peft)
     weights: dict[str, np.ndarray] = {}
     rows = []
-    refs = []
-    for ref, plan, skip in planned(src, o):
-        refs.append(ref)
+    todo = list(planned(src, o))
+    total = sum(1 for *_, skip in todo if not skip)
+    refs = [ref for ref, *_ in todo]
+    for ref, plan, skip in todo:
         w = np.asarray(ref.load())
         weights[ref.name] = w
         if skip:
@@ -345,6 +350,8 @@ def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
         if new is not None:
             weights[ref.name] = new
         rows.append(row)
+        if progress is not None:
+            progress(len(rows), total, ref.name)
     return EditedModel(weights=rejoin(weights, refs),
                        details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
                        source=src.describe(), seconds=time.perf_counter() - t0,

@@ -6,12 +6,14 @@ import sys
 
 from .common import (
     Command,
+    add_columns,
     add_quiet,
     add_source,
     check_folder,
     check_output,
     given_options,
     option_names,
+    pick_columns,
     print_analysis,
 )
 
@@ -26,14 +28,20 @@ def arguments(p) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="spread the layers over a Dask cluster (tcp://HOST:PORT); each worker "
                         "reads only its own tensors")
+    add_columns(p, "layer_id, module, N, M, alpha, D, warning and the columns of the "
+                   "diagnostics asked for")
     add_quiet(p, "no table, no progress bar")
 
 
 def run(args) -> int:
+    import pandas as pd
+
     from ..analysis import analyze
     from ..console import Progress
+    from ..engine.columns import BY_NAME as COLUMN
 
     options = given_options(args, OPTIONS)
+    pick_columns(args, [pd.DataFrame(columns=list(COLUMN))], ())  # a bad --columns: before work
     if args.out:
         check_output(args.out, "--out", (".csv", ".json", ".parquet"),
                      "use a .csv, .json or .parquet file name")
@@ -44,7 +52,7 @@ def run(args) -> int:
     if options.get("randomize") and options.get("seed") is None:  # so the run can be repeated
         print(f"randomize: seed {analysis.options['seed']} (--seed to repeat)", file=sys.stderr)
     if not args.quiet:
-        print_analysis(analysis)
+        print_analysis(analysis, args)
     if args.out:
         analysis.save(args.out)
         if not args.quiet:

@@ -161,6 +161,31 @@ def real(low: float | None = None, high: float | None = None, *, above: bool = F
         return value
     parse.__name__ = "number"
     return parse
+def add_columns(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--columns``: the table's columns (``default`` says which are shown without it)."""
+    parser.add_argument("--columns", metavar="A,B,...",
+                        help=f"the table's columns, comma-separated, or 'all' (default: "
+                             f"{default})")
+
+
+def pick_columns(args, frames, default: Iterable[str]) -> list:
+    """The columns to show, for each of ``frames``: ``default`` (those present) without
+    --columns, every column with 'all', else the named ones each frame has, in the order given.
+    A name no frame has is an error that lists the columns there are."""
+    frames = list(frames)
+    given = getattr(args, "columns", None)
+    if given is None:
+        default = list(default)
+        return [[c for c in default if c in f.columns] for f in frames]
+    if given.strip().lower() == "all":
+        return [list(f.columns) for f in frames]
+    names = [c.strip() for c in given.split(",") if c.strip()]
+    have = list(dict.fromkeys(c for f in frames for c in f.columns))
+    unknown = [c for c in names if c not in have]
+    if not names or unknown:
+        raise InputError(f"--columns {given}: no column {unknown[0] if unknown else ''!r} "
+                         f"(have: {', '.join(map(str, have))}, or all)")
+    return [[c for c in names if c in f.columns] for f in frames]
 
 
 def seed_help(what: str, default: str = "fresh") -> str:
@@ -293,27 +318,29 @@ def int_columns(frame, names):
     return frame
 
 
-def print_analysis(analysis) -> None:
-    """The per-layer table (the table columns present, without the free-text reasons), the failed
-    layers with their reason, then the summary lines."""
-    from ..console import print_table
+def print_analysis(analysis, args=None) -> None:
+    """The per-layer table (``brief_columns``, or the --columns of ``args``), the failed layers
+    with their reason, then the summary lines."""
+    from ..console import ROW_STYLES, echo, print_table
     from ..engine.columns import BY_NAME as COLUMN
-    from ..engine.columns import OVER_TRAINED, TABLE_COLUMNS, UNDER_TRAINED, summary_columns
+    from ..engine.columns import OVER_TRAINED, UNDER_TRAINED, brief_columns, summary_columns
 
     d = analysis.details
-    cols = [c for c in TABLE_COLUMNS if c in d.columns and c not in ("reason", "mp_reason")]
+    (cols,) = pick_columns(args, [d], brief_columns(d.columns))
     if len(d):
-        print_table(int_columns(d[cols], [c for c in cols if COLUMN[c].dtype == "int"]))
+        print_table(int_columns(d, [c for c in cols if c in COLUMN and COLUMN[c].dtype == "int"]),
+                    cols)
     else:
-        print("(no layer analysed)")
+        echo("(no layer analysed)")
     failed = d[d["status"] == "failed"] if len(d) else d
     for _, row in failed.iterrows():
-        print(printable(f"failed: layer {row['layer_id']} {row['name']}: {row['reason']}"))
+        echo(f"failed: layer {row['layer_id']} {row['name']}: {row['reason']}",
+             style=ROW_STYLES["failed"])
     s = analysis.summary()
-    print()
-    print(printable(analysis.source))
-    print(f"layers: {s['layers']} analysed ({s['success']} fitted, {s['failed']} failed), "
+    echo()
+    echo(f"{analysis.source}")
+    echo(f"layers: {s['layers']} analysed ({s['success']} fitted, {s['failed']} failed), "
           f"{s['skipped']} tensors skipped; {s['over_trained']} over-trained "
           f"(alpha < {OVER_TRAINED:g}), {s['under_trained']} under-trained "
           f"(alpha > {UNDER_TRAINED:g})")
-    print("mean  " + "  ".join(f"{k} {s[k]:.4g}" for k in summary_columns(d.columns) if k in s))
+    echo("mean  " + "  ".join(f"{k} {s[k]:.4g}" for k in summary_columns(d.columns) if k in s))

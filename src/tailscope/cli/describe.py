@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from ..util.errors import printable
-from .common import Command, add_source, given_options, option_names
+from .common import Command, add_columns, add_source, given_options, option_names, pick_columns
+
+BRIEF = ("layer_id", "name", "shape", "analyze", "reason")
 
 OPTIONS = option_names("source", "select")
 
 
 def arguments(p) -> None:
     add_source(p)
+    add_columns(p, ", ".join(BRIEF))
 
 
 def run(args) -> int:
     from ..analysis import describe
-    from ..console import print_table
+    from ..console import echo, print_table
     from ..engine.plan import open_model
 
     options = given_options(args, OPTIONS)
     source = {k: options.pop(k) for k in ("trust_pickle", "base_model", "peft") if k in options}
     src = open_model(args.source, **source)
     table = describe(src, **options)
-    print(printable(src.describe()))
-    print_table(table, [c for c in table.columns if c != "dtype"])
-    print(f"{int(table['analyze'].sum())} of {len(table)} tensors would be analysed")
+    (cols,) = pick_columns(args, [table], BRIEF)
+    echo(src.describe())
+    print_table(table, cols)
+    echo(f"{int(table['analyze'].sum())} of {len(table)} tensors would be analysed")
     return 0
 
 

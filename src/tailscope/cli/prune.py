@@ -48,7 +48,7 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from ..analysis import analyze
-    from ..console import print_table
+    from ..console import Progress, print_table
     from ..pruning import allocate_sparsity, metric_options, prune
 
     options = given_options(args, OPTIONS)
@@ -58,7 +58,9 @@ def run(args) -> int:
     eps = _fraction("--eps")(args.eps)
     cap = _fraction("--max-sparsity")(args.max_sparsity)
     if args.alpha_allocation:
-        analysis = analyze(args.source, **options, **metric_options(args.metric))
+        with Progress("layers") as progress:
+            analysis = analyze(args.source, progress=progress, **options,
+                               **metric_options(args.metric))
         sparsity = allocate_sparsity(analysis, target=target, eps=eps, metric=args.metric,
                                      block_wise=not args.per_layer,
                                      blocks_only=not args.all_layers, max_sparsity=cap)
@@ -68,7 +70,8 @@ def run(args) -> int:
             raise InputError("--eps, --metric, --max-sparsity, --per-layer and --all-layers "
                              "need --alpha-allocation")
         sparsity = target
-    edited = prune(args.source, sparsity, **options)
+    with Progress("layers") as progress:
+        edited = prune(args.source, sparsity, progress=progress, **options)
     try:
         path = edited.save(out)
     except OSError as exc:

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..util.errors import printable
-from .common import Command, check_folder, check_output, seed_help, whole
+from .common import (
+    Command,
+    add_columns,
+    check_folder,
+    check_output,
+    pick_columns,
+    seed_help,
+    whole,
+)
 
 
 def arguments(p) -> None:
@@ -27,6 +34,7 @@ def arguments(p) -> None:
                                                           "components")
     p.add_argument("--seed", type=whole(0), default=0, metavar="N",
                    help=seed_help("the sparse solver's start vector", "0"))
+    add_columns(p, "other rules, K, note")
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
@@ -38,7 +46,7 @@ def run(args) -> int:
     from ..util.optional import require
 
     require("sklearn", "tailscope rank")  # MissingExtra names tailscope[rank]: exit 2
-    from ..console import print_table
+    from ..console import echo, print_table
     from ..rank import PowerLawSVD, load_input, select_rank, tfidf
 
     if args.out:  # every output checked before the computation
@@ -55,21 +63,23 @@ def run(args) -> int:
     sel = select_rank(X, exact=exact, max_components=args.max_components, random_state=args.seed)
     shape = f"{X.shape[0]} x {X.shape[1]}"
     what = "TF-IDF documents x terms" if kind == "texts" else "matrix"
-    print(f"{printable(args.input)}: {what} {shape}; {sel.eigenvalues.size} eigenvalues "
+    echo(f"{args.input}: {what} {shape}; {sel.eigenvalues.size} eigenvalues "
           f"({'all' if sel.exact else 'top, adaptive'})")
     if sel.fit.ok:
-        print(f"K = {sel.k}  (power-law tail: alpha {sel.fit.alpha:.4g}, xmin {sel.fit.xmin:.4g}, "
+        echo(f"K = {sel.k}  (power-law tail: alpha {sel.fit.alpha:.4g}, xmin {sel.fit.xmin:.4g}, "
               f"D {sel.fit.D:.4g})")
     else:
-        print(f"K = {sel.k}: no power-law fit ({sel.fit.reason})")
+        echo(f"K = {sel.k}: no power-law fit ({sel.fit.reason})")
     others = sel.table().iloc[1:].copy()
     others["k"] = ["-" if k is None or k != k else str(int(k)) for k in others["k"]]
-    print_table(others.rename(columns={"method": "other rules", "k": "K"}))
+    others = others.rename(columns={"method": "other rules", "k": "K"})
+    (cols,) = pick_columns(args, [others], others.columns)
+    print_table(others, cols)
     if args.plot:
         from ..plots import rank_figures
 
         paths = rank_figures(sel, args.plot)
-        print(f"figures: {', '.join(str(p) for p in paths)}")
+        echo(f"figures: {', '.join(str(p) for p in paths)}")
     if args.terms or args.out:
         svd = PowerLawSVD(random_state=args.seed, exact=exact,
                           max_components=args.max_components)
@@ -78,13 +88,13 @@ def run(args) -> int:
             terms = vectorizer.get_feature_names_out()
             for i, comp in enumerate(svd.components_[: min(svd.n_components_, 10)]):
                 top = terms[np.argsort(-comp)[: args.terms]]
-                print(printable(f"  component {i + 1}: {' '.join(top)}"))
+                echo(f"  component {i + 1}: {' '.join(top)}")
         if args.out:
             from ..util.io import atomic_write
 
             out = Path(args.out)
             atomic_write(out, lambda p: _save_npy(p, latent))
-            print(f"wrote {out} ({latent.shape[0]} x {latent.shape[1]})")
+            echo(f"wrote {out} ({latent.shape[0]} x {latent.shape[1]})")
     return 0
 
 

@@ -26,13 +26,15 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..console import print_table
+    from ..console import Progress, print_table
     from ..edit import smooth
 
     options = given_options(args, OPTIONS)
     out = check_output(args.output, "-o", (".safetensors",),
                        "the smoothed model is written as .safetensors")
-    edited = smooth(args.source, method=args.keep, percent=args.percent, **options)
+    with Progress("layers") as progress:
+        edited = smooth(args.source, method=args.keep, percent=args.percent, progress=progress,
+                        **options)
     try:
         path = edited.save(out)
     except OSError as exc:

@@ -27,7 +27,7 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..console import print_table
+    from ..console import Progress, print_table
     from ..trap_analysis import remove_traps, traps
     from ..util.io import atomic_write
 
@@ -44,7 +44,8 @@ def run(args) -> int:
                            "the edited model is written as .safetensors")
     if args.out:
         check_output(args.out, "--out", (".csv", ".json"), "use a .csv or .json file name")
-    table = traps(args.source, seed=seed, top_k=args.top_k, **options)
+    with Progress("layers") as progress:
+        table = traps(args.source, seed=seed, top_k=args.top_k, progress=progress, **options)
     layers = table.attrs["layers"]
     print_table(table, TABLE)
     failed = layers[layers["status"] != "success"]
@@ -61,7 +62,9 @@ def run(args) -> int:
             raise InputError(f"cannot write {args.out}: {exc}") from None
         print(f"wrote {args.out}")
     if out is not None:
-        edited = remove_traps(args.source, seed=seed, noise=args.noise, **options)
+        with Progress("layers") as progress:
+            edited = remove_traps(args.source, seed=seed, noise=args.noise, progress=progress,
+                                  **options)
         try:
             path = edited.save(out)
         except OSError as exc:

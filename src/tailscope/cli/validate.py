@@ -3,8 +3,11 @@ analyse them, correlate each spectral metric with test accuracy)."""
 
 from __future__ import annotations
 
-from ..util.errors import printable
-from .common import Command, add_quiet, real, whole
+from .common import Command, add_columns, add_quiet, pick_columns, real, whole
+
+# the correlation table without --columns (the p-values and R^2 with --columns or in the files)
+BRIEF_CORRELATIONS = ("metric", "group", "n", "spearman_rho", "spearman_low", "spearman_high",
+                      "kendall_tau")
 
 
 def arguments(p) -> None:
@@ -24,30 +27,36 @@ def arguments(p) -> None:
                    help="the intervals' confidence level (default: 0.9)")
     p.add_argument("--force", action="store_true",
                    help="retrain networks already in the store (default: resume them)")
+    add_columns(p, "name, status, test_accuracy and the first metric; of the correlation table: "
+                   + ", ".join(BRIEF_CORRELATIONS))
     add_quiet(p, "no progress bar, no models table")
 
 
 def run(args) -> int:
-    from ..console import print_table
+    from ..console import ROW_STYLES, echo, print_table
     from ..quality import QUALITY, summary_text, validate
 
     v = validate(args.out, quick=args.quick, seed=args.seed, jobs=args.jobs,
                  bootstrap=args.bootstrap, level=args.level, force=args.force,
                  progress=not args.quiet)
+    brief = ["name", "status", QUALITY, *v.metrics[:1]]
+    nets, corr = pick_columns(args, [v.models, v.correlations], brief)
+    if args.columns is None:
+        corr = [c for c in (*BRIEF_CORRELATIONS, "spearman_p", "kendall_p", "r2")
+                if c in v.correlations.columns][:len(BRIEF_CORRELATIONS)]
     if not args.quiet:
-        print_table(v.models, ["name", "status", "layers", "train_accuracy", QUALITY,
-                               *v.metrics[:4]], title="networks")
+        print_table(v.models, nets, title="networks")
         for _, row in v.models[v.models["status"] != "success"].iterrows():
-            print(printable(f"failed: {row['name']}: {row['reason']}"))
-    print()
-    print_table(v.correlations, title=f"model-mean metric vs {QUALITY}: Spearman rho, Kendall "
+            echo(f"failed: {row['name']}: {row['reason']}", style=ROW_STYLES["failed"])
+    echo()
+    print_table(v.correlations, corr, title=f"model-mean metric vs {QUALITY}: Spearman rho, Kendall "
                                       f"tau, {args.level:.0%} bootstrap intervals (seed "
                                       f"{args.seed})")
-    print(summary_text(v))
+    echo(summary_text(v))
     if v.missing:
-        print(f"not computed by this tailscope: {', '.join(v.missing)}")
+        echo(f"not computed by this tailscope: {', '.join(v.missing)}")
     ok = int((v.models["status"] == "success").sum())
-    print(f"{len(v.models)} networks: {ok} analysed, {len(v.models) - ok} failed "
+    echo(f"{len(v.models)} networks: {ok} analysed, {len(v.models) - ok} failed "
           f"({v.computed} trained now, {v.resumed} already in the store); "
           f"{v.seconds:.0f} s; wrote {v.folder / 'report.html'}, correlations.csv, models.csv, "
           f"validate.db")

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 from ..engine.columns import SUMMARY_METRICS, TABLE_COLUMNS
-from ..util.errors import printable
-from .common import Command, InputError, add_quiet, given_options, int_columns, option_names, real, whole
+from .common import (
+    Command,
+    InputError,
+    add_columns,
+    add_quiet,
+    given_options,
+    int_columns,
+    option_names,
+    pick_columns,
+    real,
+    whole,
+)
 
 # the zoo reads each model itself: of the source options only trust_pickle applies
 OPTIONS = option_names("select", "esd", "fit", "diagnostics", plus=("trust_pickle",))
 # the models table: the summary means that the layers table shows too
 COLUMNS = ["name", "group", "status", "layers", "failed",
            *[c for c in SUMMARY_METRICS if c in TABLE_COLUMNS], "seconds"]
+# what the terminal shows without --columns (--columns all: every column of the models table)
+BRIEF = ["name", "group", "status", "layers", "failed", "alpha", "alpha_weighted", "D", "seconds"]
+# the correlation tables without --columns
+BRIEF_CORRELATIONS = ["metric", "group", "n", "spearman_rho", "spearman_p", "kendall_tau",
+                      "kendall_p", "r2"]
 
 
 def arguments(p) -> None:
@@ -34,11 +49,13 @@ def arguments(p) -> None:
                         "column, overall and per group (repeatable)")
     p.add_argument("--report", metavar="FILE.html",
                    help="an HTML page with the models, correlations and scatter plots")
+    add_columns(p, ", ".join(BRIEF) + "; of the correlation tables: "
+                   + ", ".join(BRIEF_CORRELATIONS))
     add_quiet(p, "no progress, no models table")
 
 
 def run(args) -> int:
-    from ..console import Progress, print_table
+    from ..console import ROW_STYLES, Progress, echo, print_table
     from ..engine.options import make_options
     from ..zoo import quality_columns, read_manifest, run_zoo, write_zoo_report
 
@@ -62,19 +79,22 @@ def run(args) -> int:
     tables = {q: run.correlate(q) for q in args.correlate or []}
     if args.report:
         write_zoo_report(models, args.report, quality=args.correlate or [])
+    shown, *for_tables = pick_columns(args, [models, *tables.values()], BRIEF)
+    if args.columns is None:
+        for_tables = [[c for c in BRIEF_CORRELATIONS if c in t.columns] for t in tables.values()]
     if not args.quiet:
-        print_table(int_columns(models, ("layers", "failed")), COLUMNS)
+        print_table(int_columns(models, ("layers", "failed")), shown)
         for _, row in models[models["status"] == "failed"].iterrows():
-            print(printable(f"failed: {row['name']}: {row['reason']}"))
-    for q, table in tables.items():
-        print()
-        print_table(table, title=f"summary metrics vs {q} (Spearman rho, Kendall tau, R^2; "
+            echo(f"failed: {row['name']}: {row['reason']}", style=ROW_STYLES["failed"])
+    for (q, table), cols in zip(tables.items(), for_tables):
+        echo()
+        print_table(table, cols, title=f"summary metrics vs {q} (Spearman rho, Kendall tau, R^2; "
                                  "overall and per group)")
-    print(f"{len(models)} models: {int((models['status'] == 'success').sum())} analysed, "
+    echo(f"{len(models)} models: {int((models['status'] == 'success').sum())} analysed, "
           f"{int((models['status'] == 'failed').sum())} failed ({run.computed} computed now, "
           f"{run.resumed} already in the store); store {run.store.shown}, key {run.key}")
     if args.report:
-        print(f"wrote {args.report}")
+        echo(f"wrote {args.report}")
     return 0
 
 

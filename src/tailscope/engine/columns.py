@@ -185,6 +185,9 @@ SUMMARY_METRICS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.summary an
 # the counts every summary has besides its means (Analysis.summary(), the store's models table)
 SUMMARY_COUNTS = ("layers", "success", "failed", "skipped", "over_trained", "under_trained")
 TABLE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.table)
+# the terminal table's default: the table columns a user reads first (about 95 characters wide
+# with 40-character module names); the diagnostics asked for add theirs (brief_columns)
+BRIEF_COLUMNS: tuple[str, ...] = ("layer_id", "module", "N", "M", "alpha", "D", "warning")
 STORED_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.stored)
 
 # describe(): a model's tensors and whether analyze would fit them
@@ -206,6 +209,16 @@ def add_reason(values: dict, *notes: str) -> None:
 def columns_for(o) -> list[str]:
     """The columns of ``details`` for these options, in order."""
     return [c.name for c in COLUMNS if GROUP_WHEN[c.group](o)]
+
+
+def brief_columns(present) -> list[str]:
+    """The terminal table's default columns among ``present`` column names: ``BRIEF_COLUMNS``,
+    then the table columns of the groups the options add (slices, MP fit, randomize, ...), in
+    column order."""
+    present = set(present)
+    return [c.name for c in COLUMNS if c.name in present and (
+        c.name in BRIEF_COLUMNS or (c.table and c.group not in CORE_GROUPS
+                                    and not c.name.endswith("reason")))]
 
 
 def summary_columns(present) -> list[str]:
