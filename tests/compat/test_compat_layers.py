@@ -544,3 +544,22 @@ def test_distances_use_weightwatchers_ids():
         assert ours.index.tolist() == theirs.index.tolist()  # indexed by layer_id, as there
         assert ours["name"].tolist() == theirs["name"].tolist()
         np.testing.assert_allclose(ours["delta_W"], theirs["delta_W"], rtol=1e-5)
+
+
+def test_permute_and_unpermute_w_as_weightwatcher():
+    model = vgg()
+    (theirs,) = quiet(lambda: list(ww.WeightWatcher().make_layer_iterator(model, layers=[28])))
+    (ours,) = list(WeightWatcher().make_layer_iterator(model, layers=[28]))
+    W = ours.Wmats[0].copy()
+    np.testing.assert_array_equal(W, theirs.Wmats[0])
+    quiet(ww.WeightWatcher().apply_permute_W, theirs)
+    WeightWatcher().apply_permute_W(ours)
+    for layer in (ours, theirs):  # the same elements, moved
+        assert not np.array_equal(layer.Wmats[0], W)
+        np.testing.assert_array_equal(np.sort(layer.Wmats[0], axis=None), np.sort(W, axis=None))
+    quiet(ww.WeightWatcher().apply_unpermute_W, theirs)
+    WeightWatcher().apply_unpermute_W(ours)
+    np.testing.assert_array_equal(ours.Wmats[0], W)
+    np.testing.assert_array_equal(theirs.Wmats[0], W)
+    with pytest.raises(ValueError, match="not permuted"):
+        WeightWatcher().apply_unpermute_W(ours)

@@ -440,6 +440,30 @@ class WeightWatcher:
                                  filters, params))
         return wwl.delta_iterate(left, right)
 
+    def apply_permute_W(self, ww_layer, params=None):  # noqa: N802
+        """Shuffle the elements of each of the layer's ``Wmats``, reversibly (the permutations are
+        kept in ``permute_ids``); seeded by ``params['seed']`` (default 0), where WeightWatcher's
+        are drawn from the global unseeded state."""
+        seed = (params or {}).get("seed", 0) or 0
+        rng = np.random.default_rng([int(seed), int(getattr(ww_layer, "layer_id", 0) or 0)])
+        mats, ids = [], []
+        for W in ww_layer.Wmats:
+            p = rng.permutation(W.size)
+            mats.append(np.asarray(W).reshape(-1)[p].reshape(W.shape))
+            ids.append(p)
+        ww_layer.Wmats, ww_layer.permute_ids = mats, ids
+        return ww_layer
+
+    def apply_unpermute_W(self, ww_layer, params=None):  # noqa: N802
+        """Undo :meth:`apply_permute_W`."""
+        ids = getattr(ww_layer, "permute_ids", None)
+        if not ids or len(ids) != len(ww_layer.Wmats):
+            raise ValueError("apply_unpermute_W: the layer was not permuted by apply_permute_W")
+        ww_layer.Wmats = [np.asarray(W).reshape(-1)[np.argsort(p)].reshape(W.shape)
+                          for W, p in zip(ww_layer.Wmats, ids)]
+        ww_layer.permute_ids = []
+        return ww_layer
+
     def replace_layer_weights(self, idx, framework_layer, W, B=None) -> None:
         """Write W (and B) back into the framework layer."""
         framework_layer.replace_layer_weights(W, B=B)
