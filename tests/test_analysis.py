@@ -219,7 +219,7 @@ def test_outputs_are_written_atomically(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(ValueError, match=r"cannot write .*broken\.csv: disk full"):
         analysis.to_csv(tmp_path / "broken.csv")
     assert not list(tmp_path.glob("*broken*")) and not list(tmp_path.glob(".*tmp*"))
 
