@@ -176,6 +176,13 @@ def _edit(source, count_for: Callable[[LayerRef, LayerPlan], Callable], method: 
         rows.append(row)
         if progress is not None:
             progress(len(rows), total, ref.name)
+    return edited_model(weights, refs, rows, src, t0)
+
+
+def edited_model(weights: dict[str, np.ndarray], refs: list[LayerRef], rows: list[dict], src,
+                 t0: float) -> EditedModel:
+    """The result of a layer-by-layer edit: the source's own tensors (split parts rejoined),
+    one detail row per layer, and each tensor's layout (so Keras kernels are saved right)."""
     return EditedModel(weights=rejoin(weights, refs),
                        details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
                        source=src.describe(), seconds=time.perf_counter() - t0,

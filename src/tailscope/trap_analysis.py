@@ -28,7 +28,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .edit import DETAIL_COLUMNS, EditedModel, rejoin
+from .edit import EditedModel, edited_model
 from .engine.layer import layer_scale, load_matrices, ww_oriented
 from .engine.options import make_options
 from .engine.plan import open_model, planned
@@ -352,10 +352,7 @@ def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
         rows.append(row)
         if progress is not None:
             progress(len(rows), total, ref.name)
-    return EditedModel(weights=rejoin(weights, refs),
-                       details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
-                       source=src.describe(), seconds=time.perf_counter() - t0,
-                       layouts={r.name: r.layout for r in refs if not r.parent})
+    return edited_model(weights, refs, rows, src, t0)
 
 
 def _remove_layer(ref, plan, o, w: np.ndarray, noise: str):

@@ -92,6 +92,20 @@ class Source(Sequence):
 _NUM = re.compile(r"(\d+)")
 
 
+def unique_namer():
+    """A function giving each name once: a repeated one becomes ``name#2``, ``name#3``, ..."""
+    used: set[str] = set()
+
+    def unique(name: str) -> str:
+        out, k = name, 2
+        while out in used:
+            out, k = f"{name}#{k}", k + 1
+        used.add(out)
+        return out
+
+    return unique
+
+
 def read_exact(path, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
     """``shape`` items of little-endian ``dtype`` at byte ``offset`` of ``path``, read (not
     memory-mapped: a file cut short while it is read is a one-line SourceError, never a SIGBUS

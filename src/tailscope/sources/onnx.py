@@ -31,7 +31,7 @@ import numpy as np
 
 from ..util.errors import one_line
 from ..util.optional import require
-from .base import Probe, Reader, Source, SourceError, numbered, read_exact
+from .base import Probe, Reader, Source, SourceError, numbered, read_exact, unique_namer
 
 _MOVES = {"Identity", "Cast", "Reshape", "Transpose", "Slice", "Concat", "Squeeze", "Unsqueeze",
           "DequantizeLinear"}
@@ -274,14 +274,7 @@ def open_onnx(path: Path) -> Source:
     items: list[tuple] = []
     seen_consts: set[str] = set()
     seen_folded: set[tuple] = set()
-    names: set[str] = set()
-
-    def unique(name: str) -> str:
-        out, k = name, 2
-        while out in names:
-            out, k = f"{name}#{k}", k + 1
-        names.add(out)
-        return out
+    unique = unique_namer()
 
     def node_label(node) -> str:
         return node.name or f"{node.op_type}:{node.output[0] if node.output else ''}"

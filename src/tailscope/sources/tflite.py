@@ -28,7 +28,7 @@ import numpy as np
 
 from ..util.errors import one_line
 from ..util.optional import require
-from .base import Probe, Reader, Source, SourceError, numbered
+from .base import Probe, Reader, Source, SourceError, numbered, unique_namer
 
 # TFLite TensorType -> numpy dtype (the types a weight can have)
 _TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8",
@@ -208,14 +208,7 @@ def open_tflite(path: Path) -> Source:
     names_of = _op_names(tflite)
     items: list[tuple] = []
     seen: set[tuple[int, int]] = set()
-    used: set[str] = set()
-
-    def unique(name: str) -> str:
-        out, k = name, 2
-        while out in used:
-            out, k = f"{name}#{k}", k + 1
-        used.add(out)
-        return out
+    unique = unique_namer()
 
     def listed(g, sub: int, t_index: int, role: str, change: str, op_label: str,
                producers: dict[int, object]) -> None:
