@@ -1,5 +1,5 @@
 """Alpha-guided pruning (AlphaPruning's allocation) against uniform magnitude pruning on the
-trained networks of the validate zoo (tailscope.quality).
+trained networks of the validate zoo (tailscope.zoo.quality).
 
 The networks: the zoo's well-trained setting, lr 0.1 for 30 epochs without weight decay or label
 noise (batch size 16), per task and architecture (digits d2-w128, d4-w256; news d2-w64, d3-w256),
@@ -38,7 +38,7 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from tailscope import allocate_sparsity, analyze, prune
-from tailscope.quality import design, load_task, train
+from tailscope.zoo.quality import design, load_task, train
 
 TARGETS = (0.7, 0.8)
 

@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from tailscope.quality import load_task
 from tailscope.train import DEFAULT_EVERY, Monitor
+from tailscope.zoo.quality import load_task
 
 
 def model(seed=0):

@@ -1,7 +1,7 @@
 """TempBalance on the digits networks of `tailscope validate`: the spread of layer alpha_hill at
 the end of training, and test accuracy, with the TempBalance learning-rate schedule and without.
 
-The networks are the zoo's digits design points (tailscope.quality.design: batch size, lr, epochs,
+The networks are the zoo's digits design points (tailscope.zoo.quality.design: batch size, lr, epochs,
 weight decay and label noise of the 2^(5-2) design) of the 4-layer architecture (64-256-256-256-10)
 over 5 seeds (replicates 0-4), trained exactly as `tailscope validate` trains them (SGD, momentum
 0.9, same seeds, same label noise, same batches). With TempBalance the optimizer's groups come from
@@ -32,9 +32,9 @@ def train_one(args):
     from threadpoolctl import threadpool_limits
 
     from tailscope import analyze
-    from tailscope.quality import load_task, train
     from tailscope.train import layer_learning_rates
     from tailscope.train.schedule import apply_values, layer_metrics, learning_rate_values
+    from tailscope.zoo.quality import load_task, train
 
     net, seed, tb = args
     with threadpool_limits(limits=1, user_api="blas"):
@@ -78,7 +78,7 @@ def main():
         print(f"{df.network.nunique()} digits networks (from {args.from_csv})")
         summarize(df)
         return
-    from tailscope.quality import design
+    from tailscope.zoo.quality import design
 
     base = [n for n in design() if n.task == "digits" and n.depth == 4 and n.replicate == 0]
     nets = [dataclasses.replace(n, replicate=r) for n in base for r in range(args.seeds)]

@@ -117,10 +117,10 @@ def test_big_model_reads_analyze_progress_lines(tmp_path, monkeypatch):
     pattern must match what console.Progress writes."""
     import io
 
-    from tailscope.console import Progress
+    from tailscope.util.console import Progress
 
     clock = iter([0.0, 15.0, 3725.0])
-    monkeypatch.setattr("tailscope.console.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("tailscope.util.console.time.monotonic", lambda: next(clock))
     log = io.StringIO()
     p = Progress("layers", stream=log)
     p(3, 226, "model.layers.0.mlp.up_proj.weight", failed=1)

@@ -18,8 +18,8 @@ from oracles import mtcnn_path, pareto
 import tailscope
 from tailscope.cli import COMMANDS, build_parser, main
 from tailscope.cli.common import Command, InputError, given_options
-from tailscope.console import Progress, hms, print_table
 from tailscope.engine.options import COMPARE_DEFAULT, COMPARE_TAGS, OPTIONS
+from tailscope.util.console import Progress, hms, print_table
 
 
 def run(*args):
@@ -256,7 +256,7 @@ class _Terminal(io.StringIO):
 
 def test_progress_in_a_log_is_a_line_every_interval(monkeypatch):
     clock = iter([0.0, 1.0, 11.0, 12.0, 15.0])
-    monkeypatch.setattr("tailscope.console.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("tailscope.util.console.time.monotonic", lambda: next(clock))
     log = io.StringIO()
     p = Progress("layers", stream=log)  # starts at 0 s
     p(1, 4, "a")  # 1 s: too soon

@@ -299,7 +299,7 @@ def test_cli_fit_compare_vectors(tmp_path):
 
 
 def test_tpl_analysis_draws_its_figures_and_report(tmp_path):
-    from tailscope.plots import layer_figures
+    from tailscope.report.plots import layer_figures
 
     a = tailscope.analyze(_combo_model(), fit="TPL")
     fit = a.fit(0)

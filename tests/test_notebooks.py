@@ -24,8 +24,8 @@ from test_report import chromium  # noqa: E402 - the report tests' headless Chro
 
 import tailscope  # noqa: E402
 from tailscope import analyze, fit_power_law, select_rank  # noqa: E402
-from tailscope.quality import Validation  # noqa: E402
 from tailscope.zoo import correlate  # noqa: E402
+from tailscope.zoo.quality import Validation  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NOTEBOOKS = ("01_why_weightwatcher_works", "02_minilm_end_to_end", "03_zoo_correlations")

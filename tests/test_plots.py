@@ -9,7 +9,7 @@ import pytest
 from oracles import pareto
 
 from tailscope import fit_power_law
-from tailscope.plots import ORANGE, alpha_curve, esd_histogram, ks_curve, pdf_cdf, per_eigenpair
+from tailscope.report.plots import ORANGE, alpha_curve, esd_histogram, ks_curve, pdf_cdf, per_eigenpair
 
 
 def _orange(ax):
@@ -49,7 +49,7 @@ def test_mp_and_randomized_figures_show_the_fit_and_the_shuffled_esd(tmp_path):
     from oracles import mtcnn_path
 
     from tailscope import analyze
-    from tailscope.plots import layer_figure, layer_figures, mp_fit_figure, randomized_esd
+    from tailscope.report.plots import layer_figure, layer_figures, mp_fit_figure, randomized_esd
 
     analysis = analyze(mtcnn_path("pnet"), mp_fit=True, randomize=True, seed=0)
     name = analysis.details["name"].iloc[2]

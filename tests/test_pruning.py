@@ -17,7 +17,7 @@ from oracles import minilm_path
 
 import tailscope
 from tailscope.cli import main
-from tailscope.pruning import block_of, magnitude_mask
+from tailscope.edit.prune import block_of, magnitude_mask
 
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

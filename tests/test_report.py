@@ -14,7 +14,7 @@ from oracles import minilm_path  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
 from tailscope import analyze  # noqa: E402
-from tailscope.plots import ORANGE, layer_figure  # noqa: E402
+from tailscope.report.plots import ORANGE, layer_figure  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -108,7 +108,7 @@ def test_cli_report_and_plot(tmp_path):
 def test_layer_figures_for_every_row(tmp_path, pool):
     from oracles import mtcnn_path
 
-    from tailscope.plots import layer_figures
+    from tailscope.report.plots import layer_figures
 
     analysis = analyze(mtcnn_path("onet"), pool=pool, layers=["conv4", "dense5"])
     paths = layer_figures(analysis, tmp_path)

@@ -18,7 +18,6 @@ from oracles import minilm_path, mtcnn_path
 
 from tailscope.cli import main
 from tailscope.cli.common import InputError, pick_columns
-from tailscope.console import ROW_STYLES, Progress, is_terminal, print_table, row_style
 from tailscope.engine.columns import (
     BRIEF_COLUMNS,
     COLUMNS,
@@ -26,6 +25,7 @@ from tailscope.engine.columns import (
     TABLE_COLUMNS,
     brief_columns,
 )
+from tailscope.util.console import ROW_STYLES, Progress, is_terminal, print_table, row_style
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # an SGR sequence that sets a foreground colour (30-37, 90-97, 38;...)

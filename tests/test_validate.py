@@ -21,8 +21,8 @@ from tailscope import quality
 from tailscope.cli import main
 from tailscope.engine.columns import BY_NAME as COLUMNS
 from tailscope.engine.options import BY_NAME as OPTIONS
-from tailscope.quality import Network, available_metrics, design, validate
 from tailscope.zoo import bootstrap_intervals, correlate, group_seed, open_store, rank_correlations
+from tailscope.zoo.quality import Network, available_metrics, design, validate
 
 
 # --- the rank statistics: scipy.stats is the oracle ---------------------------------------------

@@ -22,10 +22,10 @@ _EXPORTS = {
     "fit_power_law": "fit",
     "PowerLawSVD": "rank", "RankSelection": "rank", "select_rank": "rank",
     "open_source": "sources",
-    "allocate_sparsity": "pruning", "prune": "pruning",
-    "validate": "quality",
+    "allocate_sparsity": "edit", "prune": "edit",
+    "validate": "zoo.quality",
     "Monitor": "train", "layer_learning_rates": "train", "layer_weight_decays": "train",
-    "remove_traps": "trap_analysis", "traps": "trap_analysis",
+    "remove_traps": "edit", "traps": "edit",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

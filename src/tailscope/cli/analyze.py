@@ -37,8 +37,8 @@ def run(args) -> int:
     import pandas as pd
 
     from ..analysis import analyze
-    from ..console import Progress
     from ..engine.columns import BY_NAME as COLUMN
+    from ..util.console import Progress
 
     options = given_options(args, OPTIONS)
     pick_columns(args, [pd.DataFrame(columns=list(COLUMN))], ())  # a bad --columns: before work
@@ -58,7 +58,7 @@ def run(args) -> int:
         if not args.quiet:
             print(f"wrote {args.out}")
     if args.plot:
-        from ..plots import layer_figures
+        from ..report.plots import layer_figures
 
         paths = layer_figures(analysis, args.plot)
         if not args.quiet:

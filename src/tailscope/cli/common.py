@@ -321,9 +321,9 @@ def int_columns(frame, names):
 def print_analysis(analysis, args=None) -> None:
     """The per-layer table (``brief_columns``, or the --columns of ``args``), the failed layers
     with their reason, then the summary lines."""
-    from ..console import ROW_STYLES, echo, print_table
     from ..engine.columns import BY_NAME as COLUMN
     from ..engine.columns import OVER_TRAINED, UNDER_TRAINED, brief_columns, summary_columns
+    from ..util.console import ROW_STYLES, echo, print_table
 
     d = analysis.details
     (cols,) = pick_columns(args, [d], brief_columns(d.columns))

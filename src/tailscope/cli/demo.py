@@ -12,8 +12,8 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..console import Progress
-    from ..demo import run_fits, run_model, run_rank
+    from ..util.console import Progress
+    from .demo_run import run_fits, run_model, run_rank
 
     try:
         print("== tailscope analyze: all-MiniLM-L6-v2 (real trained weights) ==")

@@ -16,8 +16,8 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from ..analysis import describe
-    from ..console import echo, print_table
     from ..engine.plan import open_model
+    from ..util.console import echo, print_table
 
     options = given_options(args, OPTIONS)
     source = {k: options.pop(k) for k in ("trust_pickle", "base_model", "peft") if k in options}

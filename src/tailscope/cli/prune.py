@@ -48,8 +48,8 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from ..analysis import analyze
-    from ..console import Progress, print_table
-    from ..pruning import allocate_sparsity, metric_options, prune
+    from ..edit.prune import allocate_sparsity, metric_options, prune
+    from ..util.console import Progress, print_table
 
     options = given_options(args, OPTIONS)
     out = check_output(args.output, "-o", (".safetensors",),

@@ -46,8 +46,8 @@ def run(args) -> int:
     from ..util.optional import require
 
     require("sklearn", "tailscope rank")  # MissingExtra names tailscope[rank]: exit 2
-    from ..console import echo, print_table
     from ..rank import PowerLawSVD, load_input, select_rank, tfidf
+    from ..util.console import echo, print_table
 
     if args.out:  # every output checked before the computation
         check_output(args.out, "--out", (".npy",), "the latent space is written as .npy")
@@ -76,7 +76,7 @@ def run(args) -> int:
     (cols,) = pick_columns(args, [others], others.columns)
     print_table(others, cols)
     if args.plot:
-        from ..plots import rank_figures
+        from ..report.plots import rank_figures
 
         paths = rank_figures(sel, args.plot)
         echo(f"figures: {', '.join(str(p) for p in paths)}")

@@ -18,7 +18,7 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from ..analysis import analyze
-    from ..console import Progress
+    from ..util.console import Progress
 
     options = given_options(args, OPTIONS)
     out = check_output(args.output, "-o", (".html", ".htm"), "the report is an .html file")

@@ -26,8 +26,8 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..console import Progress, print_table
     from ..edit import smooth
+    from ..util.console import Progress, print_table
 
     options = given_options(args, OPTIONS)
     out = check_output(args.output, "-o", (".safetensors",),

@@ -27,8 +27,8 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..console import Progress, print_table
-    from ..trap_analysis import remove_traps, traps
+    from ..edit.traps import remove_traps, traps
+    from ..util.console import Progress, print_table
     from ..util.io import atomic_write
 
     options = given_options(args, OPTIONS)

@@ -33,8 +33,8 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..console import ROW_STYLES, echo, print_table
-    from ..quality import QUALITY, summary_text, validate
+    from ..util.console import ROW_STYLES, echo, print_table
+    from ..zoo.quality import QUALITY, summary_text, validate
 
     v = validate(args.out, quick=args.quick, seed=args.seed, jobs=args.jobs,
                  bootstrap=args.bootstrap, level=args.level, force=args.force,

@@ -55,8 +55,8 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..console import ROW_STYLES, Progress, echo, print_table
     from ..engine.options import make_options
+    from ..util.console import ROW_STYLES, Progress, echo, print_table
     from ..zoo import quality_columns, read_manifest, run_zoo, write_zoo_report
 
     options = given_options(args, OPTIONS)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import plots
+from ..report import plots
 from ..util.optional import require
 
 DEF_SAVE_DIR = "ww-img"

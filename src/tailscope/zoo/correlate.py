@@ -189,7 +189,7 @@ def correlate(data, quality: str, *, metrics=METRICS, by_group: bool = True,
 
 def scatter_figure(data, quality: str, metric: str = "alpha", *, ax=None, path=None, key=None):
     """Metric against quality, one colour per group, with the overall Spearman rho in the title."""
-    from .. import plots
+    from ..report import plots
 
     models = _models(data, key)
     ok = models[models["status"] == "success"] if "status" in models.columns else models
@@ -234,7 +234,7 @@ def write_zoo_report(data, path, *, quality=(), metrics=METRICS, key=None,
     under the title. ``columns``: more columns of the models table to show (e.g. a zoo's
     training settings).
     """
-    from ..plots import data_uri
+    from ..report.plots import data_uri
     from ..util.io import atomic_write
 
     models = _models(data, key)

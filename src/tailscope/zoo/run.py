@@ -20,9 +20,9 @@ from typing import Any
 import pandas as pd
 
 from .._version import __version__
-from ..console import Progress
 from ..engine.dask import dashboard_link, dask_client
 from ..engine.options import make_options, result_key
+from ..util.console import Progress
 from ..util.errors import one_line
 from .manifest import quality_columns, read_manifest
 from .store import Store, open_store

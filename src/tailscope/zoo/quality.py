@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._version import __version__
-from .engine.columns import BY_NAME as COLUMN_BY_NAME
-from .engine.options import BY_NAME as OPTION_BY_NAME
-from .util.errors import first_line, one_line
-from .util.optional import require
+from .._version import __version__
+from ..engine.columns import BY_NAME as COLUMN_BY_NAME
+from ..engine.options import BY_NAME as OPTION_BY_NAME
+from ..util.errors import first_line, one_line
+from ..util.optional import require
 
 QUALITY = "test_accuracy"  # the column the metrics are correlated with
 TASKS = ("digits", "news")
@@ -185,7 +185,7 @@ def load_task(name: str, seed: int = 0) -> Task:
 
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        from .datasets import news_articles
+        from ..datasets import news_articles
 
         news = news_articles()
         site = news["article_source_link"].map(lambda u: urlparse(str(u)).netloc)
@@ -263,7 +263,7 @@ def run_network(net: Network, seed: int, analyses: dict[str, dict],
     failure is a failed result with its reason)."""
     from threadpoolctl import threadpool_limits
 
-    from .analysis import analyze
+    from ..analysis import analyze
 
     t0 = time.perf_counter()
     entry = {"name": net.name, "source": f"tailscope validate: {net.name}", "group": net.group,
@@ -342,7 +342,7 @@ class Validation:
         correlation table."""
         import html
 
-        from .zoo.correlate import html_table
+        from .correlate import html_table
 
         lines = "".join(f"<li>{html.escape(line)}</li>" for line in summary_text(self).splitlines())
         notes = "".join(f"<p class='muted'>{html.escape(n)}</p>" for n in self.notes)
@@ -397,8 +397,8 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
     -------
     Validation
     """
-    from .console import Progress
-    from .zoo import correlate, open_store, write_zoo_report
+    from ..util.console import Progress
+    from . import correlate, open_store, write_zoo_report
 
     t0 = time.perf_counter()
     _check(seed, jobs, bootstrap, level)

@@ -28,15 +28,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from .edit import EditedModel, edited_model
-from .engine.layer import layer_scale, load_matrices, ww_oriented
-from .engine.options import make_options
-from .engine.plan import open_model, planned
-from .sources.layers import matrices
-from .spectrum import MPFitError, eigenvalues_many, gram, mp_fit
-from .spectrum.randomize import REPLICA_LIMIT
-from .util.errors import one_line
-from .util.rng import layer_rng
+from ..engine.layer import layer_scale, load_matrices, ww_oriented
+from ..engine.options import make_options
+from ..engine.plan import open_model, planned
+from ..sources.layers import matrices
+from ..spectrum import MPFitError, eigenvalues_many, gram, mp_fit
+from ..spectrum.randomize import REPLICA_LIMIT
+from ..util.errors import one_line
+from ..util.rng import layer_rng
+from .model import EditedModel, edited_model
 
 TOP_K = 5  # top-k mass of a singular vector: the share of its squared norm on its k largest entries
 NOISE = ("rank1", "trunk")

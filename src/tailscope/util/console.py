@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from numbers import Integral, Real
 
-from .util.errors import printable
+from .errors import printable
 
 __all__ = ["ROW_STYLES", "Progress", "echo", "format_cell", "hms", "is_terminal", "print_table",
            "row_style"]

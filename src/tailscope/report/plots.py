@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine.columns import OVER_TRAINED, UNDER_TRAINED
-from .util.optional import require
+from ..engine.columns import OVER_TRAINED, UNDER_TRAINED
+from ..util.optional import require
 
 ORANGE, BLUE, RED = "tab:orange", "tab:blue", "tab:red"
 
@@ -188,7 +188,7 @@ def rank_figures(selection, folder) -> list[Path]:
 def mp_curve(fit, points: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """The fitted MP density on its support [bulk_min, bulk_max], in rescaled units (the ESD
     times ``fit.W_scale**2``, mean eigenvalue 1)."""
-    from .spectrum.mp import mp_density
+    from ..spectrum.mp import mp_density
 
     w2 = fit.W_scale ** 2
     lo, hi = fit.bulk_min * w2, fit.bulk_max * w2

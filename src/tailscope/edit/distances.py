@@ -1,0 +1,176 @@
+"""Layer-by-layer distances between two models (raw, euclidean, WeightWatcher's CKA overlap)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..engine.options import make_options
+from ..engine.plan import planned
+from ..sources import LayerRef, SourceError, open_source
+from ..sources.derived import NameIndex
+from ..sources.layers import matrices
+from ..util.errors import one_line
+
+# --- distances ---------------------------------------------------------------------------------
+DISTANCE_METHODS = ("raw", "euclidean", "cka")
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class Distances:
+    """Per-layer distances between two models (``details``) and their means over the layers
+    that have one (``delta_W``, ``delta_b``; NaN when none)."""
+
+    method: str
+    details: pd.DataFrame
+    delta_W: float  # noqa: N815 - WeightWatcher's name
+    delta_b: float
+
+    def __iter__(self):  # unpacks like WeightWatcher's (avg_dW, avg_db, df)
+        return iter((self.delta_W, self.delta_b, self.details))
+
+    def __repr__(self) -> str:
+        return (f"Distances({self.method}: {len(self.details)} layers, mean delta_W "
+                f"{self.delta_W:.6g}, mean delta_b {self.delta_b:.6g})")
+
+
+def _tall(m: np.ndarray) -> np.ndarray:
+    return m.T if m.shape[0] < m.shape[1] else m
+
+
+def _cka(w1: np.ndarray, w2: np.ndarray) -> float:
+    """WeightWatcher's uncentred overlap ||W1^T W2|| / sqrt(||W1^T W1|| ||W2 W2^T||) (Frobenius),
+    the square root of linear CKA between the rows of W1 and W2.
+
+    Each norm is taken through the smaller Gram matrix (||W W^T||_F = ||W^T W||_F, and
+    ||W1^T W2||_F^2 = <W1 W1^T, W2 W2^T>), so a 25088 x 4096 layer needs 4096^2 products, not
+    25088^2."""
+    if w1.shape[0] >= w1.shape[1]:
+        num = np.linalg.norm(w1.T @ w2)
+    else:
+        num = math.sqrt(max(float(np.sum((w1 @ w1.T) * (w2 @ w2.T))), 0.0))
+    den = math.sqrt(np.linalg.norm(_small_gram(w1)) * np.linalg.norm(_small_gram(w2)))
+    return float(num / den) if den > 0 else math.nan
+
+
+def _small_gram(w: np.ndarray) -> np.ndarray:
+    return w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+
+
+def _layer_distance(method: str, ref: LayerRef, w1: np.ndarray, w2: np.ndarray) -> float:
+    if method == "raw":
+        return float(np.linalg.norm((w1 - w2).ravel()))
+    if w1.ndim == 2:
+        pairs = [(w1, w2)]  # dense matrices as stored, as WeightWatcher
+    else:  # conv slices, turned tall, as WeightWatcher's Wmats
+        pairs = [(_tall(a), _tall(b)) for a, b in zip(matrices(ref, w1), matrices(ref, w2))]
+    if method == "euclidean":
+        return float(np.mean([np.linalg.norm(a - b) for a, b in pairs]))
+    return float(np.mean([_cka(a, b) for a, b in pairs]))
+
+
+def distances(a, b, method: str = "raw", layers=None, *, pool: bool = True,
+              trust_pickle: bool = False, **options) -> Distances:
+    """Layer-by-layer distances between two models with the same architecture.
+
+    Parameters
+    ----------
+    a, b : path, torch.nn.Module, state dict or array
+        The two models, in any formats; layers of ``a`` are matched in ``b`` by name as
+        ``analyze(base_model=)`` matches them.
+    method : 'raw', 'euclidean' or 'cka'
+        'raw': ||T_a - T_b||_F of the whole tensors (and of the biases, ``delta_b``);
+        'euclidean': the mean over a layer's matrices (conv slices) of ||W_a - W_b||_F;
+        'cka': the mean of WeightWatcher's uncentred overlap
+        ||W_a^T W_b||_F / sqrt(||W_a^T W_a||_F ||W_b W_b^T||_F) (1 for identical layers).
+    layers : list, optional
+        As in :func:`tailscope.analyze` (the layers analyze would fit, by default).
+    pool : bool
+        False: one row per conv slice (``slice_id``), as ``analyze(pool=False)``: 'euclidean'
+        and 'cka' of that slice, 'raw' the whole tensor's distance on each of its slices (as
+        WeightWatcher's ``distances(pool=False)``).
+
+    Returns
+    -------
+    Distances
+        ``details`` (layer_id, name, layer_type, N, M, rf, delta_W, delta_b, reason) and the
+        means ``delta_W``, ``delta_b``; unpacks as WeightWatcher's ``(avg_dW, avg_db, df)``.
+        A layer without a counterpart (or with another shape) has NaN and its reason.
+    """
+    method = (method or "raw").lower()
+    if method not in DISTANCE_METHODS:
+        raise ValueError(f"method must be 'raw', 'euclidean' or 'cka'; got {method!r}")
+    o = make_options(layers=layers, pool=pool, **options)
+    src_a = open_source(a, trust_pickle=trust_pickle)
+    src_b = open_source(b, trust_pickle=trust_pickle)
+    index = NameIndex(src_b.refs)
+    by_name = {r.name: r for r in src_a}
+    rows = []
+    for ref, plan, skip in planned(src_a, o):
+        if skip:
+            continue
+        row = {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
+               "N": plan.N, "M": plan.M, "rf": plan.rf, "delta_W": math.nan,
+               "delta_b": math.nan, "reason": ""}
+        try:
+            other, why = index.find(ref.name)
+            if other is None:
+                raise SourceError(why)
+            w1 = np.asarray(ref.load(), dtype=np.float64)
+            w2 = np.asarray(other.load(), dtype=np.float64)
+            if w2.shape != w1.shape:
+                if w1.ndim == 2 and w2.shape[::-1] == w1.shape and w1.shape[0] != w1.shape[1]:
+                    w2 = w2.T
+                else:
+                    raise SourceError(f"shape {w1.shape} here but {w2.shape} in the other "
+                                      f"model ({other.name!r})")
+            row["delta_W"] = _layer_distance(method, ref, w1, w2)
+            if method == "raw":
+                row["delta_b"] = _bias_distance(ref, other, by_name, index)
+            if not pool and w1.ndim > 2:
+                rows += _slice_rows(row, method, ref, w1, w2)
+                continue
+        except Exception as exc:  # noqa: BLE001
+            row["reason"] = one_line(exc)
+        rows.append(row if pool else {**row, "slice_id": 0})
+    columns = ["layer_id"] + ([] if pool else ["slice_id"]) + [
+        "name", "layer_type", "N", "M", "rf", "delta_W", "delta_b", "reason"]
+    df = pd.DataFrame(rows, columns=columns)
+    df.insert(0, "method", method)
+
+    def mean(col: str) -> float:
+        vals = df[col].dropna()
+        return float(vals.mean()) if len(vals) else math.nan
+
+    return Distances(method=method, details=df, delta_W=mean("delta_W"),
+                     delta_b=mean("delta_b"))
+
+
+def _slice_rows(row: dict, method: str, ref: LayerRef, w1: np.ndarray, w2: np.ndarray
+                ) -> list[dict]:
+    """One row per conv slice: the slice's own distance ('euclidean', 'cka'), or the whole
+    tensor's ('raw')."""
+    out = []
+    for sid, (m1, m2) in enumerate(zip(matrices(ref, w1), matrices(ref, w2))):
+        a, b = _tall(m1), _tall(m2)
+        value = (row["delta_W"] if method == "raw" else
+                 float(np.linalg.norm(a - b)) if method == "euclidean" else _cka(a, b))
+        out.append({**row, "slice_id": sid, "delta_W": value})
+    return out
+
+
+def _bias_distance(ref: LayerRef, other: LayerRef, by_name: dict, index: NameIndex) -> float:
+    """||b_a - b_b|| for the layer's bias ('<module>.bias'), NaN when either model lacks it."""
+    if not ref.name.endswith(".weight"):
+        return math.nan
+    bias_a = by_name.get(ref.module + ".bias")
+    bias_b, _ = index.find(other.module + ".bias") if other.name.endswith(".weight") else (None, "")
+    if bias_a is None or bias_b is None or bias_a.shape != bias_b.shape:
+        return math.nan
+    diff = np.asarray(bias_a.load(), np.float64) - np.asarray(bias_b.load(), np.float64)
+    return float(np.linalg.norm(diff))
+
+
