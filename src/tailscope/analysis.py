@@ -8,21 +8,17 @@ goes on.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .engine import options as opts
-from .engine.dask import run_layers_dask
-from .engine.layer import RowResult
-from .engine.plan import open_model, plan, planned
+from .engine import run as runner
+from .engine.layer import Analyze, RowResult
 from .engine.result import describe_frame, details_frame, skipped_frame, summarize
-from .engine.run import run_layers
-from .spectrum import get_backend
 from .util.io import atomic_write
 from .util.optional import require
 
@@ -207,12 +203,6 @@ class Analysis:
 
 
 # --- the entry points ------------------------------------------------------------------------
-def _source_text(base_model) -> str | None:
-    if base_model is None:
-        return None
-    return str(base_model) if isinstance(base_model, (str, Path)) else type(base_model).__name__
-
-
 def describe(source, *, base_model=None, peft=False, trust_pickle: bool = False,
              **options) -> pd.DataFrame:
     """List the layers of a model with their shapes and whether :func:`analyze` would fit them,
@@ -229,33 +219,24 @@ def describe(source, *, base_model=None, peft=False, trust_pickle: bool = False,
         dtype, N, M, rf, num_evals, analyze (bool) and the reason it is not analysed.
     """
     o = opts.make_options(**options)
-    src = open_model(source, trust_pickle=trust_pickle, base_model=base_model, peft=peft)
-    return describe_frame([
-        {"layer_id": ref.index, "name": ref.name, "layer_type": lp.layer_type,
-         "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype, "N": lp.N, "M": lp.M,
-         "rf": lp.rf, "num_evals": lp.num_evals, "analyze": not reason, "reason": reason}
-        for ref, lp, reason in planned(src, o)])
+    rec = runner.recipe(source, base_model=base_model, peft=peft, trust_pickle=trust_pickle,
+                        feature="describe")
+    return describe_frame(runner.describe(rec, o))
 
 
 def analyze(source, *, base_model=None, peft=False, trust_pickle: bool = False,
             progress: Callable[[int, int, str], None] | None = None, scheduler=None,
             **options) -> Analysis:
-    t0 = time.perf_counter()
     o = opts.make_options(**options)
-    if (o.randomize or o.alpha_ci) and o.seed is None:  # fresh entropy, recorded in Analysis.options
-        o = replace(o, seed=int(np.random.SeedSequence().entropy))
-    backend = get_backend(o.device)
-    src = open_model(source, trust_pickle=trust_pickle, base_model=base_model, peft=peft)
-    todo, skipped = plan(src, o)
-    if scheduler is not None:  # the layers as Dask tasks, each reading its own tensor
-        layers = run_layers_dask(source, todo, o, scheduler, progress, trust_pickle)
-    else:
-        layers = run_layers(todo, o, backend, progress)
-    return Analysis(details=details_frame(layers, o), skipped=skipped_frame(skipped),
-                    source=src.describe(),
-                    options={**o.as_dict(), "peft": peft, "base_model": _source_text(base_model)},
-                    seconds=time.perf_counter() - t0,
-                    results={r.key: r for layer in layers for r in layer.rows})
+    rec = runner.recipe(source, base_model=base_model, peft=peft, trust_pickle=trust_pickle)
+    run = runner.run(rec, Analyze(), o, scheduler=scheduler, progress=progress,
+                     seeded=bool(o.randomize or o.alpha_ci))
+    o = run.options
+    return Analysis(details=details_frame(run.outputs, o), skipped=skipped_frame(run.skipped),
+                    source=run.source.describe(),
+                    options={**o.as_dict(), "peft": peft, "base_model": rec.describe_base()},
+                    seconds=run.seconds,
+                    results={r.key: r for layer in run.outputs for r in layer.rows})
 
 
 analyze.__doc__ = f"""Analyse every weight matrix of a model: ESD, power-law fit, WeightWatcher's metrics.
@@ -268,8 +249,11 @@ analyze.__doc__ = f"""Analyse every weight matrix of a model: ESD, power-law fit
     progress : callable(done, total, name), optional
         Called after each layer.
     scheduler : str or distributed.Client, optional
-        Spread the layers over a Dask cluster (``tcp://host:8786`` or a client); each worker
-        reads only its own tensors, so ``source`` must be a path every worker can read.
+        Spread the layers over a Dask cluster (``tcp://host:8786`` or a client). A task carries
+        the recipe (source, base model, adapter, split and head options) and the layer's place
+        in the plan, and the worker plans the same layer itself from paths it can read; a model
+        in memory (a module, a state dict, arrays) travels as its planned layers. The numbers
+        are those of the local run.
 
     Returns
     -------

@@ -8,6 +8,7 @@ from .common import (
     Command,
     add_columns,
     add_quiet,
+    add_scheduler,
     add_source,
     check_folder,
     check_output,
@@ -25,9 +26,7 @@ def arguments(p) -> None:
     p.add_argument("--out", metavar="FILE", help="write the per-layer table (.csv, .json or "
                                                  ".parquet), atomically")
     p.add_argument("--plot", metavar="DIR", help="save each layer's figures to DIR")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="spread the layers over a Dask cluster (tcp://HOST:PORT); each worker "
-                        "reads only its own tensors")
+    add_scheduler(p)
     add_columns(p, "layer_id, module, N, M, alpha, D, warning and the columns of the "
                    "diagnostics asked for")
     add_quiet(p, "no table, no progress bar")

@@ -118,6 +118,13 @@ def add_source(parser: argparse.ArgumentParser) -> None:
                                        "folder), or a Hugging Face id owner/name")
 
 
+def add_scheduler(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler``: the layers as Dask tasks (every per-layer command takes it)."""
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="spread the layers over a Dask cluster (tcp://HOST:PORT); each "
+                             "worker plans and reads its own layers, with the local numbers")
+
+
 def add_quiet(parser: argparse.ArgumentParser, what: str = "no progress bar") -> None:
     parser.add_argument("--quiet", action="store_true", help=what)
 

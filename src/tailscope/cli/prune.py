@@ -3,9 +3,9 @@ to a uniform sparsity or to AlphaPruning's alpha-guided allocation."""
 
 from __future__ import annotations
 
-from .common import Command, InputError, add_source, check_output, given_options, option_names
+from .common import Command, InputError, add_scheduler, add_source, check_output, given_options, option_names
 
-OPTIONS = option_names("select", plus=("trust_pickle",))
+OPTIONS = option_names("source", "select", plus=("jobs",))
 
 
 def _fraction(flag: str):
@@ -22,6 +22,7 @@ def _fraction(flag: str):
 
 def arguments(p) -> None:
     add_source(p)
+    add_scheduler(p)
     p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     p.add_argument("--sparsity", required=True,
                    help="the fraction of each layer's weights set to zero, in [0, 1] (with "
@@ -59,8 +60,8 @@ def run(args) -> int:
     cap = _fraction("--max-sparsity")(args.max_sparsity)
     if args.alpha_allocation:
         with Progress("layers") as progress:
-            analysis = analyze(args.source, progress=progress, **options,
-                               **metric_options(args.metric))
+            analysis = analyze(args.source, progress=progress, scheduler=args.scheduler,
+                               **options, **metric_options(args.metric))
         sparsity = allocate_sparsity(analysis, target=target, eps=eps, metric=args.metric,
                                      block_wise=not args.per_layer,
                                      blocks_only=not args.all_layers, max_sparsity=cap)
@@ -71,7 +72,8 @@ def run(args) -> int:
                              "need --alpha-allocation")
         sparsity = target
     with Progress("layers") as progress:
-        edited = prune(args.source, sparsity, progress=progress, **options)
+        edited = prune(args.source, sparsity, progress=progress, scheduler=args.scheduler,
+                       **options)
     try:
         path = edited.save(out)
     except OSError as exc:

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Command, InputError, add_source, check_output, given_options, option_names, real
+from .common import (
+    Command,
+    InputError,
+    add_scheduler,
+    add_source,
+    check_output,
+    given_options,
+    option_names,
+    real,
+)
 
-OPTIONS = option_names("select", "fit", plus=("trust_pickle",))
+OPTIONS = option_names("source", "select", "fit", plus=("jobs",))
 KEEP = ["pl", "detX", "svd", "mp"]
 
 
 def arguments(p) -> None:
     add_source(p)
+    add_scheduler(p)
     p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     p.add_argument("--keep", choices=KEEP, default="pl",
                    help="the components each layer keeps: its power-law tail (pl, the default), "
@@ -34,7 +44,7 @@ def run(args) -> int:
                        "the smoothed model is written as .safetensors")
     with Progress("layers") as progress:
         edited = smooth(args.source, method=args.keep, percent=args.percent, progress=progress,
-                        **options)
+                        scheduler=args.scheduler, **options)
     try:
         path = edited.save(out)
     except OSError as exc:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from .common import Command, InputError, add_source, check_output, given_options, option_names, whole
+from .common import (
+    Command,
+    InputError,
+    add_scheduler,
+    add_source,
+    check_output,
+    given_options,
+    option_names,
+    whole,
+)
 
-# --seed is the analysis' own flag (the seed of analyze --randomize); here its default is 0
-OPTIONS = option_names("source", "select", "esd", plus=("seed",),
-                       minus=("device", "jobs", "tolerance"))
+# --seed is the analysis' own flag (the seed of analyze --randomize): fresh when not given, printed
+OPTIONS = option_names("source", "select", "esd", plus=("seed",), minus=("device", "tolerance"))
 TABLE = ["layer_id", "name", "slice_id", "trap", "eigenvalue", "spike_threshold", "excess_tw",
          "left_ipr", "right_ipr", "row", "col", "entry", "variance_share", "layer_trap_burden"]
 
 
 def arguments(p) -> None:
     add_source(p)
+    add_scheduler(p)
     p.add_argument("--top-k", dest="top_k", type=whole(1), default=5, metavar="K",
                    help="the k of the singular vectors' top-k mass (default: 5)")
     p.add_argument("--out", metavar="FILE", help="write the trap table (.csv or .json), atomically")
@@ -33,7 +42,6 @@ def run(args) -> int:
 
     options = given_options(args, OPTIONS)
     seed = options.pop("seed", None)
-    seed = 0 if seed is None else seed
     if args.top_k < 1:
         raise InputError(f"--top-k {args.top_k}: must be >= 1")
     if args.remove != bool(args.output):
@@ -45,14 +53,16 @@ def run(args) -> int:
     if args.out:
         check_output(args.out, "--out", (".csv", ".json"), "use a .csv or .json file name")
     with Progress("layers") as progress:
-        table = traps(args.source, seed=seed, top_k=args.top_k, progress=progress, **options)
-    layers = table.attrs["layers"]
+        found = traps(args.source, seed=seed, top_k=args.top_k, progress=progress,
+                      scheduler=args.scheduler, **options)
+    seed = found.options["seed"]  # the one drawn when --seed was not given: --remove uses it too
+    table, layers = found.traps, found.layers
     print_table(table, TABLE)
     failed = layers[layers["status"] != "success"]
     if len(failed):
         print_table(failed, ["layer_id", "name", "slice_id", "reason"], title="failed layers")
     print(f"{len(table)} traps in {int((layers['num_traps'] > 0).sum())} of {len(layers)} layers "
-          f"(seed {seed})")
+          f"(seed {seed}; --seed {seed} repeats it)")
     if args.out:
         writer = (lambda p: table.to_csv(p, index=False)) if args.out.lower().endswith(".csv") \
             else (lambda p: table.to_json(p, orient="records", indent=1))
@@ -64,7 +74,7 @@ def run(args) -> int:
     if out is not None:
         with Progress("layers") as progress:
             edited = remove_traps(args.source, seed=seed, noise=args.noise, progress=progress,
-                                  **options)
+                                  scheduler=args.scheduler, **options)
         try:
             path = edited.save(out)
         except OSError as exc:

@@ -5,10 +5,10 @@ return (``model``). None edits its input: edits return an :class:`EditedModel` w
 """
 
 from .distances import Distances, distances
-from .model import EditedModel, rejoin
+from .model import EditedModel
 from .prune import allocate_sparsity, prune
 from .smooth import sharpen, smooth
 from .traps import remove_traps, traps
 
-__all__ = ["Distances", "EditedModel", "allocate_sparsity", "distances", "prune", "rejoin",
+__all__ = ["Distances", "EditedModel", "allocate_sparsity", "distances", "prune",
            "remove_traps", "sharpen", "smooth", "traps"]

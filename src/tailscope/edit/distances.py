@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ..engine.options import make_options
-from ..engine.plan import planned
-from ..sources import LayerRef, SourceError, open_source
+from ..engine.run import Recipe, Work, identity, recipe, run
+from ..sources import LayerPlan, LayerRef, SourceError
 from ..sources.derived import NameIndex
 from ..sources.layers import matrices
 from ..util.errors import one_line
@@ -72,8 +72,9 @@ def _layer_distance(method: str, ref: LayerRef, w1: np.ndarray, w2: np.ndarray) 
     return float(np.mean([_cka(a, b) for a, b in pairs]))
 
 
-def distances(a, b, method: str = "raw", layers=None, *, pool: bool = True,
-              trust_pickle: bool = False, **options) -> Distances:
+def distances(a, b, method: str = "raw", *, layers=None, pool: bool = True,
+              base_model=None, peft=False, trust_pickle: bool = False, progress=None,
+              scheduler=None, **options) -> Distances:
     """Layer-by-layer distances between two models with the same architecture.
 
     Parameters
@@ -92,6 +93,10 @@ def distances(a, b, method: str = "raw", layers=None, *, pool: bool = True,
         False: one row per conv slice (``slice_id``), as ``analyze(pool=False)``: 'euclidean'
         and 'cka' of that slice, 'raw' the whole tensor's distance on each of its slices (as
         WeightWatcher's ``distances(pool=False)``).
+    base_model, peft
+        Refused: the two models are compared as they are.
+    progress, scheduler
+        As :func:`tailscope.analyze` (``jobs=`` runs layers in threads).
 
     Returns
     -------
@@ -104,38 +109,13 @@ def distances(a, b, method: str = "raw", layers=None, *, pool: bool = True,
     if method not in DISTANCE_METHODS:
         raise ValueError(f"method must be 'raw', 'euclidean' or 'cka'; got {method!r}")
     o = make_options(layers=layers, pool=pool, **options)
-    src_a = open_source(a, trust_pickle=trust_pickle)
-    src_b = open_source(b, trust_pickle=trust_pickle)
-    index = NameIndex(src_b.refs)
-    by_name = {r.name: r for r in src_a}
-    rows = []
-    for ref, plan, skip in planned(src_a, o):
-        if skip:
-            continue
-        row = {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
-               "N": plan.N, "M": plan.M, "rf": plan.rf, "delta_W": math.nan,
-               "delta_b": math.nan, "reason": ""}
-        try:
-            other, why = index.find(ref.name)
-            if other is None:
-                raise SourceError(why)
-            w1 = np.asarray(ref.load(), dtype=np.float64)
-            w2 = np.asarray(other.load(), dtype=np.float64)
-            if w2.shape != w1.shape:
-                if w1.ndim == 2 and w2.shape[::-1] == w1.shape and w1.shape[0] != w1.shape[1]:
-                    w2 = w2.T
-                else:
-                    raise SourceError(f"shape {w1.shape} here but {w2.shape} in the other "
-                                      f"model ({other.name!r})")
-            row["delta_W"] = _layer_distance(method, ref, w1, w2)
-            if method == "raw":
-                row["delta_b"] = _bias_distance(ref, other, by_name, index)
-            if not pool and w1.ndim > 2:
-                rows += _slice_rows(row, method, ref, w1, w2)
-                continue
-        except Exception as exc:  # noqa: BLE001
-            row["reason"] = one_line(exc)
-        rows.append(row if pool else {**row, "slice_id": 0})
+    rec = recipe(a, base_model=base_model, peft=peft, trust_pickle=trust_pickle,
+                 feature="distances", derived=())
+    other = Recipe(b, trust_pickle=bool(trust_pickle))
+    other = other.resolved() if other.on_disk else other
+    this = rec.resolved() if rec.on_disk else rec
+    done = run(rec, Distance(method, this, other), o, scheduler=scheduler, progress=progress)
+    rows = [row for out in done.outputs for row in out]
     columns = ["layer_id"] + ([] if pool else ["slice_id"]) + [
         "name", "layer_type", "N", "M", "rf", "delta_W", "delta_b", "reason"]
     df = pd.DataFrame(rows, columns=columns)
@@ -147,6 +127,59 @@ def distances(a, b, method: str = "raw", layers=None, *, pool: bool = True,
 
     return Distances(method=method, details=df, delta_W=mean("delta_W"),
                      delta_b=mean("delta_b"))
+
+
+_INDEXES: dict = {}  # per process: a model's recipe (on disk) -> the name index of its tensors
+
+
+def _index(rec: Recipe) -> NameIndex:
+    """The name index of a model's tensors (cached per process for models on disk)."""
+    if not rec.on_disk:
+        return NameIndex(rec.open().refs)
+    if rec not in _INDEXES:
+        if len(_INDEXES) >= 4:
+            _INDEXES.pop(next(iter(_INDEXES)))
+        _INDEXES[rec] = NameIndex(rec.open().refs)
+    return _INDEXES[rec]
+
+
+@dataclass(frozen=True)
+class Distance(Work):
+    """The work of ``distances``: one layer of model a against its counterpart in model b."""
+
+    method: str
+    this: Recipe
+    other: Recipe
+    feature = "distances"
+
+    def layer(self, ref: LayerRef, plan: LayerPlan, o, backend) -> list[dict]:
+        row = {**identity(ref, plan), "delta_W": math.nan, "delta_b": math.nan, "reason": ""}
+        try:
+            index = _index(self.other)
+            other, why = index.find(ref.name)
+            if other is None:
+                raise SourceError(why)
+            w1 = np.asarray(ref.load(), dtype=np.float64)
+            w2 = np.asarray(other.load(), dtype=np.float64)
+            if w2.shape != w1.shape:
+                if w1.ndim == 2 and w2.shape[::-1] == w1.shape and w1.shape[0] != w1.shape[1]:
+                    w2 = w2.T
+                else:
+                    raise SourceError(f"shape {w1.shape} here but {w2.shape} in the other "
+                                      f"model ({other.name!r})")
+            row["delta_W"] = _layer_distance(self.method, ref, w1, w2)
+            if self.method == "raw":
+                row["delta_b"] = _bias_distance(ref, other, _index(self.this).exact, index)
+            if not o.pool and w1.ndim > 2:
+                return _slice_rows(row, self.method, ref, w1, w2)
+        except Exception as exc:  # noqa: BLE001
+            row["reason"] = one_line(exc)
+        return [row if o.pool else {**row, "slice_id": 0}]
+
+    def failed(self, ref: LayerRef, plan: LayerPlan, exc: BaseException) -> list[dict]:
+        row = {**identity(ref, plan), "delta_W": math.nan, "delta_b": math.nan,
+               "reason": one_line(exc)}
+        return [row]
 
 
 def _slice_rows(row: dict, method: str, ref: LayerRef, w1: np.ndarray, w2: np.ndarray

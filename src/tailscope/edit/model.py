@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..sources import LayerRef
 from ..sources.safetensors import write_safetensors
 from ..util.io import atomic_write
 
@@ -30,6 +28,7 @@ class EditedModel:
     parts). ``details``: one row per considered layer: how many singular components each matrix
     (each slice of a conv layer) had, kept and removed, or why it was left as it was.
     ``layouts``: name -> the source's layout ('torch' or 'keras'), which ``save`` reads.
+    ``options``: the options it ran with (the seed of a random draw included).
     """
 
     weights: dict[str, np.ndarray]
@@ -37,6 +36,7 @@ class EditedModel:
     source: str
     seconds: float
     layouts: dict[str, str] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
 
     def save(self, path) -> Path:
         """Write all tensors to a .safetensors file (atomically: a temporary file, then rename).
@@ -74,31 +74,11 @@ class EditedModel:
                 "layers edited)")
 
 
-def edited_model(weights: dict[str, np.ndarray], refs: list[LayerRef], rows: list[dict], src,
-                 t0: float) -> EditedModel:
-    """The result of a layer-by-layer edit: the source's own tensors (split parts rejoined),
-    one detail row per layer, and each tensor's layout (so Keras kernels are saved right)."""
-    return EditedModel(weights=rejoin(weights, refs),
-                       details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
-                       source=src.describe(), seconds=time.perf_counter() - t0,
-                       layouts={r.name: r.layout for r in refs if not r.parent})
-
-
-def rejoin(weights: dict[str, np.ndarray], refs: list[LayerRef]) -> dict[str, np.ndarray]:
-    """The model's own tensors from ``weights`` that also hold split parts (gates, q/k/v,
-    heads): each split tensor becomes its parts, edited or not, joined back along the axis they
-    were cut from, and the parts go (the edited model has the source's tensors, no extra keys).
-    Deepest splits first (heads of a q part, then q/k/v of ``in_proj_weight``)."""
-    out = dict(weights)
-    for ref in reversed(refs):
-        if not ref.split_into or not all(p in out for p in ref.split_into):
-            continue
-        parts = [out.pop(p) for p in ref.split_into]
-        axis = next((i for i, (a, b) in enumerate(zip(ref.shape, parts[0].shape)) if a != b), 0)
-        joined = np.concatenate(parts, axis=axis)
-        if joined.shape != tuple(ref.shape):
-            raise ValueError(f"{ref.name}: its parts join to {joined.shape}, not {ref.shape}")
-        out[ref.name] = joined.astype(out[ref.name].dtype, copy=False)
-    return {r.name: out[r.name] for r in refs if r.name in out and not r.parent}
-
-
+def edited_model(run, columns: list[str] = DETAIL_COLUMNS) -> EditedModel:
+    """The result of an edit run by the runner: the model's tensors (edited ones in place, split
+    parts joined), one detail row per layer, each tensor's layout (so Keras kernels are saved
+    right) and the options it ran with (the drawn seed included)."""
+    rows = [row for out in run.outputs for row in out.rows]
+    return EditedModel(weights=run.weights, details=pd.DataFrame(rows, columns=columns),
+                       source=run.source.describe(), seconds=run.seconds, layouts=run.layouts,
+                       options=run.options.as_dict())

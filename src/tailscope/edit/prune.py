@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,10 +23,9 @@ import pandas as pd
 from ..engine.columns import BY_NAME as COLUMN_BY_NAME
 from ..engine.options import BY_NAME as OPTION_BY_NAME
 from ..engine.options import make_options
-from ..engine.plan import planned
-from ..sources import open_source
+from ..engine.run import Edit, Work, recipe, run
 from ..util.errors import one_line
-from .model import EditedModel
+from .model import EditedModel, edited_model
 
 PRUNE_METHODS = ("magnitude",)
 DETAIL_COLUMNS = ["layer_id", "name", "shape", "numel", "sparsity", "pruned", "zeros", "status",
@@ -226,7 +225,7 @@ def _count(sparsity: float, numel: int) -> int:
     return int(min(numel, max(0, round(sparsity * numel))))
 
 
-def _wanted(sparsity, names: list[str]) -> dict[str, float] | float:
+def _wanted(sparsity) -> dict[str, float] | float:
     if isinstance(sparsity, bool):
         raise ValueError(f"sparsity must be a number in [0, 1] or a mapping name -> sparsity; "
                          f"got {sparsity!r}")
@@ -240,14 +239,9 @@ def _wanted(sparsity, names: list[str]) -> dict[str, float] | float:
     if not isinstance(sparsity, Mapping):
         raise ValueError("sparsity must be a number in [0, 1] or a mapping name -> sparsity "
                          f"(allocate_sparsity's Series); got {type(sparsity).__name__}")
-    known = set(names)
     out = {}
     for key, value in sparsity.items():
         name = str(key)
-        if name not in known and f"{name}.weight" in known:  # a module name
-            name = f"{name}.weight"
-        if name not in known:
-            raise ValueError(f"sparsity names {key!r}, which is not a tensor of the model")
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -258,8 +252,9 @@ def _wanted(sparsity, names: list[str]) -> dict[str, float] | float:
     return out
 
 
-def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = False,
-          progress=None, **options) -> EditedModel:
+def prune(source, sparsity, method: str = "magnitude", *, layers=None, base_model=None,
+          peft=False, trust_pickle: bool = False, progress=None, scheduler=None,
+          **options) -> EditedModel:
     """Magnitude pruning, layer by layer: the smallest |w| of each layer set to 0.
 
     Parameters
@@ -273,10 +268,18 @@ def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = F
     method : 'magnitude'
         Wanda and SparseGPT need activations (calibration data), which tailscope does not have;
         pass the allocation's values to them as their per-layer ratios.
+    base_model : path or model, optional
+        Prune the fine-tune W - W_base: its smallest |W - W_base| go back to the base weights;
+        the result is the fine-tuned model so edited (never the delta itself). The allocation
+        then comes from ``analyze(..., base_model=...)``.
+    peft : False
+        Refused: a LoRA update B·A cannot be written back as its factors (merge it first).
     trust_pickle : bool
         Allow PyTorch pickles that need code execution.
     progress : callable(done, total, name), optional
         Called after each layer, as :func:`tailscope.analyze`'s.
+    scheduler : str or distributed.Client, optional
+        Run the layers on Dask, as :func:`tailscope.analyze` (``jobs=`` runs them in threads).
 
     Returns
     -------
@@ -290,7 +293,8 @@ def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = F
     The pruned weights are exactly the round(s * numel) smallest |w| of the whole tensor (all
     slices of a conv kernel together); ties at the threshold go to the lower flat (C-order)
     index. A layer that cannot be pruned (not floating point, NaN weights) is left unchanged
-    with its reason; the others are pruned.
+    with its reason; the others are pruned. A tensor split for analysis (gates,
+    q/k/v, heads) is pruned part by part, as the analysis' rows name them, and joined back.
     """
     if method != "magnitude":
         if isinstance(method, str) and method.lower() in ("wanda", "sparsegpt"):
@@ -298,45 +302,81 @@ def prune(source, sparsity, method: str = "magnitude", *, trust_pickle: bool = F
                              "tailscope does not have: pass allocate_sparsity's values to "
                              f"{method} as its per-layer ratios; tailscope prunes by magnitude")
         raise ValueError(f"method must be 'magnitude'; got {method!r}")
-    t0 = time.perf_counter()
-    o = make_options(**options)
-    src = open_source(source, trust_pickle=trust_pickle)
-    names = [r.name for r in src]
-    wanted = _wanted(sparsity, names)
-    if isinstance(wanted, float):
-        chosen = {ref.name: wanted for ref, _, skip in planned(src, o) if not skip}
-    else:
-        chosen = wanted
-    weights: dict[str, np.ndarray] = {}
-    rows = []
-    total = sum(1 for name in names if name in chosen)
-    for ref in src:
+    o = make_options(layers=layers, **options)
+    rec = recipe(source, base_model=base_model, peft=peft, trust_pickle=trust_pickle,
+                 feature="prune", derived=("base_model",))
+    wanted = _wanted(sparsity)
+    select = None if isinstance(wanted, float) else Named(wanted)
+    done = run(rec, Magnitude(wanted), o, scheduler=scheduler, progress=progress, select=select)
+    return edited_model(done, DETAIL_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Named:
+    """The layers a sparsity mapping names (any tensor it names, whatever the plan says)."""
+
+    sparsity: dict
+
+    def __call__(self, ref, plan, reason: str) -> str:
+        return "" if _key(ref, self.sparsity) is not None else \
+            reason or "not in the sparsity mapping"
+
+    def check(self, refs: list) -> None:
+        """Every name of the mapping is a tensor of the model (a module name means its
+        '.weight')."""
+        known = {r.name for r in refs} | {r.module for r in refs if r.name.endswith(".weight")}
+        for key in self.sparsity:
+            if key not in known:
+                raise ValueError(f"sparsity names {key!r}, which is not a tensor of the model")
+
+
+def _key(ref, sparsity: dict) -> str | None:
+    """The key of ``sparsity`` that names ``ref``: its tensor name, else its module name."""
+    if ref.name in sparsity:
+        return ref.name
+    if ref.name.endswith(".weight") and ref.module in sparsity:
+        return ref.module
+    return None
+
+
+@dataclass(frozen=True)
+class Magnitude(Work):
+    """The work of ``prune``: one layer's smallest |w| set to 0."""
+
+    sparsity: object  # a float for every planned layer, or a dict name -> float
+    feature = "prune"
+    edits = True
+
+    def layer(self, ref, plan, o, backend) -> Edit:
+        s = self.sparsity if isinstance(self.sparsity, float) else \
+            self.sparsity[_key(ref, self.sparsity)]
         w = np.asarray(ref.load())
-        weights[ref.name] = w
-        if ref.name not in chosen:
-            continue
-        s = chosen[ref.name]
         row = {"layer_id": ref.index, "name": ref.name, "shape": "x".join(map(str, w.shape)),
                "numel": int(w.size), "sparsity": s, "pruned": 0,
                "zeros": int(np.count_nonzero(w == 0)) if w.dtype.kind in "fiuc" else 0,
                "status": "unchanged", "reason": ""}
+        new = None
         try:
             if math.isnan(s):
                 row["reason"] = "no sparsity allocated (NaN): left dense"
             else:
-                _prune_row(row, w, s, weights, ref.name)
+                new = _prune_row(row, w, s)
         except Exception as exc:  # noqa: BLE001 - one bad layer is left as it was, with why
             row.update(status="failed", reason=one_line(exc))
-        rows.append(row)
-        if progress is not None:
-            progress(len(rows), total, ref.name)
-    return EditedModel(weights=weights, details=pd.DataFrame(rows, columns=DETAIL_COLUMNS),
-                       source=src.describe(), seconds=time.perf_counter() - t0,
-                       layouts={r.name: r.layout for r in src})
+        return Edit((row,), new)
+
+    def failed(self, ref, plan, exc) -> Edit:
+        s = self.sparsity if isinstance(self.sparsity, float) else \
+            self.sparsity.get(_key(ref, self.sparsity), math.nan)
+        return Edit(({"layer_id": ref.index, "name": ref.name,
+                      "shape": "x".join(map(str, ref.shape)), "numel": math.prod(ref.shape),
+                      "sparsity": s, "pruned": 0, "zeros": 0, "status": "failed",
+                      "reason": one_line(exc)},))
 
 
-def _prune_row(row: dict, w: np.ndarray, s: float, weights: dict, name: str) -> None:
-    """Prune one tensor into ``weights[name]``, recording it in ``row`` (raises on bad weights)."""
+def _prune_row(row: dict, w: np.ndarray, s: float) -> np.ndarray | None:
+    """The pruned tensor (None: none of it pruned), recorded in ``row`` (raises on bad
+    weights)."""
     if w.dtype.kind != "f":
         raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
     if np.isnan(w).any():
@@ -345,10 +385,10 @@ def _prune_row(row: dict, w: np.ndarray, s: float, weights: dict, name: str) -> 
     if k:
         new = np.array(w, copy=True)
         new[magnitude_mask(w, k)] = 0
-        weights[name] = new
         row.update(pruned=k, zeros=int(np.count_nonzero(new == 0)), status="edited")
-    else:
-        row["reason"] = "sparsity rounds to 0 weights"
+        return new
+    row["reason"] = "sparsity rounds to 0 weights"
+    return None
 
 
 __all__ = ["PRUNE_METHODS", "allocate_sparsity", "block_of", "magnitude_mask", "metric_options",

@@ -9,16 +9,15 @@ randomized truncated SVD.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
 from ..engine.layer import layer_rows
 from ..engine.options import make_options
-from ..engine.plan import planned
-from ..sources import LayerPlan, LayerRef, open_source
+from ..engine.run import Edit, Work, identity, recipe, run
+from ..sources import LayerPlan, LayerRef
 from ..sources.layers import matrices
 from ..spectrum import MPFitError, detx, eigenvalues_many, gram_eigh, mp_fit, shuffle_elements
 from ..util.errors import one_line
@@ -58,58 +57,75 @@ def _per_slice(k: int, rf: int) -> int:
     return int(math.copysign(math.ceil(abs(k) / rf), k)) if k else 0
 
 
-def _edit_layer(ref: LayerRef, plan: LayerPlan, w: np.ndarray, count: Callable, method: str
-                ) -> tuple[np.ndarray | None, dict]:
-    """(new tensor or None, details row); ``count(slice_evals, mats) -> (k, reason)``."""
-    row = {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type, "N": plan.N,
-           "M": plan.M, "rf": plan.rf, "method": method, "components": plan.M}
+def edit_layer(ref: LayerRef, plan: LayerPlan, count, method: str) -> Edit:
+    """One layer truncated to the count ``count(ref, plan, slice_evals, mats) -> (k, reason)``
+    gives (k > 0 kept, k < 0 removed, per conv slice ceil(|k| / rf))."""
+    row = {**identity(ref, plan), "method": method, "components": plan.M}
+    w = np.asarray(ref.load())
+    if w.dtype.kind != "f":
+        raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
     mats = matrices(ref, w)
     spectra = [_spectrum(m) for m in mats]
-    k, reason = count([sp.evals for sp in spectra], mats)
+    k, reason = count(ref, plan, [sp.evals for sp in spectra], mats)
     k_slice = _per_slice(k, plan.rf)
     k_slice = int(np.clip(k_slice, -plan.M, plan.M))
     if k_slice == 0:
-        return None, {**row, "kept": plan.M, "removed": 0, "status": "unchanged",
-                      "reason": reason or "no component to remove"}
+        return Edit(({**row, "kept": plan.M, "removed": 0, "status": "unchanged",
+                      "reason": reason or "no component to remove"},))
     new = np.array(w, dtype=np.float64)
     for view, sp in zip(matrices(ref, new), spectra):
         view[...] = _truncated(view, sp, k_slice)
     kept = k_slice if k_slice > 0 else plan.M + k_slice
     row.update(kept=kept, removed=plan.M - kept, status="edited", reason="")
-    return new.astype(w.dtype, copy=False), row
+    return Edit((row,), new.astype(w.dtype, copy=False))
 
 
-def _edit(source, count_for: Callable[[LayerRef, LayerPlan], Callable], method: str,
-          trust_pickle: bool, options: dict, progress=None) -> EditedModel:
-    t0 = time.perf_counter()
-    o = make_options(**options)
-    src = open_source(source, trust_pickle=trust_pickle)
-    weights: dict[str, np.ndarray] = {}
-    rows = []
-    todo = list(planned(src, o))
-    total = sum(1 for *_, skip in todo if not skip)
-    refs = [ref for ref, *_ in todo]
-    for ref, plan, skip in todo:
-        w = np.asarray(ref.load())
-        weights[ref.name] = w
-        if skip:
-            continue
-        try:
-            if w.dtype.kind != "f":
-                raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
-            new, row = _edit_layer(ref, plan, w, count_for(ref, plan), method)
-        except Exception as exc:  # noqa: BLE001 - one bad layer is left as it was, with why
-            new, row = None, {"layer_id": ref.index, "name": ref.name,
-                              "layer_type": plan.layer_type, "N": plan.N, "M": plan.M,
-                              "rf": plan.rf, "method": method, "components": plan.M,
-                              "kept": plan.M, "removed": 0, "status": "failed",
-                              "reason": one_line(exc)}
-        if new is not None:
-            weights[ref.name] = new
-        rows.append(row)
-        if progress is not None:
-            progress(len(rows), total, ref.name)
-    return edited_model(weights, refs, rows, src, t0)
+def failed_edit(ref: LayerRef, plan: LayerPlan, method: str, exc: BaseException) -> Edit:
+    """A layer left as it was, with why."""
+    return Edit(({**identity(ref, plan), "method": method, "components": plan.M,
+                  "kept": plan.M, "removed": 0, "status": "failed", "reason": one_line(exc)},))
+
+
+@dataclass(frozen=True)
+class Truncation(Work):
+    """The work of ``smooth`` and ``sharpen``: each layer truncated to its count."""
+
+    method: str
+    percent: float = 0.8
+    feature: str = "smooth"
+    edits = True
+
+    def layer(self, ref: LayerRef, plan: LayerPlan, o, backend) -> Edit:
+        return edit_layer(ref, plan, partial(self.count, o), self.method)
+
+    def failed(self, ref: LayerRef, plan: LayerPlan, exc: BaseException) -> Edit:
+        return failed_edit(ref, plan, self.method, exc)
+
+    def count(self, o, ref: LayerRef, plan: LayerPlan, slices, mats) -> tuple[int, str]:
+        method = self.method
+        if method == "sharpen":
+            # one generator per layer, from (seed, layer id), as analyze(randomize=True) seeds
+            rng = layer_rng(o.seed, ref.index)
+            shuffled = [shuffle_elements(np.asarray(m, dtype=np.float64), rng) for m in mats]
+            evals = np.sort(np.concatenate(eigenvalues_many(shuffled)))
+            try:
+                k = int(mp_fit(evals, plan.N, plan.M).num_spikes)
+            except MPFitError as exc:
+                return 0, f"no Marchenko-Pastur fit of the shuffled ESD: {exc}"
+            return -k, "no correlation trap (no spike in the shuffled ESD)"
+        if method == "svd":
+            return int(self.percent * plan.M * plan.rf), ""
+        if method == "mp":
+            evals = np.sort(np.concatenate(slices))
+            return _mp_spikes(evals, plan.N, plan.M)
+        first = layer_rows(ref, plan, replace(o, pool=True), slices).rows[0]
+        row, evals = first.values, first.evals
+        if method == "detX":
+            num = detx(evals)["detX_num"]
+            return (0, "no spectrum") if num != num else (int(num), "detX count is 0")
+        if row["status"] != "success":
+            return 0, f"no power-law fit: {row['reason']}"
+        return int(row["num_pl_spikes"]), ""
 
 
 # --- smoothing ---------------------------------------------------------------------------------
@@ -120,8 +136,9 @@ def _mp_spikes(evals: np.ndarray, N: int, M: int) -> tuple[int, str]:
         return 0, f"no Marchenko-Pastur fit: {exc}"
 
 
-def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
-           trust_pickle: bool = False, progress=None, **options) -> EditedModel:
+def smooth(source, method: str = "pl", percent: float = 0.8, *, layers=None,
+           base_model=None, peft=False, trust_pickle: bool = False, progress=None,
+           scheduler=None, **options) -> EditedModel:
     """SVD smoothing: keep each weight matrix's top singular components, drop the rest.
 
     Parameters
@@ -138,10 +155,17 @@ def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
         For ``method='svd'``, in [-1, 1].
     layers : list, optional
         As in :func:`tailscope.analyze`.
+    base_model : path or model, optional
+        Smooth the fine-tune W - W_base and write back W_base + smoothed delta (the fine-tuned
+        weights, edited; never the delta itself).
+    peft : False
+        Refused: a LoRA update B·A cannot be written back as its factors (merge it first).
     trust_pickle : bool
         Allow PyTorch pickles that need code execution.
     progress : callable(done, total, name), optional
         Called after each layer, as :func:`tailscope.analyze`'s.
+    scheduler : str or distributed.Client, optional
+        Run the layers on Dask, as :func:`tailscope.analyze`; ``jobs=`` runs them in threads.
     **options
         The fit's options of :func:`tailscope.analyze` (min_evals, max_evals, max_N,
         fix_fingers, xmax, ...), used to choose layers and to fit for ``method='pl'``.
@@ -164,31 +188,15 @@ def smooth(source, method: str = "pl", percent: float = 0.8, layers=None, *,
     if method == "svd" and not (isinstance(percent, (int, float)) and -1 <= percent <= 1):
         raise ValueError(f"percent must be a number in [-1, 1]; got {percent!r}")
     o = make_options(layers=layers, **options)
-    pooled = replace(o, pool=True)
-
-    def count_for(ref: LayerRef, plan: LayerPlan):
-        def count(slices, mats) -> tuple[int, str]:
-            if method == "svd":
-                return int(percent * plan.M * plan.rf), ""
-            if method == "mp":
-                evals = np.sort(np.concatenate(slices))
-                return _mp_spikes(evals, plan.N, plan.M)
-            first = layer_rows(ref, plan, pooled, slices).rows[0]
-            row, evals = first.values, first.evals
-            if method == "detX":
-                num = detx(evals)["detX_num"]
-                return (0, "no spectrum") if num != num else (int(num), "detX count is 0")
-            if row["status"] != "success":
-                return 0, f"no power-law fit: {row['reason']}"
-            return int(row["num_pl_spikes"]), ""
-        return count
-
-    return _edit(source, count_for, method, trust_pickle, {**options, "layers": layers}, progress)
+    rec = recipe(source, base_model=base_model, peft=peft,
+                 trust_pickle=trust_pickle, feature="smooth", derived=("base_model",))
+    work = Truncation(method, float(percent))
+    return edited_model(run(rec, work, o, scheduler=scheduler, progress=progress))
 
 
 # --- correlation traps -------------------------------------------------------------------------
-def sharpen(source, layers=None, *, seed: int = 0, trust_pickle: bool = False, progress=None,
-            **options) -> EditedModel:
+def sharpen(source, *, layers=None, seed: int | None = None, base_model=None, peft=False,
+            trust_pickle: bool = False, progress=None, scheduler=None, **options) -> EditedModel:
     """Remove correlation traps: the top singular components that survive shuffling.
 
     For each layer, the elements of each of its matrices are shuffled (seeded), the
@@ -202,10 +210,12 @@ def sharpen(source, layers=None, *, seed: int = 0, trust_pickle: bool = False, p
         Anything :func:`tailscope.analyze` reads; it is never modified.
     layers : list, optional
         As in :func:`tailscope.analyze`.
-    seed : int
-        Seed of the shuffles (WeightWatcher's are unseeded).
-    progress : callable(done, total, name), optional
-        Called after each layer, as :func:`tailscope.analyze`'s.
+    seed : int, optional
+        Seed of the shuffles, as :func:`tailscope.analyze`'s: layer i shuffles with
+        ``default_rng([seed, layer_id])``; None draws fresh entropy, recorded in
+        ``EditedModel.options['seed']`` (WeightWatcher's shuffles are unseeded).
+    base_model, peft, trust_pickle, progress, scheduler
+        As :func:`smooth`.
     **options
         Layer selection options of :func:`tailscope.analyze` (min_evals, max_evals, max_N).
 
@@ -213,20 +223,8 @@ def sharpen(source, layers=None, *, seed: int = 0, trust_pickle: bool = False, p
     -------
     EditedModel
     """
-    def count_for(ref: LayerRef, plan: LayerPlan):
-        def count(slices, mats) -> tuple[int, str]:
-            # one generator per layer, from (seed, layer id), as analyze(randomize=True) seeds
-            rng = layer_rng(seed, ref.index)
-            shuffled = [shuffle_elements(np.asarray(m, dtype=np.float64), rng) for m in mats]
-            evals = np.sort(np.concatenate(eigenvalues_many(shuffled)))
-            try:
-                k = int(mp_fit(evals, plan.N, plan.M).num_spikes)
-            except MPFitError as exc:
-                return 0, f"no Marchenko-Pastur fit of the shuffled ESD: {exc}"
-            return -k, "no correlation trap (no spike in the shuffled ESD)"
-        return count
-
-    return _edit(source, count_for, "sharpen", trust_pickle, {**options, "layers": layers},
-                 progress)
-
-
+    o = make_options(layers=layers, seed=seed, **options)
+    rec = recipe(source, base_model=base_model, peft=peft,
+                 trust_pickle=trust_pickle, feature="sharpen", derived=("base_model",))
+    work = Truncation("sharpen", feature="sharpen")
+    return edited_model(run(rec, work, o, scheduler=scheduler, progress=progress, seeded=True))

@@ -24,19 +24,20 @@ W - T = P^-1(W_p - T_p): removing T from W removes the trap from the shuffled ma
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ..engine.layer import layer_scale, load_matrices, ww_oriented
 from ..engine.options import make_options
-from ..engine.plan import open_model, planned
+from ..engine.run import Edit, Work, identity, recipe, run
 from ..sources.layers import matrices
 from ..spectrum import MPFitError, eigenvalues_many, gram, mp_fit
 from ..spectrum.randomize import REPLICA_LIMIT
 from ..util.errors import one_line
 from ..util.rng import layer_rng
-from .model import EditedModel, edited_model
+from .model import DETAIL_COLUMNS, EditedModel, edited_model
 
 TOP_K = 5  # top-k mass of a singular vector: the share of its squared norm on its k largest entries
 NOISE = ("rank1", "trunk")
@@ -154,8 +155,7 @@ def _trap_components(group, fit, scale):
 
 def _layer_traps(ref, plan, o, top_k: int) -> tuple[list[dict], list[dict]]:
     """(trap rows, layer rows) of one layer."""
-    base = {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
-            "N": plan.N, "M": plan.M, "rf": plan.rf}
+    base = identity(ref, plan)
     rng = layer_rng(o.seed, ref.index)
     scale = layer_scale(plan, o)
     traps, layers = [], []
@@ -204,9 +204,7 @@ def _layer_traps(ref, plan, o, top_k: int) -> tuple[list[dict], list[dict]]:
     return traps, layers
 
 
-def _checked(seed, top_k) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an int; got {seed!r}")
+def _checked(top_k) -> None:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1; got {top_k!r}")
 
@@ -221,29 +219,71 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 
 # --- the public functions ----------------------------------------------------------------------
-def traps(source, seed: int = 0, layers=None, *, top_k: int = TOP_K, trust_pickle: bool = False,
-          base_model=None, peft=False, progress=None, **options) -> pd.DataFrame:
+@dataclass(frozen=True, repr=False, eq=False)
+class Traps:
+    """The correlation traps of a model: ``traps`` (one row per trap), ``layers`` (one row per
+    analysed layer or slice, with or without traps), ``source`` and ``options`` (the seed of the
+    shuffles included)."""
+
+    traps: pd.DataFrame
+    layers: pd.DataFrame
+    source: str
+    options: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        """The number of traps."""
+        return len(self.traps)
+
+    def __repr__(self) -> str:
+        failed = int((self.layers["status"] == "failed").sum()) if len(self.layers) else 0
+        return (f"Traps({self.source}: {len(self.traps)} traps in {len(self.layers)} layers, "
+                f"{failed} failed; seed {self.options.get('seed')})")
+
+
+@dataclass(frozen=True)
+class FindTraps(Work):
+    """The work of ``traps``: one layer's (trap rows, layer rows)."""
+
+    top_k: int = TOP_K
+    feature = "traps"
+
+    def layer(self, ref, plan, o, backend) -> tuple[list[dict], list[dict]]:
+        return _layer_traps(ref, plan, o, self.top_k)
+
+    def failed(self, ref, plan, exc) -> tuple[list[dict], list[dict]]:
+        return [], [{**identity(ref, plan), "slice_id": None, "num_traps": math.nan,
+                     "trap_burden": math.nan, "replicas": math.nan, "rand_num_spikes": math.nan,
+                     "rand_sigma_mp": math.nan, "status": "failed", "reason": one_line(exc)}]
+
+
+def traps(source, *, layers=None, seed: int | None = None, top_k: int = TOP_K,
+          base_model=None, peft=False, trust_pickle: bool = False, progress=None,
+          scheduler=None, **options) -> Traps:
     """Correlation traps, one row per trap: the spikes of each layer's element-shuffled ESD.
 
     Parameters
     ----------
     source : path, torch.nn.Module, state dict or array
         Anything :func:`tailscope.analyze` reads.
-    seed : int
-        The seed of the shuffles; the same seed gives the same shuffles as
-        ``analyze(randomize=True, seed=seed)``, so each layer has ``rand_num_spikes`` traps.
     layers : list, optional
         As in :func:`tailscope.analyze`; so are the other selection options (min_evals,
         max_evals, max_N, pool, split, conv2d_norm, normalize, method, base_model, peft).
+    seed : int, optional
+        The seed of the shuffles, as :func:`tailscope.analyze`'s: the same seed gives the same
+        shuffles as ``analyze(randomize=True, seed=seed)``, so each layer has
+        ``rand_num_spikes`` traps; None draws fresh entropy, recorded in ``Traps.options``.
     top_k : int
         The k of the top-k mass (default 5, as WeightWatcher's trunk ``top_5_mass``).
     progress : callable(done, total, name), optional
         Called after each layer, as :func:`tailscope.analyze`'s.
+    scheduler : str or distributed.Client, optional
+        Run the layers on Dask, as :func:`tailscope.analyze` (``jobs=`` runs them in threads).
 
     Returns
     -------
-    pandas.DataFrame
-        One row per trap, in model order, largest first within a layer (``trap`` = 1, 2, ...):
+    Traps
+        ``traps``: one row per trap, in model order, largest first within a layer (``trap`` = 1, 2, ...):
         ``eigenvalue`` (in the shuffled ESD, on analyze's scale), ``singular_value`` (of the
         shuffled matrix, unscaled), ``bulk_max`` and ``spike_threshold`` (the MP bulk edge and
         the edge plus the Tracy-Widom width, analyze's ``rand_bulk_max`` and its threshold),
@@ -258,39 +298,49 @@ def traps(source, seed: int = 0, layers=None, *, top_k: int = TOP_K, trust_pickl
         shuffle) and ``entry_share`` (its share u_i W_p,ij v_j / s of s), ``variance_share`` (the trap's
         eigenvalue over the shuffled ESD's sum, which is ||W||_F^2: the share of W's variance it
         carries), ``layer_num_traps`` and ``layer_trap_burden`` (the sum of the layer's shares).
-        ``df.attrs['layers']`` has one row per analysed layer (or slice, with ``pool=False``):
+        ``layers``: one row per analysed layer (or slice, with ``pool=False``):
         ``num_traps``, ``trap_burden``, ``replicas`` (shuffles pooled in the MP fit: 5 below
         100 eigenvalues, else 1), ``rand_num_spikes`` (the spikes of all of them, analyze's
         column), ``rand_sigma_mp``, ``status``, ``reason``; a layer
         without traps is there and not in the trap rows; a failed one has NaN and its reason.
     """
-    _checked(seed, top_k)
-    o = make_options(layers=layers, seed=int(seed), **options)
-    src = open_model(source, trust_pickle=trust_pickle, base_model=base_model, peft=peft)
-    trap_rows, layer_rows = [], []
-    todo = [(ref, plan) for ref, plan, skip in planned(src, o) if not skip]
-    for done, (ref, plan) in enumerate(todo, 1):
-        try:
-            t, lr = _layer_traps(ref, plan, o, int(top_k))
-        except Exception as exc:  # noqa: BLE001 - one bad layer never stops the run
-            t, lr = [], [{"layer_id": ref.index, "name": ref.name,
-                          "layer_type": plan.layer_type, "N": plan.N, "M": plan.M,
-                          "rf": plan.rf, "slice_id": None, "num_traps": math.nan,
-                          "trap_burden": math.nan, "replicas": math.nan,
-                          "rand_num_spikes": math.nan, "rand_sigma_mp": math.nan,
-                          "status": "failed", "reason": one_line(exc)}]
-        trap_rows.extend(t)
-        layer_rows.extend(lr)
-        if progress is not None:
-            progress(done, len(todo), ref.name)
-    df = _frame(trap_rows, TRAP_COLUMNS)
-    df.attrs["layers"] = _frame(layer_rows, LAYER_COLUMNS)
-    return df
+    _checked(top_k)
+    o = make_options(layers=layers, seed=seed, **options)
+    rec = recipe(source, base_model=base_model, peft=peft, trust_pickle=trust_pickle,
+                 feature="traps")
+    done = run(rec, FindTraps(int(top_k)), o, scheduler=scheduler, progress=progress,
+               seeded=True)
+    return Traps(traps=_frame([r for t, _ in done.outputs for r in t], TRAP_COLUMNS),
+                 layers=_frame([r for _, lr in done.outputs for r in lr], LAYER_COLUMNS),
+                 source=done.source.describe(), options=done.options.as_dict(),
+                 seconds=done.seconds)
 
 
-def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
-                 trust_pickle: bool = False, base_model=None, peft=False, progress=None,
-                 **options) -> EditedModel:
+@dataclass(frozen=True)
+class RemoveTraps(Work):
+    """The work of ``remove_traps``: one layer with its traps replaced by noise."""
+
+    noise: str = "rank1"
+    feature = "remove_traps"
+    edits = True
+
+    def layer(self, ref, plan, o, backend) -> Edit:
+        row = {**identity(ref, plan), "method": f"remove_traps:{self.noise}",
+               "components": plan.M, "kept": plan.M, "removed": 0}
+        new, removed, reason = _remove_layer(ref, plan, o, self.noise)
+        row.update(kept=plan.M - removed if removed <= plan.M else 0, removed=removed,
+                   status="edited" if new is not None else "unchanged", reason=reason)
+        return Edit((row,), new)
+
+    def failed(self, ref, plan, exc) -> Edit:
+        return Edit(({**identity(ref, plan), "method": f"remove_traps:{self.noise}",
+                      "components": plan.M, "kept": plan.M, "removed": 0, "status": "failed",
+                      "reason": one_line(exc)},))
+
+
+def remove_traps(source, *, layers=None, seed: int | None = None, noise: str = "rank1",
+                 base_model=None, peft=False, trust_pickle: bool = False, progress=None,
+                 scheduler=None, **options) -> EditedModel:
     """Replace each correlation trap's rank-one component of W by Gaussian noise: W - T + R.
 
     The traps are those :func:`traps` reports for the same seed and options. For each matrix
@@ -307,9 +357,13 @@ def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
       mean and variance of T's entries (dense, so ||R||_F ~ ||T||_F and ||W_new - W||_F ~
       sqrt(2) ||T||_F).
 
+    With ``base_model=`` the traps are those of the fine-tune W - W_base and the result is the
+    fine-tuned model with them replaced: W - T + R (never the delta itself). ``peft=`` is
+    refused: a LoRA update B·A cannot be written back as its factors.
+
     Parameters
     ----------
-    source, seed, layers, progress, **options
+    source, layers, seed, base_model, trust_pickle, progress, scheduler, **options
         As :func:`traps`.
 
     Returns
@@ -317,46 +371,20 @@ def remove_traps(source, seed: int = 0, layers=None, *, noise: str = "rank1",
     EditedModel
         ``details``: per layer, ``components`` (min(N, M)), ``removed`` (its traps), ``status``
         ('edited', 'unchanged' or 'failed') and ``reason``. Other tensors are copied unchanged.
+        ``options['seed']``: the seed used.
     """
     if noise not in NOISE:
         raise ValueError(f"noise must be 'rank1' or 'trunk'; got {noise!r}")
-    _checked(seed, TOP_K)
-    import time
-
-    t0 = time.perf_counter()
-    o = make_options(layers=layers, seed=int(seed), **options)
-    src = open_model(source, trust_pickle=trust_pickle, base_model=base_model, peft=peft)
-    weights: dict[str, np.ndarray] = {}
-    rows = []
-    todo = list(planned(src, o))
-    total = sum(1 for *_, skip in todo if not skip)
-    refs = [ref for ref, *_ in todo]
-    for ref, plan, skip in todo:
-        w = np.asarray(ref.load())
-        weights[ref.name] = w
-        if skip:
-            continue
-        row = {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
-               "N": plan.N, "M": plan.M, "rf": plan.rf, "method": f"remove_traps:{noise}",
-               "components": plan.M, "kept": plan.M, "removed": 0}
-        try:
-            new, removed, reason = _remove_layer(ref, plan, o, w, noise)
-        except Exception as exc:  # noqa: BLE001 - one bad layer is left as it was, with why
-            new, removed, reason = None, 0, one_line(exc)
-            row.update(status="failed", reason=reason)
-        else:
-            row.update(kept=plan.M - removed if removed <= plan.M else 0, removed=removed,
-                       status="edited" if new is not None else "unchanged", reason=reason)
-        if new is not None:
-            weights[ref.name] = new
-        rows.append(row)
-        if progress is not None:
-            progress(len(rows), total, ref.name)
-    return edited_model(weights, refs, rows, src, t0)
+    o = make_options(layers=layers, seed=seed, **options)
+    rec = recipe(source, base_model=base_model, peft=peft, trust_pickle=trust_pickle,
+                 feature="remove_traps", derived=("base_model",))
+    done = run(rec, RemoveTraps(noise), o, scheduler=scheduler, progress=progress, seeded=True)
+    return edited_model(done, DETAIL_COLUMNS)
 
 
-def _remove_layer(ref, plan, o, w: np.ndarray, noise: str):
+def _remove_layer(ref, plan, o, noise: str):
     """(new tensor or None, number of traps removed, reason)."""
+    w = np.asarray(ref.load())
     if w.dtype.kind != "f":
         raise ValueError(f"a {w.dtype} tensor is not floating-point weights")
     rng = layer_rng(o.seed, ref.index)
@@ -398,4 +426,4 @@ def _view_of(views, g, i):
     return views[i]
 
 
-__all__ = ["remove_traps", "traps"]
+__all__ = ["Traps", "remove_traps", "traps"]

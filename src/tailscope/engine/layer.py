@@ -39,6 +39,7 @@ from ..util.rng import layer_rng, layer_seed
 from .columns import add_reason, verdict
 from .estimators import add_estimators
 from .options import COMPARE_TAGS, FITS
+from .run import Work
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
 BATCH_BYTES = 512 * 1024 * 1024  # Gram matrices held at once on the device when batching
@@ -378,3 +379,22 @@ def batches(todo: list[tuple[LayerRef, LayerPlan]], backend) -> list[list]:
         else:
             groups.append([(ref, plan)])
     return groups
+
+
+class Analyze(Work):
+    """``analyze``'s work for the runner: one layer -> its :class:`LayerResult`; same-shape dense
+    layers batched on a torch device."""
+
+    feature = "analyze"
+
+    def layer(self, ref: LayerRef, plan: LayerPlan, o, backend) -> LayerResult:
+        return analyze_layer(ref, plan, o, backend)
+
+    def failed(self, ref: LayerRef, plan: LayerPlan, exc: BaseException) -> LayerResult:
+        return LayerResult.failed(ref, plan, exc)
+
+    def groups(self, todo: list, o, backend) -> list[list]:
+        return [[t] for t in todo] if o.vectors else batches(todo, backend)
+
+    def batch(self, group: list, o, backend) -> list[LayerResult]:
+        return analyze_batch(group, o, backend)

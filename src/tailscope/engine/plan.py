@@ -88,22 +88,6 @@ def _selects_nothing(layers, weights: list[LayerRef]) -> str:
             f"tensor or module names; types: {', '.join(LAYER_TYPES)})")
 
 
-def skipped_row(ref: LayerRef, plan: LayerPlan, reason: str) -> dict:
-    return {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
-            "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype, "reason": reason}
-
-
-def plan(src: Source, o) -> tuple[list[tuple[LayerRef, LayerPlan]], list[dict]]:
-    """(the layers to analyse as (ref, plan), the skipped tensors as rows with their reason)."""
-    todo, skipped = [], []
-    for ref, lp, reason in planned(src, o):
-        if reason:
-            skipped.append(skipped_row(ref, lp, reason))
-        else:
-            todo.append((ref, lp))
-    return todo, skipped
-
-
 def open_model(source, *, trust_pickle: bool = False, base_model=None, peft=False) -> Source:
     """The model, or its delta from ``base_model``, or its LoRA layers (``peft``)."""
     src = open_source(source, trust_pickle=trust_pickle)
