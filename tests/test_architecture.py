@@ -215,3 +215,32 @@ def test_no_module_reads_another_modules_private_attribute():
 @pytest.mark.parametrize("room", sorted(ARROWS))
 def test_each_room_has_its_row(room):
     assert room in ARROWS and all(r in ARROWS or r == "_version" for r in ARROWS[room])
+
+
+# the planner and the splitter: what walks a model's layers. Only the engine's runner (and the
+# sources, which define them) may use them; every feature declares its one-layer work instead.
+_LAYER_WALKERS = {"tailscope.engine.plan": None, "tailscope.sources.split": None,
+                  "tailscope.sources.derived": {"derive"},
+                  "tailscope.engine.layer": {"analyze_batch", "batches"},
+                  "tailscope.engine.run": {"run_layers"}}
+
+
+def test_no_module_outside_the_engine_loops_over_a_models_layers():
+    bad = []
+    for module, path in MODULES.items():
+        if _room(module) in ("engine", "sources"):
+            continue
+        for line, target, name in _imports(module, path):
+            names = _LAYER_WALKERS.get(target, ())
+            if target in _LAYER_WALKERS and (names is None or name in names):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {target}"
+                           f"{'.' + name if name else ''}")
+    assert not bad, ("a per-layer feature declares its work for the engine's runner "
+                     "(tailscope.engine.run.run); it does not walk the plan itself:\n"
+                     + "\n".join(bad))
+
+
+def test_at_most_four_top_level_modules():
+    top = sorted(p.stem for p in SRC.glob("*.py")
+                 if p.stem not in ("__init__", "__main__", "_version"))
+    assert len(top) <= 4, f"top-level modules of src/tailscope: {top} (group them by role)"

@@ -16,12 +16,12 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from ..analysis import describe
-    from ..engine.plan import open_model
+    from ..engine.run import recipe
     from ..util.console import echo, print_table
 
     options = given_options(args, OPTIONS)
     source = {k: options.pop(k) for k in ("trust_pickle", "base_model", "peft") if k in options}
-    src = open_model(args.source, **source)
+    src = recipe(args.source, feature="describe", **source).open()
     table = describe(src, **options)
     (cols,) = pick_columns(args, [table], BRIEF)
     echo(src.describe())

@@ -16,11 +16,13 @@ squares.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from ..engine.options import make_options
-from ..engine.plan import open_model, planned
+from ..engine.run import Work, recipe, run
 
 STACKED_NAME = "Stacked Layer"
 
@@ -42,11 +44,23 @@ def ww_matrices(ref, w: np.ndarray) -> list[np.ndarray]:
     raise ValueError(f"{ref.name}: a {w.ndim}-D tensor has no WeightWatcher matrices here")
 
 
+class WWMatrices(Work):
+    """One layer's WeightWatcher matrices (a failure raises: stacked/intra need them all)."""
+
+    feature = "stacked/intra"
+
+    def layer(self, ref, plan, o, backend) -> list[np.ndarray]:
+        return ww_matrices(ref, ref.load())
+
+    def failed(self, ref, plan, exc):
+        raise exc
+
+
 def layer_matrices(model, options: dict, *, base_model=None, peft=False) -> list[list]:
     """The matrices of every layer ``analyze`` would fit, in model order."""
     o = make_options(**options)
-    src = open_model(model, base_model=base_model, peft=peft)
-    return [ww_matrices(ref, ref.load()) for ref, _, why in planned(src, o) if not why]
+    rec = recipe(model, base_model=base_model, peft=peft, feature="stacked/intra")
+    return run(rec, WWMatrices(), o).outputs
 
 
 def stacked_matrix(layers: list[list[np.ndarray]]) -> np.ndarray:
@@ -166,15 +180,31 @@ def conv2d_fft_evals(w: np.ndarray) -> np.ndarray:
 def conv2d_fft_layers(model, options: dict, *, base_model=None, peft=False) -> dict:
     """layer_id -> the :class:`LayerResult` of each conv2d layer's ``conv2d_fft`` ESD, with the
     options' fit and diagnostics."""
-    from dataclasses import replace
-
-    from ..engine.layer import layer_rows
-
     o = make_options(**options)
-    src = open_model(model, base_model=base_model, peft=peft)
-    out = {}
-    for ref, plan, why in planned(src, o):
-        if not why and plan.layer_type == "conv2d":
-            out[ref.index] = layer_rows(ref, replace(plan, rf=1), o,
-                                        [conv2d_fft_evals(ref.load())])
-    return out, o
+    rec = recipe(model, base_model=base_model, peft=peft, feature="conv2d_fft")
+    done = run(rec, FFTLayer(), o, select=conv2d_only)
+    return {ref.index: out for (ref, _), out in zip(done.todo, done.outputs)}, o
+
+
+def conv2d_only(ref, plan, reason: str) -> str:
+    """The runner's selection for conv2d_fft: the conv2d layers analyze would fit."""
+    return reason or ("" if plan.layer_type == "conv2d" else "not a conv2d layer")
+
+
+@dataclass(frozen=True)
+class FFTLayer(Work):
+    """One conv2d layer's ``conv2d_fft`` ESD, fitted with the options (as one matrix)."""
+
+    feature = "conv2d_fft"
+
+    def layer(self, ref, plan, o, backend):
+        from dataclasses import replace
+
+        from ..engine.layer import layer_rows
+
+        return layer_rows(ref, replace(plan, rf=1), o, [conv2d_fft_evals(ref.load())])
+
+    def failed(self, ref, plan, exc):
+        from ..engine.layer import LayerResult
+
+        return LayerResult.failed(ref, plan, exc)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.plan import open_model
+from ..engine.run import Recipe
 from ..util.io import atomic_write
 from .layers import (
     CONFIG_FILENAME,
@@ -63,7 +63,7 @@ def extract_pytorch_statedict_(weights_dir, model_name, state_dict_filename, sta
     if not (is_bin or is_st):
         raise ValueError(f"{filename}: format={format!r} needs a .bin ('pytorch') or "
                          "a .safetensors ('safetensors') file")
-    refs = {r.name: r for r in open_model(filename).refs}
+    refs = {r.name: r for r in Recipe(filename).open().refs}
     keys = [k for k in refs if "weight" in k.lower()] if is_bin else sorted(refs)
     write = is_bin or bool(save)
     config = {}

@@ -236,9 +236,9 @@ class LazyTensors:
 
 def _file_refs(path: str) -> list:
     """The tensors of one file, in the order tailscope reads them."""
-    from ..engine.plan import open_model
+    from ..engine.run import Recipe
 
-    return list(open_model(path).refs)
+    return list(Recipe(path).open().refs)
 
 
 def _dir_entries(model_dir: str, start_id: int) -> list[LayerEntry]:

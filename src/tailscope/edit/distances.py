@@ -37,6 +37,12 @@ class Distances:
                 f"{self.delta_W:.6g}, mean delta_b {self.delta_b:.6g})")
 
 
+def _norm(x: np.ndarray) -> float:
+    """||x||_F of a whole tensor, summed by numpy, not by a threaded BLAS dot: the same bits
+    whatever the number of BLAS threads (a Dask worker has one)."""
+    return math.sqrt(float(np.sum(np.square(x))))
+
+
 def _tall(m: np.ndarray) -> np.ndarray:
     return m.T if m.shape[0] < m.shape[1] else m
 
@@ -62,7 +68,7 @@ def _small_gram(w: np.ndarray) -> np.ndarray:
 
 def _layer_distance(method: str, ref: LayerRef, w1: np.ndarray, w2: np.ndarray) -> float:
     if method == "raw":
-        return float(np.linalg.norm((w1 - w2).ravel()))
+        return _norm(w1 - w2)
     if w1.ndim == 2:
         pairs = [(w1, w2)]  # dense matrices as stored, as WeightWatcher
     else:  # conv slices, turned tall, as WeightWatcher's Wmats
@@ -204,6 +210,6 @@ def _bias_distance(ref: LayerRef, other: LayerRef, by_name: dict, index: NameInd
     if bias_a is None or bias_b is None or bias_a.shape != bias_b.shape:
         return math.nan
     diff = np.asarray(bias_a.load(), np.float64) - np.asarray(bias_b.load(), np.float64)
-    return float(np.linalg.norm(diff))
+    return _norm(diff)
 
 

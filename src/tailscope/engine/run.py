@@ -35,9 +35,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..sources import LayerPlan, LayerRef, Source, open_source
-from ..sources.derived import LowRankRef, derive
+from ..sources.derived import derive
 from ..sources.split import expand
-from ..util.errors import one_line
 from .plan import planned
 
 Progress = Callable[[int, int, str], None]  # (done, total, name of the last layer)
@@ -282,7 +281,7 @@ def _run_dask(rec: Recipe, work: Work, o, items: list, chosen: list[int], schedu
             if on_disk:  # the recipe: the worker plans the same layer itself
                 fut = client.submit(_task_planned, rec, work, o, pos, ref.name, pure=False)
             else:  # not on disk: the planned layer itself, its tensors read here
-                fut = client.submit(_task_layer, materialized(ref), lp, work, o, pure=False)
+                fut = client.submit(_task_layer, ref.materialized(), lp, work, o, pure=False)
             futures[fut] = i
         outputs: list = [None] * len(chosen)
         for done, fut in enumerate(dask_completed(futures), 1):
@@ -335,46 +334,6 @@ def _task_layer(ref: LayerRef, lp: LayerPlan, work: Work, o):
 
     with blas_limit(1):
         return layer_output(work, ref, lp, o, get_backend(o.device))
-
-
-class Loaded:
-    """A loader that returns arrays read beforehand (picklable)."""
-
-    def __init__(self, *arrays):
-        self.arrays = arrays
-
-    def __call__(self):
-        return self.arrays[0] if len(self.arrays) == 1 else self.arrays
-
-
-def materialized(ref: LayerRef) -> LayerRef:
-    """``ref`` with its tensor (or LoRA factors) read now: a planned layer that can travel. A
-    tensor that cannot be read travels as its error, raised where it is loaded."""
-    try:
-        if isinstance(ref, LowRankRef):
-            b, a = ref.load_factors()
-            return replace(ref, loader=_Product(b, a), _factors=Loaded(b, a))
-        return replace(ref, loader=Loaded(np.asarray(ref.load())))
-    except Exception as exc:  # noqa: BLE001 - the layer's failure row says it
-        return replace(ref, loader=_Raising(one_line(exc)))
-
-
-class _Product:
-    def __init__(self, b, a):
-        self.b, self.a = b, a
-
-    def __call__(self):
-        return self.b @ self.a
-
-
-class _Raising:
-    def __init__(self, reason: str):
-        self.reason = reason
-
-    def __call__(self):
-        from ..sources import SourceError
-
-        raise SourceError(self.reason)
 
 
 # --- edits ---------------------------------------------------------------------------------------

@@ -64,6 +64,35 @@ class LayerRef:
     def is_float(self) -> bool:
         return self.dtype.startswith(("float", "bfloat"))
 
+    def materialized(self) -> LayerRef:
+        """This ref with its tensor read now: picklable, so a planned layer can travel to a
+        Dask worker. A tensor that cannot be read travels as its error, raised at ``load()``."""
+        try:
+            return replace(self, loader=Loaded(np.asarray(self.load())))
+        except Exception as exc:  # noqa: BLE001 - the layer's failure row says it
+            return replace(self, loader=Raising(str(exc).splitlines()[0] if str(exc) else
+                                                type(exc).__name__))
+
+
+class Loaded:
+    """A loader returning arrays read beforehand (one array, or a tuple of them); picklable."""
+
+    def __init__(self, *arrays):
+        self.arrays = arrays
+
+    def __call__(self):
+        return self.arrays[0] if len(self.arrays) == 1 else self.arrays
+
+
+class Raising:
+    """A loader that raises the reason a tensor could not be read (a SourceError); picklable."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __call__(self):
+        raise SourceError(self.reason)
+
 
 @dataclass(frozen=True)
 class Source(Sequence):

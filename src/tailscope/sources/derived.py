@@ -20,12 +20,12 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .base import LayerRef, Source, SourceError
+from .base import LayerRef, Loaded, Raising, Source, SourceError
 
 PEFT_MODES = (False, True, "only", "peft_only", "with_base")
 _PREFIXES = ("base_model.model.", "base_model.", "model.", "module.", "_orig_mod.")
@@ -42,6 +42,25 @@ class LowRankRef(LayerRef):
 
     def load_factors(self) -> tuple[np.ndarray, np.ndarray]:
         return self._factors()
+
+    def materialized(self) -> LowRankRef:
+        """This ref with its factors read now (picklable; see :meth:`LayerRef.materialized`)."""
+        try:
+            b, a = self.load_factors()
+        except Exception as exc:  # noqa: BLE001 - the layer's failure row says it
+            return replace(self, loader=Raising(str(exc).splitlines()[0] if str(exc) else
+                                                type(exc).__name__))
+        return replace(self, loader=Product(b, a), _factors=Loaded(b, a))
+
+
+class Product:
+    """A loader returning the product of two arrays read beforehand; picklable."""
+
+    def __init__(self, b: np.ndarray, a: np.ndarray):
+        self.b, self.a = b, a
+
+    def __call__(self) -> np.ndarray:
+        return self.b @ self.a
 
 
 def canonical(name: str) -> str:
