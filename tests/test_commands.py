@@ -57,10 +57,9 @@ def test_the_registry_builds_the_parser():
     ("report", ANALYSIS_FLAGS),
     ("zoo", flags(*ALL_GROUPS, minus=("base_model", "peft"))),
     ("describe", flags("source", "select")),
-    ("smooth", flags("select", "fit", plus=("trust_pickle",))),
-    ("traps", flags("source", "select", "esd", plus=("seed",),
-                    minus=("device", "jobs", "tolerance"))),
-    ("prune", flags("select", plus=("trust_pickle",))),
+    ("smooth", flags("source", "select", "fit", plus=("jobs",))),
+    ("traps", flags("source", "select", "esd", plus=("seed",), minus=("device", "tolerance"))),
+    ("prune", flags("source", "select", plus=("jobs",))),
 ])
 def test_each_command_takes_the_flags_of_its_option_groups(command, expected):
     accepted = build_parser().commands[command].option_strings()

@@ -198,6 +198,7 @@ def test_without_scikit_learn(monkeypatch):
     for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")] + ["sklearn"]:
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: the import fails
     monkeypatch.delitem(vars(rank), "PowerLawSVD", raising=False)  # no class cached earlier
+    monkeypatch.delitem(vars(rank.select), "PowerLawSVD", raising=False)
     X = np.random.default_rng(0).standard_t(2.5, size=(300, 80))
     sel = select_rank(X)
     assert sel.k >= 1 and sel.fit.ok and sel.localization is not None

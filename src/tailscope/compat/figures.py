@@ -1,5 +1,5 @@
 """WeightWatcher's per-layer figures (``analyze(plot=True, savefig=...)``), drawn by
-:mod:`tailscope.plots` and saved under WeightWatcher's file names and folder.
+:mod:`tailscope.report.plots` and saved under WeightWatcher's file names and folder.
 
 WeightWatcher saves ``{savedir}/ww.layer{plot_id}.{figure}.png``: ``savedir`` is ``savefig`` when
 it is a string, ``'ww-img'`` when it is ``True``; nothing is saved when it is ``False`` or empty.

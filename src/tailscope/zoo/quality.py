@@ -390,7 +390,7 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
         Your own zoo instead of :func:`design`'s.
     force : bool
         Retrain networks already in the store under the same key (default: resume them).
-    progress : bool or tailscope.console.Progress
+    progress : bool or tailscope.util.console.Progress
         Networks done on stderr.
 
     Returns
@@ -404,7 +404,7 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
     _check(seed, jobs, bootstrap, level)
     nets = list(design(quick) if networks is None else networks)
     if not nets or not all(isinstance(n, Network) for n in nets):
-        raise ValueError("networks must be a non-empty sequence of tailscope.quality.Network")
+        raise ValueError("networks must be a non-empty sequence of tailscope.zoo.quality.Network")
     if len({n.name for n in nets}) != len(nets):
         raise ValueError("networks: two networks have the same settings (names must be unique)")
     bad = [n.task for n in nets if n.task not in TASKS]

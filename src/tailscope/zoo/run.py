@@ -138,8 +138,8 @@ def run_zoo(manifest, *, store: Any = "results.db", scheduler=None, workers: int
         Recompute models already finished under the same options (default: skip them).
     trust_pickle : bool
         Allow PyTorch pickles that need code execution.
-    progress : bool or tailscope.console.Progress
-        Models done / failed / ETA on stderr (True: a :class:`~tailscope.console.Progress` of
+    progress : bool or tailscope.util.console.Progress
+        Models done / failed / ETA on stderr (True: a :class:`~tailscope.util.console.Progress` of
         models; or your own, which may be any callable ``(done, total, name, failed=)`` with a
         ``note(text)`` method).
     connect_timeout : float
