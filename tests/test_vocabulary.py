@@ -1,6 +1,6 @@
 """Rule 2 of docs/DESIGN.md: every vocabulary is declared once and every consumer follows the
-declaration — options (docstrings, CLI, compat), columns (details, summary, store, report),
-extras (pyproject, the optional-import messages)."""
+declaration — options (docstrings, CLI, compat), diagnostics (their options and column groups),
+columns (details, summary, store, report), extras (pyproject, the optional-import messages)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 import tailscope
 from tailscope.compat import watcher as compat
 from tailscope.engine import columns as cols
+from tailscope.engine import diagnostics as diag
 from tailscope.engine import options as opts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,52 @@ def test_the_erg_alias_is_detx_everywhere():
     assert opts.make_options(ERG=True).detX is True
     with pytest.raises(ValueError, match="disagree"):
         opts.make_options(ERG=True, detX=False)
+
+
+# --- diagnostics: each its option, its column groups, its computation -------------------------
+def test_every_diagnostic_is_an_option_and_column_groups():
+    groups = {c.group for c in cols.COLUMNS}
+    for d in diag.DIAGNOSTICS:
+        assert d.option in opts.BY_NAME, f"{d.name}: no option {d.option!r}"
+        assert opts.BY_NAME[d.option].group == "diagnostics", d.name
+        assert d.groups and set(d.groups) <= groups, f"{d.name}: groups not in COLUMNS"
+        assert set(d.params) <= set(opts.BY_NAME), d.name
+        assert d.stage in diag.STAGES and callable(d.compute), d.name
+    declared = [g for d in diag.DIAGNOSTICS for g in d.groups]
+    assert len(declared) == len(set(declared)), "a column group of two diagnostics"
+    assert len({d.option for d in diag.DIAGNOSTICS}) == len(diag.DIAGNOSTICS)
+
+
+def test_every_column_group_that_an_option_adds_is_a_diagnostics_or_the_fits():
+    groups = {c.group for c in cols.COLUMNS}
+    declared = {g for d in diag.DIAGNOSTICS for g in d.groups}
+    assert not declared & set(cols.FIT_GROUPS) and not declared & set(cols.CORE_GROUPS)
+    assert groups == set(cols.CORE_GROUPS) | set(cols.FIT_GROUPS) | declared
+    assert set(cols.GROUP_WHEN) == groups
+
+
+def test_every_diagnostics_option_is_a_diagnostic_or_a_parameter_of_one():
+    used = {d.option for d in diag.DIAGNOSTICS} | {p for d in diag.DIAGNOSTICS for p in d.params}
+    assert {o.name for o in opts.OPTIONS if o.group == "diagnostics"} == used
+
+
+@pytest.mark.parametrize("d", diag.DIAGNOSTICS, ids=lambda d: d.name)
+def test_a_diagnostics_option_adds_exactly_its_column_groups(d):
+    plain = set(cols.columns_for(opts.make_options()))
+    on = opts.make_options(**{d.option: _ON.get(d.option, True)})
+    assert {cols.BY_NAME[c].group for c in set(cols.columns_for(on)) - plain} == set(d.groups)
+    assert diag.asked(on, d.stage) == (d,)
+    assert diag.needs_matrices(on) == d.needs_matrices and diag.draws(on) == d.draws
+    assert all(diag.GROUP_OPTION[g] == d.option for g in d.groups)
+
+
+@pytest.mark.parametrize("d", [d for d in diag.DIAGNOSTICS if len(d.groups) == 1],
+                         ids=lambda d: d.name)
+def test_an_options_doc_that_lists_its_columns_lists_them_all(d):
+    doc = opts.BY_NAME[d.option].doc
+    mine = [c.name for c in cols.COLUMNS if c.group == d.groups[0]]
+    named = [c for c in mine if re.search(rf"\b{re.escape(c)}\b", doc)]
+    assert not named or named == mine, f"{d.option}'s doc lists {named}, not {mine}"
 
 
 # --- columns: every declared column reaches details, the summary, the store, the report ---------

@@ -452,8 +452,9 @@ OPTIONS: tuple[Option, ...] = (
            ww="mp_fit"),
     Option("randomize", False, "bool",
            "The ESD of each layer's element-shuffled matrices (correlation traps): max_rand_eval, "
-           "rand_num_spikes, rand_sigma_mp, rand_mp_softrank, rand_W_scale, rand_bulk_max, "
-           "rand_bulk_min, rand_distance, ww_softrank, ww_maxdist, rand_reason.",
+           "rand_num_spikes, num_traps (its WeightWatcher 0.7.7 name), rand_sigma_mp, "
+           "rand_mp_softrank, rand_W_scale, rand_bulk_max, rand_bulk_min, rand_distance, "
+           "ww_softrank, ww_maxdist, rand_reason.",
            "diagnostics", check=_bool("randomize"),
            flag=Flag(("--randomize",), {"action": "store_true"},
                      help="the ESD of each layer's element-shuffled matrices (correlation traps)"),
