@@ -244,3 +244,11 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
     with pytest.raises(MissingExtra, match=r"pip install 'tailscope\[rank\]'") as err:
         require("sklearn", "choosing K")
     assert isinstance(err.value, ValueError) and isinstance(err.value, ImportError)
+
+
+# --- prose that lists a vocabulary: generated, or pinned here -----------------------------------
+def test_open_sources_docstring_lists_every_format():
+    from tailscope.sources import open_source
+    from tailscope.sources.registry import READERS
+
+    assert all(r.phrase in open_source.__doc__ for r in READERS)
