@@ -247,8 +247,107 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
 
 
 # --- prose that lists a vocabulary: generated, or pinned here -----------------------------------
+README = (ROOT / "README.md").read_text()
+# the README's mentions of another WeightWatcher version: what that version did, not the oracle
+OLDER_WEIGHTWATCHER = (
+    "(0.7.5.5 matched class names)",  # 0.7.7 changed layer names
+    "| WeightWatcher 0.7.5.5 | tailscope |",  # bench/analyze_speed.py, measured before 0.7.7
+)
+
+
+def _paragraph(text: str, start: str) -> str:
+    """The paragraph of ``text`` that begins with ``start``."""
+    i = text.index(start)
+    end = text.find("\n\n", i)
+    return " ".join(text[i:None if end < 0 else end].split())
+
+
+def _pins() -> dict:
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["dev"]
+    return dict(re.match(r"([\w-]+)==([\w.]+)", d).groups() for d in dev
+                if d.split("==")[0] in ("weightwatcher", "powerlaw"))
+
+
+def test_the_readme_names_the_pinned_oracles_and_no_other_weightwatcher_as_one():
+    pins = _pins()
+    assert set(pins) == {"weightwatcher", "powerlaw"}
+    for package, version in pins.items():
+        assert f"{package}=={version}" in README, f"{package}=={version}"
+    assert f"WeightWatcher {pins['weightwatcher']}'s and `powerlaw` {pins['powerlaw']}'s" in README
+    text = README
+    for allowed in OLDER_WEIGHTWATCHER:
+        assert allowed in text, f"the README no longer says {allowed!r}: drop it here"
+        text = text.replace(allowed, "")
+    other = sorted({v for v in re.findall(r"\b0\.7\.\d+(?:\.\d+)?\b", text)
+                    if v != pins["weightwatcher"]})
+    assert not other, f"WeightWatcher {other} named as if the oracle (it is " \
+                      f"{pins['weightwatcher']}); a sentence about an older release goes in " \
+                      "OLDER_WEIGHTWATCHER"
+
+
+def test_the_readmes_format_lists_name_every_reader():
+    from tailscope.sources.registry import READERS
+
+    for start in ("For every weight matrix W", "Sources, detected from the content"):
+        text = _paragraph(README, start).lower()
+        missing = [r.name for r in READERS if r.name not in text]
+        assert not missing, f"the README's paragraph {start!r}... omits {missing}"
+
+
 def test_open_sources_docstring_lists_every_format():
     from tailscope.sources import open_source
     from tailscope.sources.registry import READERS
 
     assert all(r.phrase in open_source.__doc__ for r in READERS)
+
+
+def test_the_readmes_layer_types_are_layer_types():
+    listed = re.search(r"types\s+`([\w/]+)`", _paragraph(README, "Options (WeightWatcher's"))
+    assert tuple(listed[1].split("/")) == opts.LAYER_TYPES
+    assert all(t in opts.BY_NAME["layers"].doc and t in opts.BY_NAME["layers"].flag.help
+               for t in opts.LAYER_TYPES)
+
+
+def test_the_readmes_options_and_columns_are_the_declared_ones():
+    options = _paragraph(README, "Options (WeightWatcher's")
+    named = re.findall(r"`(\w+)(?:=([^`]+))?`", options)
+    for name, default in named:
+        if name in opts.BY_NAME:
+            if default:
+                assert default == repr(opts.BY_NAME[name].default), f"README: {name}={default}"
+    assert {n for n, d in named if d} <= set(opts.BY_NAME)
+    columns = _paragraph(README, "Columns (WeightWatcher's names")
+    core = {c.name for c in cols.COLUMNS if c.group in cols.CORE_GROUPS}
+    listed = set(re.findall(r"\b\w+\b", " ".join(re.findall(r"`([^`]+)`", columns))))
+    assert core <= listed, sorted(core - listed)
+    assert listed & set(cols.BY_NAME) == core
+
+
+def test_the_readmes_flag_groups_per_command_are_the_commands():
+    from tailscope.cli import COMMANDS
+
+    words = {"source": "source", "layer-selection": "select", "eigenvalue": "esd", "fit": "fit",
+             "diagnostics": "diagnostics"}
+    flagged = [o for o in opts.OPTIONS if o.flag is not None]
+    taken = {c.name: set(c.options) for c in COMMANDS}
+
+    def whole_groups(command: str) -> set:
+        return {g for g in opts.GROUPS
+                if all(o.name in taken[command] for o in flagged if o.group == g)}
+
+    text = _paragraph(README, "Every command that analyses a model")
+    claims = 0
+    for a, b in re.findall(r"`(\w+)` and `(\w+)` take all of them", text):
+        for command in (a, b):
+            assert whole_groups(command) == set(opts.GROUPS), command
+            claims += 1
+    for command, flags in re.findall(r"`(\w+)` all but the source flags ((?:`--[\w-]+`(?: and )?)+)",
+                                     text):
+        missing = {f for o in flagged if o.name not in taken[command] for f in o.flag.names}
+        assert missing == set(re.findall(r"`(--[\w-]+)`", flags)), command
+        claims += 1
+    for command, groups in re.findall(r"`(\w+)` the ([a-z ,-]+?) flags", text):
+        assert whole_groups(command) == {words[w] for w in re.split(r", | and ", groups)}, command
+        claims += 1
+    assert claims >= 6
