@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from tailscope import quality
+from tailscope.zoo import quality
 from tailscope.cli import main
 from tailscope.engine.columns import BY_NAME as COLUMNS
 from tailscope.engine.options import BY_NAME as OPTIONS
