@@ -1,4 +1,5 @@
-"""Whole-model analysis: tailscope against WeightWatcher 0.7.5.5 on LLaMA-shaped checkpoints.
+"""Whole-model analysis: tailscope against WeightWatcher (the installed oracle) on LLaMA-shaped
+checkpoints.
 
 Writes sharded fp16 safetensors checkpoints shaped like LLaMA (hidden 2048, intermediate 5632,
 vocab 32000; 2 and 4 blocks) with heavy-tailed (Student-t) random entries, then analyses each in

@@ -8,7 +8,8 @@ generator seeded by (seed, its name), so the 1-block checkpoint (block 0 + embed
 exactly the same tensors as the first block, the embedding and the head of the full one.
 
 Then, each in a fresh process whose peak RSS is read from the kernel (``os.wait4``):
-1. WeightWatcher 0.7.5.5 ``analyze()`` (its defaults) on the 1-block checkpoint,
+1. WeightWatcher (the installed version, named in the output) ``analyze()`` (its defaults) on
+   the 1-block checkpoint,
 2. ``tailscope analyze`` (the CLI, default options) on the 1-block checkpoint,
 3. ``tailscope analyze`` on the full checkpoint,
 and prints wall time, peak RSS and the WeightWatcher/tailscope ratios, the load average at the
@@ -35,6 +36,7 @@ import tempfile
 import threading
 import time
 import zlib
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -268,7 +270,7 @@ def main(argv=None) -> int:
 
     if not args.no_ww:
         report["ww_1block"] = r = weightwatcher(one, work, "ww-1block")
-        show("WeightWatcher 0.7.5.5, 1 block", r)
+        show(f"WeightWatcher {metadata.version('weightwatcher')}, 1 block", r)
     report["ts_1block"] = r1 = tailscope(one, work, "ts-1block")
     show("tailscope analyze, 1 block", r1)
     if not args.no_ww and "error" not in report["ww_1block"] and "error" not in r1:

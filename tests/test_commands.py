@@ -2,6 +2,7 @@
 generated from ``engine.options.OPTIONS``, with one meaning everywhere; the terminal's progress
 facility and table printer."""
 
+import argparse
 import contextlib
 import io
 import json
@@ -120,6 +121,73 @@ def test_a_bad_flag_value_in_a_subprocess():
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.startswith("tailscope: error: analyze: argument --max-N")
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+# --- every choice list is the library's own --------------------------------------------------------
+def _declared_choices() -> dict:
+    """(command, flag) -> the library constant its values are."""
+    from tailscope.edit.smooth import SMOOTH_METHODS
+    from tailscope.edit.traps import NOISE
+    from tailscope.engine.options import ESD_METHODS, FINGER_FIXES, FITS, PEFT_MODES
+
+    out = {("smooth", "--keep"): SMOOTH_METHODS, ("smooth", "--method"): SMOOTH_METHODS,
+           ("traps", "--noise"): NOISE}
+    for command in build_parser().commands:
+        for flag, values in (("--fit", tuple(FITS)), ("--method", ESD_METHODS),
+                             ("--fix-fingers", FINGER_FIXES),
+                             ("--peft", tuple(m for m in PEFT_MODES if isinstance(m, str)))):
+            out.setdefault((command, flag), values)
+    return out
+
+
+def _choice_actions():
+    for command, parser in build_parser().commands.items():
+        for action in parser._actions:
+            if action.choices is not None and not isinstance(action.choices, dict):
+                yield command, action
+
+
+def test_each_commands_choices_are_the_library_constant():
+    declared = _declared_choices()
+    seen = 0
+    for command, action in _choice_actions():
+        flag = action.option_strings[0]
+        assert (command, flag) in declared, f"{command} {flag}: choices not drawn from the library"
+        assert list(action.choices) == list(declared[command, flag]), (command, flag)
+        seen += 1
+    assert seen >= 10
+
+
+def test_each_commands_own_choice_help_names_every_choice():
+    options = {o.name for o in OPTIONS}
+    for command, action in _choice_actions():
+        if action.help not in (None, argparse.SUPPRESS) and action.dest not in options:
+            missing = [c for c in action.choices if not re.search(rf"\b{c}\b", action.help)]
+            assert not missing, f"{command} {action.option_strings[0]}: help omits {missing}"
+
+
+def test_building_the_parser_loads_no_editing_code():
+    code = ("import sys\n"
+            "from tailscope.cli import build_parser\n"
+            "build_parser()\n"
+            "heavy = [m for m in sys.modules if m.split('.')[0] in ('scipy', 'pandas', 'torch')\n"
+            "         or m.startswith('tailscope.edit')]\n"
+            "assert not heavy, heavy\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_analyze_out_formats_are_those_analysis_save_writes(tmp_path):
+    from tailscope.cli.analyze import OUT_FORMATS
+
+    analysis = tailscope.analyze(np.random.default_rng(0).standard_t(3, (60, 40)))
+    for suffix in OUT_FORMATS:
+        if suffix == ".parquet":
+            pytest.importorskip("pyarrow")
+        assert analysis.save(tmp_path / f"d{suffix}").exists()
+    with pytest.raises(ValueError, match="unknown output format"):
+        analysis.save(tmp_path / "d.xlsx")
 
 
 # --- one meaning everywhere --------------------------------------------------------------------------

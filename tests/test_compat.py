@@ -81,3 +81,52 @@ def test_get_esd_is_what_analyze_fitted_unlike_weightwatcher():
     np.testing.assert_allclose(ref, 2 * mine, rtol=1e-9)
     lam_max = ours.get_details().set_index("name").loc["conv2", "lambda_max"]
     assert mine.max() == pytest.approx(lam_max)
+
+
+# --- WeightWatcher 0.7.7's defaults: declared once (compat/numbers.py), held to the oracle -------
+def _defaults(function) -> dict:
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _empty_as_tuple(d: dict) -> dict:  # WeightWatcher's mutable [] defaults are () here
+    return {k: () if isinstance(v, list) and not v else v for k, v in d.items()}
+
+
+def test_the_declared_defaults_are_weightwatcher_077s_own():
+    ww = pytest.importorskip("weightwatcher")
+    from weightwatcher import constants
+
+    from tailscope.compat import numbers
+
+    assert ww.__version__ == "0.7.7"
+    assert numbers.DEFAULT_PARAMS == constants.DEFAULT_PARAMS
+    assert numbers.START_IDS in constants.DEFAULT_PARAMS
+    analyzed = _empty_as_tuple(_defaults(ww.WeightWatcher.analyze))
+    assert numbers.ANALYZE == {k: v for k, v in analyzed.items() if k != "model"}
+    described = _empty_as_tuple(_defaults(ww.WeightWatcher.describe))
+    assert {k: v for k, v in described.items() if k != "model"} == \
+        {k: numbers.ANALYZE[k] for k in described if k != "model"}
+
+
+def test_the_facades_signatures_have_weightwatcher_077s_defaults():
+    ww = pytest.importorskip("weightwatcher")
+    import inspect
+
+    # not WeightWatcher's: empty layer lists as None or () (no mutable default); extract_pytorch_bins
+    # writes under the system's temporary folder ($TMPDIR), not '/tmp'; the delta iterator's class
+    # is WeightWatcher's own
+    own = {"layers", "filters", "tmp_dir", "Iterator_Class"}
+    checked = 0
+    for name, method in inspect.getmembers(WeightWatcher, callable):
+        if name.startswith("_") or not hasattr(ww.WeightWatcher, name):
+            continue
+        theirs = _defaults(getattr(ww.WeightWatcher, name))
+        for key, value in _defaults(method).items():
+            if key in theirs and key not in own:
+                assert value == theirs[key], f"{name}({key}={value!r}): WeightWatcher's is " \
+                                             f"{theirs[key]!r}"
+                checked += 1
+    assert checked > 20

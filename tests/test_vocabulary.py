@@ -1,6 +1,6 @@
 """Rule 2 of docs/DESIGN.md: every vocabulary is declared once and every consumer follows the
-declaration — options (docstrings, CLI, compat), columns (details, summary, store, report),
-extras (pyproject, the optional-import messages)."""
+declaration — options (docstrings, CLI, compat), diagnostics (their options and column groups),
+columns (details, summary, store, report), extras (pyproject, the optional-import messages)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 import tailscope
 from tailscope.compat import watcher as compat
 from tailscope.engine import columns as cols
+from tailscope.engine import diagnostics as diag
 from tailscope.engine import options as opts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,52 @@ def test_the_erg_alias_is_detx_everywhere():
     assert opts.make_options(ERG=True).detX is True
     with pytest.raises(ValueError, match="disagree"):
         opts.make_options(ERG=True, detX=False)
+
+
+# --- diagnostics: each its option, its column groups, its computation -------------------------
+def test_every_diagnostic_is_an_option_and_column_groups():
+    groups = {c.group for c in cols.COLUMNS}
+    for d in diag.DIAGNOSTICS:
+        assert d.option in opts.BY_NAME, f"{d.name}: no option {d.option!r}"
+        assert opts.BY_NAME[d.option].group == "diagnostics", d.name
+        assert d.groups and set(d.groups) <= groups, f"{d.name}: groups not in COLUMNS"
+        assert set(d.params) <= set(opts.BY_NAME), d.name
+        assert d.stage in diag.STAGES and callable(d.compute), d.name
+    declared = [g for d in diag.DIAGNOSTICS for g in d.groups]
+    assert len(declared) == len(set(declared)), "a column group of two diagnostics"
+    assert len({d.option for d in diag.DIAGNOSTICS}) == len(diag.DIAGNOSTICS)
+
+
+def test_every_column_group_that_an_option_adds_is_a_diagnostics_or_the_fits():
+    groups = {c.group for c in cols.COLUMNS}
+    declared = {g for d in diag.DIAGNOSTICS for g in d.groups}
+    assert not declared & set(cols.FIT_GROUPS) and not declared & set(cols.CORE_GROUPS)
+    assert groups == set(cols.CORE_GROUPS) | set(cols.FIT_GROUPS) | declared
+    assert set(cols.GROUP_WHEN) == groups
+
+
+def test_every_diagnostics_option_is_a_diagnostic_or_a_parameter_of_one():
+    used = {d.option for d in diag.DIAGNOSTICS} | {p for d in diag.DIAGNOSTICS for p in d.params}
+    assert {o.name for o in opts.OPTIONS if o.group == "diagnostics"} == used
+
+
+@pytest.mark.parametrize("d", diag.DIAGNOSTICS, ids=lambda d: d.name)
+def test_a_diagnostics_option_adds_exactly_its_column_groups(d):
+    plain = set(cols.columns_for(opts.make_options()))
+    on = opts.make_options(**{d.option: _ON.get(d.option, True)})
+    assert {cols.BY_NAME[c].group for c in set(cols.columns_for(on)) - plain} == set(d.groups)
+    assert diag.asked(on, d.stage) == (d,)
+    assert diag.needs_matrices(on) == d.needs_matrices and diag.draws(on) == d.draws
+    assert all(diag.GROUP_OPTION[g] == d.option for g in d.groups)
+
+
+@pytest.mark.parametrize("d", [d for d in diag.DIAGNOSTICS if len(d.groups) == 1],
+                         ids=lambda d: d.name)
+def test_an_options_doc_that_lists_its_columns_lists_them_all(d):
+    doc = opts.BY_NAME[d.option].doc
+    mine = [c.name for c in cols.COLUMNS if c.group == d.groups[0]]
+    named = [c for c in mine if re.search(rf"\b{re.escape(c)}\b", doc)]
+    assert not named or named == mine, f"{d.option}'s doc lists {named}, not {mine}"
 
 
 # --- columns: every declared column reaches details, the summary, the store, the report ---------
@@ -197,3 +244,110 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
     with pytest.raises(MissingExtra, match=r"pip install 'tailscope\[rank\]'") as err:
         require("sklearn", "choosing K")
     assert isinstance(err.value, ValueError) and isinstance(err.value, ImportError)
+
+
+# --- prose that lists a vocabulary: generated, or pinned here -----------------------------------
+README = (ROOT / "README.md").read_text()
+# the README's mentions of another WeightWatcher version: what that version did, not the oracle
+OLDER_WEIGHTWATCHER = (
+    "(0.7.5.5 matched class names)",  # 0.7.7 changed layer names
+    "| WeightWatcher 0.7.5.5 | tailscope |",  # bench/analyze_speed.py, measured before 0.7.7
+)
+
+
+def _paragraph(text: str, start: str) -> str:
+    """The paragraph of ``text`` that begins with ``start``."""
+    i = text.index(start)
+    end = text.find("\n\n", i)
+    return " ".join(text[i:None if end < 0 else end].split())
+
+
+def _pins() -> dict:
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["dev"]
+    return dict(re.match(r"([\w-]+)==([\w.]+)", d).groups() for d in dev
+                if d.split("==")[0] in ("weightwatcher", "powerlaw"))
+
+
+def test_the_readme_names_the_pinned_oracles_and_no_other_weightwatcher_as_one():
+    pins = _pins()
+    assert set(pins) == {"weightwatcher", "powerlaw"}
+    for package, version in pins.items():
+        assert f"{package}=={version}" in README, f"{package}=={version}"
+    assert f"WeightWatcher {pins['weightwatcher']}'s and `powerlaw` {pins['powerlaw']}'s" in README
+    text = README
+    for allowed in OLDER_WEIGHTWATCHER:
+        assert allowed in text, f"the README no longer says {allowed!r}: drop it here"
+        text = text.replace(allowed, "")
+    other = sorted({v for v in re.findall(r"\b0\.7\.\d+(?:\.\d+)?\b", text)
+                    if v != pins["weightwatcher"]})
+    assert not other, f"WeightWatcher {other} named as if the oracle (it is " \
+                      f"{pins['weightwatcher']}); a sentence about an older release goes in " \
+                      "OLDER_WEIGHTWATCHER"
+
+
+def test_the_readmes_format_lists_name_every_reader():
+    from tailscope.sources.registry import READERS
+
+    for start in ("For every weight matrix W", "Sources, detected from the content"):
+        text = _paragraph(README, start).lower()
+        missing = [r.name for r in READERS if r.name not in text]
+        assert not missing, f"the README's paragraph {start!r}... omits {missing}"
+
+
+def test_open_sources_docstring_lists_every_format():
+    from tailscope.sources import open_source
+    from tailscope.sources.registry import READERS
+
+    assert all(r.phrase in open_source.__doc__ for r in READERS)
+
+
+def test_the_readmes_layer_types_are_layer_types():
+    listed = re.search(r"types\s+`([\w/]+)`", _paragraph(README, "Options (WeightWatcher's"))
+    assert tuple(listed[1].split("/")) == opts.LAYER_TYPES
+    assert all(t in opts.BY_NAME["layers"].doc and t in opts.BY_NAME["layers"].flag.help
+               for t in opts.LAYER_TYPES)
+
+
+def test_the_readmes_options_and_columns_are_the_declared_ones():
+    options = _paragraph(README, "Options (WeightWatcher's")
+    named = re.findall(r"`(\w+)(?:=([^`]+))?`", options)
+    for name, default in named:
+        if name in opts.BY_NAME:
+            if default:
+                assert default == repr(opts.BY_NAME[name].default), f"README: {name}={default}"
+    assert {n for n, d in named if d} <= set(opts.BY_NAME)
+    columns = _paragraph(README, "Columns (WeightWatcher's names")
+    core = {c.name for c in cols.COLUMNS if c.group in cols.CORE_GROUPS}
+    listed = set(re.findall(r"\b\w+\b", " ".join(re.findall(r"`([^`]+)`", columns))))
+    assert core <= listed, sorted(core - listed)
+    assert listed & set(cols.BY_NAME) == core
+
+
+def test_the_readmes_flag_groups_per_command_are_the_commands():
+    from tailscope.cli import COMMANDS
+
+    words = {"source": "source", "layer-selection": "select", "eigenvalue": "esd", "fit": "fit",
+             "diagnostics": "diagnostics"}
+    flagged = [o for o in opts.OPTIONS if o.flag is not None]
+    taken = {c.name: set(c.options) for c in COMMANDS}
+
+    def whole_groups(command: str) -> set:
+        return {g for g in opts.GROUPS
+                if all(o.name in taken[command] for o in flagged if o.group == g)}
+
+    text = _paragraph(README, "Every command that analyses a model")
+    claims = 0
+    for a, b in re.findall(r"`(\w+)` and `(\w+)` take all of them", text):
+        for command in (a, b):
+            assert whole_groups(command) == set(opts.GROUPS), command
+            claims += 1
+    for command, flags in re.findall(r"`(\w+)` all but the source flags ((?:`--[\w-]+`(?: and )?)+)",
+                                     text):
+        missing = {f for o in flagged if o.name not in taken[command] for f in o.flag.names}
+        assert missing == set(re.findall(r"`(--[\w-]+)`", flags)), command
+        claims += 1
+    for command, groups in re.findall(r"`(\w+)` the ([a-z ,-]+?) flags", text):
+        assert whole_groups(command) == {words[w] for w in re.split(r", | and ", groups)}, command
+        claims += 1
+    assert claims >= 6

@@ -19,12 +19,15 @@ from .common import (
 )
 
 OPTIONS = option_names("source", "select", "esd", "fit", "diagnostics")
+# the formats Analysis.save writes (tests/test_commands.py holds the two together)
+OUT_FORMATS = (".csv", ".json", ".parquet")
+_FORMATS = ", ".join(OUT_FORMATS[:-1]) + " or " + OUT_FORMATS[-1]
 
 
 def arguments(p) -> None:
     add_source(p)
-    p.add_argument("--out", metavar="FILE", help="write the per-layer table (.csv, .json or "
-                                                 ".parquet), atomically")
+    p.add_argument("--out", metavar="FILE",
+                   help=f"write the per-layer table ({_FORMATS}), atomically")
     p.add_argument("--plot", metavar="DIR", help="save each layer's figures to DIR")
     add_scheduler(p)
     add_columns(p, "layer_id, module, N, M, alpha, D, warning and the columns of the "
@@ -42,8 +45,7 @@ def run(args) -> int:
     options = given_options(args, OPTIONS)
     pick_columns(args, [pd.DataFrame(columns=list(COLUMN))], ())  # a bad --columns: before work
     if args.out:
-        check_output(args.out, "--out", (".csv", ".json", ".parquet"),
-                     "use a .csv, .json or .parquet file name")
+        check_output(args.out, "--out", OUT_FORMATS, f"use a {_FORMATS} file name")
     if args.plot:
         check_folder(args.plot, "--plot")
     with Progress("layers", quiet=args.quiet) as progress:

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,38 @@ def add_scheduler(parser: argparse.ArgumentParser) -> None:
 
 def add_quiet(parser: argparse.ArgumentParser, what: str = "no progress bar") -> None:
     parser.add_argument("--quiet", action="store_true", help=what)
+
+
+class Choices(Sequence):
+    """The values a flag accepts, read from the library constant that declares them
+    (``declared``: a function returning it) when argparse first needs them: to check a given
+    value, or for --help. Building the parser reads nothing (the editing modules that declare
+    methods load pandas and scipy). Its ``str`` is argparse's ``{a,b,c}``: it is the flag's
+    metavar too."""
+
+    def __init__(self, declared: Callable[[], Iterable]):
+        self.declared = declared
+
+    @functools.cached_property
+    def values(self) -> tuple:
+        return tuple(self.declared())
+
+    def __getitem__(self, i):
+        return self.values[i]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __str__(self) -> str:
+        return "{" + ",".join(map(str, self.values)) + "}"
+
+
+def add_choices(parser, *names: str, choices: Choices, **kwargs) -> argparse.Action:
+    """Add a flag whose values are ``choices`` (set after ``add_argument``, which would read
+    them to format the flag)."""
+    action = parser.add_argument(*names, **kwargs)
+    action.choices = action.metavar = choices
+    return action
 
 
 # --- numeric flags: every range checked here, as argparse types (an error is exit 2, one line) ---

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from .common import (
+    Choices,
     Command,
     InputError,
+    add_choices,
     add_scheduler,
     add_source,
     check_output,
@@ -16,20 +18,28 @@ from .common import (
 )
 
 OPTIONS = option_names("source", "select", "fit", plus=("jobs",))
-KEEP = ["pl", "detX", "svd", "mp"]
+
+
+def _methods():
+    from ..edit.smooth import SMOOTH_METHODS
+
+    return SMOOTH_METHODS
+
+
+KEEP = Choices(_methods)
 
 
 def arguments(p) -> None:
     add_source(p)
     add_scheduler(p)
     p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
-    p.add_argument("--keep", choices=KEEP, default="pl",
-                   help="the components each layer keeps: its power-law tail (pl, the default), "
-                        "the detX count, a fraction (svd, see --percent) or the Marchenko-Pastur "
-                        "spikes (mp)")
+    add_choices(p, "--keep", choices=KEEP, default="pl",
+                help="the components each layer keeps: its power-law tail (pl, the default), "
+                     "the detX count, a fraction (svd, see --percent) or the Marchenko-Pastur "
+                     "spikes (mp)")
     # the old name of --keep, still accepted so scripts run (the analysis' --method is gram/svd)
-    p.add_argument("--method", dest="keep", choices=KEEP, default=argparse.SUPPRESS,
-                   help=argparse.SUPPRESS)
+    add_choices(p, "--method", dest="keep", choices=KEEP, default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS)
     p.add_argument("--percent", type=real(-1, 1), default=0.8,
                    help="for --keep svd: the fraction kept (negative: removed from the top; "
                         "default: 0.8)")

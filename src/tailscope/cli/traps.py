@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from .common import (
+    Choices,
     Command,
     InputError,
+    add_choices,
     add_scheduler,
     add_source,
     check_output,
@@ -15,6 +17,15 @@ from .common import (
 
 # --seed is the analysis' own flag (the seed of analyze --randomize): fresh when not given, printed
 OPTIONS = option_names("source", "select", "esd", plus=("seed",), minus=("device", "tolerance"))
+
+
+def _noise():
+    from ..edit.traps import NOISE
+
+    return NOISE
+
+
+NOISE = Choices(_noise)
 TABLE = ["layer_id", "name", "slice_id", "trap", "eigenvalue", "spike_threshold", "excess_tw",
          "left_ipr", "right_ipr", "row", "col", "entry", "variance_share", "layer_trap_burden"]
 
@@ -28,10 +39,10 @@ def arguments(p) -> None:
     p.add_argument("--remove", action="store_true",
                    help="also write a copy of the model with each trap's rank-one component "
                         "replaced by Gaussian noise (needs -o)")
-    p.add_argument("--noise", choices=["rank1", "trunk"], default="rank1",
-                   help="with --remove: the replacement, rank-one noise along the trap's "
-                        "singular vectors at the bulk's variance (rank1, the default) or dense "
-                        "noise matched to the trap's entries (trunk, WeightWatcher's trunk)")
+    add_choices(p, "--noise", choices=NOISE, default="rank1",
+                help="with --remove: the replacement, rank-one noise along the trap's singular "
+                     "vectors at the bulk's variance (rank1, the default) or dense noise "
+                     "matched to the trap's entries (trunk, WeightWatcher's trunk)")
     p.add_argument("-o", "--output", metavar="FILE", help="with --remove: the .safetensors file")
 
 

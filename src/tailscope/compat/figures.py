@@ -20,8 +20,9 @@ import numpy as np
 
 from ..report import plots
 from ..util.optional import require
+from .numbers import DEFAULT_PARAMS
 
-DEF_SAVE_DIR = "ww-img"
+DEF_SAVE_DIR = DEFAULT_PARAMS["savedir"]  # where savefig=True saves
 
 
 def valid_savefig(savefig) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..engine.columns import COLUMNS
+from .numbers import START_IDS
 
 LEAD = ("layer_id", "name")
 
@@ -169,6 +170,6 @@ def esd_params(params) -> dict:
     if not isinstance(params, dict):
         raise ValueError(f"params must be a dict of WeightWatcher parameters; got {params!r}")
     out = {k: params[k] for k in ESD_PARAMS if k in params}
-    if "layer_ids_start" in params:  # WeightWatcher's key for START_IDS
-        out.setdefault("start_ids", params["layer_ids_start"])
+    if START_IDS in params:
+        out.setdefault("start_ids", params[START_IDS])
     return out

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..util.optional import require
+from .numbers import DEFAULT_PARAMS, START_IDS
 
 # WeightWatcher's LAYER_TYPE values and frameworks (its constants, as strings)
 UNKNOWN, DENSE, CONV1D, CONV2D, EMBEDDING, NORM = ("unknown", "dense", "conv1d", "conv2d",
@@ -388,7 +389,9 @@ def name_hit(entry: LayerEntry, name: str) -> bool:
         entry.tensor is not None and fnmatch.fnmatchcase(entry.tensor, name))
 
 
-def supported(entry: LayerEntry, *, min_evals=8, max_evals=15000, max_N=50000, pool=True) -> bool:
+def supported(entry: LayerEntry, *, min_evals=DEFAULT_PARAMS["min_evals"],
+              max_evals=DEFAULT_PARAMS["max_evals"], max_N=DEFAULT_PARAMS["max_N"],
+              pool=DEFAULT_PARAMS["pool"]) -> bool:
     """WeightWatcher's ``layer_supported`` for an entry that passed the filters."""
     if not entry.has_weights or entry.the_type not in ANALYSED_TYPES:
         return False
@@ -584,8 +587,8 @@ def iterate(entries: list[LayerEntry], filters=None, params: Mapping | None = No
     with ``params['pool']`` False its ``WW2xSliceIterator``: a layer per conv2d slice, each with
     a ``slice_id`` column."""
     params = dict(params or {})
-    sizes = {"min_evals": params.get("min_evals", 8), "max_evals": params.get("max_evals", 15000),
-             "max_N": params.get("max_N", 50000), "pool": params.get("pool", True)}
+    sizes = {k: params.get(k, DEFAULT_PARAMS[k]) for k in ("min_evals", "max_evals", "max_N",
+                                                           "pool")}
     for e in select(entries, filters, **sizes):
         layer = WWLayer(framework_layer(e), params)
         if sizes["pool"]:
@@ -627,19 +630,6 @@ def delta_iterate(left: list[WWLayer], right: list[WWLayer]) -> Iterator[WWLayer
 
 
 # --- WeightWatcher's params ---------------------------------------------------------------------
-START_IDS = "layer_ids_start"  # WeightWatcher's key for start_ids
-DEFAULT_PARAMS = {"glorot_fix": False, "normalize": False, "conv2d_norm": True, "randomize": True,
-                  "savedir": "ww-img", "savefig": True, "rescale": True, "plot": False,
-                  "deltaEs": False, "intra": False, "channels": None, "fft": False,
-                  "conv2d_fft": False, "ww2x": False, "pool": True, "vectors": True,
-                  "smooth": None, "stacked": False, "svd_method": "fast", "fix_fingers": None,
-                  "fit": "power_law", "MAX_FINGERS": 10, "finger_thresh": 1.0, "sparsify": True,
-                  "detX": True, "mp_fit": False, "min_evals": 8, "max_evals": 15000,
-                  "max_N": 50000, "tolerance": 1e-6, START_IDS: 0, "add_biases": False,
-                  "xmin_max": None, "pl_package": "ww", "xmax": None, "peft": False,
-                  "inverse": False}
-
-
 def valid_params(params: Mapping) -> bool:
     """WeightWatcher's ``valid_params``: False for min_evals >= max_evals, max_N below either,
     an unknown svd_method, ww2x, conv2d_fft without pooling or with intra, unknown channels,

@@ -12,8 +12,33 @@ from __future__ import annotations
 
 import warnings
 
+# WeightWatcher 0.7.7's own defaults, declared once here (tests/test_compat.py holds them to the
+# installed weightwatcher 0.7.7): the keyword defaults of its ``analyze`` (``describe`` takes a
+# subset of them, with the same defaults) ...
+ANALYZE = {"layers": (), "min_evals": 8, "max_evals": 15000, "min_size": None, "max_size": None,
+           "max_N": 50000, "glorot_fix": False, "plot": False, "randomize": False,
+           "savefig": "ww-img", "mp_fit": False, "conv2d_norm": True, "ww2x": False,
+           "pool": True, "conv2d_fft": False, "fft": False, "deltas": False, "intra": False,
+           "vectors": False, "channels": None, "stacked": False, "fix_fingers": False,
+           "xmin_max": None, "max_fingers": 10, "finger_thresh": 1.0, "fit": "PL",
+           "sparsify": True, "detX": False, "ERG": False, "svd_method": "fast",
+           "tolerance": 1e-6, "start_ids": 0, "pl_package": "ww", "xmax": None,
+           "base_model": None, "peft": False, "inverse": False}
+# ... and the params dict its layer iterators and get_ESD read (``constants.DEFAULT_PARAMS``)
+START_IDS = "layer_ids_start"  # the params key of start_ids
+DEFAULT_PARAMS = {"glorot_fix": False, "normalize": False, "conv2d_norm": True, "randomize": True,
+                  "savedir": "ww-img", "savefig": True, "rescale": True, "plot": False,
+                  "deltaEs": False, "intra": False, "channels": None, "fft": False,
+                  "conv2d_fft": False, "ww2x": False, "pool": True, "vectors": True,
+                  "smooth": None, "stacked": False, "svd_method": "fast", "fix_fingers": None,
+                  "fit": "power_law", "MAX_FINGERS": 10, "finger_thresh": 1.0, "sparsify": True,
+                  "detX": True, "mp_fit": False, "min_evals": 8, "max_evals": 15000,
+                  "max_N": 50000, "tolerance": 1e-6, START_IDS: 0, "add_biases": False,
+                  "xmin_max": None, "pl_package": "ww", "xmax": None, "peft": False,
+                  "inverse": False}
+
 # WeightWatcher 0.7.7's defaults where they differ from tailscope's own
-DEFAULTS = {"min_evals": 8, "small_n": True, "ww_fingers": True}
+DEFAULTS = {"min_evals": ANALYZE["min_evals"], "small_n": True, "ww_fingers": True}
 
 
 def with_defaults(options: dict) -> dict:
@@ -46,4 +71,5 @@ def warn_differences(kwargs: dict) -> None:
                       stacklevel=4)
 
 
-__all__ = ["DEFAULTS", "differences", "warn_differences", "with_defaults"]
+__all__ = ["ANALYZE", "DEFAULTS", "DEFAULT_PARAMS", "START_IDS", "differences", "warn_differences",
+           "with_defaults"]

@@ -23,14 +23,13 @@ from .extract import (
     read_pystatedict_config,
     write_pystatedict_config,
 )
-from .layers import DEFAULT_PARAMS, START_IDS
-from .numbers import warn_differences, with_defaults
+from .numbers import ANALYZE, DEFAULT_PARAMS, START_IDS, warn_differences, with_defaults
 
 # WeightWatcher options that have no effect on the default analysis and may be passed as-is
-_ACCEPTED_DEFAULTS = {"fft": False, "channels": None, "inverse": False, "glorot_fix": False}
+_ACCEPTED_DEFAULTS = {k: ANALYZE[k] for k in ("fft", "channels", "inverse", "glorot_fix")}
 # WeightWatcher options the facade itself acts on (figures), with their defaults
-FACADE = {"plot": False, "savefig": figures.DEF_SAVE_DIR, "deltas": False, "stacked": False,
-          "intra": False, "sparsify": True, "conv2d_fft": False}
+FACADE = {k: ANALYZE[k] for k in ("plot", "savefig", "deltas", "stacked", "intra", "sparsify",
+                                  "conv2d_fft")}
 
 
 def _svd_method(value) -> dict:
@@ -70,7 +69,7 @@ def _facade_options(kwargs: dict) -> dict:
 
 def _FFT_SIZES(opts: dict) -> dict:  # noqa: N802
     """With conv2d_fft WeightWatcher applies neither min_evals nor max_evals (only max_N)."""
-    return {"min_evals": 1, "max_evals": opts.get("max_N", OPTION_NAMES["max_N"].default)}
+    return {"min_evals": 1, "max_evals": opts.get("max_N", ANALYZE["max_N"])}
 
 
 def _translate(kwargs: dict) -> dict:
@@ -427,14 +426,14 @@ class WeightWatcher:
         if base_model is not None:
             return self.make_delta_layer_iterator(base_model, model=self.model, filters=layers,
                                                   params=params)
-        return wwl.iterate(self._layer_table(params.get(START_IDS, 0)), layers, params)
+        return wwl.iterate(self._layer_table(params[START_IDS]), layers, params)
 
     def make_delta_layer_iterator(self, base_model, model=None, filters=None, params=None,
                                   Iterator_Class=None):  # noqa: N803
         """Layers of ``model`` with Wmats = W_model - W_base (WeightWatcher's delta iterator)."""
         params = {**DEFAULT_PARAMS, **(params or {})}
         model = self._model(model)
-        start = params.get(START_IDS, 0)
+        start = params[START_IDS]
         left = wwl.iterate(wwl.ww_layers(model, start)[1], filters, params)
         right = list(wwl.iterate(wwl.ww_layers(base_model, start)[1],
                                  filters, params))

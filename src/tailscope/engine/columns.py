@@ -2,7 +2,8 @@
 whether tables show it.
 
 ``COLUMNS`` is in the order of ``Analysis.details``. A column's group says when it is present:
-the core groups always, the others when the options ask for them (``GROUP_WHEN``). ``details``,
+the core groups always, the others when the options ask for them (``GROUP_WHEN``: a diagnostic's
+groups as ``engine.diagnostics.DIAGNOSTICS`` declares them, the fit's own here). ``details``,
 ``describe``'s table, the results store (typed columns and its JSON extras), the summary, the
 terminal table and the report are all generated from here, so a new column is one line; a test
 holds every consumer to it.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .diagnostics import DIAGNOSTICS, Diagnostic
 from .options import COMPARE_TAGS, FITS
 
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0  # alpha below / above: the warnings (HT-SR)
@@ -42,27 +44,22 @@ class Column:
         return self.group in CORE_GROUPS
 
 
-def _tag(tag: str) -> Callable:
-    return lambda o: tag in o.compare_tags()
+def _shown(diagnostic: Diagnostic, group: str) -> Callable:
+    return lambda o: diagnostic.shows(o, group)
 
 
-# when each group is present; CORE_GROUPS always
+# when each group is present: CORE_GROUPS always, the groups of the selection and fit options
+# (FIT_GROUPS) as those options say, each diagnostic's as DIAGNOSTICS declares
 CORE_GROUPS = ("layer", "spectrum", "fit", "status")
-GROUP_WHEN: dict[str, Callable] = {
-    **{g: (lambda o: True) for g in CORE_GROUPS},
+FIT_GROUPS: dict[str, Callable] = {
     "slice": lambda o: not o.pool,
     "tpl": lambda o: FITS[o.fit] != "PL",
     "fingers": lambda o: o.fix_fingers == "clip_xmax",
-    "mp": lambda o: bool(o.mp_fit),
-    "rand": lambda o: bool(o.randomize),
-    "detX": lambda o: bool(o.detX),
-    **{f"compare:{t}": _tag(t) for t in dict.fromkeys(COMPARE_TAGS.values())},
-    "gof": lambda o: bool(o.gof),
-    "vectors": lambda o: bool(o.vectors),
-    "hill": lambda o: bool(o.hill),
-    "farms": lambda o: bool(o.farms),
-    "alpha_ci": lambda o: bool(o.alpha_ci),
-    "setol": lambda o: bool(o.setol),
+}
+GROUP_WHEN: dict[str, Callable] = {
+    **{g: (lambda o: True) for g in CORE_GROUPS},
+    **FIT_GROUPS,
+    **{g: _shown(d, g) for d in DIAGNOSTICS for g in d.groups},
 }
 
 
@@ -194,16 +191,6 @@ STORED_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.stored)
 DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "N", "M", "rf",
                     "num_evals", "analyze", "reason")
 SKIPPED_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "reason")
-
-
-def add_reason(values: dict, *notes: str) -> None:
-    """Append notes to a row's ``reason`` in place, '; '-joined after what it already says: a
-    diagnostic that cannot be computed leaves NaN in its columns and says why here, and the rest
-    of the row stands."""
-    notes = tuple(n for n in notes if n)
-    if notes:
-        old = values.get("reason") or ""
-        values["reason"] = "; ".join(((old,) if old else ()) + notes)
 
 
 def columns_for(o) -> list[str]:

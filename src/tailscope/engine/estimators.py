@@ -6,20 +6,17 @@ Both are the Hill estimator with xmin at the median (:func:`tailscope.fit.hill_a
 row's ESD, ``alpha_farms`` on FARMS's pooled window eigenvalues
 (:mod:`tailscope.spectrum.windows`). As in the research code, every eigenvalue counts (no 1e-5
 threshold: the median is the median of all of them), and a Hill alpha does not depend on the
-eigenvalues' scale (conv2d_norm, normalize). A failure is NaN in the column and the reason
-appended to the row's ``reason``; the row's other columns stand.
+eigenvalues' scale (conv2d_norm, normalize). Their columns are computed as
+:mod:`tailscope.engine.diagnostics` declares them (``hill_column``, ``farms_column``): a failure is
+NaN in the column and the reason appended to the row's ``reason``; the row's other columns stand.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from ..fit import hill_alpha
 from ..spectrum import conv_window_eigenvalues, window_eigenvalues
-from ..util.errors import first_line, one_line
-from .columns import add_reason
 
 
 def numerical_zeros(evals) -> np.ndarray:
@@ -48,35 +45,3 @@ def farms_alpha(mats: list[np.ndarray], layer_type: str, keras: bool = False) ->
         return float(np.mean([hill_alpha(numerical_zeros(ev)) for ev in divisions]))
     pooled = np.concatenate([window_eigenvalues(m.T if keras else m) for m in mats])
     return hill_alpha(numerical_zeros(pooled))
-
-
-def _why(exc: Exception) -> str:
-    """A ValueError's text (the estimators' own reasons); the type too for anything else."""
-    return first_line(exc) if isinstance(exc, ValueError) else one_line(exc)
-
-
-def add_estimators(values: dict, evals, mats, slice_id, ref, plan, o) -> None:
-    """Add ``alpha_hill`` / ``alpha_farms`` (as ``o`` asks) to a row's ``values`` in place: NaN
-    and a reason appended to ``values['reason']`` when one cannot be computed."""
-    if not (o.hill or o.farms):
-        return
-    problems = []
-    if o.hill:
-        try:
-            if evals is None:
-                raise ValueError("no spectrum")
-            values["alpha_hill"] = hill_alpha(numerical_zeros(evals))
-        except Exception as exc:  # noqa: BLE001 - NaN and the reason, never a stopped layer
-            values["alpha_hill"] = math.nan
-            problems.append(f"alpha_hill: {_why(exc)}")
-    if o.farms:
-        try:
-            if mats is None:
-                raise ValueError("the layer's matrices were not kept")
-            group = mats if slice_id is None else [mats[int(slice_id)]]
-            values["alpha_farms"] = farms_alpha(group, plan.layer_type,
-                                                keras=getattr(ref, "layout", "") == "keras")
-        except Exception as exc:  # noqa: BLE001
-            values["alpha_farms"] = math.nan
-            problems.append(f"alpha_farms: {_why(exc)}")
-    add_reason(values, *problems)

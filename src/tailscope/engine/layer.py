@@ -3,7 +3,7 @@ a :class:`LayerResult`.
 
 A layer gives one row (its slices' ESDs pooled) or one row per conv slice (``pool=False``). Each
 row's columns are the layer's identity, the spectrum's norms, the fit, then the diagnostics the
-options ask for (comparisons, bootstrap, Marchenko-Pastur, randomized ESD, detX, eigenvectors);
+options ask for, stage by stage, in the order :mod:`tailscope.engine.diagnostics` declares them;
 each diagnostic's failure is NaN and a reason in its own columns, never a number, and never
 stops the layer. A layer that fails before its ESD is one failed row with the reason.
 """
@@ -16,29 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from ..fit import alpha_interval, fit_power_law, fit_truncated_power_law
+from ..fit import fit_power_law, fit_truncated_power_law
 from ..fit.fingers import ww_xmin_peak_range
 from ..fit.tail import split_xmax
 from ..sources import LayerPlan, LayerRef
 from ..sources.derived import LowRankRef
 from ..sources.layers import matrices
-from ..spectrum import (
-    MPFitError,
-    alpha_metrics,
-    detx,
-    ecs_self_consistent,
-    eigenvalues_many,
-    lowrank_eigenvalues,
-    mp_fit,
-    norm_metrics,
-    randomized_esd,
-)
-from ..spectrum.vectors import eigenvectors, vector_summary
+from ..spectrum import alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics
 from ..util.errors import one_line
-from ..util.rng import layer_rng, layer_seed
-from .columns import add_reason, verdict
-from .estimators import add_estimators
-from .options import COMPARE_TAGS, FITS
+from ..util.rng import layer_rng
+from .columns import verdict
+from .diagnostics import Layer, Row, asked, draws, needs_matrices
+from .options import FITS
 from .run import Work
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
@@ -150,25 +139,21 @@ def fit_row(evals: np.ndarray, o, key: tuple = ()) -> tuple[dict, Any]:
         row.update(num_fingers=fit.num_fingers, raw_alpha=fit.raw_alpha)
     row["warning"] = verdict(fit.alpha)
     row.update(alpha_metrics(evals, fit.alpha))
-    if o.compare_names() or o.gof:
+    if asked(o, "tests"):
         pl = fit if kind == "PL" else fit_power_law(data, xmax=xmax)
         row.update(tests_row(pl, o, key))
     return row, fit
 
 
 def tests_row(pl, o, key: tuple) -> dict:
-    """R_<model>, p_<model> (power law against each alternative on the power-law tail; R > 0
-    favours the power law) and p_gof (CSN bootstrap, seeded per layer)."""
+    """The columns of the tests of the power law ``pl`` the options ask for (the ``tests``
+    stage of ``DIAGNOSTICS``: comparisons, bootstrap p-value, seeded per layer)."""
     row: dict = {}
     if not pl.ok:
         return row
-    for name in o.compare_names():
-        tag = COMPARE_TAGS[name]
-        cmp = pl.compare(name)
-        row[f"R_{tag}"], row[f"p_{tag}"] = cmp.R, cmp.p
-    if o.gof:
-        row["p_gof"] = pl.goodness_of_fit(int(o.gof), seed=layer_seed(o.seed, *key),
-                                          n_jobs=1).p_value
+    r = Row(row, None, o, key, fit=pl)
+    for d in asked(o, "tests"):
+        d.compute(r)
     return row
 
 
@@ -183,108 +168,11 @@ def ww_oriented(ref: LayerRef, plan: LayerPlan, mats):
             for w in mats]
 
 
-def rmt_row(evals, plan: LayerPlan, o, row: dict, mats, scale: float, rng, backend
-            ) -> tuple[dict, Any, Any]:
-    """The random-matrix diagnostics asked for (MP fit, randomized ESD, detX): (columns, MPFit or
-    None, RandomizedESD or None). Each failure is NaN and a reason in its own column."""
-    out: dict = {}
-    mp = rand = None
-    if o.mp_fit:
-        try:
-            mp = mp_fit(evals, plan.N, plan.M)
-            out.update(mp.as_row(), mp_reason="")
-        except MPFitError as exc:
-            out["mp_reason"] = str(exc)
-        except Exception as exc:  # noqa: BLE001 - the layer's other columns stand
-            out["mp_reason"] = one_line(exc)
-    if o.randomize:
-        try:
-            if mats is None:
-                raise ValueError("the layer's matrices were not kept")
-            rand = randomized_esd(
-                mats, evals, plan.N, plan.M, rng, scale=scale,
-                eigvals=lambda w: eigenvalues_many([w], backend, o.method)[0])
-            out.update(rand.as_row(), rand_reason=rand.mp_reason and
-                       f"randomized MP fit: {rand.mp_reason}")
-            out["num_traps"] = out.get("rand_num_spikes", math.nan)
-        except Exception as exc:  # noqa: BLE001 - the layer's other columns stand
-            rand = None
-            out["rand_reason"] = one_line(exc)
-    if o.detX:
-        try:
-            d = detx(evals)
-        except Exception:  # noqa: BLE001 - NaN rather than a stopped layer
-            d = {"detX_num": math.nan, "detX_val": math.nan, "detX_val_unrescaled": math.nan}
-        pl = row.get("num_pl_spikes")
-        out.update(d, num_ERG_spikes=d["detX_num"],
-                   ERG_gap=d["detX_num"] - pl if pl is not None and pl == pl else math.nan)
-    return out, mp, rand
-
-
-# --- alpha's uncertainty and the SETOL metrics -----------------------------------------------------
-def uncertainty_setol_row(row: dict, evals: np.ndarray, fit, o, key: tuple) -> None:
-    """Add the ``alpha_ci`` interval (a bootstrap of the reported power-law fit, seeded per layer)
-    and the ``setol`` columns, as asked for, to ``row`` in place. A failed fit gives NaN in the
-    columns that need it; a failure of one computation is NaN in its own columns and a note in
-    ``reason``. The det X = 1 tail is the row's own when ``detX=True`` computed it."""
-    out: dict = {}
-    notes = []
-    ok = row.get("status") == "success" and fit is not None
-    if o.alpha_ci:
-        out.update(alpha_ci_low=math.nan, alpha_ci_high=math.nan)
-        if ok and not hasattr(fit, "Lambda"):
-            try:
-                lo, hi = alpha_interval(fit, int(o.alpha_ci), float(o.alpha_ci_level),
-                                        seed=layer_seed(o.seed, *key))
-                out.update(alpha_ci_low=lo, alpha_ci_high=hi)
-            except Exception as exc:  # noqa: BLE001 - the fit stands
-                notes.append(f"alpha_ci: {one_line(exc)}")
-        elif ok:
-            notes.append("alpha_ci: the interval is of the power law's alpha (not with fit='TPL')")
-    if o.setol:
-        alpha = row.get("alpha", math.nan) if ok else math.nan
-        pl = row.get("num_pl_spikes", math.nan) if ok else math.nan
-        try:
-            d = row if "detX_val" in row else detx(evals)
-        except Exception as exc:  # noqa: BLE001
-            d = {"detX_num": math.nan, "detX_val": math.nan}
-            notes.append(f"setol detX: {one_line(exc)}")
-        num = d["detX_num"]
-        try:
-            ref = None if num != num else int(min(max(num, 1), np.count_nonzero(evals > 0)))
-            sc = ecs_self_consistent(evals, reference_rank=ref)
-        except Exception as exc:  # noqa: BLE001
-            sc = math.nan
-            notes.append(f"setol ECS: {one_line(exc)}")
-        out.update(
-            delta_lambda_min=row["xmin"] - d["detX_val"] if ok else math.nan,
-            alpha_minus_2=alpha - 2.0,
-            ecs_rank=(int(pl) + int(num)) // 2 if ok and num == num else math.nan,
-            ecs_num_sc=sc,
-            ecs_rank_sc=(int(pl) + int(sc)) // 2 if ok and sc == sc else math.nan)
-    row.update(out)
-    add_reason(row, *notes)
-
-
-def _vector_rows(rows: list[RowResult], mats: list[np.ndarray], plan: LayerPlan, o) -> None:
-    """Add the eigenvector localization columns to a layer's rows (tail: its num_pl_spikes
-    largest eigenvalues; the eigenvectors come from the CPU, whatever the device)."""
-    try:
-        scale = layer_scale(plan, o)
-        pairs = [eigenvectors(m) for m in mats]
-    except Exception as exc:  # noqa: BLE001 - the fit stands; only the vector columns are missing
-        for r in rows:
-            v = r.values
-            add_reason(v, f"vectors: {one_line(exc)}")
-        return
-    for r in rows:
-        v = r.values
-        if v.get("status") != "success":
-            continue
-        sid = v.get("slice_id")
-        group = pairs if sid is None else [pairs[int(sid)]]
-        evals = np.concatenate([ev * scale for ev, _ in group])
-        v.update(vector_summary(evals, [vec for _, vec in group], n_tail=v["num_pl_spikes"]))
+def layer_diagnostics(result: LayerResult, mats, plan: LayerPlan, o) -> None:
+    """The ``layer`` stage of ``DIAGNOSTICS`` the options ask for (eigenvectors), on a layer's
+    rows in place."""
+    for d in asked(o, "layer"):
+        d.compute(Layer(list(result.rows), mats, plan, o, layer_scale(plan, o)))
 
 
 # --- a layer's rows -------------------------------------------------------------------------------
@@ -298,12 +186,14 @@ def layer_rows(ref: LayerRef, plan: LayerPlan, o, slices: list[np.ndarray],
     slices = [s * scale for s in slices]
     groups = [(None, slices)] if o.pool else [(i, [s]) for i, s in enumerate(slices)]
     # one generator per layer, from (seed, layer id): the same shuffles whatever the job order
-    rng = layer_rng(o.seed, ref.index) if o.randomize else None
+    rng = layer_rng(o.seed, ref.index) if draws(o) else None
+    oriented = ww_oriented(ref, plan, mats)
+    spectrum, every = asked(o, "spectrum"), asked(o, "row")
     rows = []
     for slice_id, group in groups:
         evals = np.sort(np.concatenate(group)) if len(group) > 1 else group[0]
         values = dict(base, slice_id=slice_id)
-        fit = mp = rand = None
+        fit = None
         try:
             values.update(norm_metrics(evals, group, plan.N, o.tolerance))
             if not values["lambda_max"] > 0:
@@ -313,15 +203,11 @@ def layer_rows(ref: LayerRef, plan: LayerPlan, o, slices: list[np.ndarray],
                 values.update(more)
         except Exception as exc:  # noqa: BLE001 - any failure is this row's reason
             values.update(status="failed", reason=one_line(exc))
-        if values.get("lambda_max", 0) > 0:
-            oriented = ww_oriented(ref, plan, mats)
-            group_mats = None if mats is None else \
-                (oriented if slice_id is None else [oriented[slice_id]])
-            more, mp, rand = rmt_row(evals, plan, o, values, group_mats, scale, rng, backend)
-            values.update(more)
-            uncertainty_setol_row(values, evals, fit, o, (ref.index, slice_id))
-        add_estimators(values, evals, mats, slice_id, ref, plan, o)
-        rows.append(RowResult(values, evals, fit, mp, rand))
+        r = Row(values, evals, o, (ref.index, slice_id), fit=fit, ref=ref, plan=plan, mats=mats,
+                oriented=oriented, scale=scale, rng=rng, backend=backend)
+        for d in (spectrum if values.get("lambda_max", 0) > 0 else ()) + every:
+            d.compute(r)
+        rows.append(RowResult(values, evals, fit, r.mp, r.randomized))
     return LayerResult(tuple(rows))
 
 
@@ -330,15 +216,14 @@ def analyze_layer(ref: LayerRef, plan: LayerPlan, o, backend) -> LayerResult:
     try:
         if isinstance(ref, LowRankRef):  # a LoRA update: its r eigenvalues from the factors
             slices = [lowrank_eigenvalues(*ref.load_factors())]
-            mats = [ref.load()] if (o.randomize or o.vectors or o.farms) else None  # the product
+            mats = [ref.load()] if needs_matrices(o) else None  # the product
         else:
             mats = load_matrices(ref)
             slices = eigenvalues_many(mats, backend, o.method)
     except Exception as exc:  # noqa: BLE001 - any failure becomes this layer's reason
         return LayerResult.failed(ref, plan, exc)
     result = layer_rows(ref, plan, o, slices, mats, backend)
-    if o.vectors:
-        _vector_rows(list(result.rows), mats, plan, o)
+    layer_diagnostics(result, mats, plan, o)
     return result
 
 
@@ -360,8 +245,7 @@ def analyze_batch(batch: list[tuple[LayerRef, LayerPlan]], o, backend) -> list[L
         return results
     for (i, mats), ev in zip(loaded, evs):
         results[i] = layer_rows(*batch[i], o, [ev], mats, backend)
-        if o.vectors:
-            _vector_rows(list(results[i].rows), mats, batch[i][1], o)
+        layer_diagnostics(results[i], mats, batch[i][1], o)
     return results
 
 

@@ -36,6 +36,8 @@ COMPARE_TAGS = {"truncated_power_law": "TPL", "TPL": "TPL", "lognormal": "lognor
                 "lognormal_positive": "lognormal_positive"}
 LAYER_TYPES = ("dense", "embedding", "conv1d", "conv2d", "recurrent")
 PEFT_MODES = (False, True, "only", "with_base")
+ESD_METHODS = ("gram", "svd")  # how eigenvalues are computed (``method``)
+FINGER_FIXES = ("clip_xmax", "xmin_peak")  # WeightWatcher's ``fix_fingers`` values
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,7 @@ OPTIONS: tuple[Option, ...] = (
            "W_base + scale·B·A.",
            "source", check=_choice("peft", PEFT_MODES + ("peft_only",),
                                    "False, True, 'only' or 'with_base'"),
-           flag=Flag(("--peft",), {"choices": ["only", "with_base"]},
+           flag=Flag(("--peft",), {"choices": [m for m in PEFT_MODES if isinstance(m, str)]},
                      help="a LoRA adapter: only its B·A updates, or also the base layers and "
                           "W_base + B·A (with_base needs --base unless SOURCE holds the base)"),
            ww="peft", field=False),
@@ -339,8 +341,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("method", "gram", "'gram' or 'svd'",
            "Eigenvalues from the float64 Gram matrix (default) or a full SVD (WeightWatcher's "
            "``svd_method='accurate'``).",
-           "esd", check=_choice("method", ("gram", "svd"), "'gram' or 'svd'"),
-           flag=Flag(("--method",), {"choices": ["gram", "svd"]},
+           "esd", check=_choice("method", ESD_METHODS, "'gram' or 'svd'"),
+           flag=Flag(("--method",), {"choices": list(ESD_METHODS)},
                      help="eigenvalues from the float64 Gram matrix (default) or a full SVD"),
            ww="svd_method"),
     Option("device", "auto", "str",
@@ -380,9 +382,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("fix_fingers", None, "None, 'clip_xmax' or 'xmin_peak'",
            "WeightWatcher's finger fixes (see :func:`tailscope.fit_power_law`): refit without the "
            "largest eigenvalues, or search xmin near the ESD's peak.",
-           "fit", check=_choice("fix_fingers", (None, False, "clip_xmax", "xmin_peak"),
+           "fit", check=_choice("fix_fingers", (None, False, *FINGER_FIXES),
                                 "None, 'clip_xmax' or 'xmin_peak'"),
-           flag=Flag(("--fix-fingers",), {"choices": ["clip_xmax", "xmin_peak"]},
+           flag=Flag(("--fix-fingers",), {"choices": list(FINGER_FIXES)},
                      help="WeightWatcher's finger fixes"),
            ww="fix_fingers"),
     Option("small_n", False, "bool",
@@ -452,8 +454,9 @@ OPTIONS: tuple[Option, ...] = (
            ww="mp_fit"),
     Option("randomize", False, "bool",
            "The ESD of each layer's element-shuffled matrices (correlation traps): max_rand_eval, "
-           "rand_num_spikes, rand_sigma_mp, rand_mp_softrank, rand_W_scale, rand_bulk_max, "
-           "rand_bulk_min, rand_distance, ww_softrank, ww_maxdist, rand_reason.",
+           "rand_num_spikes, num_traps (its WeightWatcher 0.7.7 name), rand_sigma_mp, "
+           "rand_mp_softrank, rand_W_scale, rand_bulk_max, rand_bulk_min, rand_distance, "
+           "ww_softrank, ww_maxdist, rand_reason.",
            "diagnostics", check=_bool("randomize"),
            flag=Flag(("--randomize",), {"action": "store_true"},
                      help="the ESD of each layer's element-shuffled matrices (correlation traps)"),

@@ -21,7 +21,7 @@ import numpy as np
 from .base import Source, SourceError
 from .hub import is_repo_id, open_hub
 from .numpy import open_array
-from .registry import open_file, open_folder
+from .registry import READERS, open_file, open_folder
 from .torch import is_torch_object, open_torch_object
 
 
@@ -62,22 +62,7 @@ def stdin_copy() -> Path:
 
 
 def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
-    """Open a model as a lazy list of tensors.
-
-    Accepts a path (``"-"``: a model piped into stdin; safetensors file, sharded folder with
-    ``model.safetensors.index.json``,
-    Hugging Face-style folder, PyTorch ``.bin/.pt/.pth`` state dict or TorchScript archive, numpy
-    ``.npz/.npy``, ONNX model, Keras ``.h5`` / ``.keras``), a Hugging Face model id
-    ``owner/name`` (weights downloaded to the Hugging Face cache; needs the ``hub`` extra), an
-    in-memory ``torch.nn.Module``, a state dict (mapping of names to tensors or
-    arrays, also nested under 'state_dict' / 'model_state' / 'model'), or a single array.
-
-    PyTorch pickles are loaded with ``weights_only=True``; one whose metadata names other
-    classes (Lightning hyper-parameters, optimizer or scheduler objects) is read with those
-    classes as inert stand-ins, running no code; one whose tensors need code to load is refused
-    unless ``trust_pickle=True``. A folder is one model: one file, the complete shards of one
-    checkpoint, or ``.npy`` tensors; a folder of separate models is an error naming them.
-    """
+    # the docstring is built below, its formats from the registry's readers
     if isinstance(x, Source):
         return x
     if isinstance(x, str) and x == "-":
@@ -104,3 +89,26 @@ def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
         return open_array(x)
     raise SourceError(f"cannot read a model from a {type(x).__name__}; pass a path, a "
                       "torch.nn.Module, a state dict or an array")
+
+
+# the formats open_source's docstring lists, one line each
+_FORMATS = "\n".join(f"    - {r.phrase} ({', '.join(r.suffixes)})" for r in READERS)
+open_source.__doc__ = f"""Open a model as a lazy list of tensors.
+
+    Accepts a path (``"-"``: a model piped into stdin) to a file in one of these formats,
+    recognised from its content (``sources.registry.READERS``, in order):
+
+{_FORMATS}
+
+    or to a folder holding one model (a sharded checkpoint with its index, such as
+    ``model.safetensors.index.json``, or a Hugging Face-style folder); a Hugging Face model id
+    ``owner/name`` (weights downloaded to the Hugging Face cache; needs the ``hub`` extra); an
+    in-memory ``torch.nn.Module``; a state dict (mapping of names to tensors or arrays, also
+    nested under 'state_dict' / 'model_state' / 'model'); or a single array.
+
+    PyTorch pickles are loaded with ``weights_only=True``; one whose metadata names other
+    classes (Lightning hyper-parameters, optimizer or scheduler objects) is read with those
+    classes as inert stand-ins, running no code; one whose tensors need code to load is refused
+    unless ``trust_pickle=True``. A folder is one model: one file, the complete shards of one
+    checkpoint, or ``.npy`` tensors; a folder of separate models is an error naming them.
+    """

@@ -33,6 +33,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..engine.columns import BY_NAME as COLUMN_BY_NAME
+from ..engine.diagnostics import GROUP_OPTION
 from ..engine.options import BY_NAME as OPTION_BY_NAME
 from ..util.errors import first_line, one_line
 from ..util.optional import require
@@ -45,25 +46,32 @@ TASKS = ("digits", "news")
 class Metric:
     """One metric the benchmark tests: a per-layer column, averaged over a network's fitted
     layers. ``options``: the analysis options it needs (it is tested only when every one is
-    declared in ``engine.options.OPTIONS``); ``analysis``: 'main', or 'E_TPL' for the one that
-    needs the truncated power-law fit (a second analysis of each network)."""
+    declared in ``engine.options.OPTIONS``); a diagnostic's column needs the switch that adds it
+    (``engine.diagnostics.GROUP_OPTION``) unless other options are given. ``analysis``: 'main',
+    or 'E_TPL' for the one that needs the truncated power-law fit (a second analysis of each
+    network)."""
 
     name: str
     options: tuple[tuple[str, object], ...] = ()
     analysis: str = "main"
 
+    def __post_init__(self):
+        col = COLUMN_BY_NAME.get(self.name)
+        if not self.options and col is not None and col.group in GROUP_OPTION:
+            object.__setattr__(self, "options", ((GROUP_OPTION[col.group], True),))
 
-# the one list of metrics the benchmark wants, with the options each needs
+
+# the one list of metrics the benchmark wants (a diagnostic's column brings its option)
 WANTED: tuple[Metric, ...] = (
     Metric("alpha"),
     Metric("alpha_weighted"),
     Metric("log_alpha_norm"),
     Metric("log_spectral_norm"),
     Metric("stable_rank"),
-    Metric("rand_distance", (("randomize", True),)),
-    Metric("alpha_hill", (("hill", True),)),
-    Metric("alpha_farms", (("farms", True),)),
-    Metric("delta_lambda_min", (("setol", True),)),
+    Metric("rand_distance"),
+    Metric("alpha_hill"),
+    Metric("alpha_farms"),
+    Metric("delta_lambda_min"),
     Metric("Lambda", (("fit", "E_TPL"),), analysis="E_TPL"),
 )
 
