@@ -17,11 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from tailscope.zoo import quality
 from tailscope.cli import main
 from tailscope.engine.columns import BY_NAME as COLUMNS
 from tailscope.engine.options import BY_NAME as OPTIONS
-from tailscope.zoo import bootstrap_intervals, correlate, group_seed, open_store, rank_correlations
+from tailscope.zoo import bootstrap_intervals, correlate, group_seed, open_store, quality, rank_correlations
 from tailscope.zoo.quality import Network, available_metrics, design, validate
 
 
