@@ -33,7 +33,7 @@ TABLE = ["layer_id", "name", "slice_id", "trap", "eigenvalue", "spike_threshold"
 def arguments(p) -> None:
     add_source(p)
     add_scheduler(p)
-    p.add_argument("--top-k", dest="top_k", type=whole(1), default=5, metavar="K",
+    p.add_argument("--top-k", dest="top_k", type=whole(1), default=None, metavar="K",
                    help="the k of the singular vectors' top-k mass (default: 5)")
     p.add_argument("--out", metavar="FILE", help="write the trap table (.csv or .json), atomically")
     p.add_argument("--remove", action="store_true",
@@ -53,7 +53,7 @@ def run(args) -> int:
 
     options = given_options(args, OPTIONS)
     seed = options.pop("seed", None)
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         raise InputError(f"--top-k {args.top_k}: must be >= 1")
     if args.remove != bool(args.output):
         raise InputError("--remove and -o go together: --remove -o fixed.safetensors")
@@ -64,7 +64,8 @@ def run(args) -> int:
     if args.out:
         check_output(args.out, "--out", (".csv", ".json"), "use a .csv or .json file name")
     with Progress("layers") as progress:
-        found = traps(args.source, seed=seed, top_k=args.top_k, progress=progress,
+        top = {} if args.top_k is None else {"top_k": args.top_k}  # else traps' own default
+        found = traps(args.source, seed=seed, progress=progress, **top,
                       scheduler=args.scheduler, **options)
     seed = found.options["seed"]  # the one drawn when --seed was not given: --remove uses it too
     table, layers = found.traps, found.layers

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine.columns import BY_NAME as COLUMN_BY_NAME
+from ..engine.diagnostics import GROUP_OPTION
 from ..engine.options import BY_NAME as OPTION_BY_NAME
 from ..engine.options import make_options
 from ..engine.run import Edit, Work, recipe, run
@@ -34,9 +35,6 @@ DETAIL_COLUMNS = ["layer_id", "name", "shape", "numel", "sparsity", "pruned", "z
 # ('encoder.layer.3', 'model.layers.3', 'transformer.h.3', 'h.3', 'blocks.3')
 _BLOCK = re.compile(r"^((?:[^.]*[^.\d][^.]*\.)+\d+)\.")
 # column group -> the analyze option that adds it, where the two names differ
-_GROUP_OPTION = {"mp": "mp_fit", "rand": "randomize"}
-
-
 def block_of(name: str) -> str | None:
     """The transformer block a layer belongs to: its name up to the first numbered component
     that follows a named one ('encoder.layer.3.attention.self.query.weight' -> 'encoder.layer.3',
@@ -53,7 +51,7 @@ def metric_options(metric: str) -> dict:
     col = COLUMN_BY_NAME.get(metric)
     if col is None:
         return {}
-    option = _GROUP_OPTION.get(col.group, col.group)
+    option = GROUP_OPTION.get(col.group)
     return {option: True} if option in OPTION_BY_NAME else {}
 
 

@@ -28,7 +28,7 @@ from ..util.rng import layer_rng
 from .columns import verdict
 from .diagnostics import Layer, Row, asked, draws, needs_matrices
 from .options import FITS
-from .run import Work
+from .run import Work, identity
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
 BATCH_BYTES = 512 * 1024 * 1024  # Gram matrices held at once on the device when batching
@@ -73,9 +73,10 @@ class LayerResult:
 
 def base_row(ref: LayerRef, plan: LayerPlan) -> dict:
     """The columns every row of a layer has, whatever happens to it."""
-    return {"layer_id": ref.index, "name": ref.name, "module": ref.module,
-            "layer_type": plan.layer_type, "N": plan.N, "M": plan.M,
-            "Q": plan.N / plan.M if plan.M else math.nan, "rf": plan.rf, "dtype": ref.dtype,
+    ident = identity(ref, plan)
+    return {"layer_id": ident["layer_id"], "name": ident["name"], "module": ref.module,
+            **{k: ident[k] for k in ("layer_type", "N", "M")},
+            "Q": plan.N / plan.M if plan.M else math.nan, "rf": ident["rf"], "dtype": ref.dtype,
             "warning": "", "reason": ""}
 
 

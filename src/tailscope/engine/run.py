@@ -146,18 +146,21 @@ def identity(ref: LayerRef, plan: LayerPlan) -> dict:
             "N": plan.N, "M": plan.M, "rf": plan.rf}
 
 
+def tensor_row(ref: LayerRef, plan: LayerPlan) -> dict:
+    """The identity of a tensor as stored (the tables of what is, or is not, analysed)."""
+    return {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
+            "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype}
+
+
 def skipped_row(ref: LayerRef, plan: LayerPlan, reason: str) -> dict:
     """A tensor that is not analysed, and why."""
-    return {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
-            "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype, "reason": reason}
+    return {**tensor_row(ref, plan), "reason": reason}
 
 
 def describe_row(ref: LayerRef, plan: LayerPlan, reason: str) -> dict:
     """``describe``'s row of one tensor (or part): its plan, and whether it is analysed."""
-    return {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
-            "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype, "N": plan.N,
-            "M": plan.M, "rf": plan.rf, "num_evals": plan.num_evals, "analyze": not reason,
-            "reason": reason}
+    return {**tensor_row(ref, plan), "N": plan.N, "M": plan.M, "rf": plan.rf,
+            "num_evals": plan.num_evals, "analyze": not reason, "reason": reason}
 
 
 # --- the run -------------------------------------------------------------------------------------
