@@ -45,6 +45,7 @@ def assert_equals_weightwatcher(ours: pd.DataFrame, ref: pd.DataFrame):
     assert list(ours["warning"]) == list(expected_warning)
 
 
+@pytest.mark.slow  # WeightWatcher on MiniLM's 39 layers: ~1-2 min
 def test_minilm_equals_weightwatcher():
     analysis = analyze(minilm_path())
     assert len(analysis.details) == 39
@@ -68,6 +69,7 @@ def test_unpooled_conv_slices_equal_weightwatcher():
                                    rtol=1e-9)
 
 
+@pytest.mark.slow  # MiniLM's 39 layers, with WeightWatcher's
 def test_summary_means_successful_layers_only():
     analysis = analyze(minilm_path())
     s = analysis.summary()

@@ -52,6 +52,7 @@ def test_fit_from_stdin():
     assert json.loads(res.stdout)["alpha"] == pytest.approx(powerlaw_fit(x).alpha, rel=1e-9)
 
 
+@pytest.mark.slow  # fresh processes
 def test_fit_compare_and_bootstrap(values_file):
     path, _ = values_file
     res = run("fit", str(path), "--compare", "--bootstrap", "20", "--seed", "1", "--json")
@@ -102,6 +103,7 @@ def test_missing_file_and_bad_options(tmp_path):
     assert version.returncode == 0 and "tailscope" in version.stdout
 
 
+@pytest.mark.slow  # five fresh processes
 def test_analyze_prints_the_table_and_writes_files(tmp_path):
     from oracles import mtcnn_path
 
@@ -123,6 +125,7 @@ def test_analyze_prints_the_table_and_writes_files(tmp_path):
     assert res.returncode == 0 and "conv1.weight" in res.stdout and "would be analysed" in res.stdout
 
 
+@pytest.mark.slow  # six fresh processes
 def test_analyze_bad_input_exit_2_without_output(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\xff" * 8 + b"{" + bytes(20))
@@ -140,6 +143,7 @@ def test_analyze_bad_input_exit_2_without_output(tmp_path):
         assert not out.exists()
 
 
+@pytest.mark.slow  # fresh processes
 def test_pickle_needing_code_is_refused_then_trusted(tmp_path):
     import torch
 

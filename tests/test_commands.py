@@ -377,3 +377,26 @@ def test_tables_in_a_log_are_never_cut():
     assert long in lines[3] and lines[3].split()[2:] == ["2.346", "3"]
     assert lines[4].split() == ["12", "x[bold]y", "nan", "nan"]
     assert "\x1b[" not in out.getvalue() and all(line == line.rstrip() for line in lines)
+
+
+# --- the demo (make demo runs it whole) -----------------------------------------------------------
+def test_the_demo_steps_on_a_slice_of_their_data():
+    """tailscope demo's fit and rank steps on one CSN dataset and 300 articles: what they print is
+    fit_power_law's and select_rank's numbers (the MiniLM step is analyze, tested elsewhere)."""
+    from tailscope.cli.demo_run import run_fits, run_rank
+    from tailscope.datasets import clauset, news_articles
+    from tailscope.rank import tfidf
+
+    lines = []
+    rows = run_fits(names=["quakes"], out=lines.append)
+    x = clauset("quakes")
+    ref = tailscope.fit_power_law(x[x > 0])
+    assert [r["dataset"] for r in rows] == ["quakes"]
+    assert (rows[0]["alpha"], rows[0]["xmin"], rows[0]["n_tail"]) == (ref.alpha, ref.xmin, ref.n_tail)
+    assert lines[2].split()[:3] == ["quakes", str(ref.n), f"{ref.alpha:.4f}"]
+    assert lines[-1].startswith("  bootstrap (200 replicates): p = ")
+    lines.clear()
+    sel = run_rank(out=lines.append, n_docs=300)
+    X, _ = tfidf(news_articles()["text"].fillna("").astype(str).tolist()[:300])
+    assert sel.k == tailscope.select_rank(X).k
+    assert lines[1].startswith(f"K = {sel.k}: the power-law tail")

@@ -58,6 +58,7 @@ def test_failed_layers_are_not_averaged_in(tmp_path):
     assert watcher.get_summary()["alpha"] == pytest.approx(details["alpha"].iloc[0])
 
 
+@pytest.mark.slow  # MiniLM's 39 layers through the facade
 def test_minilm_through_the_facade():
     details = WeightWatcher(model=minilm_path()).analyze(layers=["*.attention.self.*"])
     assert len(details) == 18 and (details["status"] == "success").all()

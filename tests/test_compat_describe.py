@@ -160,7 +160,8 @@ OPTION_SETS = {
 }
 
 
-@pytest.mark.parametrize("name", list(OPTION_SETS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "tpl" else n
+                                  for n in OPTION_SETS])  # tpl: powerlaw's TPL fits, ~5 s
 def test_analyze_columns_are_weightwatchers(ww, name):
     model = small()
     kwargs = OPTION_SETS[name]
@@ -202,6 +203,7 @@ def figure_files(folder: Path, details) -> set:
 
 @pytest.mark.parametrize("kwargs", [{"randomize": True, "detX": True, "deltas": True},
                                     {"pool": False, "mp_fit": True}, {"vectors": True}])
+@pytest.mark.slow  # WeightWatcher's figures, drawn and saved
 def test_plot_saves_weightwatchers_files(ww, tmp_path, kwargs):
     torch.manual_seed(0)
     if kwargs.get("pool") is False:  # a dense layer and 2 conv slices
@@ -431,6 +433,7 @@ def test_intra_is_weightwatchers_overlap_of_consecutive_layers(ww):
 
 
 # --- conv2d_fft ----------------------------------------------------------------------------------
+@pytest.mark.slow  # WeightWatcher's conv2d_fft on the VGG-like net
 def test_conv2d_fft_is_weightwatchers(ww, vgg):
     ref_d = quiet(ww.WeightWatcher(model=vgg).describe, conv2d_fft=True)
     ours_d = WeightWatcher(model=vgg).describe(conv2d_fft=True)

@@ -281,6 +281,7 @@ def test_compat_passes_the_new_options_through():
     assert {"Lambda", "R_TPL", "tail_mean_loc_ratio"} <= set(d.columns)
 
 
+@pytest.mark.slow  # fresh processes
 def test_cli_fit_compare_vectors(tmp_path):
     from safetensors.numpy import save_file
 

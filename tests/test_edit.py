@@ -45,6 +45,7 @@ def slice_ranks(name, w):
     return [int(np.linalg.matrix_rank(m.astype(np.float64))) for m in matrices(ref, w)]
 
 
+@pytest.mark.slow  # WeightWatcher's SVDSmoothing and per-slice ranks
 def test_svd_percent_keeps_int_percent_m_components_as_weightwatcher():
     sd = onet()
     ours = tailscope.smooth(sd, method="svd", percent=0.2)
@@ -77,6 +78,7 @@ def test_negative_percent_removes_the_top_components_exactly_as_weightwatcher():
 
 
 @pytest.mark.parametrize("method, ww_method", [("pl", "alpha_min"), ("detX", "detX")])
+@pytest.mark.slow  # WeightWatcher's SVDSmoothing and per-slice ranks
 def test_pl_and_detx_counts_equal_weightwatchers(method, ww_method):
     sd = onet()
     ours = tailscope.smooth(sd, method=method, layers=["conv2", "dense5", "dense6_3"])
@@ -90,6 +92,7 @@ def test_pl_and_detx_counts_equal_weightwatchers(method, ww_method):
         assert np.linalg.norm(a - b) <= 0.05 * np.linalg.norm(a), name  # randomized vs exact
 
 
+@pytest.mark.slow  # MiniLM layers analysed and smoothed
 def test_pl_keeps_the_power_law_tail_that_analyze_finds_on_real_weights():
     layers = ["encoder.layer.0.attention.self.*", "encoder.layer.5.output.dense.weight"]
     analysis = tailscope.analyze(minilm_path(), layers=layers)

@@ -62,6 +62,7 @@ def minilm():
     return tailscope.analyze(minilm_path(), hill=True, layers=["encoder.*", "pooler.*"])
 
 
+@pytest.mark.slow  # MiniLM's 37 matrices analysed (the minilm fixture)
 def test_alpha_hill_is_the_published_formula_on_minilm(minilm):
     d = minilm.details
     ok = d[d["status"] == "success"]
@@ -71,6 +72,7 @@ def test_alpha_hill_is_the_published_formula_on_minilm(minilm):
         assert row["alpha_hill"] == pytest.approx(expected, rel=1e-12, abs=0), row["name"]
 
 
+@pytest.mark.slow  # the minilm fixture, float64 SVDs
 def test_alpha_hill_on_minilm_from_independent_eigenvalues(minilm):
     """The same number from float64 SVDs of the tensors (not our Gram eigensolver), and the research
     code's own float32 torch lines (AlphaPruning's net_esd_estimator, xmin_mid)."""
@@ -218,6 +220,7 @@ def test_the_estimators_docstring_examples_run():
         assert result.attempted >= 2 and result.failed == 0, (module.__name__, result)
 
 
+@pytest.mark.slow  # FARMS's reference code on MiniLM
 def test_alpha_farms_equals_the_reference_code_on_minilm():
     """FARMS's own code (HUST-AI-HYZ/FARMS: ``fixed_sampling`` with its defaults, then
     ``analysis_esd(fix_fingers='xmin_mid')``), its float32 torch lines written out here, on the

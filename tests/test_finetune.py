@@ -221,6 +221,7 @@ def test_lowrank_eigenvalues_are_those_of_the_product(shape):
     np.testing.assert_allclose(lowrank_eigenvalues(b, a), dense, rtol=1e-10)
 
 
+@pytest.mark.slow  # fresh processes
 def test_cli_analyze_base_and_peft(tmp_path):
     import subprocess
     import sys

@@ -50,6 +50,7 @@ def minilm():
     return analyze(minilm_path())
 
 
+@pytest.mark.slow  # MiniLM analysed, then headless Chromium
 def test_analysis_html_in_chromium(minilm, tmp_path):
     d = minilm.details
     fragment = minilm._repr_html_()
@@ -180,6 +181,7 @@ def one_figure(nb, tag):
     assert pixels.shape[0] > 200 and pixels.shape[1] > 300 and pixels.std() > 0.05, tag
 
 
+@pytest.mark.slow  # the example notebooks executed by a kernel
 def test_notebooks_print_nothing_unasked_and_run_fast(executed):
     for name, (nb, _) in executed.items():
         for c in nb.cells:
@@ -194,6 +196,7 @@ def test_notebooks_print_nothing_unasked_and_run_fast(executed):
     assert sum(s for _, s in executed.values()) < 600  # a guard; measured: see the README
 
 
+@pytest.mark.slow  # the example notebooks executed by a kernel
 def test_seed_notebook(executed):
     nb, _ = executed["01_why_weightwatcher_works"]
     for tag in ("figure-esd", "figure-pdf-cdf", "figure-ks", "figure-elbows"):
@@ -212,6 +215,7 @@ def test_seed_notebook(executed):
             assert re.search(rf"<td>{re.escape(rule)}</td>\s*<td>{value}</td>", table), rule
 
 
+@pytest.mark.slow  # the example notebooks executed by a kernel
 def test_minilm_notebook(executed, minilm):
     nb, _ = executed["02_minilm_end_to_end"]
     d, s = minilm.details, minilm.summary()
@@ -229,6 +233,7 @@ def test_minilm_notebook(executed, minilm):
     assert f"{len(d)} layer sections" in stdout(cell(nb, "report"))
 
 
+@pytest.mark.slow  # the example notebooks executed by a kernel
 def test_zoo_notebook(executed):
     nb, _ = executed["03_zoo_correlations"]
     run = cell(nb, "zoo").outputs[0]["data"]["text/html"]

@@ -75,6 +75,7 @@ def minilm():
 
 
 @pytest.mark.parametrize("target", [0.5, 0.7])
+@pytest.mark.slow  # MiniLM analysed (the minilm fixture)
 def test_on_minilm_the_weighted_mean_is_the_target_and_blocks_follow_the_reference(minilm,
                                                                                    target):
     d = minilm.details
@@ -173,6 +174,7 @@ def test_magnitude_mask_is_a_stable_argsort_with_ties():
         np.testing.assert_array_equal(mask.ravel(), expected)
 
 
+@pytest.mark.slow  # the minilm fixture
 def test_prune_minilm_exact_counts_untouched_tensors_and_round_trip(minilm, tmp_path):
     alloc = tailscope.allocate_sparsity(minilm, target=0.7)
     before = {r.name: r.load() for r in tailscope.open_source(minilm_path())}

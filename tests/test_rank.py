@@ -18,6 +18,7 @@ def news(n_docs=900):
     return news_tfidf(n_docs)
 
 
+@pytest.mark.slow  # powerlaw on the full news spectrum
 def test_k_xmin_alpha_equal_powerlaw_on_real_text():
     X = news()
     sel = select_rank(X, exact=True)
@@ -31,6 +32,7 @@ def test_k_xmin_alpha_equal_powerlaw_on_real_text():
     np.testing.assert_allclose(sel.eigenvalues[:50], ev[:50], rtol=1e-10)
 
 
+@pytest.mark.slow  # exact SVDs of a 4200 x 5000 matrix: ~1-2 min
 def test_adaptive_equals_exact():
     large = planted_spectrum(4200, 5000, seed=0)
     for X in (large, planted_spectrum(seed=1, k=20), news()):
@@ -45,6 +47,7 @@ def test_adaptive_equals_exact():
     assert planted.alternatives["detX-K"] is None and planted.alternatives["ECS-K"] is None
 
 
+@pytest.mark.slow  # the news corpus's TF-IDF and its rank selection
 def test_alternatives_and_table():
     sel = select_rank(news())
     table = sel.table()
@@ -127,6 +130,7 @@ def run(*args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # three fresh processes on the news corpus
 def test_cli_rank_on_text_and_matrices(tmp_path):
     from tailscope.datasets import news_articles
 
@@ -210,6 +214,7 @@ def test_without_scikit_learn(monkeypatch):
         rank.PowerLawSVD  # noqa: B018
 
 
+@pytest.mark.slow  # exact SVDs, WeightWatcher
 def test_detx_and_ecs_rows_equal_weightwatcher_on_real_text_and_planted_data():
     """detX-K is WeightWatcher's detX_constraint on the same (ascending) spectrum; ECS-K the
     midpoint of it and the power-law K. On planted data (rank 30) both sit above the planted

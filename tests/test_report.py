@@ -34,6 +34,7 @@ def chromium(tmp_path, url, *extra):
                            *extra, url], capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.slow  # MiniLM's report (~15-30 s), opened in headless Chromium
 def test_report_opens_in_chromium_with_every_layer(minilm_report, tmp_path):
     tmp = tmp_path
     analysis, path = minilm_report
@@ -58,6 +59,7 @@ def test_report_opens_in_chromium_with_every_layer(minilm_report, tmp_path):
     assert pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.001  # not blank
 
 
+@pytest.mark.slow  # MiniLM's report (the minilm_report fixture)
 def test_report_content(minilm_report):
     analysis, path = minilm_report
     text = path.read_text()
@@ -90,6 +92,7 @@ def run(*args):
                           text=True, timeout=600)
 
 
+@pytest.mark.slow  # three fresh processes
 def test_cli_report_and_plot(tmp_path):
     from oracles import mtcnn_path
 
@@ -115,6 +118,7 @@ def test_layer_figures_for_every_row(tmp_path, pool):
     assert len(paths) == len(analysis.details)
 
 
+@pytest.mark.slow  # opened in headless Chromium
 def test_report_with_mp_fit_and_randomize_draws_their_panels(tmp_path):
     import json
 

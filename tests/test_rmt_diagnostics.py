@@ -85,6 +85,7 @@ def assert_same(ours, ref, columns, rtol):
                                    atol=1e-12, err_msg=col)
 
 
+@pytest.mark.slow  # WeightWatcher's MP fits on MiniLM layers (minilm_pair)
 def test_minilm_mp_fit_equals_weightwatcher():
     ours, ref = minilm_pair()
     fitted = [n for n in ref.index if n != "embeddings.position_embeddings"]
@@ -97,6 +98,7 @@ def test_minilm_mp_fit_equals_weightwatcher():
     assert ours.loc["encoder.layer.0.attention.self.query", "Q"] == 1.0  # the quarter circle
 
 
+@pytest.mark.slow  # minilm_pair
 def test_no_mp_bulk_is_nan_and_a_reason_where_weightwatcher_reports_a_penalised_fit():
     """Position embeddings: the KDE peaks at 0, so every sigma's lambda- > peak scores 1000 per
     point; WeightWatcher still reports that sigma (its residual is 1000^2 x points)."""
@@ -114,6 +116,7 @@ def test_no_mp_bulk_is_nan_and_a_reason_where_weightwatcher_reports_a_penalised_
     assert good == int(good) and good > 0  # every residual point was the penalty
 
 
+@pytest.mark.slow  # minilm_pair
 def test_minilm_detx_equals_weightwatcher():
     ours, ref = minilm_pair()
     np.testing.assert_array_equal(ours["detX_num"].astype(int), ref["detX_num"].astype(int))
@@ -123,6 +126,7 @@ def test_minilm_detx_equals_weightwatcher():
     np.testing.assert_array_equal(ours["ERG_gap"], ours["detX_num"] - ours["num_pl_spikes"])
 
 
+@pytest.mark.slow  # minilm_pair
 def test_minilm_randomized_esd_equals_weightwatcher_on_the_same_shuffles():
     ours, ref = minilm_pair()
     np.testing.assert_array_equal(ours["rand_num_spikes"].astype(int),
@@ -197,6 +201,7 @@ def test_compat_passes_the_options_and_erg_alias():
     assert "mp_softrank" in watcher.get_summary()
 
 
+@pytest.mark.slow  # two fresh processes with mp_fit and randomize
 def test_cli_flags(tmp_path):
     import subprocess
     import sys

@@ -27,6 +27,7 @@ def minilm_setol():
     return analyze(minilm_path(), setol=True, detX=True).details
 
 
+@pytest.mark.slow  # MiniLM's 39 layers with setol and detX, and WeightWatcher
 def test_delta_lambda_min_and_ecs_rank_equal_weightwatcher():
     ours = minilm_setol().set_index("module")
     ref = weightwatcher_details(str(minilm_path().parent), layers=list(MINILM_WW_IDS),
@@ -90,6 +91,7 @@ def test_self_consistent_ecs_equals_the_glossary_formula():
         ecs_self_consistent(np.array([1.0, 0.0]))
 
 
+@pytest.mark.slow  # MiniLM's 39 layers with setol and detX
 def test_negative_delta_lambda_min_only_with_alpha_below_2_on_minilm():
     """SETOL's claim (lambda_PL < lambda_detX only with alpha < 2), measured on MiniLM: it holds
     on every layer (1 of 39 layers has both; README)."""

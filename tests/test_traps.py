@@ -44,6 +44,7 @@ def test_the_kept_permutation_is_the_shuffle_of_analyze():
         np.testing.assert_array_equal(shuffled, w.ravel()[perm].reshape(w.shape))
 
 
+@pytest.mark.slow  # 80 traps() and 20 remove_traps() on 1000 x 500: ~1.5-3 min
 def test_planted_trap_benchmark_on_20_seeds():
     found = noise_fp = 0
     for seed in range(20):
@@ -91,6 +92,7 @@ def reference_traps(w, seed, top_k=5):
     return pd.DataFrame(out), int(row["rand_num_spikes"])
 
 
+@pytest.mark.slow  # a full float64 SVD of the shuffled matrix
 def test_trap_rows_equal_an_independent_float64_computation():
     """Distinct planted entries (no near-degenerate traps, so each singular vector is defined)."""
     r = np.random.default_rng(7)
@@ -110,6 +112,7 @@ def test_trap_rows_equal_an_independent_float64_computation():
     assert list(layers["num_traps"]) == [4] and layers["status"].tolist() == ["success"]
 
 
+@pytest.mark.slow  # four remove_traps() on 1000 x 500: ~15-35 s
 def test_remove_traps_replaces_the_component_and_is_seeded():
     w, _, block, _, _ = planted(3)
     a = remove_traps(w, seed=3)
@@ -153,6 +156,7 @@ def test_minilm_trap_counts_equal_analyze_and_weightwatcher_on_the_same_shuffles
     assert (t["excess_tw"] > 1).all() and (t["excess"] > 0).all()
 
 
+@pytest.mark.slow  # a MiniLM block, shuffled three times
 def test_minilm_block_traps_equal_analyze_rand_num_spikes_and_removal():
     names = ["encoder.layer.0.*"]
     a = analyze(minilm_path(), layers=names, randomize=True, seed=4).details.set_index("name")
@@ -231,6 +235,7 @@ def run(*args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # fresh processes
 def test_cli_traps(tmp_path):
     w = np.random.default_rng(2).standard_normal((500, 200)).astype(np.float32)
     w[[5, 9], [7, 150]] = [80.0, -95.0]

@@ -161,6 +161,7 @@ def runs(tmp_path_factory):
     return nets, first, second
 
 
+@pytest.mark.slow  # nine networks trained twice (the runs fixture): ~10-15 s
 def test_tiny_zoo_end_to_end(runs):
     nets, v, _ = runs
     m = v.models
@@ -205,6 +206,7 @@ def test_tiny_zoo_end_to_end(runs):
     assert "label_noise" in page and "networks" in page
 
 
+@pytest.mark.slow  # the runs fixture
 def test_same_seed_same_tables_bit_for_bit(runs):
     """The second run trained in two processes: the tables are the same bytes."""
     _, first, second = runs
@@ -213,6 +215,7 @@ def test_same_seed_same_tables_bit_for_bit(runs):
     assert first.key == second.key
 
 
+@pytest.mark.slow  # the runs fixture
 def test_a_second_run_resumes_from_the_store(runs):
     nets, first, _ = runs
     again = validate(first.folder, networks=nets, seed=5, bootstrap=200, progress=False)
@@ -220,6 +223,7 @@ def test_a_second_run_resumes_from_the_store(runs):
     pd.testing.assert_frame_equal(again.correlations, first.correlations, check_exact=True)
 
 
+@pytest.mark.slow  # six networks trained
 def test_another_seed_trains_other_networks(tmp_path):
     nets = tiny_zoo()[:3]
     a = validate(tmp_path / "a", networks=nets, seed=1, bootstrap=0, progress=False)

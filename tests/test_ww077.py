@@ -96,6 +96,7 @@ def test_facade_equals_ww077_on_small_layers_with_the_small_sample_fit():
     np.testing.assert_allclose(ours["alpha"][same], released["alpha"][same], rtol=1e-12)
 
 
+@pytest.mark.slow  # WeightWatcher 0.7.7 on three nets
 def test_facade_equals_ww077_on_real_mtcnn_nets_with_a_ten_eigenvalue_layer():
     for net in ("pnet", "rnet", "onet"):
         sd = torch.load(mtcnn_path(net), weights_only=True)
@@ -143,6 +144,7 @@ def test_ww077_small_n_fit_reports_the_d_argmin_and_we_report_its_j_choice(capsy
 
 
 # --- num_traps, and finite ERG columns with randomize --------------------------------------------
+@pytest.mark.slow  # randomized ESDs, WeightWatcher 0.7.7
 def test_erg_with_randomize_is_finite_on_every_layer_and_num_traps_is_rand_num_spikes():
     sd = torch.load(mtcnn_path("onet"), weights_only=True)
     torch.manual_seed(4)

@@ -181,6 +181,7 @@ def test_analyze_scheduler_spreads_layers_and_equals_analyze(client, models, exp
                                   check_exact=True)
 
 
+@pytest.mark.slow  # a LocalCluster worker killed mid-run
 def test_killed_worker_loses_nothing(client, models, expected, tmp_path):
     """SIGKILL one worker mid-run: its task is redone elsewhere, every model appears once."""
     manifest = write_manifest(tmp_path / "zoo.csv", models, copies=2)
@@ -311,6 +312,7 @@ def _cli(*args):
                           text=True, timeout=300, env=env)
 
 
+@pytest.mark.slow  # connect timeouts and two fresh processes: ~15 s
 def test_bad_manifest_store_or_scheduler_fails_before_any_work(tmp_path, models):
     no_source = tmp_path / "a.csv"
     no_source.write_text("path,accuracy\nx.pt,0.5\n")
@@ -405,6 +407,7 @@ def test_correlate_equals_pandas_and_least_squares(tmp_path):
     assert text.count("<img") == 7 and "spearman_rho" in text
 
 
+@pytest.mark.slow  # fresh processes on the LocalCluster's store
 def test_cli_zoo_correlate_and_report(client, models, tmp_path):
     manifest = write_manifest(tmp_path / "zoo.csv", models)
     store = tmp_path / "cli.db"

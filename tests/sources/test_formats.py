@@ -340,6 +340,7 @@ def test_h5_that_is_not_keras_fails_in_one_line(tmp_path):
 
 
 # --- the command line ---------------------------------------------------------------------------
+@pytest.mark.slow  # fresh processes
 def test_cli_bad_models_exit_2_with_one_line(tmp_path, onnx_weights):
     bad = []
     folder = tmp_path / "ext"
@@ -402,6 +403,7 @@ def test_hub_offline_and_missing_package_errors(tmp_path, monkeypatch):
         open_source("nobody/weights.safetensors")  # a missing file name, not a model id
 
 
+@pytest.mark.slow  # fresh processes
 def test_cli_hub_id_offline(tmp_path):
     env = {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     _hf_cache(tmp_path)

@@ -94,6 +94,7 @@ def test_analyze_and_describe_show_derived_layers(net):
                                atol=1e-12)
 
 
+@pytest.mark.slow  # the real g2p GRU checkpoint, every gate analysed
 def test_g2p_gru_checkpoint_split_gate_by_gate():
     """g2p-en's numpy GRU (keys enc_w_ih, enc_w_hh, dec_w_ih, dec_w_hh: (768, 256) = 3 x 256 rows,
     torch's r, z, n order, as its grucell() slices them) analysed gate by gate."""
