@@ -5,9 +5,10 @@ Flax, no msgpack package.
 The format is a msgpack map tree whose array leaves are msgpack ext values (code 1: an array, 3:
 a numpy scalar) holding a msgpack triple (shape, dtype name, raw C-order bytes); arrays over
 2**30 bytes are chunked into ``{'__msgpack_chunked_array__': True, 'shape': ..., 'chunks': ...}``
-maps. The file is memory-mapped and walked here once to find each array's shape, dtype and byte
-range; an array is read only when its ``LayerRef`` is loaded. Nothing is decoded into Python
-objects but keys and shapes, and no code is run.
+maps. The file is walked here once, with ordinary bounded reads, to find each array's shape, dtype
+and byte range; an array is read (not memory-mapped: a file cut short is a one-line error, not a
+SIGBUS) only when its ``LayerRef`` is loaded, after its byte range is checked against its shape.
+Nothing is decoded into Python objects but keys and shapes, and no code is run.
 
 Names are the tree's keys joined by '/' (``params/Dense_0/kernel``). When the tree has a
 ``params`` entry (a TrainState, ``{'params': ...}``) only that subtree is read: optimizer state
@@ -20,13 +21,13 @@ as (features, heads*head_dim) and (heads*head_dim, features).
 from __future__ import annotations
 
 import math
-import mmap
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from .base import Probe, Reader, Source, SourceError, numbered
+from .base import Probe, Reader, Source, SourceError, numbered, read_exact
 
 _MAX_DEPTH = 64
 _DTYPES = {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8",
@@ -53,10 +54,17 @@ class _Array:
 
 
 class _Walker:
-    """A msgpack parser over a memory map that keeps byte ranges instead of copying bytes."""
+    """A msgpack parser over an open file that keeps byte ranges instead of reading them."""
 
-    def __init__(self, buf, path: Path):
-        self.buf, self.path = buf, path
+    def __init__(self, f, size: int, path: Path):
+        self.f, self.size, self.path = f, size, path
+
+    def read(self, pos: int, n: int) -> bytes:
+        self.f.seek(pos)
+        raw = self.f.read(n)
+        if len(raw) != n:
+            self.fail("the file was cut short while it was read")
+        return raw
 
     def fail(self, why: str):
         raise SourceError(f"{self.path}: not a readable Flax msgpack checkpoint, truncated or "
@@ -64,12 +72,12 @@ class _Walker:
 
     def take(self, pos: int, fmt: str) -> tuple:
         size = struct.calcsize(fmt)
-        if pos + size > len(self.buf):
+        if pos + size > self.size:
             self.fail("ends inside a value")
-        return struct.unpack_from(fmt, self.buf, pos)[0], pos + size
+        return struct.unpack(fmt, self.read(pos, size))[0], pos + size
 
     def span(self, pos: int, size: int) -> tuple[_Bin, int]:
-        if pos + size > len(self.buf):
+        if pos + size > self.size:
             self.fail("a value runs past the end of the file")
         return _Bin(pos, size), pos + size
 
@@ -121,7 +129,7 @@ class _Walker:
 
     def text(self, pos: int, n: int):
         raw, end = self.span(pos, n)
-        return bytes(self.buf[raw.start:raw.start + n]).decode("utf-8", "replace"), end
+        return self.read(raw.start, n).decode("utf-8", "replace"), end
 
     def array(self, pos: int, n: int, depth: int):
         out = []
@@ -136,7 +144,7 @@ class _Walker:
             k, pos = self.value(pos, depth + 1)
             v, pos = self.value(pos, depth + 1)
             if isinstance(k, _Bin):
-                k = bytes(self.buf[k.start:k.start + k.size]).decode("utf-8", "replace")
+                k = self.read(k.start, k.size).decode("utf-8", "replace")
             out[str(k)] = v
         return out, pos
 
@@ -148,18 +156,29 @@ class _Walker:
             self.fail("an array leaf that is not (shape, dtype, bytes)")
         shape, dtype, data = triple
         if isinstance(dtype, _Bin):
-            dtype = bytes(self.buf[dtype.start:dtype.start + dtype.size]).decode("ascii", "replace")
-        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape) \
+            dtype = self.read(dtype.start, dtype.size).decode("ascii", "replace")
+        if not isinstance(shape, list) or not all(_is_dim(s) for s in shape) \
                 or not isinstance(data, _Bin):
-            self.fail("an array leaf with a malformed shape or data")
+            self.fail(f"an array leaf with a malformed shape {_shown(shape)} or data")
         return _Array(tuple(shape), str(dtype), data)
+
+
+def _is_dim(s) -> bool:
+    return isinstance(s, int) and not isinstance(s, bool) and s >= 0
+
+
+def _shown(v) -> str:
+    """A short printable form of a decoded value, for an error message."""
+    text = repr(v.shape) if isinstance(v, _Array) else \
+        f"<{v.size} bytes>" if isinstance(v, _Bin) else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _np_dtype(dtype: str) -> np.dtype:
     return np.dtype(np.uint16 if dtype == "bfloat16" else dtype)
 
 
-def _loader(buf, path: Path, name: str, leaf, shape: tuple[int, ...]):
+def _loader(path: Path, name: str, leaf, shape: tuple[int, ...]):
     def load() -> np.ndarray:
         parts = leaf if isinstance(leaf, list) else [leaf]
         arrays = []
@@ -169,7 +188,7 @@ def _loader(buf, path: Path, name: str, leaf, shape: tuple[int, ...]):
             if a.data.size != count * dt.itemsize:
                 raise SourceError(f"{path}: {name}: {a.data.size} bytes for {count} {a.dtype} "
                                   "values")
-            arrays.append(np.frombuffer(buf, dt, count, a.data.start).reshape(a.shape))
+            arrays.append(read_exact(path, a.data.start, dt, a.shape))
         out = arrays[0] if len(arrays) == 1 else \
             np.concatenate([x.reshape(-1) for x in arrays]).reshape(shape)
         return (out.astype(np.uint32) << 16).view(np.float32) if parts[0].dtype == "bfloat16" \
@@ -177,17 +196,30 @@ def _loader(buf, path: Path, name: str, leaf, shape: tuple[int, ...]):
     return load
 
 
-def _unchunked(node: dict, walker: _Walker):
+def _numbered(table: dict, what: str, walker: _Walker) -> list:
+    """The values of a map keyed '0', '1', ... (msgpack's form of a tuple), in order."""
+    if not all(k.isdigit() and k.isascii() for k in table) or \
+            sorted(int(k) for k in table) != list(range(len(table))):
+        walker.fail(f"{what} keyed {_shown(list(table))}, not 0, 1, ...")
+    return [table[str(i)] for i in range(len(table))]
+
+
+def _unchunked(node: dict, walker: _Walker, name: str):
     """(shape, dtype, [chunks]) of a chunked array map."""
     shape = node.get("shape")
     chunks = node.get("chunks")
+    what = f"array {name!r}: a chunked array"
     if not isinstance(shape, dict) or not isinstance(chunks, dict):
-        walker.fail("a chunked array without shape or chunks")
-    dims = tuple(shape[k] for k in sorted(shape, key=int))
-    parts = [chunks[k] for k in sorted(chunks, key=int)]
-    if not all(isinstance(p, _Array) for p in parts) or len({p.dtype for p in parts}) != 1 or \
+        walker.fail(f"{what} without shape or chunks")
+    dims = tuple(_numbered(shape, f"{what} with a shape", walker))
+    if not all(_is_dim(d) for d in dims):
+        walker.fail(f"{what} with a malformed shape {_shown(dims)}")
+    parts = _numbered(chunks, f"{what} with chunks", walker)
+    if not parts or not all(isinstance(p, _Array) for p in parts):
+        walker.fail(f"{what} with chunks that are not arrays")
+    if len({p.dtype for p in parts}) != 1 or \
             sum(math.prod(p.shape) for p in parts) != math.prod(dims):
-        walker.fail("a chunked array whose chunks do not add up to its shape")
+        walker.fail(f"{what} whose chunks do not add up to its shape {dims}")
     return dims, parts[0].dtype, parts
 
 
@@ -195,13 +227,12 @@ def open_flax(path: Path) -> Source:
     """The arrays of a Flax msgpack checkpoint (see the module docstring)."""
     try:
         with open(path, "rb") as f:
-            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"{path}: cannot read the file ({exc})") from None
-    walker = _Walker(buf, Path(path))
-    tree, end = walker.value(0)
-    if end != len(buf):
-        walker.fail(f"{len(buf) - end} bytes after the checkpoint")
+            walker = _Walker(f, os.fstat(f.fileno()).st_size, Path(path))
+            tree, end = walker.value(0)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if end != walker.size:
+        walker.fail(f"{walker.size - end} bytes after the checkpoint")
     if not isinstance(tree, dict):
         raise SourceError(f"{path}: a msgpack file that is not a Flax checkpoint (not a map)")
     note = ""
@@ -214,7 +245,7 @@ def open_flax(path: Path) -> Source:
     def visit(node, name: str) -> None:
         if isinstance(node, dict):
             if node.get("__msgpack_chunked_array__") is True:
-                dims, dtype, parts = _unchunked(node, walker)
+                dims, dtype, parts = _unchunked(node, walker, name)
                 leaf(name, dims, dtype, parts)
                 return
             for key, value in node.items():
@@ -235,14 +266,13 @@ def open_flax(path: Path) -> Source:
                 new = (shape[0], shape[1] * shape[2])
             elif parts[-2] == "out":
                 new = (shape[0] * shape[1], shape[2])
-        read = _loader(buf, Path(path), name, data, shape)
+        read = _loader(Path(path), name, data, shape)
         items.append((prefix + name, new or shape, dtype,
                       read if new is None else (lambda read=read, new=new: read().reshape(new))))
 
     visit(tree, "")
     if not items:
         raise SourceError(f"{path}: a msgpack file with no arrays (not a Flax checkpoint?)")
-    # the memory map lives as long as the loaders that read it
     return Source(numbered(items, str(path), layout="keras"), "flax (msgpack)", (str(path),),
                   note)
 
