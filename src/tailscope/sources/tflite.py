@@ -1,7 +1,9 @@
 """TensorFlow Lite flatbuffers (``.tflite``) through the ``tflite`` package (the flatbuffer
 schema's generated reader; the ``tflite`` extra). No TensorFlow, no interpreter.
 
-The file is memory-mapped; a weight is read when its ``LayerRef`` is loaded. Weights are the
+The flatbuffer is parsed from the file's bytes, read once when the model is opened and released
+after; a weight is read (not memory-mapped: a file cut short is a one-line error, not a SIGBUS)
+when its ``LayerRef`` is loaded, after its byte range is checked against its shape. Weights are the
 constant inputs of FULLY_CONNECTED (weights, (out, in) as PyTorch holds them), CONV_2D and
 TRANSPOSE_CONV (filters OHWI, given as PyTorch's (out, in, kh, kw)), DEPTHWISE_CONV_2D
 ((1, kh, kw, out) -> (out, 1, kh, kw)), BATCH_MATMUL (a constant right operand (K, N), given as
@@ -9,7 +11,9 @@ TRANSPOSE_CONV (filters OHWI, given as PyTorch's (out, in, kh, kw)), DEPTHWISE_C
 the (uni/bi-directional sequence) LSTM and RNN ops (each gate its own matrix, role 'recurrent').
 A weight that a DEQUANTIZE op produces (float16 or int8 weights of a "weight-only" model) is read
 from that op's constant input. A weight stored sparse (TFLite sparsity, which a DENSIFY op expands
-when the model runs) is densified here the same way (``densify``).
+when the model runs) is densified here the same way (``densify``), after its sparsity metadata
+is checked against its shape and its stored values (indices in range, segments in order, a dense
+size that the stored values can fill) before anything is allocated.
 
 Integer weights with quantization parameters are dequantized as (q - zero point) * scale in
 float32, per tensor or per channel along the tensor's ``quantized_dimension`` (before any layout
@@ -21,19 +25,21 @@ subgraph; a tensor used by several ops is listed once.
 from __future__ import annotations
 
 import math
-import mmap
+import struct
 from pathlib import Path
 
 import numpy as np
 
 from ..util.errors import one_line
 from ..util.optional import require
-from .base import Probe, Reader, Source, SourceError, numbered, unique_namer
+from .base import Probe, Reader, Source, SourceError, numbered, read_exact, unique_namer
 
 # TFLite TensorType -> numpy dtype (the types a weight can have)
 _TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8",
           10: "float64", 15: "uint32", 16: "uint16"}
 _BF16 = 18
+# a sparse weight's dense size may be at most this many times its stored values (99.97% sparse)
+_MAX_SPARSE_FILL = 4096
 _FROM_CONST = ("DEQUANTIZE", "DENSIFY")
 # builtin op -> (input index, role, layout change) of its weights
 _CONV = "ohwi"
@@ -66,30 +72,32 @@ def _op_names(tflite) -> dict[int, str]:
 
 
 class _File:
-    """The model's flatbuffer over a read-only memory map of the file."""
+    """The model's flatbuffer over the file's bytes (read once, while the model is opened)."""
 
     def __init__(self, path: Path):
         tflite = import_tflite()
         self.path = path
-        with open(path, "rb") as f:
-            self.buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            with open(path, "rb") as f:
+                self.buf = f.read()
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        self.base, self.size = np.frombuffer(self.buf, np.uint8), len(self.buf)
         self.model = tflite.Model.GetRootAs(self.buf, 0)
 
-    def raw(self, tensor) -> np.ndarray | None:
-        """The tensor's constant bytes, or None when it is not a constant."""
+    def where(self, tensor) -> tuple[int, int] | None:
+        """(file offset, size) of the tensor's constant bytes, or None when it is not a
+        constant."""
         index = tensor.Buffer()
         if index <= 0 or index >= self.model.BuffersLength():
             return None
         b = self.model.Buffers(index)
         if b.Offset() > 1:  # models over 2 GB keep their buffers after the flatbuffer
-            start, size = b.Offset(), b.Size()
-            if start + size > len(self.buf):
-                raise SourceError(f"{self.path}: a weight buffer lies past the end of the file; "
-                                  "the file may be truncated")
-            return np.frombuffer(self.buf, np.uint8, size, start)
+            return int(b.Offset()), int(b.Size())
         if b.DataLength() == 0:
             return None
-        return b.DataAsNumpy()
+        data = b.DataAsNumpy()
+        return int(data.ctypes.data - self.base.ctypes.data), int(data.size)
 
 
 def _layout(a: np.ndarray, change: str) -> np.ndarray:
@@ -103,43 +111,105 @@ def _layout(a: np.ndarray, change: str) -> np.ndarray:
 
 
 def _index_vector(tflite, kind: int, table) -> np.ndarray:
-    """A SparseIndexVector union (Int32Vector, Uint16Vector, Uint8Vector) as int64."""
+    """A SparseIndexVector union (Int32Vector, Uint16Vector, Uint8Vector) as int64 (a copy)."""
     cls = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}.get(kind)
     if cls is None or table is None:
         raise ValueError("a sparse dimension without its index vector")
     v = cls()
     v.Init(table.Bytes, table.Pos)
-    return np.asarray(v.ValuesAsNumpy() if v.ValuesLength() else [], dtype=np.int64)
+    return np.array(v.ValuesAsNumpy() if v.ValuesLength() else [], dtype=np.int64)
 
 
-def densify(tflite, sparsity, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The dense tensor of TFLite sparse ``values`` (its SparsityParameters: dimensions traversed
-    in ``traversal_order``, each DENSE or SPARSE_CSR, blocked dimensions per ``block_map``), as
-    TFLite's DENSIFY op builds it; level by level, vectorised."""
-    order = [int(d) for d in sparsity.TraversalOrderAsNumpy()] \
-        if sparsity.TraversalOrderLength() else list(range(len(shape)))
-    block_map = [int(d) for d in sparsity.BlockMapAsNumpy()] if sparsity.BlockMapLength() else []
+class Sparsity:
+    """A tensor's TFLite SparsityParameters, copied out of the flatbuffer: ``order`` (the
+    traversal order), ``block_map``, and per level (format: 0 DENSE, 1 SPARSE_CSR; dense size;
+    segments; indices)."""
+
+    def __init__(self, tflite, params):
+        self.order = [int(d) for d in params.TraversalOrderAsNumpy()] \
+            if params.TraversalOrderLength() else []
+        self.block_map = [int(d) for d in params.BlockMapAsNumpy()] \
+            if params.BlockMapLength() else []
+        self.levels = []
+        for level in range(params.DimMetadataLength()):
+            meta = params.DimMetadata(level)
+            if meta.Format() == 0:
+                self.levels.append((0, int(meta.DenseSize()), None, None))
+            else:
+                self.levels.append((1, int(meta.DenseSize()),
+                                    _index_vector(tflite, meta.ArraySegmentsType(),
+                                                  meta.ArraySegments()),
+                                    _index_vector(tflite, meta.ArrayIndicesType(),
+                                                  meta.ArrayIndices())))
+
+
+def _level_sizes(sp: Sparsity, shape: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """(traversal order, the size of each level), checked against ``shape``."""
     rank = len(shape)
-    if sparsity.DimMetadataLength() != len(order) or len(order) != rank + len(block_map):
+    order = sp.order or list(range(rank))
+    n = rank + len(sp.block_map)
+    if len(sp.levels) != len(order) or len(order) != n or sorted(order) != list(range(n)):
         raise ValueError("sparsity metadata does not fit the tensor's shape")
+    if any(not 0 <= d < rank for d in sp.block_map) or len(set(sp.block_map)) != len(sp.block_map):
+        raise ValueError(f"a block map {sp.block_map} that does not fit the shape {shape}")
+    block = {}
+    for level, dim in enumerate(order):
+        if dim >= rank:
+            size = sp.levels[level][1]
+            original = shape[sp.block_map[dim - rank]]
+            if size <= 0 or original % size:
+                raise ValueError(f"a block of {size} that does not divide a dimension of "
+                                 f"{original}")
+            block[sp.block_map[dim - rank]] = size
+    sizes = []
+    for level, dim in enumerate(order):
+        size = shape[dim] // block.get(dim, 1) if dim < rank else sp.levels[level][1]
+        fmt, dense = sp.levels[level][:2]
+        if fmt == 0 and dense != size:
+            raise ValueError(f"a dense level of {dense}, not the {size} of the shape {shape}")
+        sizes.append(size)
+    return order, sizes
+
+
+def densify(sp: Sparsity, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The dense tensor of TFLite sparse ``values`` (its Sparsity: dimensions traversed in
+    ``order``, each DENSE or SPARSE_CSR, blocked dimensions per ``block_map``), as TFLite's
+    DENSIFY op builds it; level by level, vectorised. Every index, segment and size is checked
+    against the shape and the stored values before an array is sized by it."""
+    rank = len(shape)
+    order, sizes = _level_sizes(sp, shape)
+    if math.prod(shape) > _MAX_SPARSE_FILL * max(values.size, 1):
+        raise ValueError(f"{values.size} stored values for a dense shape {shape}: not a sparse "
+                         "weight tailscope densifies")
+    # how many nodes a level may hold: the entries of the next sparse level's segments, or the
+    # stored values when only dense levels follow
+    limit = [values.size] * len(order)
+    for level in range(len(order) - 2, -1, -1):
+        nxt = sp.levels[level + 1]
+        limit[level] = max(len(nxt[2]) - 1, 0) if nxt[0] != 0 else limit[level + 1]
     pos = np.zeros(1, dtype=np.int64)  # position in the compressed order, per element so far
     level_index: list[np.ndarray] = []
     for level in range(len(order)):
-        meta = sparsity.DimMetadata(level)
-        if meta.Format() == 0:  # DENSE
-            n = int(meta.DenseSize())
+        fmt, _, segments, indices = sp.levels[level]
+        if fmt == 0:  # DENSE
+            n = sizes[level]
+            if len(pos) * n > limit[level]:
+                raise ValueError("a dense level larger than the values or segments stored")
             level_index = [np.repeat(ix, n) for ix in level_index]
             level_index.append(np.tile(np.arange(n, dtype=np.int64), len(pos)))
             pos = (pos[:, None] * n + np.arange(n, dtype=np.int64)).ravel()
         else:  # SPARSE_CSR
-            segments = _index_vector(tflite, meta.ArraySegmentsType(), meta.ArraySegments())
-            indices = _index_vector(tflite, meta.ArrayIndicesType(), meta.ArrayIndices())
             if len(segments) < int(pos.max(initial=0)) + 2:
                 raise ValueError("sparse segments shorter than the dimension before them")
+            if (segments < 0).any() or (np.diff(segments) < 0).any() or \
+                    int(segments[-1]) > len(indices):
+                raise ValueError("sparse segments out of order or past their indices")
+            if len(indices) and (indices.min() < 0 or indices.max() >= sizes[level]):
+                raise ValueError(f"sparse indices outside a dimension of {sizes[level]}")
             starts, ends = segments[pos], segments[pos + 1]
             counts = ends - starts
-            if (counts < 0).any() or ends.max(initial=0) > len(indices):
-                raise ValueError("sparse segments out of order or past their indices")
+            if int(counts.sum()) > limit[level]:
+                raise ValueError("more sparse entries than the values or segments stored")
             new_pos = np.concatenate([np.arange(a, b, dtype=np.int64)
                                       for a, b in zip(starts, ends)]) if len(pos) else pos
             level_index = [np.repeat(ix, counts) for ix in level_index]
@@ -154,8 +224,8 @@ def densify(tflite, sparsity, values: np.ndarray, shape: tuple[int, ...]) -> np.
     for level, dim in enumerate(order):
         if dim >= rank:  # a block dimension: original index = outer * block size + inner
             k = dim - rank
-            size = int(sparsity.DimMetadata(level).DenseSize())
-            dense_index[block_map[k]] = dense_index[block_map[k]] * size + level_index[level]
+            dense_index[sp.block_map[k]] = dense_index[sp.block_map[k]] * sizes[level] + \
+                level_index[level]
     out = np.zeros(shape, dtype=values.dtype)
     out[tuple(dense_index)] = values.ravel()[pos]
     return out
@@ -206,6 +276,7 @@ def open_tflite(path: Path) -> Source:
         raise SourceError(f"{path}: not a readable TFLite model, truncated or damaged? "
                           f"({one_line(exc)})") from None
     names_of = _op_names(tflite)
+    file_size = f.size  # the loaders hold this, not the file's bytes
     items: list[tuple] = []
     seen: set[tuple[int, int]] = set()
     unique = unique_namer()
@@ -216,7 +287,7 @@ def open_tflite(path: Path) -> Source:
             return
         tensor, index = g.Tensors(t_index), t_index
         for _ in range(3):  # DEQUANTIZE / DENSIFY outputs: read the constant they start from
-            if f.raw(tensor) is not None:
+            if f.where(tensor) is not None:
                 break
             prod = producers.get(index)
             if prod is None or names_of.get(codes[prod.OpcodeIndex()]) not in _FROM_CONST:
@@ -225,9 +296,15 @@ def open_tflite(path: Path) -> Source:
             tensor = g.Tensors(index)
         else:
             return
-        if f.raw(tensor) is None:
+        where = f.where(tensor)
+        if where is None:
             return
-        sparse = tensor.Sparsity() is not None
+        sparse, sparse_error = None, ""
+        if tensor.Sparsity() is not None:
+            try:
+                sparse = Sparsity(tflite, tensor.Sparsity())
+            except (ValueError, IndexError, TypeError, struct.error) as exc:
+                sparse_error = one_line(exc)
         seen.add((sub, t_index))
         shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
         if len(shape) < 2:
@@ -237,8 +314,8 @@ def open_tflite(path: Path) -> Source:
         if stored is None:
             return
         q = tensor.Quantization()
-        scale = q.ScaleAsNumpy() if q is not None and q.ScaleLength() else None
-        zero = q.ZeroPointAsNumpy() if q is not None and q.ZeroPointLength() else None
+        scale = np.array(q.ScaleAsNumpy()) if q is not None and q.ScaleLength() else None
+        zero = np.array(q.ZeroPointAsNumpy()) if q is not None and q.ZeroPointLength() else None
         axis = q.QuantizedDimension() if q is not None else 0
         is_int = stored.startswith(("int", "uint"))
         if is_int and scale is None and role == "embedding":
@@ -251,26 +328,29 @@ def open_tflite(path: Path) -> Source:
         out_shape = _layout_shape(shape, change)
         np_dtype = np.uint16 if stored == "bfloat16" else np.dtype(stored)
 
-        def load(tensor=tensor, shape=shape, name=name) -> np.ndarray:
-            try:
-                raw = f.raw(tensor)
-            except SourceError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer
-                raise SourceError(f"{path}: {name}: a damaged buffer ({one_line(exc)})") from None
-            count = math.prod(shape)
-            if sparse and raw is not None and raw.size % np.dtype(np_dtype).itemsize == 0:
+        def load(where=where, sparse=sparse, sparse_error=sparse_error, shape=shape,
+                 name=name) -> np.ndarray:
+            start, size = where
+            if start + size > file_size:
+                raise SourceError(f"{path}: {name}: its buffer lies past the end of the file; "
+                                  "the file may be truncated")
+            count, itemsize = math.prod(shape), np.dtype(np_dtype).itemsize
+            if sparse_error or (sparse is not None and size % itemsize):
+                raise SourceError(f"{path}: {name}: damaged sparse weights "
+                                  f"({sparse_error or f'{size} bytes of {stored} values'})")
+            if sparse is not None:
                 try:
-                    a = densify(tflite, tensor.Sparsity(), raw.view(np_dtype), shape)
+                    a = densify(sparse, read_exact(path, start, np_dtype, (size // itemsize,)),
+                                shape)
                 except (ValueError, IndexError, TypeError) as exc:
                     raise SourceError(f"{path}: {name}: damaged sparse weights "
                                       f"({one_line(exc)})") from None
                 return _finish(a, stored, is_int, scale, zero, axis, change, name)
-            if raw is None or raw.size != count * np.dtype(np_dtype).itemsize:
-                raise SourceError(f"{path}: {name}: its buffer holds {0 if raw is None else raw.size}"
-                                  f" bytes, not the {count} {stored} values of shape {shape}")
-            return _finish(raw.view(np_dtype).reshape(shape), stored, is_int, scale, zero, axis,
-                           change, name)
+            if size != count * itemsize:
+                raise SourceError(f"{path}: {name}: its buffer holds {size} bytes, not the "
+                                  f"{count} {stored} values of shape {shape}")
+            return _finish(read_exact(path, start, np_dtype, shape), stored, is_int, scale, zero,
+                           axis, change, name)
 
         def _finish(a, stored, is_int, scale, zero, axis, change, name) -> np.ndarray:
             if stored == "bfloat16":
@@ -291,7 +371,6 @@ def open_tflite(path: Path) -> Source:
     if not items:
         raise SourceError(f"{path}: a TFLite model with no constant weights of "
                           f"{', '.join(sorted(_OPS))}")
-    # the memory map lives as long as the loaders that read it
     return Source(numbered(items, str(path)), "tflite", (str(path),))
 
 
