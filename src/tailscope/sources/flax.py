@@ -58,6 +58,7 @@ class _Walker:
 
     def __init__(self, f, size: int, path: Path):
         self.f, self.size, self.path = f, size, path
+        self.keys: list[str] = []  # where the walk is, for the error message
 
     def read(self, pos: int, n: int) -> bytes:
         self.f.seek(pos)
@@ -67,8 +68,9 @@ class _Walker:
         return raw
 
     def fail(self, why: str):
+        at = f"at {'/'.join(self.keys)!r}: " if self.keys and not why.startswith("array ") else ""
         raise SourceError(f"{self.path}: not a readable Flax msgpack checkpoint, truncated or "
-                          f"damaged? ({why})")
+                          f"damaged? ({at}{why})")
 
     def take(self, pos: int, fmt: str) -> tuple:
         size = struct.calcsize(fmt)
@@ -142,10 +144,12 @@ class _Walker:
         out = {}
         for _ in range(n):
             k, pos = self.value(pos, depth + 1)
+            self.keys.append(str(k) if isinstance(k, (str, int)) else "?")
             v, pos = self.value(pos, depth + 1)
             if isinstance(k, _Bin):
                 k = self.read(k.start, k.size).decode("utf-8", "replace")
             out[str(k)] = v
+            self.keys.pop()
         return out, pos
 
     def ext(self, code: int, payload: _Bin, depth: int):
@@ -245,7 +249,7 @@ def open_flax(path: Path) -> Source:
     def visit(node, name: str) -> None:
         if isinstance(node, dict):
             if node.get("__msgpack_chunked_array__") is True:
-                dims, dtype, parts = _unchunked(node, walker, name)
+                dims, dtype, parts = _unchunked(node, walker, prefix + name)
                 leaf(name, dims, dtype, parts)
                 return
             for key, value in node.items():
