@@ -13,7 +13,13 @@ from scipy.special import zeta
 from tailscope import fit_power_law
 from tailscope.datasets import clauset
 
-DISCRETE_SETS = ["words", "terrorism", "quakes"]
+DISCRETE_SETS = ["words", "terrorism"]  # quakes (10^magnitude) are not whole numbers: refused
+
+
+def test_non_whole_data_are_refused_not_fitted_on_a_lattice():
+    x = clauset("quakes", scaled=False)
+    with pytest.raises(ValueError, match="whole numbers"):
+        fit_power_law(x, discrete=True)
 
 
 def discrete_pareto(n, alpha, seed, xmin=1):

@@ -45,9 +45,10 @@ def run(args) -> int:
     options = given_options(args, OPTIONS)
     pick_columns(args, [pd.DataFrame(columns=list(COLUMN))], ())  # a bad --columns: before work
     if args.out:
-        check_output(args.out, "--out", OUT_FORMATS, f"use a {_FORMATS} file name")
+        check_output(args.out, "--out", OUT_FORMATS, f"use a {_FORMATS} file name",
+                     inputs=(args.source, options.get("base_model")))
     if args.plot:
-        check_folder(args.plot, "--plot")
+        check_folder(args.plot, "--plot", inputs=(args.source, options.get("base_model")))
     with Progress("layers", quiet=args.quiet) as progress:
         analysis = analyze(args.source, progress=progress, scheduler=args.scheduler, **options)
     if options.get("randomize") and options.get("seed") is None:  # so the run can be repeated

@@ -298,10 +298,91 @@ def json_safe(v):
     return v
 
 
-def check_output(path: str, flag: str, suffixes: tuple[str, ...], what: str) -> Path:
+def _input_folder(source: Path) -> Path | None:
+    """The folder an input occupies: the input itself when it is a folder (a sharded safetensors
+    folder, a folder of texts), the folder of a sharded checkpoint's ``*.index.json``."""
+    if source.is_dir():
+        return source
+    if source.name.lower().endswith(".index.json"):
+        return source.parent
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists()
+                                                and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _within(out: Path, folder: Path) -> bool:
+    """Whether ``out`` (a file or folder, existing or not) is ``folder`` or lies under it, by
+    resolved path or by the folders' identity (the same inode: another route to it)."""
+    try:
+        r = out.resolve()
+        for p in (r, *r.parents):
+            if p == folder.resolve() or (p.exists() and os.path.samefile(p, folder)):
+                return True
+    except OSError:
+        return False
+    return False
+
+
+def _linked_into(out: Path, folder: Path, limit: int = 100_000) -> bool:
+    """Whether the existing file ``out`` is a hard link to a file under ``folder``."""
+    try:
+        st = out.stat()
+    except OSError:
+        return False
+    if st.st_nlink < 2:
+        return False
+    seen = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            seen += 1
+            if seen > limit:
+                return False
+            try:
+                other = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                return True
+    return False
+
+
+def check_not_input(path: str, flag: str, inputs: Iterable[str | None]) -> None:
+    """Refuse (one line, exit 2) an output that is one of the ``inputs``: the same resolved path,
+    the same file (a hard link, a symlink), or, for a folder input, a path inside that folder. An
+    input that is not on disk (a Hugging Face id) has nothing to protect."""
+    out = Path(path)
+    for given in inputs:
+        if not given:
+            continue
+        source = Path(given)
+        try:
+            if not source.exists():
+                continue
+        except OSError:
+            continue
+        folder = _input_folder(source)
+        if _same_file(out, source):
+            raise InputError(f"{flag} {printable(path)}: is the input {printable(given)}; "
+                             "the input is never overwritten, write elsewhere")
+        if folder is not None and (_within(out, folder) or _linked_into(out, folder)):
+            raise InputError(f"{flag} {printable(path)}: is inside the input folder "
+                             f"{printable(str(folder))}; the input is never modified, write "
+                             "elsewhere")
+
+
+def check_output(path: str, flag: str, suffixes: tuple[str, ...], what: str,
+                 inputs: Iterable[str | None] = ()) -> Path:
     """The one check of every output file name, made before any computation: one of
     ``suffixes``, not a folder nor a device, a name the system accepts, in a folder that exists
-    and can be written to. Every command refuses a missing folder alike (exit 2, one line)."""
+    and can be written to, and none of ``inputs`` (:func:`check_not_input`). Every command
+    refuses a missing folder alike (exit 2, one line)."""
+    check_not_input(path, flag, inputs)
     out = Path(path)
     if out.suffix.lower() not in suffixes:
         raise InputError(f"{flag} {path}: {what}")
@@ -324,9 +405,10 @@ def check_output(path: str, flag: str, suffixes: tuple[str, ...], what: str) -> 
     return out
 
 
-def check_folder(path: str, flag: str) -> Path:
+def check_folder(path: str, flag: str, inputs: Iterable[str | None] = ()) -> Path:
     """An output folder, checked before any computation: a writable folder, or one that can be
-    made (its parent is a writable folder)."""
+    made (its parent is a writable folder), neither an input nor inside an input folder."""
+    check_not_input(path, flag, inputs)
     out = Path(path)
     try:
         if out.exists():

@@ -54,7 +54,8 @@ def run(args) -> int:
 
     options = given_options(args, OPTIONS)
     out = check_output(args.output, "-o", (".safetensors",),
-                       "the pruned model is written as .safetensors")
+                       "the pruned model is written as .safetensors",
+                       inputs=(args.source, options.get("base_model")))
     target = _fraction("--sparsity")(args.sparsity)
     eps = _fraction("--eps")(args.eps)
     cap = _fraction("--max-sparsity")(args.max_sparsity)

@@ -50,9 +50,10 @@ def run(args) -> int:
     from ..util.console import echo, print_table
 
     if args.out:  # every output checked before the computation
-        check_output(args.out, "--out", (".npy",), "the latent space is written as .npy")
+        check_output(args.out, "--out", (".npy",), "the latent space is written as .npy",
+                     inputs=(args.input,))
     if args.plot:
-        check_folder(args.plot, "--plot")
+        check_folder(args.plot, "--plot", inputs=(args.input,))
     kind, data, _ = load_input(args.input, text_column=args.text_column)
     vectorizer = None
     if kind == "texts":

@@ -21,7 +21,8 @@ def run(args) -> int:
     from ..util.console import Progress
 
     options = given_options(args, OPTIONS)
-    out = check_output(args.output, "-o", (".html", ".htm"), "the report is an .html file")
+    out = check_output(args.output, "-o", (".html", ".htm"), "the report is an .html file",
+                       inputs=(args.source, options.get("base_model")))
     with Progress("layers", quiet=args.quiet) as progress:
         analysis = analyze(args.source, progress=progress, **options)
     try:

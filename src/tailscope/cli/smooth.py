@@ -51,7 +51,8 @@ def run(args) -> int:
 
     options = given_options(args, OPTIONS)
     out = check_output(args.output, "-o", (".safetensors",),
-                       "the smoothed model is written as .safetensors")
+                       "the smoothed model is written as .safetensors",
+                       inputs=(args.source, options.get("base_model")))
     with Progress("layers") as progress:
         edited = smooth(args.source, method=args.keep, percent=args.percent, progress=progress,
                         scheduler=args.scheduler, **options)

@@ -60,9 +60,11 @@ def run(args) -> int:
     out = None
     if args.output:
         out = check_output(args.output, "-o", (".safetensors",),
-                           "the edited model is written as .safetensors")
+                           "the edited model is written as .safetensors",
+                           inputs=(args.source, options.get("base_model")))
     if args.out:
-        check_output(args.out, "--out", (".csv", ".json"), "use a .csv or .json file name")
+        check_output(args.out, "--out", (".csv", ".json"), "use a .csv or .json file name",
+                     inputs=(args.source, options.get("base_model")))
     with Progress("layers") as progress:
         top = {} if args.top_k is None else {"top_k": args.top_k}  # else traps' own default
         found = traps(args.source, seed=seed, progress=progress, **top,

@@ -3,7 +3,7 @@ analyse them, correlate each spectral metric with test accuracy)."""
 
 from __future__ import annotations
 
-from .common import Command, add_columns, add_quiet, pick_columns, real, whole
+from .common import Command, InputError, add_columns, add_quiet, pick_columns, real, whole
 
 # the correlation table without --columns (the p-values and R^2 with --columns or in the files)
 BRIEF_CORRELATIONS = ("metric", "group", "n", "spearman_rho", "spearman_low", "spearman_high",
@@ -33,9 +33,28 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..util.console import ROW_STYLES, echo, print_table
-    from ..zoo.quality import QUALITY, summary_text, validate
+    import pandas as pd
 
+    from ..util.console import ROW_STYLES, echo, print_table
+    from ..zoo.correlate import CORRELATION_COLUMNS, INTERVAL_COLUMNS
+    from ..zoo.quality import (
+        MODEL_COLUMNS,
+        QUALITY,
+        available_metrics,
+        check_out_folder,
+        summary_text,
+        validate,
+    )
+
+    # every option and the output folder checked before any network is trained
+    names = [m.name for m in available_metrics()]
+    known = [pd.DataFrame(columns=[*MODEL_COLUMNS, *names]),
+             pd.DataFrame(columns=INTERVAL_COLUMNS if args.bootstrap else CORRELATION_COLUMNS)]
+    pick_columns(args, known, ())
+    try:
+        check_out_folder(args.out)
+    except ValueError as exc:
+        raise InputError(f"--out {exc}") from None
     v = validate(args.out, quick=args.quick, seed=args.seed, jobs=args.jobs,
                  bootstrap=args.bootstrap, level=args.level, force=args.force,
                  progress=not args.quiet)

@@ -54,7 +54,7 @@ def _hist(evals, *, log: bool, xmin=None, xmax=None, title: str, path: Path):
     for x, color, label in ((xmin, plots.RED, "xmin"), (xmax, plots.ORANGE, "xmax")):
         if x is not None and np.isfinite(x) and x > 0:
             ax.axvline(np.log10(x) if log else x, color=color, label=label)
-    ax.set_title(title)
+    ax.set_title(plots.literal(title))
     if xmin is not None:
         ax.legend(frameon=False)
     return plots.finish(fig, path)
@@ -66,13 +66,13 @@ def _deltas(evals, *, title: str, folder: Path, pid: str) -> list[Path]:
     out = []
     fig, ax = plots.new_axes()
     ax.plot(np.arange(d.size), d, ".", color=plots.BLUE)
-    ax.set_title(f"{title}: eigenvalue spacings")
+    ax.set_title(plots.literal(f"{title}: eigenvalue spacings"))
     out.append(figure_path(folder, pid, "deltaEs"))
     plots.finish(fig, out[-1])
     fig2, ax2 = plots.new_axes()
     mean = d.mean() if d.size and d.mean() > 0 else 1.0
     ax2.hist(d / mean, bins=100, density=True, color=plots.BLUE)
-    ax2.set_title(f"{title}: level statistics (spacings / mean)")
+    ax2.set_title(plots.literal(f"{title}: level statistics (spacings / mean)"))
     out.append(figure_path(folder, pid, "level-stats"))
     plots.finish(fig2, out[-1])
     return out
@@ -163,18 +163,18 @@ def save_vector_figures(mats, xmin, pid: str, title: str, folder: Path) -> list[
     evals = evals[order]
     cut = np.searchsorted(evals, xmin) if xmin is not None and np.isfinite(xmin) else None
     fig, axes = pyplot.subplots(4, figsize=(8, 12))
-    fig.suptitle(f"Vector Localization Metrics for {title}")
+    fig.suptitle(plots.literal(f"Vector Localization Metrics for {title}"))
     for ax, (name, label) in zip(axes, VECTOR_METRICS + (("eigenvalue", "Eigenvalues"),)):
         y = evals if name == "eigenvalue" else data[name]
         ax.scatter(np.arange(y.size), y, marker=".", color=plots.BLUE)
-        ax.set_ylabel(label)
+        ax.set_ylabel(plots.literal(label))
         if cut is not None and 0 < cut:
             ax.axvline(cut - 1, color=plots.RED, label="xmin")
             ax.legend(frameon=False)
     out = [figure_path(folder, pid, "vector_metrics")]
     pyplot.close(plots.finish(fig, out[-1]))
     fig, axes = pyplot.subplots(1, 3, figsize=(15, 4))
-    fig.suptitle(f"Vector metrics of the bulk and the tail for {title}")
+    fig.suptitle(plots.literal(f"Vector metrics of the bulk and the tail for {title}"))
     for ax, (name, label) in zip(axes, VECTOR_METRICS):
         y = data[name]
         parts = ((y[:cut], "bulk", plots.BLUE), (y[cut:], "tail", plots.ORANGE)) \
@@ -182,7 +182,7 @@ def save_vector_figures(mats, xmin, pid: str, title: str, folder: Path) -> list[
         for values, part, color in parts:
             if values.size:
                 ax.hist(values, bins=50, density=True, alpha=0.6, color=color, label=part)
-        ax.set_title(label)
+        ax.set_title(plots.literal(label))
         ax.legend(frameon=False)
     out.append(figure_path(folder, pid, "vector_histograms"))
     pyplot.close(plots.finish(fig, out[-1]))

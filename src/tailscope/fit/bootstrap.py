@@ -68,6 +68,17 @@ def _replicate(args) -> list[tuple[float, float]]:
     return out
 
 
+def _seed_sequence(seed) -> np.random.SeedSequence:
+    """``SeedSequence(seed)``, a bad seed refused in one line naming ``seed``."""
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    try:
+        return np.random.SeedSequence(seed)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"seed must be None or a whole number >= 0 (or a sequence of them); "
+                         f"got {seed!r} ({exc})") from None
+
+
 def goodness_of_fit(fit, n_boot: int = 1000, *, seed=None, n_jobs: int | None = None,
                     ci: float = 0.95) -> GoodnessOfFit:
     """CSN bootstrap p-value of a :class:`PowerLawFit`, and a percentile interval for alpha.
@@ -94,7 +105,7 @@ def goodness_of_fit(fit, n_boot: int = 1000, *, seed=None, n_jobs: int | None = 
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1); got {ci!r}")
     n_boot = int(n_boot)
-    ss = np.random.SeedSequence(seed)
+    ss = _seed_sequence(seed)
     children = ss.spawn(n_boot)
     body = fit.data[fit.data < fit.xmin]
     xmin_opt = fit.xmin_search
@@ -191,7 +202,9 @@ def alpha_interval(fit, n_boot: int = 1000, level: float = 0.9, *, seed=None,
     beta = fit.alpha - 1.0
     if not beta > 0:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(
+        seed if isinstance(seed, (np.random.Generator, np.random.BitGenerator))
+        else _seed_sequence(seed))
     n_boot = int(n_boot)
     beta_star = (_rescan_betas(fit, n_boot, rng) if rescan else
                  _fixed_xmin_betas(fit, n_boot, rng))

@@ -255,7 +255,8 @@ def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None,
     if discrete:  # powerlaw 1.5's estimate_discrete expression, for equal rounding
         alpha = 1.0 + m / float(np.sum(np.log(tail / (xmin - 0.5))))
         z0 = float(zeta(alpha, xmin))
-        D = ks_distance(tail, lambda u: 1.0 - zeta(alpha, u) / z0)
+        with np.errstate(invalid="ignore", divide="ignore"):  # z0 = 0: D is NaN, a failed fit
+            D = ks_distance(tail, lambda u: 1.0 - zeta(alpha, u) / z0)
         return alpha, D, (alpha - 1.0) / math.sqrt(m), m
     with np.errstate(over="ignore"):
         wide = not (np.isfinite(tail[-1] / xmin) and (xmax is None or math.isfinite(xmax / xmin)))
@@ -361,7 +362,14 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
         if x[0] < 1:
             raise ValueError(f"discrete=True needs values >= 1 (a lattice xmin, xmin + 1, ...); "
                              f"smallest is {x[0]:g}")
-        return _fit_sorted(x, xmin, None, discrete=True)
+        frac = x[x != np.floor(x)]
+        if frac.size:
+            raise ValueError(f"discrete=True takes whole numbers (counts); got {frac[0]:g} "
+                             f"({frac.size} of {x.size} values are not whole)")
+        fixed, _ = resolve_xmin(xmin)
+        if fixed is not None and fixed != math.floor(fixed):
+            raise ValueError(f"discrete=True takes a whole-number xmin; got xmin={fixed:g}")
+        return _finite(_fit_sorted(x, xmin, None, discrete=True))
     if fix_fingers not in (None, False, "clip_xmax", "xmin_peak"):
         raise ValueError(f"fix_fingers must be None, 'clip_xmax' or 'xmin_peak'; got {fix_fingers!r}")
     if fix_fingers == "clip_xmax":
@@ -374,7 +382,28 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
         peak_range = ww_xmin_peak_range if ww_fingers else xmin_peak_range
         fit = _fit_sorted(x, peak_range(x, xmin_max), xmax)
         return _with_fingers(fit, "xmin_peak", 0, math.nan)
-    return _fit_sorted(x, xmin, xmax, small_n=small_n)
+    return _finite(_fit_sorted(x, xmin, xmax, small_n=small_n))
+
+
+def _finite(fit: PowerLawFit) -> PowerLawFit:
+    """A fit whose alpha, D or (discrete) log-likelihood is not a finite number is a failure
+    saying so, never a success with a NaN in it."""
+    if not fit.ok:
+        return fit
+    what = None
+    if not math.isfinite(fit.alpha):
+        what = f"alpha is {fit.alpha:g}"
+    elif not math.isfinite(fit.D):
+        what = f"the KS distance D is {fit.D:g} at alpha {fit.alpha:.6g}"
+    elif fit.discrete:
+        z0 = float(zeta(fit.alpha, fit.xmin))
+        if not (math.isfinite(z0) and z0 > 0):
+            what = (f"the normalisation zeta(alpha, xmin) = {z0:g} at alpha {fit.alpha:.6g}, "
+                    f"xmin {fit.xmin:g}: the log-likelihood is not finite")
+    if what is None:
+        return fit
+    hint = " (counts far from 1 for their spread)" if fit.discrete else ""
+    return _failed(f"no usable power-law fit: {what}{hint}", fit.data, fit.xmax, fit.discrete)
 
 
 def _with_fingers(fit: PowerLawFit, how: str, num: int, raw_alpha: float) -> PowerLawFit:

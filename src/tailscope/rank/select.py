@@ -180,6 +180,9 @@ def select_rank(X, *, exact: bool | None = None, max_components: int | None = No
     if exact is None:
         exact = r <= 12000
     total = _total_variance(X)
+    if not total > 0:  # every eigenvalue is 0 (or the entries are not finite): nothing to fit
+        what = "all zeros" if total == 0 else "not finite"
+        raise ValueError(f"the {n} x {p} matrix is {what}: no spectrum, no rank to choose")
     notes: dict = {}
     vecs = None
     if exact or r <= _START_K + 1:

@@ -10,6 +10,7 @@ cell shows the returned figure once, as its value, and nothing when the figure i
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -45,6 +46,14 @@ def subplots(*args, **kwargs):
     return fig, axes
 
 
+def literal(text) -> str:
+    """``text`` drawn as it is: every ``$`` not already escaped becomes ``\\$``, so a layer,
+    model or column name holding ``$...$`` is never parsed as matplotlib mathtext (which draws
+    it wrongly or raises). Escaping twice changes nothing. Every name reaches a figure through
+    it: titles, axis labels, legend entries, figure text."""
+    return re.sub(r"(?<!\\)\$", r"\\$", str(text))
+
+
 def finish(fig, path):
     """Save ``fig`` to ``path`` (its folder created) when a path is given; return the figure."""
     if path is not None:
@@ -74,7 +83,7 @@ def esd_histogram(evals, xmin=None, xmax=None, *, title="", bins=100, ax=None, p
         ax.axvline(np.log10(xmax), color=RED, linestyle="--", label=f"xmax = {xmax:.4g}")
     ax.set_xlabel("log10 eigenvalue")
     ax.set_ylabel("count")
-    ax.set_title(title or "ESD")
+    ax.set_title(literal(title or "ESD"))
     ax.legend(frameon=False)
     return finish(fig, path)
 
@@ -108,7 +117,7 @@ def pdf_cdf(fit, *, ccdf=False, title="", ax=None, path=None):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("eigenvalue")
-    ax.set_title(title or "power-law tail")
+    ax.set_title(literal(title or "power-law tail"))
     ax.legend(frameon=False, fontsize=7)
     return finish(fig, path)
 
@@ -123,8 +132,8 @@ def _candidate_curve(fit, ys, chosen, *, ylabel, label, title, ax, path):
     ax.axvline(fit.xmin, color=ORANGE, linewidth=1)
     ax.set_xscale("log")
     ax.set_xlabel("candidate xmin")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_ylabel(literal(ylabel))
+    ax.set_title(literal(title))
     ax.legend(frameon=False, fontsize=8)
     return finish(fig, path)
 
@@ -152,8 +161,8 @@ def per_eigenpair(values, k, *, ylabel, title="", log=False, ax=None, path=None)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("eigenpair")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_ylabel(literal(ylabel))
+    ax.set_title(literal(title))
     ax.legend(frameon=False)
     return finish(fig, path)
 
@@ -220,7 +229,7 @@ def mp_fit_figure(evals, fit, *, title="", bins=100, ax=None, path=None):
                 label=f"{fit.num_spikes} spikes")
     ax.set_xlabel("eigenvalue x W_scale^2 (mean 1)")
     ax.set_ylabel("density")
-    ax.set_title(title or f"MP bulk: {fit.num_spikes} spikes, mp_softrank {fit.mp_softrank:.3f}")
+    ax.set_title(literal(title or f"MP bulk: {fit.num_spikes} spikes, mp_softrank {fit.mp_softrank:.3f}"))
     ax.legend(frameon=False, fontsize=7)
     return finish(fig, path)
 
@@ -239,7 +248,7 @@ def randomized_esd(evals, rand_evals, *, title="", bins=100, ax=None, path=None)
                label=f"max rand eval = {rand.max():.4g}")
     ax.set_xlabel("log10 eigenvalue")
     ax.set_ylabel("density")
-    ax.set_title(title or "ESD and randomized ESD")
+    ax.set_title(literal(title or "ESD and randomized ESD"))
     ax.legend(frameon=False, fontsize=7)
     return finish(fig, path)
 
@@ -268,7 +277,8 @@ def layer_figure(analysis, layer, *, path=None, dpi=None):
             ax.axis("off")
         for draw, ax in zip(extras, axes[0, 1:]):
             draw(ax)
-        fig.text(0.02, 0.01, f"{row['status']}: {row['reason']}", fontsize=8, color=RED)
+        fig.text(0.02, 0.01, literal(f"{row['status']}: {row['reason']}"), fontsize=8,
+                 color=RED)
         return finish(fig, path) if dpi is None else _save_dpi(fig, path, dpi)
     rows = 2 if extras else 1
     fig, axes = subplots(rows, 4, figsize=(18, 3.6 * rows), squeeze=False)
@@ -325,7 +335,7 @@ def alpha_per_layer(analysis, *, title="", ax=None, path=None):
                    label="failed (no alpha)")
     ax.set_xlabel("layer (model order)")
     ax.set_ylabel("alpha")
-    ax.set_title(title or "alpha per layer")
+    ax.set_title(literal(title or "alpha per layer"))
     ax.legend(frameon=False, fontsize=8, loc="upper left")
     return finish(fig, path)
 
@@ -337,8 +347,8 @@ def metric_per_layer(analysis, column, *, title="", ax=None, path=None):
     x = np.arange(len(d))
     ax.plot(x[ok], d.loc[ok, column].to_numpy(dtype=float), "o-", color=BLUE, markersize=3)
     ax.set_xlabel("layer (model order)")
-    ax.set_ylabel(column)
-    ax.set_title(title or f"{column} per layer")
+    ax.set_ylabel(literal(column))
+    ax.set_title(literal(title or f"{column} per layer"))
     return finish(fig, path)
 
 
@@ -350,7 +360,7 @@ def alpha_histogram(analysis, *, title="", ax=None, path=None):
         ax.axvline(edge, color=ORANGE, linestyle="--")
     ax.set_xlabel("alpha")
     ax.set_ylabel("layers")
-    ax.set_title(title or "alphas of the model")
+    ax.set_title(literal(title or "alphas of the model"))
     return finish(fig, path)
 
 
@@ -362,12 +372,12 @@ def compare_models(first, second, *, labels=("model A", "model B"), title="", ax
     b = second.details[second.details["status"] == "success"].set_index("name")["alpha"]
     names = [n for n in a.index if n in b.index]
     x = np.arange(len(names))
-    ax.plot(x, a.loc[names].to_numpy(), "o-", color=BLUE, markersize=3, label=labels[0])
-    ax.plot(x, b.loc[names].to_numpy(), "s-", color=ORANGE, markersize=3, label=labels[1])
+    ax.plot(x, a.loc[names].to_numpy(), "o-", color=BLUE, markersize=3, label=literal(labels[0]))
+    ax.plot(x, b.loc[names].to_numpy(), "s-", color=ORANGE, markersize=3, label=literal(labels[1]))
     ax.axhspan(OVER_TRAINED, UNDER_TRAINED, color="tab:green", alpha=0.12)
     ax.set_xlabel("layer (model order, shared names)")
     ax.set_ylabel("alpha")
-    ax.set_title(title or "alpha per layer")
+    ax.set_title(literal(title or "alpha per layer"))
     ax.legend(frameon=False)
     return finish(fig, path)
 

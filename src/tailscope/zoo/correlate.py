@@ -196,12 +196,13 @@ def scatter_figure(data, quality: str, metric: str = "alpha", *, ax=None, path=N
     fig, ax = plots.new_axes(ax)
     for g, part in ok.groupby(ok["group"].fillna("") if "group" in ok.columns else
                               pd.Series("", index=ok.index)):
-        ax.scatter(part[metric], part[quality], label=g or "(no group)", s=24)
+        ax.scatter(part[metric], part[quality], label=plots.literal(g or "(no group)"),
+                   s=24)
     stats = correlate(ok, quality, metrics=[metric], by_group=False).iloc[0]
     rho = "n/a" if math.isnan(stats["spearman_rho"]) else f"{stats['spearman_rho']:.3f}"
-    ax.set_xlabel(metric)
-    ax.set_ylabel(quality)
-    ax.set_title(f"{metric} vs {quality}: Spearman rho {rho} (n={int(stats['n'])})")
+    ax.set_xlabel(plots.literal(metric))
+    ax.set_ylabel(plots.literal(quality))
+    ax.set_title(plots.literal(f"{metric} vs {quality}: Spearman rho {rho} (n={int(stats['n'])})"))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return plots.finish(fig, path)

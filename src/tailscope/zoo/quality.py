@@ -366,6 +366,65 @@ def _check(seed, jobs, bootstrap, level) -> None:
         raise ValueError(f"level must be a number in (0, 1); got {level!r}")
 
 
+OUTPUTS = ("validate.db", "models.csv", "correlations.csv", "report.html")
+
+
+def check_out_folder(folder) -> Path:
+    """The results folder, checked before any work: an existing writable folder, or a new one
+    whose parent exists and is writable (missing parents are never created); each of
+    ``OUTPUTS`` there, when it exists, a writable regular file. A one-line ``ValueError``
+    naming the path."""
+    folder = Path(folder).expanduser()
+    try:
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"{folder}: not a folder")
+            if not os.access(folder, os.W_OK):
+                raise ValueError(f"{folder}: not writable")
+            for name in OUTPUTS:
+                p = folder / name
+                if p.exists() and not p.is_file():
+                    raise ValueError(f"{p}: not a regular file (a folder?)")
+                if p.exists() and not os.access(p, os.W_OK):
+                    raise ValueError(f"{p}: not writable")
+        else:
+            parent = folder.absolute().parent
+            if not parent.is_dir():
+                raise ValueError(f"{folder}: the folder {parent} does not exist")
+            if not os.access(parent, os.W_OK):
+                raise ValueError(f"{folder}: cannot be made, {parent} is not writable")
+    except OSError as exc:
+        raise ValueError(f"{folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+def _write_all(folder: Path, writers: dict) -> None:
+    """Write every file of ``writers`` (name -> write(path)) to a temporary name, then rename
+    them all: every output is written or none is; the error names the file."""
+    done: list[tuple[Path, Path]] = []
+    try:
+        for name, write in writers.items():
+            tmp = folder / f".{name}.tmp{os.getpid()}"
+            done.append((tmp, folder / name))
+            try:
+                write(str(tmp))
+            except (OSError, ValueError) as exc:  # ValueError: atomic_write's, naming tmp
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+                    first_line(exc).rsplit(": ", 1)[-1]
+                raise ValueError(f"cannot write {folder / name}: {reason}") from None
+        for tmp, path in done:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        for tmp, _ in done:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
 def run_key(networks: Sequence[Network], seed: int, analyses: dict) -> str:
     """The store key of a benchmark: a hash of the tailscope version, the seed, the analyses'
     options and the networks (another zoo or seed is another key in the same store)."""
@@ -421,14 +480,13 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
     require("torch", "tailscope validate")
     require("sklearn", "tailscope validate")
     folder = Path(out).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder")
+    check_out_folder(folder)
     for t in sorted({n.task for n in nets}):  # the data first: a missing corpus fails at once
         try:
             load_task(t, seed)
         except (RuntimeError, OSError) as exc:
             raise ValueError(f"the {t} task's data cannot be loaded: {first_line(exc)}") from None
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(exist_ok=True)  # its parent exists: checked above
     metrics = available_metrics()
     names = tuple(m.name for m in metrics)
     missing = tuple(m.name for m in WANTED if m not in metrics)
@@ -460,14 +518,18 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
     seconds = time.perf_counter() - t0
     notes = [*_notes(nets, seed, names, missing, bootstrap, level, quick),
              *_summary(table, {n.group for n in nets})]
-    models.to_csv(folder / "models.csv", index=False)
-    table.to_csv(folder / "correlations.csv", index=False)
-    write_zoo_report(models, folder / "report.html", quality=[QUALITY], metrics=list(names),
-                     title="tailscope validate: do spectral metrics predict test accuracy?",
-                     tables={QUALITY: table}, notes=notes,
-                     columns=("task", "depth", "width", "batch_size", "lr", "epochs",
-                              "weight_decay", "label_noise", "replicate", "train_accuracy"))
-    db.close()
+    try:
+        _write_all(folder, {
+            "models.csv": lambda p: models.to_csv(p, index=False),
+            "correlations.csv": lambda p: table.to_csv(p, index=False),
+            "report.html": lambda p: write_zoo_report(
+                models, p, quality=[QUALITY], metrics=list(names),
+                title="tailscope validate: do spectral metrics predict test accuracy?",
+                tables={QUALITY: table}, notes=notes,
+                columns=("task", "depth", "width", "batch_size", "lr", "epochs",
+                         "weight_decay", "label_noise", "replicate", "train_accuracy"))})
+    finally:
+        db.close()
     return Validation(models=models, correlations=table, metrics=names, missing=missing,
                       folder=folder, key=key, seconds=seconds, computed=len(todo),
                       resumed=len(nets) - len(todo), notes=tuple(notes))
