@@ -206,8 +206,13 @@ def test_refused_global_gets_the_trust_advice(tmp_path):
     assert not side.exists()
 
 
-def test_absurd_length_field_is_one_line(tmp_path):
-    # a BINBYTES8 opcode declaring 2**60 bytes, in a bare pickle
+@pytest.mark.parametrize("opcode", [b"\x8e", b"\x96", b"\x8d"],
+                         ids=["binbytes8", "bytearray8", "binunicode8"])
+def test_absurd_length_field_is_one_line(tmp_path, opcode):
+    # a length field declaring 2**40 bytes, in a bare pickle and in a checkpoint's data.pkl
+    field = opcode + struct.pack("<Q", 1 << 40) + b"abc"
     path = tmp_path / "length.pkl"
-    path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 1 << 60) + b"abc")
-    one_line_error(path)
+    path.write_bytes(b"\x80\x04" + field)
+    one_line_error(path, "larger than the file")
+    path = _checkpoint_with(tmp_path, b"\x80\x02}X\x01\x00\x00\x00a" + field)
+    one_line_error(path, "larger than the file")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import _compat_pickle
 import importlib
 import pickle
+import struct
 import types
 import warnings
 from collections import Counter, OrderedDict
@@ -177,6 +178,28 @@ class _InertUnpickler(PurePythonUnpickler):
     allowed: dict[str, Any] = {}
     build_types: tuple[type, ...] = ()
     replaced: dict[str, type] = {}
+    limit: int | None = None
+
+    def __init__(self, file, **kwargs):
+        try:  # what is left of the file: no length field may ask for more
+            here = file.tell()
+            self.limit = file.seek(0, 2) - here
+            file.seek(here)
+        except (AttributeError, OSError, ValueError):
+            self.limit = None
+        if self.limit is not None:
+            file = _Bounded(file, self.limit)
+        super().__init__(file, **kwargs)
+
+    def load_bytearray8(self):  # the standard library allocates the length before reading
+        (size,) = struct.unpack("<Q", self.read(8))
+        if self.limit is not None and size > self.limit:
+            raise MemoryError(f"a length of {size} bytes in a pickle of {self.limit}")
+        b = bytearray(size)
+        self.readinto(b)
+        self.append(b)
+
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
 
     def find_class(self, module, name):
         if self.proto < 3 and self.fix_imports:  # Python 2 names, as pickle maps them
@@ -203,6 +226,25 @@ class _InertUnpickler(PurePythonUnpickler):
         PurePythonUnpickler.load_build(self)
 
     dispatch[pickle.BUILD[0]] = load_build
+
+
+class _Bounded:
+    """A file whose reads may not ask for more than the file holds (a pickle's length field
+    allocates what it declares before reading it): MemoryError instead."""
+
+    def __init__(self, file, limit: int):
+        self.file, self.limit = file, limit
+
+    def read(self, n: int = -1) -> bytes:
+        if n is not None and n > self.limit:
+            raise MemoryError(f"a length of {n} bytes in a pickle of {self.limit}")
+        return self.file.read(n)
+
+    def readline(self) -> bytes:
+        return self.file.readline()
+
+    def readinto(self, buf) -> int:
+        return self.file.readinto(buf)
 
 
 def _pickle_module(replaced: dict[str, type]) -> types.ModuleType:
