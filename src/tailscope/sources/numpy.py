@@ -15,6 +15,7 @@ import numpy as np
 
 from ..util.errors import one_line
 from .base import Probe, Reader, Source, SourceError, numbered
+from .containers import walk
 
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -53,19 +54,22 @@ def _pickled_arrays(path: Path) -> Source:
         raise SourceError(f"{path}: cannot unpickle the .npy ({one_line(exc)})") from None
     if obj.shape == ():
         obj = obj.item()
-    pairs: list[tuple[str, np.ndarray]] = []
 
-    def walk(value, name: str) -> None:
+    def expand(value):
         if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{name}.{k}" if name else str(k))
-        elif isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray)
-                                                  and value.dtype.hasobject):
-            for i, v in enumerate(value):
-                walk(v, f"{name}.{i}" if name else str(i))
-        elif isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
-            pairs.append((name or path.stem, value))
-    walk(obj, "")
+            return ((k, v) for k, v in value.items())
+        if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray)
+                                                and value.dtype.hasobject):
+            return enumerate(value)
+        return None
+
+    def is_leaf(value) -> bool:
+        return isinstance(value, np.ndarray) and value.dtype.kind in "fiub"
+
+    if is_leaf(obj):
+        pairs = [(path.stem, obj)]
+    else:  # each container once, bounded (containers.walk)
+        pairs = walk(obj, expand, is_leaf, str(path))
     if not pairs:
         raise SourceError(f"{path}: an .npy of Python objects holding no numeric arrays")
     items = [(n, a.shape, str(a.dtype), (lambda a=a: a)) for n, a in pairs]

@@ -11,7 +11,9 @@ prefix that only names its training wrapper ('model.', 'module.', '_orig_mod.').
 
 from __future__ import annotations
 
+import pickle
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ import numpy as np
 from ..util.errors import one_line
 from ..util.optional import require
 from .base import Probe, Reader, Source, SourceError, numbered
-from .unpickle import load_inert, module_state
+from .containers import MAX_DEPTH, MAX_TENSORS, contains_itself, too_deep, too_many, walk
+from .unpickle import first_object, load_inert, module_state, view_problem
 
 _NESTED_KEYS = ("state_dict", "model_state", "model_state_dict", "model", "module", "net",
                 "weights", "params")
@@ -58,26 +61,61 @@ def _dtype_name(t) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
-def _flatten(obj: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
-    """(name, tensor) pairs of a possibly nested state dict, in insertion (model) order."""
+def _flatten(obj: Mapping, prefix: str = "", where: str = "the checkpoint"
+             ) -> list[tuple[str, Any]]:
+    """(name, tensor) pairs of a possibly nested state dict, in insertion (model) order; each
+    nested dict walked once (``containers.walk``)."""
     torch = _torch()
-    out = []
-    for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, (torch.Tensor, np.ndarray)):
-            out.append((name, value))
-        elif isinstance(value, Mapping):
-            out.extend(_flatten(value, f"{name}."))
-    return out
+    return walk(obj, lambda v: v.items() if isinstance(v, Mapping) else None,
+                lambda v: isinstance(v, (torch.Tensor, np.ndarray)), where, prefix)
 
 
-def _as_state(value: Any) -> Mapping | None:
+def _module_state_dict(module, where: str) -> Mapping:
+    """``module.state_dict()``, once the module tree is known to be finite and small: a module
+    inside its own children, a nesting deeper than ``MAX_DEPTH`` or more than ``MAX_TENSORS``
+    tensors along all the paths ``state_dict`` would walk (shared submodules are walked once
+    per parent) is a ``SourceError``. Iterative: nothing recurses before these checks."""
+
+    def kids(m) -> list:  # as state_dict walks them: a child shared by two keys twice
+        return [(k, c) for k, c in m._modules.items() if c is not None]
+
+    total: dict[int, int] = {}  # id -> tensors along all paths below, once finished
+    on_path: set[int] = set()
+    stack = [(module, iter(kids(module)), "")]
+    on_path.add(id(module))
+    while stack:
+        node, children, name = stack[-1]
+        step = next(children, None)
+        if step is None:
+            stack.pop()
+            on_path.discard(id(node))
+            own = sum(1 for _ in node.parameters(recurse=False)) + sum(
+                1 for _ in node.buffers(recurse=False))
+            count = own + sum(total[id(c)] for _, c in kids(node))
+            if count > MAX_TENSORS:
+                raise too_many(where)
+            total[id(node)] = count
+            continue
+        key, child = step
+        path = f"{name}.{key}" if name else key
+        if id(child) in on_path:
+            raise contains_itself(where, path)
+        if id(child) in total:
+            continue
+        if len(stack) >= MAX_DEPTH:
+            raise too_deep(where, path)
+        on_path.add(id(child))
+        stack.append((child, iter(kids(child)), path))
+    return module.state_dict()
+
+
+def _as_state(value: Any, where: str = "the checkpoint") -> Mapping | None:
     """A mapping of tensors from a value: a module's state dict (also a pickled module that came
     back as a stand-in), a mapping itself, else None."""
     torch = _torch()
     if isinstance(value, torch.nn.Module):
-        return value.state_dict()
-    state = module_state(value)
+        return _module_state_dict(value, where)
+    state = module_state(value, where=where)
     if state:
         return state
     return value if isinstance(value, Mapping) else None
@@ -96,27 +134,39 @@ def _strip_wrapper(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _tensors(obj: Any, nested: bool = False) -> list[tuple[str, Any]]:
+def _tensors(obj: Any, where: str = "the checkpoint") -> list[tuple[str, Any]]:
     """The model's (name, tensor) pairs inside a checkpoint: the state dict under a usual key,
-    recursively, else the dict itself ({'model': {'state_dict': ...}}); a state dict found under a
+    repeatedly, else the dict itself ({'model': {'state_dict': ...}}); a state dict found under a
     key has its wrapper prefix removed (see ``_strip_wrapper``). [] when there is none."""
-    state = _as_state(obj)
+    state = _as_state(obj, where)
     if state is None:
         return []
-    for key in _NESTED_KEYS:
-        inner = _as_state(state.get(key))
-        if inner is not None and _flatten(inner):
-            return _tensors(inner, nested=True)
-    pairs = _flatten(state)
+    nested = False
+    seen = {id(state)}
+    while True:
+        for key in _NESTED_KEYS:
+            inner = _as_state(state.get(key), where)
+            if inner is not None and _flatten(inner, where=where):
+                break
+        else:
+            break
+        if id(inner) in seen:
+            raise contains_itself(where, key)
+        if len(seen) > MAX_DEPTH:
+            raise too_deep(where, key)
+        seen.add(id(inner))
+        state, nested = inner, True
+    pairs = _flatten(state, where=where)
     return _strip_wrapper(pairs) if nested else pairs
 
 
 def _unwrap(obj: Any, where: str = "the checkpoint", replaced: tuple[str, ...] = ()
             ) -> list[tuple[str, Any]]:
     """``_tensors`` of a checkpoint, or a SourceError saying why there are none."""
-    if _as_state(obj) is None and not replaced:
-        raise SourceError(f"{where} holds a {type(obj).__name__}, not a state dict")
-    pairs = _tensors(obj)
+    if _as_state(obj, where) is None and not replaced:
+        raise SourceError(f"{where} is not a model checkpoint (a pickle of "
+                          f"{_kind(obj)}, not a state dict)")
+    pairs = _tensors(obj, where)
     if pairs:
         return pairs
     if replaced:
@@ -128,6 +178,25 @@ def _unwrap(obj: Any, where: str = "the checkpoint", replaced: tuple[str, ...] =
             "(CLI: --trust-pickle)")
     raise SourceError(f"{where} holds no tensors (looked at the top level and under "
                       f"{', '.join(_NESTED_KEYS)})")
+
+
+def _kind(obj: Any) -> str:
+    """A pickled object's type, as a user reads it (a stand-in's by the global it names)."""
+    return getattr(obj, "inert_name", None) or type(obj).__name__
+
+
+def _check_views(pairs: list[tuple[str, Any]], where: str) -> None:
+    """Refuse a tensor that claims more than its storage holds (a zero-stride view claiming a
+    50,000 x 15,000 layer from 16 floats) before anything is allocated for it."""
+    torch = _torch()
+    for name, t in pairs:
+        if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.is_quantized \
+                or t.device.type == "meta":
+            continue
+        problem = view_problem(t.shape, t.stride(), t.storage_offset(),
+                               t.untyped_storage().nbytes() // t.element_size())
+        if problem:
+            raise SourceError(f"{where}: {name[:80]} is {problem}")
 
 
 def _items_from_mapping(pairs: list[tuple[str, Any]]) -> list:
@@ -164,27 +233,82 @@ def open_torch_file(path: Path, kind: str, *, trust_pickle: bool = False) -> Sou
         pairs = list(module.state_dict().items())
         return Source(numbered(_items_from_mapping(pairs), str(path)), "torchscript",
                       (str(path),))
+    _check_legacy(path)
     replaced: tuple[str, ...] = ()
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
+    except MemoryError:
+        raise _too_large(path) from None
+    except SourceError as exc:
+        raise SourceError(f"{path}: {exc}") from None
     except Exception as exc:
         if trust_pickle or not ("weights_only" in str(exc) or "Unsupported global" in str(exc)):
-            raise SourceError(f"{path}: cannot load the PyTorch checkpoint: {one_line(exc)}"
-                              ) from None
+            raise _failure(path, exc) from None
         obj, replaced = _load_inert(path)
     pairs = _unwrap(obj, str(path), replaced)
+    _check_views(pairs, str(path))
     return Source(numbered(_items_from_mapping(pairs), str(path)), "pytorch", (str(path),))
 
 
-def _load_inert(path: Path) -> tuple[Any, tuple[str, ...]]:
-    """A checkpoint whose metadata names foreign classes, read with them as inert stand-ins."""
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # what a legacy (non-zip) torch.save file starts with
+
+
+def _check_legacy(path: Path) -> None:
+    """A non-zip file must be a legacy torch.save pickle (its first object the magic number,
+    unpickled inertly): a bare pickle of anything else is not a checkpoint, whatever trust is
+    given (torch would run its payload and then fail)."""
+    if zipfile.is_zipfile(path):
+        return
     try:
-        return load_inert(path)
+        with open(path, "rb") as fp:
+            first = first_object(fp)
+    except MemoryError:
+        raise _too_large(path) from None
+    except OSError:
+        raise  # the caller's one line for an OS error
+    except Exception as exc:  # noqa: BLE001 - whatever the damage, in one line
+        raise SourceError(f"{path} is damaged: {one_line(exc)}") from None
+    if first != _LEGACY_MAGIC or type(first) is not int:
+        raise SourceError(f"{path} is not a model checkpoint (a pickle of {_kind(first)})")
+
+
+def _too_large(path: Path) -> SourceError:
+    return SourceError(f"{path} declares a size larger than the file (a length field that "
+                       "cannot be allocated); refused as damaged or tampered")
+
+
+def _failure(path: Path, exc: BaseException) -> SourceError:
+    """One line for a checkpoint that cannot load, for another reason than a refused global."""
+    if isinstance(exc, MemoryError):
+        return _too_large(path)
+    text = one_line(exc)
+    if isinstance(exc, (EOFError, zipfile.BadZipFile, pickle.UnpicklingError)) or any(
+            w in text for w in ("PytorchStreamReader", "corrupt", "truncated", "EOF",
+                                "invalid load key", "out of bounds", "unexpected")):
+        return SourceError(f"{path} is damaged: {text}")
+    return SourceError(f"{path}: cannot load the PyTorch checkpoint: {text}")
+
+
+def _load_inert(path: Path) -> tuple[Any, tuple[str, ...]]:
+    """A checkpoint whose metadata names foreign classes, read with them as inert stand-ins.
+    The trust-pickle advice only when a refused global is what stopped it."""
+    replaced: dict[str, type] = {}
+    try:
+        return load_inert(path, replaced)
+    except MemoryError:
+        raise _too_large(path) from None
+    except SourceError as exc:
+        raise SourceError(f"{path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - the tensors themselves need code, or it is damaged
+        failure = _failure(path, exc)
+        refused = "refused to set the state" in str(exc)
+        if not refused and (" is damaged: " in str(failure) or not replaced):
+            raise failure from None
+        names = ", ".join(sorted(replaced)[:4]) or "none"
         raise SourceError(
-            f"{path}: this pickle needs code execution to load its tensors ({one_line(exc)}), "
-            "which is refused by default (it could run anything). If you trust the file, pass "
-            "trust_pickle=True (CLI: --trust-pickle)") from None
+            f"{path}: this pickle needs code execution to load its tensors ({one_line(exc)}; "
+            f"globals it names: {names}), which is refused by default (it could run anything). "
+            "If you trust the file, pass trust_pickle=True (CLI: --trust-pickle)") from None
 
 
 # --- the reader ---------------------------------------------------------------------------------
