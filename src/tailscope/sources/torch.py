@@ -77,7 +77,8 @@ def _module_state_dict(module, where: str) -> Mapping:
     per parent) is a ``SourceError``. Iterative: nothing recurses before these checks."""
 
     def kids(m) -> list:  # as state_dict walks them: a child shared by two keys twice
-        return [(k, c) for k, c in m._modules.items() if c is not None]
+        # torch's own child table, which state_dict walks (named_children drops repeats)
+        return [(k, c) for k, c in vars(m).get("_modules", {}).items() if c is not None]
 
     total: dict[int, int] = {}  # id -> tensors along all paths below, once finished
     on_path: set[int] = set()
