@@ -326,3 +326,22 @@ def test_damaged_npy_and_csv_inputs_are_one_line(tmp_path, capsys):
     csv = tmp_path / "texts.csv"
     csv.write_text('text\n"never closed\n')
     user_error(capsys, "rank", csv, naming=csv)
+
+
+def test_alpha_does_not_depend_on_scale_and_round_off_is_no_tail():
+    """A rank-1 W has one eigenvalue and round-off: no fit at |w| = 1 and none at |w| = 1e12
+    (round-off eigenvalues there lie far above 1e-5); a random W fits the same alpha at both."""
+    import tailscope
+
+    rng = np.random.default_rng(0)
+    u, v = rng.standard_normal(300), rng.standard_normal(200)
+    w = rng.standard_t(3, size=(300, 200))
+    for scale in (1.0, 1e12):
+        d = tailscope.analyze({"r1.weight": np.outer(u, v) * scale, "w.weight": w * scale}
+                              ).details.set_index("name")
+        assert d.loc["r1.weight", "status"] == "failed"
+        assert "nothing to fit" in d.loc["r1.weight", "reason"]
+        assert d.loc["w.weight", "status"] == "success"
+    a1 = tailscope.analyze({"w.weight": w}).details["alpha"].iloc[0]
+    a2 = tailscope.analyze({"w.weight": w * 1e12}).details["alpha"].iloc[0]
+    assert a1 == pytest.approx(a2, rel=1e-9)

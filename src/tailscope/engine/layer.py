@@ -99,16 +99,27 @@ def load_matrices(ref: LayerRef) -> list[np.ndarray]:
 
 
 # --- the fit and its tests ------------------------------------------------------------------------
+def fit_cut(evals: np.ndarray) -> float:
+    """The eigenvalues a fit keeps lie above this: WeightWatcher's 1e-5, or the round-off level
+    lambda_max * L * eps where that is higher (a rank-1 W at |w| = 1e12 has round-off
+    eigenvalues far above 1e-5: they are not a tail, and alpha must not depend on W's scale)."""
+    if not evals.size:
+        return EVALS_THRESH
+    return max(EVALS_THRESH, float(np.max(evals)) * evals.size * np.finfo(np.float64).eps)
+
+
 def fit_row(evals: np.ndarray, o, key: tuple = ()) -> tuple[dict, Any]:
     """The power-law (or truncated power-law) columns of one ESD and the fit (NaN columns and a
     reason when no fit exists), with the asked-for comparisons and bootstrap p-value."""
+    cut = fit_cut(evals)
     try:
-        data, xmax, dropped = split_xmax(evals[evals > EVALS_THRESH], o.xmax, "eigenvalues")
+        data, xmax, dropped = split_xmax(evals[evals > cut], o.xmax, "eigenvalues")
     except ValueError as exc:  # -k drops more than half: no fit, and the reason
         return {"status": "failed", "reason": str(exc)}, None
     if data.size < 2:
+        above = f"{cut:g}" if cut == EVALS_THRESH else f"the round-off level {cut:.3g}"
         return {"status": "failed",
-                "reason": f"{data.size} eigenvalue(s) above {EVALS_THRESH:g}: nothing to fit"}, None
+                "reason": f"{data.size} eigenvalue(s) above {above}: nothing to fit"}, None
     kind = FITS[o.fit]
     max_fingers = o.max_fingers
     if o.ww_fingers and max_fingers < (evals.size - dropped) / 2:
