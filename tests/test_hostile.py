@@ -14,10 +14,10 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import cli, user_error
 from safetensors.numpy import save_file
 
 from tailscope import analyze
-from tailscope.cli import main
 from tailscope.fit import fit_power_law
 from tailscope.sources import SourceError, open_source
 from tailscope.zoo.manifest import ManifestError, read_manifest
@@ -25,23 +25,6 @@ from tailscope.zoo.manifest import ManifestError, read_manifest
 RNG = np.random.default_rng(15)
 
 
-def cli(capsys, *args):
-    """(exit code, stdout, stderr) of ``tailscope *args`` in this process."""
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def user_error(capsys, *args, naming=None):
-    """The command exits 2 with one line on stderr (naming ``naming`` when given)."""
-    code, out, err = cli(capsys, *args)
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tailscope: error:"), err
-    assert "internal error" not in err and "Traceback" not in err
-    if naming is not None:
-        assert str(naming) in err, err
-    return err
 
 
 def sh(*args, stdin=None, timeout=60):

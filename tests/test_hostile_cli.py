@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import cli, user_error
 from safetensors.numpy import save_file
 
-from tailscope.cli import main
 from tailscope.fit import fit_power_law
 
 RNG = np.random.default_rng(151)
@@ -22,21 +22,6 @@ def digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def user_error(capsys, *args, naming=None):
-    code, out, err = cli(capsys, *args)
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tailscope: error:"), err
-    assert "Traceback" not in err and "internal error" not in err
-    if naming is not None:
-        assert str(naming) in err, err
-    return err
 
 
 def sh(*args, timeout=120):

@@ -270,14 +270,8 @@ def prune(source, sparsity, method: str = "magnitude", *, layers=None, base_mode
         Prune the fine-tune W - W_base: its smallest |W - W_base| go back to the base weights;
         the result is the fine-tuned model so edited (never the delta itself). The allocation
         then comes from ``analyze(..., base_model=...)``.
-    peft : False
-        Refused: a LoRA update B·A cannot be written back as its factors (merge it first).
-    trust_pickle : bool
-        Allow PyTorch pickles that need code execution.
-    progress : callable(done, total, name), optional
-        Called after each layer, as :func:`tailscope.analyze`'s.
-    scheduler : str or distributed.Client, optional
-        Run the layers on Dask, as :func:`tailscope.analyze` (``jobs=`` runs them in threads).
+    peft, trust_pickle, progress, scheduler
+        As :func:`tailscope.smooth` (``peft`` is refused; ``jobs=`` runs layers in threads).
 
     Returns
     -------
