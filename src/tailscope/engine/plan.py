@@ -9,8 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterator
 
-from ..sources import LayerPlan, LayerRef, Source, open_source, plan_layer
-from ..sources.derived import derive
+from ..sources import LayerPlan, LayerRef, Source, plan_layer
 from ..sources.split import expand
 from .options import LAYER_TYPES, layer_rules
 
@@ -86,10 +85,3 @@ def _selects_nothing(layers, weights: list[LayerRef]) -> str:
     return (f"layers={given!r} selects none of the model's {len(weights)} weight matrices "
             f"(ids {weights[0].index}-{weights[-1].index}, names like {shown}; globs match "
             f"tensor or module names; types: {', '.join(LAYER_TYPES)})")
-
-
-def open_model(source, *, trust_pickle: bool = False, base_model=None, peft=False) -> Source:
-    """The model, or its delta from ``base_model``, or its LoRA layers (``peft``)."""
-    src = open_source(source, trust_pickle=trust_pickle)
-    base = None if base_model is None else open_source(base_model, trust_pickle=trust_pickle)
-    return derive(src, base=base, peft=peft)
