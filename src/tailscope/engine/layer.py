@@ -75,7 +75,8 @@ def base_row(ref: LayerRef, plan: LayerPlan) -> dict:
     """The columns every row of a layer has, whatever happens to it."""
     ident = identity(ref, plan)
     return {"layer_id": ident["layer_id"], "name": ident["name"], "module": ref.module,
-            **{k: ident[k] for k in ("layer_type", "N", "M")},
+            "layer_type": ident["layer_type"], "expert": ref.expert,
+            **{k: ident[k] for k in ("N", "M")},
             "Q": plan.N / plan.M if plan.M else math.nan, "rf": ident["rf"], "dtype": ref.dtype,
             "warning": "", "reason": ""}
 

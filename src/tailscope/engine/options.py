@@ -34,7 +34,8 @@ COMPARE_DEFAULT = ("truncated_power_law", "lognormal", "exponential")
 COMPARE_TAGS = {"truncated_power_law": "TPL", "TPL": "TPL", "lognormal": "lognormal",
                 "exponential": "exponential", "stretched_exponential": "stretched_exponential",
                 "lognormal_positive": "lognormal_positive"}
-LAYER_TYPES = ("dense", "embedding", "conv1d", "conv2d", "recurrent")
+LAYER_TYPES = ("dense", "embedding", "conv1d", "conv2d", "recurrent", "expert", "router",
+               "shared_expert")
 PEFT_MODES = (False, True, "only", "with_base")
 ESD_METHODS = ("gram", "svd")  # how eigenvalues are computed (``method``)
 FINGER_FIXES = ("clip_xmax", "xmin_peak")  # WeightWatcher's ``fix_fingers`` values

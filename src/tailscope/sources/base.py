@@ -39,7 +39,11 @@ class LayerRef:
 
     Checkpoints of today's LLMs (``finish.py``): ``expert`` is the expert's number for one
     matrix of a Mixture-of-Experts layer (None for a dense layer); ``quant`` says how the
-    tensor was stored when it was dequantized ('' for plain floating point); ``part_loader(i)``,
+    tensor was stored when it was dequantized ('' for plain floating point); ``role`` is also
+    'conv' (a reader that knows the op or module says the 3-D tensor is a convolution's),
+    'router' or 'shared_expert' (``moe.py``), or 'refused: <why>' (a source pass could not
+    decode it: reported skipped for that reason); ``layout`` 'stack:<spec>' marks a fused expert
+    stack split by ``moe.py``; ``part_loader(i)``,
     when a reader or dequantizer can, reads the sub-tensor ``[i]`` along the first axis alone
     (one expert of a fused stack without reading the others).
     """
@@ -168,6 +172,23 @@ def read_exact(path, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
 def natural_key(name: str) -> tuple:
     """Sort key that puts 'layers.9' before 'layers.10'."""
     return tuple(int(part) if part.isdigit() else part for part in _NUM.split(name))
+
+
+_HEAD = re.compile(r"^(?:output|score)\.|(?:^|\.)(?:lm_head|embed_out)\.")
+_EMBEDDING = re.compile(r"^(?:[A-Za-z_]\w*\.){0,2}(?:embed_tokens|wte|wpe|tok_embeddings|"
+                        r"word_embeddings|position_embeddings|token_type_embeddings|embed_in|"
+                        r"embed_positions|embeddings|token_embd)\.")
+
+
+def model_order(name: str) -> tuple:
+    """Sort key of a checkpoint whose files list tensors by name (safetensors, its sharded
+    index): the input embeddings first, then numeric-aware name order, the output head
+    (``lm_head``, ``embed_out``, ``output``, ``score``) last, as the forward pass runs
+    (plain name order puts ``lm_head`` before ``model.embed_tokens`` and GPT-2's ``wte`` after
+    its blocks)."""
+    rank = 2 if _HEAD.search(name) else 0 if (_EMBEDDING.search(name)
+                                              and not re.search(r"\.\d+\.", name)) else 1
+    return (rank, natural_key(name))
 
 
 def numbered(items: list[tuple], source: str, layout: str = "torch") -> tuple[LayerRef, ...]:
