@@ -18,7 +18,13 @@ import pandas as pd
 from .engine import options as opts
 from .engine import run as runner
 from .engine.layer import Analyze, RowResult
-from .engine.result import describe_frame, details_frame, skipped_frame, summarize
+from .engine.result import (
+    describe_frame,
+    details_frame,
+    experts_frame,
+    skipped_frame,
+    summarize,
+)
 from .util.io import atomic_write
 from .util.optional import require
 
@@ -42,10 +48,26 @@ class Analysis:
     seconds: float
     results: Mapping[tuple, RowResult] = field(default_factory=dict, repr=False)
 
-    def summary(self) -> dict:
+    def summary(self, *, experts: str = "each") -> dict:
         """Means of the summary metrics over successful layers, and how many layers were
-        analysed, failed, skipped, over- and under-trained."""
-        return summarize(self.details, len(self.skipped))
+        analysed, failed, skipped, over- and under-trained.
+
+        In a Mixture-of-Experts model (``experts`` in the dict: how many rows are expert
+        matrices), ``experts='each'`` (the default) counts every expert matrix as one layer, as
+        WeightWatcher counts per-expert Linear modules: a projection of 128 experts weighs 128
+        times a dense one. ``experts='layer'`` averages each projection's experts first (one row
+        per group of :meth:`experts`), so it weighs as the one dense projection it replaces;
+        ``layers`` and the other counts then count it once."""
+        return summarize(self.details, len(self.skipped), experts)
+
+    def experts(self, metric: str = "alpha") -> pd.DataFrame:
+        """Per Mixture-of-Experts projection (the experts of one fused stack's gate, up or
+        down, or of one per-expert name such as ``experts.*.w1.weight``): ``group`` (its name,
+        ``*`` for the expert), ``first_layer_id``, ``experts``, ``fitted``, and the ``mean``,
+        ``min``, ``max``, ``std`` (ddof 0) and ``spread`` (max - min) of ``metric`` over the
+        fitted experts, with ``expert_min`` / ``expert_max``, the experts holding them. Empty
+        for a model without experts."""
+        return experts_frame(self.details, metric)
 
     # --- one layer ---------------------------------------------------------------------------
     def keys(self) -> list[tuple[int, int | None]]:

@@ -32,6 +32,7 @@ from .run import Work, identity
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
 BATCH_BYTES = 512 * 1024 * 1024  # Gram matrices held at once on the device when batching
+HOST_BATCH_BYTES = 64 * 1024 * 1024  # expert matrices held at once when batched on numpy
 
 
 @dataclass(frozen=True, eq=False)
@@ -263,15 +264,20 @@ def analyze_batch(batch: list[tuple[LayerRef, LayerPlan]], o, backend) -> list[L
 
 
 def batches(todo: list[tuple[LayerRef, LayerPlan]], backend) -> list[list]:
-    """Group consecutive 2-D layers of the same shape (only worth it on a torch device)."""
-    if not backend.name.startswith("torch"):
-        return [[item] for item in todo]
+    """Group consecutive 2-D layers of the same shape: any on a torch device; on numpy, the
+    experts of a Mixture-of-Experts layer (one stacked ``eigvalsh`` call for hundreds of small
+    same-shape matrices, each matrix's eigenvalues those of its own solve)."""
+    torch_device = backend.name.startswith("torch")
     groups: list[list] = []
     for ref, plan in todo:
         last = groups[-1] if groups else None
+        if not torch_device and (ref.expert is None or (last and last[0][0].expert is None)):
+            groups.append([(ref, plan)])
+            continue
         if (last and plan.rf == 1 and last[0][1].rf == 1 and not isinstance(ref, LowRankRef)
                 and not isinstance(last[0][0], LowRankRef) and last[0][0].shape == ref.shape
-                and (len(last) + 1) * plan.M * plan.M * 8 <= BATCH_BYTES):
+                and (len(last) + 1) * plan.M * plan.M * 8 <= BATCH_BYTES
+                and (torch_device or (len(last) + 1) * plan.N * plan.M * 8 <= HOST_BATCH_BYTES)):
             last.append((ref, plan))
         else:
             groups.append([(ref, plan)])
