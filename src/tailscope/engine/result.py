@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..sources.moe import expert_group
 from .columns import (
     BY_NAME,
     DESCRIBE_COLUMNS,
@@ -17,7 +18,6 @@ from .columns import (
     summary_columns,
     verdict,
 )
-from ..sources.moe import expert_group
 from .layer import LayerResult
 
 EXPERT_WEIGHTING = ("each", "layer")  # Analysis.summary(experts=...)

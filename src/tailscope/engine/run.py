@@ -378,10 +378,11 @@ def _aligned(change: np.ndarray, shape: tuple) -> np.ndarray:
 def rejoin(weights: dict[str, np.ndarray], refs: list[LayerRef], edited=frozenset()
            ) -> dict[str, np.ndarray]:
     """The model's own tensors from ``weights`` that also hold split parts (gates, q/k/v,
-    heads, experts of a fused stack): each split tensor becomes its parts, edited or not, joined back along the axis they
-    were cut from, and the parts go (the edited model has the source's tensors, no extra keys).
-    Deepest splits first (heads of a q part, then q/k/v of ``in_proj_weight``). A split tensor
-    named in ``edited`` was edited whole: it stays as it is."""
+    heads; experts, restacked by ``sources.moe.restack``): each split tensor becomes its parts,
+    edited or not, joined back along the axis they were cut from, and the parts go (the edited
+    model has the source's tensors, no extra keys). Deepest splits first (heads of a q part,
+    then q/k/v of ``in_proj_weight``). A split tensor named in ``edited`` was edited whole: it
+    stays as it is."""
     out = dict(weights)
     for ref in reversed(refs):
         if ref.name in edited or not ref.split_into or not all(p in out for p in ref.split_into):

@@ -226,6 +226,41 @@ def _conv_weights(module) -> frozenset:
                      if isinstance(m, kinds))
 
 
+_CONV_OPS = {"aten::conv1d", "aten::conv_transpose1d", "aten::conv2d", "aten::conv_transpose2d",
+             "aten::_convolution", "aten::convolution"}
+
+
+def _script_convs(module) -> frozenset:
+    """The state-dict names of the tensors a TorchScript module's forward passes to a
+    convolution op as its weight (its inlined graph: ``aten::conv1d(x, self.a.b.weight, ...)``),
+    and of its ``Conv1d`` / ``Conv2d`` submodules' weights; empty when the graph cannot be read."""
+    found = {f"{n}.weight" if n else "weight" for n, m in module.named_modules()
+             if getattr(m, "original_name", "") in ("Conv1d", "ConvTranspose1d", "Conv2d",
+                                                     "ConvTranspose2d")}
+
+    def attr_path(value) -> str | None:
+        names, node = [], value.node()
+        while node.kind() == "prim::GetAttr":
+            names.append(node.s("name"))
+            node = node.input().node()
+        return ".".join(reversed(names)) if node.kind() == "prim::Param" and names else None
+
+    try:
+        graph = module.inlined_graph  # held: its nodes live as long as it does
+        blocks = [graph]
+        while blocks:
+            for node in blocks.pop().nodes():
+                if node.kind() in _CONV_OPS:
+                    inputs = list(node.inputs())
+                    path = attr_path(inputs[1]) if len(inputs) > 1 else None
+                    if path:
+                        found.add(path)
+                blocks.extend(node.blocks())
+    except Exception:  # noqa: BLE001 - no graph to read: only the module types are known
+        pass
+    return frozenset(found)
+
+
 def _config_of(module) -> dict | None:
     """A transformers model's ``config`` as its config.json dict (None for anything else)."""
     to_dict = getattr(getattr(module, "config", None), "to_dict", None)
@@ -261,7 +296,8 @@ def open_torch_file(path: Path, kind: str, *, trust_pickle: bool = False) -> Sou
         except Exception as exc:
             raise SourceError(f"{path}: cannot load the TorchScript archive: {one_line(exc)}") from None
         pairs = list(module.state_dict().items())
-        return Source(numbered(_items_from_mapping(pairs), str(path)), "torchscript",
+        return Source(numbered(_items_from_mapping(pairs, _script_convs(module)), str(path)),
+                      "torchscript",
                       (str(path),))
     _check_legacy(path)
     replaced: tuple[str, ...] = ()
