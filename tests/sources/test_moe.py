@@ -36,6 +36,7 @@ def _stacks(layout: str) -> dict[str, np.ndarray]:
         for e in range(E):
             gu[e][:, ::2], gu[e][:, 1::2] = GATE[e].T, UP[e].T
         return {"mlp.experts.gate_up_proj": gu,
+                "mlp.experts.gate_up_proj_bias": np.zeros((E, 2 * INTER)),  # not a matrix
                 "mlp.experts.down_proj": np.stack([d.T for d in DOWN])}  # out = h @ W[e]
     if layout == "llama4":  # bmm(x, W) then chunk(2): gate | up, [E, in, out]
         return {"feed_forward.experts.gate_up_proj":
@@ -126,6 +127,7 @@ def test_every_fused_layout_gives_expert_rows_equal_to_the_separate_matrices(
     router = a.skipped[a.skipped["layer_type"] == "router"]
     assert len(router) == 1 and "a router" in router["reason"].iloc[0]
     assert d["expert"][d["layer_type"] != "expert"].isna().all()
+    assert not d["name"].str.endswith("_bias").any()
     # the model's order: the embedding first, lm_head last
     assert d["name"].iloc[0] == "model.embed_tokens.weight"
     assert d["name"].iloc[-1] == "lm_head.weight"

@@ -76,6 +76,7 @@ FAMILIES: dict[str, str] = {
 
 _STACK = re.compile(r"(?:^|\.)experts\.(?P<proj>gate_up_proj|down_proj)$"
                     r"|(?:^|\.)block_sparse_moe\.(?P<legacy>input_linear|output_linear)\.weight$")
+_STACK_BIAS = re.compile(r"(?:^|\.)experts\.(?:gate_up_proj|down_proj)_bias$")
 _PER_EXPERT = re.compile(r"(?:^|\.)experts\.(?:expert_)?(?P<e>\d+)\.")
 _ROUTER = re.compile(r"(?:^|\.)(?:(?:mlp|block_sparse_moe|feed_forward|moe)\.(?:gate|router)"
                      r"|router\.(?:layer|classifier)|shared_experts?_gate)\.weight$"
@@ -264,6 +265,11 @@ def with_experts(src: Source) -> Source:
                                    split_into=tuple(p.name for p in parts)))
                 out.extend(parts)
             changed = True
+            continue
+        if len(ref.shape) == 2 and _STACK_BIAS.search(ref.name):  # gpt-oss: [E, out]
+            out.append(replace(ref, role=f"refused: the biases of {ref.shape[0]} experts (one "
+                               "vector each), not a weight matrix"))
+            has_experts = changed = True
             continue
         if ref.expert is None and len(ref.shape) == 2 and not ref.parent:
             e = _PER_EXPERT.search(ref.name)
