@@ -131,8 +131,15 @@ def test_every_fused_layout_gives_expert_rows_equal_to_the_separate_matrices(
     # the model's order: the embedding first, lm_head last
     assert d["name"].iloc[0] == "model.embed_tokens.weight"
     assert d["name"].iloc[-1] == "lm_head.weight"
-    # per-layer summaries across the experts
+    # per-layer summaries across the experts; the model means weigh each expert, or each layer
     s = a.experts()
+    dense = d[d["layer_type"] != "expert"]["alpha"]
+    assert a.summary()["experts"] == 3 * E
+    assert a.summary()["alpha"] == pytest.approx(d["alpha"].mean(), rel=1e-12)
+    by_layer = a.summary(experts="layer")
+    assert by_layer["layers"] == len(dense) + 3
+    assert by_layer["alpha"] == pytest.approx((dense.sum() + s["mean"].sum()) / (len(dense) + 3),
+                                              rel=1e-12)
     assert list(s["experts"]) == [E] * 3 and (s["spread"] >= 0).all()
     for _, row in s.iterrows():
         vals = experts[[g == row["group"] for g in experts["name"].map(
