@@ -322,3 +322,22 @@ def test_gguf_experts_get_the_expert_column(tmp_path):
     alone = analyze({f"m{e}": exps[e] for e in range(E)}).details["alpha"].to_numpy()
     np.testing.assert_allclose(ex["alpha"].to_numpy(), alone, rtol=1e-12)
     assert a.skipped.set_index("name").loc["blk.0.ffn_gate_inp.weight", "layer_type"] == "router"
+
+
+def test_the_experts_batched_on_torch_equal_numpy(tmp_path):
+    """Same-shape experts go to the eigensolver as one stack (numpy and torch); each expert's
+    alpha is that of its own matrix."""
+    pytest.importorskip("torch")
+    from tailscope.engine.layer import batches
+    from tailscope.engine.options import make_options
+    from tailscope.engine.plan import planned
+    from tailscope.spectrum import get_backend
+
+    folder = _write(tmp_path / "q", "qwen3_moe")
+    o = make_options()
+    todo = [(r, p) for r, p, why in planned(open_source(folder), o) if not why]
+    for device in ("cpu", "torch:cpu"):
+        groups = batches(todo, get_backend(device))
+        assert max(len(g) for g in groups) == 2 * E  # the gate and up matrices of all experts
+    a, b = analyze(folder), analyze(folder, device="torch:cpu")
+    np.testing.assert_allclose(b.details["alpha"], a.details["alpha"], rtol=1e-9)
