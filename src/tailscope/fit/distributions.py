@@ -645,6 +645,7 @@ class TailFit:
         return self._model.logpdf(self.theta, x, self.xmin, self.xmax)
 
     def pdf(self, x) -> np.ndarray:
+        """Model density (probability, for a discrete fit) at ``x``."""
         return np.exp(self.loglikelihoods(x))
 
     def cdf(self, x) -> np.ndarray:
@@ -654,6 +655,7 @@ class TailFit:
         return self._model.cdf(self.theta, x, self.xmin, self.xmax)
 
     def ccdf(self, x) -> np.ndarray:
+        """Model complementary CDF, 1 - cdf(x), of the tail."""
         return 1.0 - self.cdf(x)
 
     @property

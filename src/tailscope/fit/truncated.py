@@ -97,6 +97,7 @@ class TruncatedPowerLawFit:
         return _TPL.cdf((self.alpha, self.Lambda), x, self.xmin, self.xmax)
 
     def ccdf(self, x) -> np.ndarray:
+        """Model complementary CDF, 1 - cdf(x), of the tail."""
         return 1.0 - self.cdf(x)
 
     def pdf(self, x) -> np.ndarray:
@@ -107,6 +108,7 @@ class TruncatedPowerLawFit:
         return np.where(inside, np.exp(self.loglikelihoods(safe)), 0.0)
 
     def loglikelihoods(self, x=None) -> np.ndarray:
+        """Per-point log density of the fitted truncated power law over the tail (or ``x``)."""
         x = self.tail if x is None else np.asarray(x, dtype=np.float64)
         return _TPL.logpdf((self.alpha, self.Lambda), x, self.xmin, self.xmax)
 
