@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ test-fast: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
+# the documentation site into docs/_build/html (the notebooks executed once, then cached in
+# .cache/jupyter-cache; TAILSCOPE_DOCS_NB=off renders them without running them)
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
+
 bench: $(STAMP)
 	$(BIN)/python bench/fit_speed.py
 	$(BIN)/python bench/analyze_speed.py
@@ -47,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/zoo_speed.py --blocks 1
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/reference/api docs/examples

@@ -19,12 +19,11 @@ name gets its page without an edit here; autosummary then writes one page per na
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import os
 import textwrap
 from pathlib import Path
-
-import fnmatch
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -77,21 +76,139 @@ def _lit(text: str) -> str:
     return f"``{text}``" if text else ""
 
 
-class _Generated(SphinxDirective):
-    has_content = False
+def _no_warning(what: str) -> None:
+    return None
 
-    def lines(self) -> list[str]:
-        raise NotImplementedError
+
+def options_rst(missing=_no_warning, options=None) -> list[str]:
+    """The options tables, one per option group. ``missing(what)`` is told of an option without a
+    description."""
+    from tailscope.cli import COMMANDS
+    from tailscope.engine.options import GROUPS, OPTIONS
+
+    out: list[str] = []
+    for group, title in GROUPS.items():
+        rows = []
+        for o in (o for o in (OPTIONS if options is None else options) if o.group == group):
+            if not o.doc.strip():
+                missing(f"option {o.name!r}")
+            flag = ", ".join(_lit(n) for n in o.flag.names) if o.flag else f"none: {o.api_only}"
+            names = " ".join(_lit(a) for a in o.aliases)
+            commands = ", ".join(c.name for c in COMMANDS if o.name in c.options)
+            ww = _lit(o.ww) if o.ww else "tailscope's own"
+            rows.append([f"{_lit(o.name)} {('(also ' + names + ')') if names else ''}",
+                         _lit(repr(o.default)), f"*{o.type}*. {o.doc}", flag,
+                         commands or "API only", ww])
+        heading = title[0].upper() + title[1:]
+        out += [f".. _option-group-{group}:", "", heading, "-" * len(heading), ""]
+        out += _list_table("", ["option", "default", "meaning", "flag", "commands",
+                                "WeightWatcher"], rows, "14 8 44 12 12 10")
+    return out
+
+
+def columns_rst(missing=_no_warning, columns=None) -> list[str]:
+    """The columns table. ``missing(what)`` is told of a column without a description."""
+    from tailscope.engine.columns import COLUMNS, CORE_GROUPS
+    from tailscope.engine.diagnostics import DIAGNOSTICS
+
+    added_by = {g: d for d in DIAGNOSTICS for g in d.groups}
+    rows = []
+    for c in COLUMNS if columns is None else columns:
+        if not c.doc.strip():
+            missing(f"column {c.name!r}")
+        if c.group in CORE_GROUPS:
+            when = "always"
+        elif c.group in added_by:
+            when = f"option {_lit(added_by[c.group].option)}"
+        else:
+            when = {"slice": "``pool=False``", "tpl": "``fit='TPL'`` or ``'E_TPL'``",
+                    "fingers": "``fix_fingers='clip_xmax'``"}.get(c.group, _lit(c.group))
+        flags = [w for w, on in (("summary", c.summary), ("table", c.table)) if on]
+        rows.append([_lit(c.name), c.dtype, c.doc, when, ", ".join(flags)])
+    return _list_table("", ["column", "type", "meaning", "present with", "in the summary / table"],
+                       rows, "16 6 48 18 12")
+
+
+def formats_rst(missing=_no_warning, readers=None) -> list[str]:
+    """The file formats table."""
+    from tailscope.sources.registry import READERS
+
+    rows = []
+    for r in READERS if readers is None else readers:
+        if not r.phrase.strip():
+            missing(f"format {r.name!r}")
+        extra = f"``pip install 'tailscope[{r.extra}]'``" if r.extra else "none"
+        rows.append([_lit(r.name), r.phrase, " ".join(_lit(s) for s in r.suffixes),
+                     " ".join(_lit(p) for p in r.patterns), extra])
+    return _list_table("", ["format", "what is read", "file suffixes", "files picked in a folder",
+                            "extra"], rows, "10 30 18 24 18")
+
+
+def extras_rst(missing=_no_warning) -> list[str]:
+    """The optional imports and the extras that install them."""
+    from tailscope.util.optional import EXTRAS
+
+    rows = [[_lit(module), _lit(package), f"``pip install 'tailscope[{extra}]'``"]
+            for module, (package, extra) in EXTRAS.items()]
+    return _list_table("", ["import", "package", "install"], rows)
+
+
+def command_help(name: str | None) -> str:
+    """``tailscope [name] --help`` as printed at 100 columns."""
+    from tailscope.cli import build_parser
+
+    parser = build_parser()
+    target = parser.commands[name] if name else parser
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            target.print_help()
+        return buf.getvalue()
+    finally:
+        if old is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = old
+
+
+def commands_rst(missing=_no_warning, commands=None) -> list[str]:
+    """Every command with its ``--help``."""
+    from tailscope.cli import COMMANDS
+
+    out = ["``tailscope --help``", "-" * 20, "", ".. code-block:: text", ""]
+    out += textwrap.indent(command_help(None), "   ").splitlines() + [""]
+    for c in COMMANDS if commands is None else commands:
+        if not c.help.strip() or not c.description.strip():
+            missing(f"command {c.name!r}")
+        title = f"``tailscope {c.name}``"
+        out += [f".. _command-{c.name}:", "", title, "-" * len(title), "", c.help, "",
+                ".. code-block:: text", ""]
+        out += textwrap.indent(command_help(c.name), "   ").splitlines() + [""]
+    return out
+
+
+GENERATORS = {"tailscope-options": options_rst, "tailscope-columns": columns_rst,
+              "tailscope-formats": formats_rst, "tailscope-extras": extras_rst,
+              "tailscope-commands": commands_rst}
+
+
+class Generated(SphinxDirective):
+    """``.. tailscope-options::`` and the others of ``GENERATORS``: the generated
+    reStructuredText, parsed with titles (the reference pages are .rst files)."""
+
+    has_content = False
 
     def missing(self, what: str) -> None:
         logger.warning(f"{what} has no description: declare one where it is declared",
                        location=(self.env.docname, self.lineno))
 
     def run(self) -> list:
-        """The generated reStructuredText, parsed with titles (the pages are .rst files)."""
+        lines = GENERATORS[self.name](self.missing)
         node = nodes.section()
         node.document = self.state.document
-        nested_parse_with_titles(self.state, StringList(self.lines(), source="<generated>"), node)
+        nested_parse_with_titles(self.state, StringList(lines, source="<generated>"), node)
         return list(node.children)
 
 
@@ -117,123 +234,17 @@ class OrderedToctree(TocTree):
         return super().run()
 
 
-class OptionsDirective(_Generated):
-    def lines(self) -> list[str]:
-        from tailscope.cli import COMMANDS
-        from tailscope.engine.options import GROUPS, OPTIONS
+def api_index_rst() -> tuple[str, set[str]]:
+    """``reference/api/index.rst``: an autosummary per module of ``API_MODULES`` (an object
+    re-exported by a later module is named there and documented once), and the full names that
+    get a page."""
+    import importlib
 
-        out: list[str] = []
-        for group, title in GROUPS.items():
-            rows = []
-            for o in (o for o in OPTIONS if o.group == group):
-                if not o.doc.strip():
-                    self.missing(f"option {o.name!r}")
-                flag = ", ".join(_lit(n) for n in o.flag.names) if o.flag else f"none: {o.api_only}"
-                names = " ".join(_lit(a) for a in o.aliases)
-                commands = ", ".join(c.name for c in COMMANDS if o.name in c.options)
-                ww = _lit(o.ww) if o.ww else "tailscope's own"
-                rows.append([f"{_lit(o.name)} {('(also ' + names + ')') if names else ''}",
-                             _lit(repr(o.default)), f"*{o.type}*. {o.doc}", flag,
-                             commands or "API only", ww])
-            out += [f".. _option-group-{group}:", "", title[0].upper() + title[1:],
-                    "-" * len(title), ""]
-            out += _list_table("", ["option", "default", "meaning", "flag", "commands",
-                                    "WeightWatcher"], rows, "14 8 44 12 12 10")
-        return out
-
-
-class ColumnsDirective(_Generated):
-    def lines(self) -> list[str]:
-        from tailscope.engine.columns import COLUMNS, CORE_GROUPS
-        from tailscope.engine.diagnostics import DIAGNOSTICS
-
-        added_by = {g: d for d in DIAGNOSTICS for g in d.groups}
-        rows = []
-        for c in COLUMNS:
-            if not c.doc.strip():
-                self.missing(f"column {c.name!r}")
-            if c.group in CORE_GROUPS:
-                when = "always"
-            elif c.group in added_by:
-                when = f"option {_lit(added_by[c.group].option)}"
-            else:
-                when = {"slice": "``pool=False``", "tpl": "``fit='TPL'`` or ``'E_TPL'``",
-                        "fingers": "``fix_fingers='clip_xmax'``"}.get(c.group, _lit(c.group))
-            flags = [w for w, on in (("summary", c.summary), ("table", c.table)) if on]
-            rows.append([_lit(c.name), c.dtype, c.doc, when, ", ".join(flags)])
-        return _list_table("", ["column", "type", "meaning", "present with",
-                                "in the summary / table"], rows, "16 6 48 18 12")
-
-
-class FormatsDirective(_Generated):
-    def lines(self) -> list[str]:
-        from tailscope.sources.registry import READERS
-
-        rows = []
-        for r in READERS:
-            if not r.phrase.strip():
-                self.missing(f"format {r.name!r}")
-            extra = f"``pip install 'tailscope[{r.extra}]'``" if r.extra else "none"
-            rows.append([_lit(r.name), r.phrase, " ".join(_lit(s) for s in r.suffixes),
-                         " ".join(_lit(p) for p in r.patterns), extra])
-        return _list_table("", ["format", "what is read", "file suffixes",
-                                "files picked in a folder", "extra"], rows, "10 30 18 24 18")
-
-
-class ExtrasDirective(_Generated):
-    def lines(self) -> list[str]:
-        from tailscope.util.optional import EXTRAS
-
-        rows = [[_lit(module), _lit(package), f"``pip install 'tailscope[{extra}]'``"]
-                for module, (package, extra) in EXTRAS.items()]
-        return _list_table("", ["import", "package", "install"], rows)
-
-
-def command_help(name: str | None) -> str:
-    """``tailscope [name] --help`` as printed at 100 columns."""
-    from tailscope.cli import build_parser
-
-    parser = build_parser()
-    target = parser.commands[name] if name else parser
-    old = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "100"
-    try:
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            target.print_help()
-        return buf.getvalue()
-    finally:
-        if old is None:
-            os.environ.pop("COLUMNS", None)
-        else:
-            os.environ["COLUMNS"] = old
-
-
-class CommandsDirective(_Generated):
-    def lines(self) -> list[str]:
-        from tailscope.cli import COMMANDS
-
-        out = ["``tailscope --help``", "-" * 20, "", ".. code-block:: text", ""]
-        out += textwrap.indent(command_help(None), "   ").splitlines() + [""]
-        for c in COMMANDS:
-            if not c.help.strip() or not c.description.strip():
-                self.missing(f"command {c.name!r}")
-            title = f"``tailscope {c.name}``"
-            out += [f".. _command-{c.name}:", "", title, "-" * len(title), "", c.help, "",
-                    ".. code-block:: text", ""]
-            out += textwrap.indent(command_help(c.name), "   ").splitlines() + [""]
-        return out
-
-
-def write_api_index(app, config) -> None:
-    """``reference/api/index.rst``: an autosummary per module of ``API_MODULES``; rewritten only
-    when it changes."""
     lines = ["API reference", "=============", "",
              "Every public name, one page each, generated from the docstrings "
              "(numpydoc sections). The lists are read from each module's ``__all__``.", ""]
-    import importlib
-
     seen: dict[int, str] = {}  # id of an object already listed -> its documented name
+    pages: set[str] = set()
     for module, title in API_MODULES.items():
         mod = importlib.import_module(module)
         names, also = [], []
@@ -248,13 +259,24 @@ def write_api_index(app, config) -> None:
         lines += [title, "-" * len(title), "", f".. currentmodule:: {module}", "",
                   ".. autosummary::", "   :toctree: generated", "   :nosignatures:", ""]
         lines += [f"   {n}" for n in names] + [""]
+        pages |= {f"{module}.{n}" for n in names}
         if also:
             lines += ["Also here, documented above: " + ", ".join(also) + ".", ""]
-    path = Path(app.srcdir) / "reference" / "api" / "index.rst"
-    text = "\n".join(lines)
+    return "\n".join(lines), pages
+
+
+def write_api_index(app, config) -> None:
+    """Write ``reference/api/index.rst`` (rewritten only when it changes) and drop the pages of
+    names no longer public."""
+    text, pages = api_index_rst()
+    folder = Path(app.srcdir) / "reference" / "api"
+    path = folder / "index.rst"
     if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    for stub in (folder / "generated").glob("*.rst"):
+        if stub.stem not in pages:
+            stub.unlink()
 
 
 def _ours(obj) -> bool:
@@ -281,10 +303,7 @@ def setup(app):
     app.connect("autodoc-process-docstring", check_docstring)
     app.connect("autodoc-skip-member", check_member)
     app.add_directive("tailscope-toctree", OrderedToctree)
-    app.add_directive("tailscope-options", OptionsDirective)
-    app.add_directive("tailscope-columns", ColumnsDirective)
-    app.add_directive("tailscope-formats", FormatsDirective)
-    app.add_directive("tailscope-extras", ExtrasDirective)
-    app.add_directive("tailscope-commands", CommandsDirective)
+    for name in GENERATORS:
+        app.add_directive(name, Generated)
     app.connect("config-inited", write_api_index)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
