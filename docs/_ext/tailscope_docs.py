@@ -280,6 +280,7 @@ def write_api_index(app, config) -> None:
 
 
 def _ours(obj) -> bool:
+    obj = getattr(obj, "fget", obj)  # a property: its getter
     return (getattr(obj, "__module__", None) or "").startswith("tailscope")
 
 
@@ -292,7 +293,8 @@ def check_docstring(app, what, name, obj, options, lines) -> None:
 def check_member(app, what, name, obj, skip, options):
     """A public member skipped because it has no docstring is a warning (autodoc would drop it
     from its class's page without a word)."""
-    if (skip and not name.startswith("_") and _ours(obj) and callable(obj)
+    if (skip and not name.startswith("_") and _ours(obj)
+            and (callable(obj) or isinstance(obj, property))
             and not (getattr(obj, "__doc__", None) or "").strip()):
         logger.warning(f"{what} member {name!r} ({getattr(obj, '__qualname__', name)}) has no "
                        "docstring", type="tailscope", subtype="docstring")

@@ -34,6 +34,7 @@ class Comparison:
 
     @property
     def preferred(self) -> str:
+        """The name of the model the likelihood ratio favours ('' when R = 0)."""
         return self.dist1 if self.R > 0 else self.dist2 if self.R < 0 else ""
 
 

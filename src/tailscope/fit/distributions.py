@@ -635,6 +635,7 @@ class TailFit:
 
     @property
     def theta(self) -> tuple[float, ...]:
+        """The fitted parameters as a tuple, in the model's parameter order."""
         return tuple(self.parameters[p] for p in self._model.params)
 
     def loglikelihoods(self, x=None) -> np.ndarray:
@@ -660,6 +661,7 @@ class TailFit:
 
     @property
     def D(self) -> float:  # noqa: N802
+        """The Kolmogorov-Smirnov distance between the tail and the fitted model."""
         return ks_distance(self._tail, self.cdf)
 
     def __repr__(self) -> str:

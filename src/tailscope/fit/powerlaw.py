@@ -83,6 +83,7 @@ class PowerLawFit:
 
     @property
     def ok(self) -> bool:
+        """Whether the fit succeeded (``status == 'success'``)."""
         return self.status == SUCCESS
 
     @cached_property

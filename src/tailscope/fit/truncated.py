@@ -81,14 +81,17 @@ class TruncatedPowerLawFit:
 
     @property
     def ok(self) -> bool:
+        """Whether the fit succeeded (``status == 'success'``)."""
         return self.status == "success"
 
     @property
     def sigma(self) -> float:
+        """NaN: no standard error of alpha for this model (as ``powerlaw``)."""
         return math.nan  # powerlaw has no standard error for this model
 
     @property
     def tail(self) -> np.ndarray:
+        """The fitted values (those at or above xmin); empty for a failed fit."""
         return self.data[self.data >= self.xmin] if self.ok else self.data[:0]
 
     def cdf(self, x) -> np.ndarray:

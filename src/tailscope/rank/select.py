@@ -113,6 +113,7 @@ class RankSelection:
 
     @property
     def explained_variance_ratio(self) -> np.ndarray:
+        """Each eigenvalue's share of the total variance."""
         return self.eigenvalues / self.total_variance
 
     def table(self) -> pd.DataFrame:
