@@ -216,30 +216,76 @@ def test_the_guides_python_blocks_run(page, tmp_path):
     assert res.returncode == 0, f"{page.name}:\n{res.stderr[-3000:]}"
 
 
-@pytest.mark.slow  # headless Chromium on three built pages and a search
-def test_the_site_opens_in_chromium(site, tmp_path):
-    from test_report import chromium
+@pytest.fixture
+def served(site):
+    """The built site over HTTP on a free local port, as a browser would read it (the search
+    fetches the pages it finds, which a file:// page may not)."""
+    import functools
+    import http.server
+    import threading
 
     res, html = site
     assert res.returncode == 0, res.stderr[-4000:]
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(html)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield html, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow  # headless Chromium on three built pages and a search
+def test_the_site_opens_in_chromium(served, tmp_path):
+    from test_report import chromium
+
+    html, base = served
+
+    def url(path: Path) -> str:
+        return base + path.relative_to(html).as_posix()
+
     logs = []
     guide = html / "guide" / "alpha.html"
     api = html / "reference" / "api" / "generated" / "tailscope.analyze.html"
+    sections = {html / s for s in ("getting-started.html", "guide/index.html",
+                                   "switching/index.html", "reference/index.html",
+                                   "benchmarks.html", "DESIGN.html", "changelog.html")}
+    sidebar = {guide: {guide.parent / f"{p.stem}.html" for p in (DOCS / "guide").glob("*.md")
+                       if p.stem != "index"},
+               api: {api.parent / f"{n}.html" for n in gen.api_index_rst()[1]}}
     for page in (html / "index.html", guide, api):
-        dom = chromium(tmp_path, page.as_uri(), "--virtual-time-budget=5000", "--dump-dom")
+        dom = chromium(tmp_path, url(page), "--virtual-time-budget=5000", "--dump-dom")
         assert dom.returncode == 0, dom.stderr[-2000:]
         logs.append(dom.stderr)
-        nav = re.findall(r'<a class="[^"]*reference internal[^"]*" href="([^"]+)"', dom.stdout)
-        assert len(nav) >= 10, page  # the navigation: the sections and their pages
+        start = dom.stdout.index('class="bd-header ')
+        header = dom.stdout[start:dom.stdout.index("</header>", start)]
+        links = {(page.parent / h).resolve() for h in
+                 re.findall(r'class="nav-link[^"]*nav-internal" href="([^"#]+)"', header)}
+        assert sections <= links, sorted(map(str, sections - links))  # the navigation bar
+        assert "bd-search" in dom.stdout  # the search box
+        if page in sidebar:  # the section's pages in the side navigation
+            start = dom.stdout.index('class="bd-docs-nav')
+            side = dom.stdout[start:dom.stdout.index("</nav>", start)]
+            listed = {(page.parent / h).resolve() for h in re.findall(r'href="([^"#]+)"', side)}
+            listed.add(page)  # the page itself is linked as '#'
+
+            assert sidebar[page] <= listed, sorted(map(str, sidebar[page] - listed))[:5]
     page = api.read_text()
     assert "Parameters" in page and "min_evals" in page and "Returns" in page
-    search = (html / "search.html").as_uri() + "?q=select_rank"
+    search = url(html / "search.html") + "?q=select_rank"
     dom = chromium(tmp_path, search, "--virtual-time-budget=8000", "--dump-dom")
     logs.append(dom.stderr)
     found = re.findall(r'<li[^>]*>\s*<a[^>]+href="([^"]+)"', dom.stdout.split('id="search-results"')[-1])
     assert any("select_rank" in f for f in found), dom.stdout[-3000:]
     shot = tmp_path / "guide.png"
-    res = chromium(tmp_path, guide.as_uri(), "--virtual-time-budget=5000",
+    res = chromium(tmp_path, url(guide), "--virtual-time-budget=5000",
                    f"--screenshot={shot}", "--window-size=1280,1400")
     logs.append(res.stderr)
     assert res.returncode == 0 and shot.stat().st_size > 20_000

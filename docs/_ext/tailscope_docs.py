@@ -227,7 +227,8 @@ class OrderedToctree(TocTree):
                 continue
             pattern = docname_join(self.env.docname, e)
             found = sorted(d for d in self.env.found_docs
-                           if fnmatch.fnmatchcase(d, pattern) and d not in named)
+                           if fnmatch.fnmatchcase(d, pattern) and d not in named
+                           and d != self.env.docname)
             out += ["/" + d for d in found]
         self.content = StringList(out, source=self.content.source(0) if self.content else "")
         self.options.pop("glob", None)
