@@ -165,15 +165,15 @@ def select_rank(X, *, exact: bool | None = None, max_components: int | None = No
 
     Notes
     -----
-    The adaptive mode computes the largest k singular values (ARPACK), k = 64, 128, 256, ...
-    For a candidate xmin, alpha and the KS distance depend only on the eigenvalues >= xmin, so the fit over the
-    candidates inside the computed top k is *exactly* the full fit restricted to those candidates
-    (the smallest computed value is not a candidate: a tie could continue below it). It stops when
-    the chosen tail holds at most half of the computed eigenvalues and doubling k left K unchanged.
-    Guarantee: K, xmin, alpha and D equal the exact mode's whenever the exact KS minimum lies in
-    the computed top k; a deeper global minimum, below half the spectrum computed last, would be
-    missed. Once k would pass min(n, p) / 32 the dense exact route is cheaper (measured: ARPACK
-    for 256 of 3,824 values takes longer than all 3,824 by eigvalsh) and is taken
+    The adaptive mode computes the largest k singular values (ARPACK), k = 64, 128, 256, ... For a
+    candidate xmin, alpha and the KS distance depend only on the eigenvalues >= xmin, so the fit
+    over the candidates inside the computed top k is *exactly* the full fit restricted to those
+    candidates (the smallest computed value is not a candidate: a tie could continue below it). It
+    stops when the chosen tail holds at most half of the computed eigenvalues and doubling k left K
+    unchanged. Guarantee: K, xmin, alpha and D equal the exact mode's whenever the exact KS minimum
+    lies in the computed top k; a deeper global minimum, below half the spectrum computed last,
+    would be missed. Once k would pass min(n, p) / 32 the dense exact route is cheaper (measured:
+    ARPACK for 256 of 3,824 values takes longer than all 3,824 by eigvalsh) and is taken
     (``RankSelection.exact`` then says True). The rules that need the whole spectrum
     (Marchenko-Pastur, Gavish-Donoho) give None in the adaptive mode.
     """
