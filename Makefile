@@ -31,13 +31,13 @@ $(CHROMIUM):
 
 # the whole suite, and the CI command; prints its 15 slowest tests
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src tests bench examples docs
 	$(BIN)/python -m pytest -q --durations=15
 
 # the development loop: the tests not marked slow (no notebook, no Chromium), every module of
 # src/tailscope touched, under 3 minutes on 2 cores
 test-fast: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src tests bench examples docs
 	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 # the documentation site into docs/_build/html (the notebooks executed once, then cached in

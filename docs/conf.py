@@ -59,7 +59,7 @@ nb_execution_show_tb = True
 nb_kernel_rgx_aliases = {".*": "python3"}
 
 # --- MyST ----------------------------------------------------------------------------------------
-myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
+myst_enable_extensions = ["colon_fence", "deflist"]  # no dollarmath: MathJax would load from a CDN
 myst_heading_anchors = 3
 
 # --- the API reference ------------------------------------------------------------------------
