@@ -232,7 +232,16 @@ class OrderedToctree(TocTree):
             out += ["/" + d for d in found]
         self.content = StringList(out, source=self.content.source(0) if self.content else "")
         self.options.pop("glob", None)
+        if not hasattr(self.env, "tailscope_globbing"):
+            self.env.tailscope_globbing = set()
+        self.env.tailscope_globbing.add(self.env.docname)
         return super().run()
+
+
+def reread_globbing(app, env, added, changed, removed) -> list[str]:
+    """A page added or removed: the pages with ordered globs are read again (an incremental
+    build lists the new page in its section)."""
+    return sorted(getattr(env, "tailscope_globbing", ())) if added or removed else []
 
 
 def api_index_rst() -> tuple[str, set[str]]:
@@ -309,4 +318,5 @@ def setup(app):
     for name in GENERATORS:
         app.add_directive(name, Generated)
     app.connect("config-inited", write_api_index)
+    app.connect("env-get-outdated", reread_globbing)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
