@@ -88,7 +88,9 @@ html_theme_options = {
     "header_links_before_dropdown": 7,
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
-    "secondary_sidebar_items": ["page-toc", "sourcelink"],
+    # the reference tables take the width of the page's table of contents
+    "secondary_sidebar_items": {"**": ["page-toc", "sourcelink"], "reference/options": [],
+                                "reference/columns": [], "reference/formats": []},
 }
 html_last_updated_fmt = None
 html_show_sourcelink = True
