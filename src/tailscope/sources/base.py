@@ -36,6 +36,12 @@ class LayerRef:
     matrix (a gate, q/k/v, a head) has its ``parent``'s name; a tensor that was split lists its
     parts in ``split_into``. ``role`` is 'recurrent' for recurrent weights. ``loader`` reads the
     tensor (``load()`` calls it; a derived ref passes its own).
+
+    Checkpoints of today's LLMs (``finish.py``): ``expert`` is the expert's number for one
+    matrix of a Mixture-of-Experts layer (None for a dense layer); ``quant`` says how the
+    tensor was stored when it was dequantized ('' for plain floating point); ``part_loader(i)``,
+    when a reader or dequantizer can, reads the sub-tensor ``[i]`` along the first axis alone
+    (one expert of a fused stack without reading the others).
     """
 
     name: str
@@ -49,6 +55,10 @@ class LayerRef:
     role: str = ""
     parent: str = ""
     split_into: tuple[str, ...] = ()
+    expert: int | None = None
+    quant: str = ""
+    part_loader: Callable[[int], np.ndarray] | None = field(default=None, repr=False,
+                                                            compare=False)
 
     def load(self) -> np.ndarray:
         """The tensor as a numpy array (bf16 arrives as float32)."""
@@ -68,9 +78,9 @@ class LayerRef:
         """This ref with its tensor read now: picklable, so a planned layer can travel to a
         Dask worker. A tensor that cannot be read travels as its error, raised at ``load()``."""
         try:
-            return replace(self, loader=Loaded(np.asarray(self.load())))
+            return replace(self, loader=Loaded(np.asarray(self.load())), part_loader=None)
         except Exception as exc:  # noqa: BLE001 - the layer's failure row says it
-            return replace(self, loader=Raising(str(exc).splitlines()[0] if str(exc) else
+            return replace(self, part_loader=None, loader=Raising(str(exc).splitlines()[0] if str(exc) else
                                                 type(exc).__name__))
 
 
@@ -96,12 +106,14 @@ class Raising:
 
 @dataclass(frozen=True)
 class Source(Sequence):
-    """The tensors of one model, in model order, and what was read to get them."""
+    """The tensors of one model, in model order, and what was read to get them; ``config``
+    is the model's Hugging Face ``config.json`` (a dict) when one was found beside its files."""
 
     refs: tuple[LayerRef, ...]
     format: str
     files: tuple[str, ...]
     note: str = ""
+    config: dict | None = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.refs)

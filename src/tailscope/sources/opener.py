@@ -13,12 +13,14 @@ import shutil
 import stat
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .base import Source, SourceError
+from .finish import finish
 from .hub import is_repo_id, open_hub
 from .numpy import open_array
 from .registry import READERS, open_file, open_folder
@@ -65,8 +67,13 @@ def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
     # the docstring is built below, its formats from the registry's readers
     if isinstance(x, Source):
         return x
-    if isinstance(x, str) and x == "-":
-        return open_file(stdin_copy(), trust_pickle)
+    return finish(_opened(x, trust_pickle))
+
+
+def _opened(x: Any, trust_pickle: bool) -> Source:
+    """The reader's ``Source`` for ``x``, before ``finish``'s passes."""
+    if isinstance(x, str) and x == "-":  # no config.json: the copy is in a temporary folder
+        return replace(open_file(stdin_copy(), trust_pickle), config={})
     if isinstance(x, (str, Path)):
         path = Path(x).expanduser()
         try:
