@@ -162,13 +162,17 @@ class Analysis:
 
     # --- output ----------------------------------------------------------------------------
     def to_csv(self, path) -> Path:
+        """Write ``details`` to a CSV file, atomically; returns its path."""
         return atomic_write(path, lambda p: self.details.to_csv(p, index=False))
 
     def to_json(self, path) -> Path:
+        """Write ``details`` to a JSON file (one record per row), atomically; returns its path."""
         return atomic_write(path, lambda p: self.details.to_json(
             p, orient="records", indent=1, double_precision=15))
 
     def to_parquet(self, path) -> Path:
+        """Write ``details`` to a Parquet file (the ``parquet`` extra), atomically; returns its
+        path."""
         require("pyarrow", "writing parquet", error=ValueError)
         return atomic_write(path, lambda p: self.details.to_parquet(p, index=False))
 

@@ -253,7 +253,7 @@ def _wanted(sparsity) -> dict[str, float] | float:
 def prune(source, sparsity, method: str = "magnitude", *, layers=None, base_model=None,
           peft=False, trust_pickle: bool = False, progress=None, scheduler=None,
           **options) -> EditedModel:
-    """Magnitude pruning, layer by layer: the smallest |w| of each layer set to 0.
+    """Magnitude pruning, layer by layer: the smallest ``|w|`` of each layer set to 0.
 
     Parameters
     ----------
@@ -267,7 +267,7 @@ def prune(source, sparsity, method: str = "magnitude", *, layers=None, base_mode
         Wanda and SparseGPT need activations (calibration data), which tailscope does not have;
         pass the allocation's values to them as their per-layer ratios.
     base_model : path or model, optional
-        Prune the fine-tune W - W_base: its smallest |W - W_base| go back to the base weights;
+        Prune the fine-tune W - W_base: its smallest ``|W - W_base|`` go back to the base weights;
         the result is the fine-tuned model so edited (never the delta itself). The allocation
         then comes from ``analyze(..., base_model=...)``.
     peft, trust_pickle, progress, scheduler
@@ -282,7 +282,7 @@ def prune(source, sparsity, method: str = "magnitude", *, layers=None, base_mode
 
     Notes
     -----
-    The pruned weights are exactly the round(s * numel) smallest |w| of the whole tensor (all
+    The pruned weights are exactly the round(s * numel) smallest ``|w|`` of the whole tensor (all
     slices of a conv kernel together); ties at the threshold go to the lower flat (C-order)
     index. A layer that cannot be pruned (not floating point, NaN weights) is left unchanged
     with its reason; the others are pruned. A tensor split for analysis (gates,

@@ -83,6 +83,7 @@ class PowerLawFit:
 
     @property
     def ok(self) -> bool:
+        """Whether the fit succeeded (``status == 'success'``)."""
         return self.status == SUCCESS
 
     @cached_property
@@ -149,6 +150,7 @@ class PowerLawFit:
         return -np.expm1(-beta * np.log(x / self.xmin)) / norm
 
     def ccdf(self, x) -> np.ndarray:
+        """Model complementary CDF, 1 - cdf(x), of the tail."""
         return 1.0 - self.cdf(x)
 
     def pdf(self, x) -> np.ndarray:
@@ -197,6 +199,7 @@ class PowerLawFit:
         return goodness_of_fit(self, n_boot=n_boot, seed=seed, n_jobs=n_jobs, ci=ci)
 
     def to_dict(self) -> dict:
+        """The fit's numbers, status and reason as a plain dict (JSON-ready)."""
         return {
             "alpha": self.alpha, "xmin": self.xmin, "xmax": self.xmax, "D": self.D,
             "sigma": self.sigma, "n_tail": self.n_tail, "n": self.n, "status": self.status,
