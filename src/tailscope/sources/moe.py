@@ -144,19 +144,15 @@ class ExpertLoader:
 
 
 def expert_matrix(w: np.ndarray, spec: str, kind: str) -> np.ndarray:
-    """One expert's slice ``w`` of a stack -> its (out x in) matrix; ``kind`` '', 'gate' or
-    'up'."""
-    io = spec.startswith("io")
+    """One expert's slice ``w`` of a stack -> its (out x in) matrix (a view); ``kind`` '',
+    'gate' or 'up' (the halves of a gate_up stack, concatenated or interleaved along out)."""
+    m = w.T if spec.startswith("io") else w
+    if kind and spec.endswith("+interleaved"):
+        return m[0::2] if kind == "gate" else m[1::2]
     if kind:
-        axis = 1 if io else 0
-        if spec.endswith("+interleaved"):
-            w = w[:, 0::2] if kind == "gate" and io else w[:, 1::2] if io else \
-                w[0::2] if kind == "gate" else w[1::2]
-        else:
-            half = w.shape[axis] // 2
-            sl = slice(0, half) if kind == "gate" else slice(half, None)
-            w = w[:, sl] if io else w[sl]
-    return w.T if io else w
+        half = m.shape[0] // 2
+        return m[:half] if kind == "gate" else m[half:]
+    return m
 
 
 def restack(parent: LayerRef, parts: list[np.ndarray]) -> np.ndarray:
