@@ -22,7 +22,8 @@ from ..fit.tail import split_xmax
 from ..sources import LayerPlan, LayerRef
 from ..sources.derived import LowRankRef
 from ..sources.layers import matrices
-from ..spectrum import alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics
+from ..spectrum import (alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics,
+                       spectrum_snr)
 from ..util.errors import one_line
 from ..util.rng import layer_rng
 from .columns import verdict
@@ -180,6 +181,17 @@ def ww_oriented(ref: LayerRef, plan: LayerPlan, mats):
             for w in mats]
 
 
+def weight_var(mats: list[np.ndarray] | None, slice_id: int | None) -> float:
+    """The population variance of the weight entries (AlphaQ's Var(W)): of every matrix of the
+    layer (``slice_id`` None: the whole tensor), or of one conv slice; NaN without the matrices
+    (a LoRA update analysed from its factors)."""
+    if not mats:
+        return math.nan
+    chosen = mats if slice_id is None else [mats[slice_id]]
+    flat = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in chosen])
+    return float(np.var(flat))
+
+
 def layer_diagnostics(result: LayerResult, mats, plan: LayerPlan, o) -> None:
     """The ``layer`` stage of ``DIAGNOSTICS`` the options ask for (eigenvectors), on a layer's
     rows in place."""
@@ -208,6 +220,9 @@ def layer_rows(ref: LayerRef, plan: LayerPlan, o, slices: list[np.ndarray],
         fit = None
         try:
             values.update(norm_metrics(evals, group, plan.N, o.tolerance))
+            values["snr"] = spectrum_snr(np.sqrt(np.clip(evals / scale, 0, None)), plan.N,
+                                         plan.M)
+            values["weight_var"] = weight_var(mats, slice_id)
             if not values["lambda_max"] > 0:
                 values.update(status="failed", reason="an all-zero matrix: no spectrum to fit")
             else:
