@@ -4,8 +4,7 @@ AlphaPruning's allocation (``prune``), model distances (``distances``), and the 
 return (``model``). None edits its input: edits return an :class:`EditedModel` with new arrays.
 """
 
-from .decisions import (BitAllocation, Trainable, allocate_bits, allocate_experts,
-                        select_trainable)
+from .decisions import BitAllocation, Trainable, allocate_bits, allocate_experts, select_trainable
 from .distances import Distances, distances
 from .model import EditedModel
 from .prune import allocate_sparsity, prune

@@ -22,8 +22,7 @@ from ..fit.tail import split_xmax
 from ..sources import LayerPlan, LayerRef
 from ..sources.derived import LowRankRef
 from ..sources.layers import matrices
-from ..spectrum import (alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics,
-                       spectrum_snr)
+from ..spectrum import alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics, spectrum_snr
 from ..util.errors import one_line
 from ..util.rng import layer_rng
 from .columns import verdict

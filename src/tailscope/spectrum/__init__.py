@@ -14,8 +14,7 @@ from .esd import (
     top_right_vectors,
     top_singular_values,
 )
-from .metrics import (alpha_metrics, detx, ecs_self_consistent, matrix_rank, norm_metrics,
-                      spectrum_snr)
+from .metrics import alpha_metrics, detx, ecs_self_consistent, matrix_rank, norm_metrics, spectrum_snr
 from .mp import MPFit, MPFitError, mp_density, mp_edges, mp_fit, mp_gram_edges, mp_median
 from .randomize import RandomizedESD, randomized_esd, shuffle_elements
 from .windows import conv_window_eigenvalues, window_eigenvalues
