@@ -7,8 +7,17 @@ from __future__ import annotations
 import json
 import shlex
 
-from .common import (Choices, Command, InputError, add_choices, add_scheduler, add_source,
-                     given_options, option_names, real)
+from .common import (
+    Choices,
+    Command,
+    InputError,
+    add_choices,
+    add_scheduler,
+    add_source,
+    given_options,
+    option_names,
+    real,
+)
 
 OPTIONS = option_names("source", "select", plus=("jobs",))
 
