@@ -6,11 +6,12 @@ return (``model``). None edits its input: edits return an :class:`EditedModel` w
 
 from .decisions import BitAllocation, Trainable, allocate_bits, allocate_experts, select_trainable
 from .distances import Distances, distances
+from .intruders import intruders, reduce_intruders
 from .model import EditedModel
 from .prune import allocate_sparsity, prune
 from .smooth import sharpen, smooth
 from .traps import remove_traps, traps
 
 __all__ = ["BitAllocation", "Distances", "EditedModel", "Trainable", "allocate_bits",
-           "allocate_experts", "allocate_sparsity", "distances", "prune", "remove_traps",
-           "select_trainable", "sharpen", "smooth", "traps"]
+           "allocate_experts", "allocate_sparsity", "distances", "intruders", "prune",
+           "reduce_intruders", "remove_traps", "select_trainable", "sharpen", "smooth", "traps"]
