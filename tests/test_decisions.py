@@ -162,15 +162,22 @@ def test_milp_equals_dynamic_programme_on_moe(moe):
     assert bits[ok].sum() <= cap
 
 
-def test_allocate_bits_refuses_bad_input(minilm_analysis):
+def test_allocate_bits_refuses_bad_input():
+    d = pd.DataFrame({"name": ["a.weight", "b.weight", "c.weight"], "N": 8, "M": 4, "rf": 1,
+                      "alpha_farms": [2.0, 3.0, np.nan], "weight_var": [1e-3, 2e-3, 1e-3]})
     with pytest.raises(ValueError, match="below the smallest width"):
-        ts.allocate_bits(minilm_analysis, budget=1.5)
+        ts.allocate_bits(d, budget=1.5)
     with pytest.raises(ValueError, match="bits must be positive integers"):
-        ts.allocate_bits(minilm_analysis, bits=(0, 4))
-    with pytest.raises(ValueError, match="analyze with"):
-        ts.allocate_bits(minilm_analysis.details.drop(columns="alpha_farms"))
+        ts.allocate_bits(d, bits=(0, 4))
+    with pytest.raises(ValueError, match="analyze with farms=True"):
+        ts.allocate_bits(d.drop(columns="alpha_farms"))
     with pytest.raises(ValueError, match="budget must be"):
-        ts.allocate_bits(minilm_analysis, budget=float("nan"))
+        ts.allocate_bits(d, budget=float("nan"))
+    with pytest.raises(ValueError, match="several rows"):
+        ts.allocate_bits(pd.concat([d, d]))
+    bits = ts.allocate_bits(d, budget=3.0)  # a layer without alpha is not allocated
+    assert np.isnan(bits["c.weight"]) and bits.attrs["mean_bits"] <= 3.0
+    assert bits.dropna().isin([2.0, 3.0, 4.0]).all()
 
 
 @pytest.mark.slow
@@ -194,6 +201,7 @@ def test_allocate_bits_minilm_brute_force(minilm, minilm_analysis, weighted):
 
 
 # --- exports ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_exports_name_only_existing_tensors(minilm_analysis):
     import gguf
     import yaml
@@ -244,6 +252,7 @@ def test_moe_experts_map_to_stacked_gguf_tensors(moe):
                                                              4: "q4_K"}[best]
 
 
+@pytest.mark.slow
 def test_cli_quantize_plan(minilm):
     import yaml
 
@@ -321,6 +330,7 @@ def test_snr_column_and_selection_equal_spectrum_py_on_minilm(minilm, minilm_ana
 
 
 # --- intruder dimensions (PEFT) --------------------------------------------------------------------
+@pytest.mark.slow
 def test_intruders_equal_peft():
     torch = pytest.importorskip("torch")
     pytest.importorskip("peft")
@@ -356,6 +366,7 @@ def test_intruders_equal_peft():
     assert np.array_equal(edited.weights["0.bias"], merged["0.bias"])
 
 
+@pytest.mark.slow
 def test_intruders_of_the_model_itself_are_none_and_mismatches_have_reasons(moe):
     path, t = moe
     df = ts.intruders(path, path, top_k=5)
@@ -366,3 +377,32 @@ def test_intruders_of_the_model_itself_are_none_and_mismatches_have_reasons(moe)
     assert (df2.loc["model.layers.0.self_attn.q_proj.weight", "status"] == "failed")
     with pytest.raises(ValueError, match="top_k"):
         ts.intruders(path, path, top_k=0)
+
+
+# --- the fine-tune against its base ----------------------------------------------------------------
+@pytest.mark.slow
+def test_compare_to_base_and_report(tmp_path):
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    base = {f"model.layers.{i}.mlp.down_proj.weight":
+            rng.standard_t(3, size=(96, 64)).astype(np.float32) for i in range(3)}
+    tuned = {k: v + 3 * np.outer(rng.normal(size=96), rng.normal(size=64)).astype(np.float32)
+             for k, v in base.items()}
+    save_file(base, str(tmp_path / "b.safetensors"))
+    save_file(tuned, str(tmp_path / "t.safetensors"))
+    t = ts.compare_to_base(tmp_path / "t.safetensors", tmp_path / "b.safetensors")
+    a_t = ts.analyze(tmp_path / "t.safetensors").details.set_index("name")["alpha"]
+    a_b = ts.analyze(tmp_path / "b.safetensors").details.set_index("name")["alpha"]
+    t = t.set_index("name")
+    np.testing.assert_array_equal(t["alpha"], a_t[t.index])
+    np.testing.assert_array_equal(t["delta_alpha"], a_t[t.index] - a_b[t.index])
+    # a planted rank-1 change far from the base's singular vectors: one intruder per layer
+    assert (t["num_intruders"] == 1).all()
+    assert t["reason"].str.contains("nothing to fit").all()  # W - W_base is rank 1
+    out = subprocess.run([sys.executable, "-m", "tailscope", "report",
+                          str(tmp_path / "t.safetensors"), "--base",
+                          str(tmp_path / "b.safetensors"), "-o", str(tmp_path / "r.html"),
+                          "--quiet"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Compared to the base model" in (tmp_path / "r.html").read_text()

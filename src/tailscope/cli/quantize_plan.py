@@ -46,7 +46,8 @@ def arguments(p) -> None:
                    help="budget on the mean bits per layer (AlphaQ's constraint), not per "
                         "parameter")
     add_choices(p, "--format", choices=FORMATS, default="llama.cpp",
-                help="what to write (default: llama.cpp)")
+                help="what to write: llama.cpp (--tensor-type overrides), llm-compressor "
+                     "(a YAML recipe) or gptqmodel (JSON) (default: llama.cpp)")
     p.add_argument("--arch", default=None,
                    help="with --format llama.cpp: the GGUF architecture whose tensor names to "
                         "use (default: llama; a GGUF source keeps its own names)")

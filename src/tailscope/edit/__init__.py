@@ -4,6 +4,7 @@ AlphaPruning's allocation (``prune``), model distances (``distances``), and the 
 return (``model``). None edits its input: edits return an :class:`EditedModel` with new arrays.
 """
 
+from .compare import compare_to_base
 from .decisions import BitAllocation, Trainable, allocate_bits, allocate_experts, select_trainable
 from .distances import Distances, distances
 from .intruders import intruders, reduce_intruders
@@ -13,5 +14,5 @@ from .smooth import sharpen, smooth
 from .traps import remove_traps, traps
 
 __all__ = ["BitAllocation", "Distances", "EditedModel", "Trainable", "allocate_bits",
-           "allocate_experts", "allocate_sparsity", "distances", "intruders", "prune",
+           "allocate_experts", "allocate_sparsity", "compare_to_base", "distances", "intruders", "prune",
            "reduce_intruders", "remove_traps", "select_trainable", "sharpen", "smooth", "traps"]
