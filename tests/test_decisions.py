@@ -406,3 +406,20 @@ def test_compare_to_base_and_report(tmp_path):
                           "--quiet"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "Compared to the base model" in (tmp_path / "r.html").read_text()
+
+
+def test_fused_expert_rows_are_keyed_and_exported_per_tensor():
+    rng = np.random.default_rng(2)
+    name = "model.layers.0.mlp.experts.down_proj"
+    d = pd.DataFrame({"name": [name] * 4 + ["model.layers.0.self_attn.q_proj.weight"],
+                      "expert": [0, 1, 2, 3, np.nan], "N": 64, "M": 32, "rf": 1,
+                      "alpha_farms": rng.uniform(2, 6, 5), "weight_var": 1e-3})
+    bits = ts.allocate_bits(d, budget=3.0)
+    assert list(bits.index[:2]) == [f"{name}[expert 0]", f"{name}[expert 1]"]
+    g = bits.to_gptqmodel()
+    per = {m: b for m, b in [(k.removeprefix("+:"), v["bits"]) for k, v in g["dynamic"].items()]}
+    top = int(bits.iloc[:4].max())
+    assert per.get(re.escape(name).join("^$"), g["bits"]) == top
+    overrides = dict(o.rsplit("=", 1) for o in bits.to_llama_cpp(arch="llama"))
+    assert overrides[r"^blk\.0\.ffn_down_exps\.weight$"] == {2: "q2_K", 3: "q3_K",
+                                                             4: "q4_K"}[top]

@@ -69,7 +69,9 @@ def needs(metric: str) -> str:
 
 def layer_frame(analysis) -> pd.DataFrame:
     """The ``details`` of an :class:`~tailscope.Analysis` (or the DataFrame itself), checked to
-    hold one row per tensor with its name and shape."""
+    hold one row per tensor with its name and shape. The experts of a fused Mixture-of-Experts
+    stack (rows with an ``expert`` number) are named 'tensor[expert 3]' (see
+    :func:`tensor_of`)."""
     details = analysis if isinstance(analysis, pd.DataFrame) else getattr(analysis, "details",
                                                                            None)
     if not isinstance(details, pd.DataFrame):
@@ -78,11 +80,25 @@ def layer_frame(analysis) -> pd.DataFrame:
     for col in ("name", "N", "M", "rf"):
         if col not in details.columns:
             raise ValueError(f"the analysis has no {col!r} column")
+    if "expert" in details.columns and details["expert"].notna().any():
+        # one matrix per expert of a fused stack: the key names the expert ('name[expert 3]')
+        experts = pd.to_numeric(details["expert"], errors="coerce")
+        keyed = [n if pd.isna(e) else f"{n}[expert {int(e)}]"
+                 for n, e in zip(details["name"].astype(str), experts)]
+        details = details.assign(name=keyed)
     if details["name"].duplicated().any():
         dup = details["name"][details["name"].duplicated()].iloc[0]
         raise ValueError(f"layer {dup!r} has several rows: allocate from a pooled analysis "
                          "(pool=True), one row per tensor")
     return details
+
+
+_EXPERT_KEY = re.compile(r"\[expert \d+\]$")
+
+
+def tensor_of(key: str) -> str:
+    """The tensor an allocation's key names: the key itself, or without its '[expert 3]'."""
+    return _EXPERT_KEY.sub("", key)
 
 
 @dataclass(frozen=True)
@@ -252,5 +268,5 @@ def block_means(names: np.ndarray, values: np.ndarray, ok: np.ndarray) -> np.nda
 
 
 __all__ = ["RULES", "Metric", "Rule", "allocate", "block_means", "block_of", "layer_frame",
-           "layer_metric", "linear_rule", "metric_options", "milp_rule", "needs", "power_rule",
+           "layer_metric", "linear_rule", "metric_options", "tensor_of", "milp_rule", "needs", "power_rule",
            "top_rule"]

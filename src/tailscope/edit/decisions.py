@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .allocate import allocate, block_means, block_of, layer_frame, layer_metric
+from .allocate import allocate, block_means, block_of, layer_frame, layer_metric, tensor_of
 
 # llama.cpp's k-quant (and 8-bit) types for a number of bits (ggml_type_name spelling)
 GGML_TYPES = {2: "q2_K", 3: "q3_K", 4: "q4_K", 5: "q5_K", 6: "q6_K", 8: "q8_0"}
@@ -38,6 +38,7 @@ def _number(name: str, value, lo: float = -math.inf, hi: float = math.inf,
 
 
 def _module(name: str) -> str:
+    name = tensor_of(name)
     return name[:-len(".weight")] if name.endswith(".weight") else name
 
 
@@ -79,9 +80,10 @@ class BitAllocation(pd.Series):
                                  f"{', '.join(sorted(by_name))}")
             blocks = [int(b.rsplit(".", 1)[1]) for b in map(block_of, self.index) if b]
             tmap = gguf.get_tensor_name_map(by_name[arch], (max(blocks) + 1) if blocks else 1)
-        for name, bits in self.items():
+        for key, bits in self.items():
             if not np.isfinite(bits):
                 continue
+            name = tensor_of(key)
             target = name
             if tmap is not None:
                 target = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
@@ -90,6 +92,8 @@ class BitAllocation(pd.Series):
                     target = tmap.get_name(stacked, try_suffixes=(".weight", ".bias"))
                 if target is None:
                     raise ValueError(f"{name!r} has no GGUF name for architecture {arch!r}")
+                if not target.endswith((".weight", ".bias")):  # a fused stack named bare
+                    target += ".weight"
             b = int(bits)
             if b not in GGML_TYPES:
                 raise ValueError(f"{name!r}: llama.cpp has no {b}-bit type here (one of "
@@ -103,9 +107,10 @@ class BitAllocation(pd.Series):
         ``config_groups`` hold one group per number of bits, each targeting its modules by exact
         regex (``'re:^model\\.layers\\.0\\.mlp\\.down_proj$'``): integer weights, ``group``
         strategy of ``group_size``. ``yaml.safe_dump`` writes it."""
+        per_module = self._per_module()
         groups = {}
-        for b in sorted({int(v) for v in self.dropna()}):
-            targets = [f"re:{_exact(_module(n))}" for n, v in self.dropna().items() if int(v) == b]
+        for b in sorted(set(per_module.values())):
+            targets = [f"re:{_exact(m)}" for m, v in per_module.items() if v == b]
             groups[f"group_{b}bit"] = {
                 "targets": targets,
                 "weights": {"num_bits": b, "type": "int", "symmetric": bool(symmetric),
@@ -117,11 +122,20 @@ class BitAllocation(pd.Series):
         """GPTQModel's quantization config with per-module overrides: ``bits`` the most common
         allocation, ``dynamic`` one ``'+:^module$'`` regex -> ``{'bits': b}`` per other module
         (GPTQModel's ``QuantizeConfig(dynamic=...)``)."""
-        vals = self.dropna().astype(int)
+        per_module = self._per_module()
+        vals = pd.Series(per_module, dtype=np.int64)
         default = int(vals.mode().min())
-        dynamic = {f"+:{_exact(_module(n))}": {"bits": int(b)}
-                   for n, b in vals.items() if int(b) != default}
+        dynamic = {f"+:{_exact(m)}": {"bits": int(b)} for m, b in per_module.items()
+                   if int(b) != default}
         return {"bits": default, "group_size": int(group_size), "dynamic": dynamic}
+
+    def _per_module(self) -> dict[str, int]:
+        """Module name -> bits (the experts of one fused tensor: the largest of theirs)."""
+        out: dict[str, int] = {}
+        for key, v in self.dropna().items():
+            m = _module(key)
+            out[m] = max(out.get(m, 0), int(v))
+        return out
 
     def export(self, fmt: str):
         """The export named ``fmt`` (one of ``QUANTIZE_FORMATS``)."""
