@@ -183,12 +183,24 @@ def ww_oriented(ref: LayerRef, plan: LayerPlan, mats):
 def weight_var(mats: list[np.ndarray] | None, slice_id: int | None) -> float:
     """The population variance of the weight entries (AlphaQ's Var(W)): of every matrix of the
     layer (``slice_id`` None: the whole tensor), or of one conv slice; NaN without the matrices
-    (a LoRA update analysed from its factors)."""
+    (a LoRA update analysed from its factors). Two passes in float64 over blocks of rows, so a
+    large float16 tensor never gets a float64 copy."""
     if not mats:
         return math.nan
     chosen = mats if slice_id is None else [mats[slice_id]]
-    flat = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in chosen])
-    return float(np.var(flat))
+    count = sum(m.size for m in chosen)
+    if count == 0:
+        return math.nan
+
+    def blocks():
+        for m in chosen:
+            m = np.asarray(m)
+            step = max(1, (1 << 20) // max(1, m.shape[-1]))
+            for i in range(0, m.shape[0], step):
+                yield m[i:i + step].astype(np.float64)
+
+    mean = sum(float(b.sum()) for b in blocks()) / count
+    return sum(float(np.square(b - mean).sum()) for b in blocks()) / count
 
 
 def layer_diagnostics(result: LayerResult, mats, plan: LayerPlan, o) -> None:
