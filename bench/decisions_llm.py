@@ -146,7 +146,7 @@ def main():
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--budget", type=int, default=3)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the shared 2-core machine: no spinning threads
     pre, ft, vocab = corpus()
     res = {k: [] for k in ("uniform", "alpha", "selected", "random")}
     t0 = time.time()
