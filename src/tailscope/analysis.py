@@ -176,11 +176,14 @@ class Analysis:
         require("pyarrow", "writing parquet", error=ValueError)
         return atomic_write(path, lambda p: self.details.to_parquet(p, index=False))
 
-    def to_html(self, path, *, title: str | None = None, layer_figures: bool = True) -> Path:
-        """A self-contained HTML report (summary, warnings, figures, sortable table)."""
+    def to_html(self, path, *, title: str | None = None, layer_figures: bool = True,
+                comparison=None) -> Path:
+        """A self-contained HTML report (summary, warnings, figures, sortable table;
+        ``comparison``: :func:`tailscope.compare_to_base`'s table, as a section)."""
         from .report import write_report
 
-        return write_report(self, path, title=title, layer_figures=layer_figures)
+        return write_report(self, path, title=title, layer_figures=layer_figures,
+                            comparison=comparison)
 
     def save(self, path) -> Path:
         """Write ``details`` in the format named by the extension (.csv, .json, .parquet)."""

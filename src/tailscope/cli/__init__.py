@@ -16,7 +16,7 @@ import sys
 
 from .._version import __version__
 from ..util.errors import one_line, os_error, printable
-from . import analyze, demo, describe, fit, prune, rank, report, smooth, traps, validate, zoo
+from . import analyze, demo, describe, fit, prune, quantize_plan, rank, report, smooth, traps, validate, zoo
 from .common import Command, InputError, add_options
 
 # the commands, in the order --help lists them
@@ -26,6 +26,7 @@ COMMANDS: tuple[Command, ...] = (
     smooth.COMMAND,
     traps.COMMAND,
     prune.COMMAND,
+    quantize_plan.COMMAND,
     zoo.COMMAND,
     validate.COMMAND,
     report.COMMAND,

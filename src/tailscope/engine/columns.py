@@ -124,6 +124,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("entropy", "float", "spectrum", "the spectral entropy (WeightWatcher's)"),
     Column("sv_max", "float", "spectrum", "the largest singular value"),
     Column("sv_min", "float", "spectrum", "the smallest singular value"),
+    Column("snr", "float", "spectrum", "Spectrum's signal-to-noise ratio of the singular values "
+           "(MP edge from the IQR; spectrum.py)"),
+    Column("weight_var", "float", "spectrum", "the variance of the weight entries (AlphaQ's Var(W))"),
     Column("num_fingers", "int", "fingers", "largest eigenvalues removed by clip_xmax"),
     Column("raw_alpha", "float", "fingers", "alpha before the finger fix"),
     Column("num_spikes", "int", "mp", "eigenvalues past the MP bulk edge + Tracy-Widom",

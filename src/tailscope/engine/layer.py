@@ -22,7 +22,7 @@ from ..fit.tail import split_xmax
 from ..sources import LayerPlan, LayerRef
 from ..sources.derived import LowRankRef
 from ..sources.layers import matrices
-from ..spectrum import alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics
+from ..spectrum import alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics, spectrum_snr
 from ..util.errors import one_line
 from ..util.rng import layer_rng
 from .columns import verdict
@@ -182,6 +182,29 @@ def ww_oriented(ref: LayerRef, plan: LayerPlan, mats):
             for w in mats]
 
 
+def weight_var(mats: list[np.ndarray] | None, slice_id: int | None) -> float:
+    """The population variance of the weight entries (AlphaQ's Var(W)): of every matrix of the
+    layer (``slice_id`` None: the whole tensor), or of one conv slice; NaN without the matrices
+    (a LoRA update analysed from its factors). Two passes in float64 over blocks of rows, so a
+    large float16 tensor never gets a float64 copy."""
+    if not mats:
+        return math.nan
+    chosen = mats if slice_id is None else [mats[slice_id]]
+    count = sum(m.size for m in chosen)
+    if count == 0:
+        return math.nan
+
+    def blocks():
+        for m in chosen:
+            m = np.asarray(m)
+            step = max(1, (1 << 20) // max(1, m.shape[-1]))
+            for i in range(0, m.shape[0], step):
+                yield m[i:i + step].astype(np.float64)
+
+    mean = sum(float(b.sum()) for b in blocks()) / count
+    return sum(float(np.square(b - mean).sum()) for b in blocks()) / count
+
+
 def layer_diagnostics(result: LayerResult, mats, plan: LayerPlan, o) -> None:
     """The ``layer`` stage of ``DIAGNOSTICS`` the options ask for (eigenvectors), on a layer's
     rows in place."""
@@ -210,6 +233,9 @@ def layer_rows(ref: LayerRef, plan: LayerPlan, o, slices: list[np.ndarray],
         fit = None
         try:
             values.update(norm_metrics(evals, group, plan.N, o.tolerance))
+            values["snr"] = spectrum_snr(np.sqrt(np.clip(evals / scale, 0, None)), plan.N,
+                                         plan.M)
+            values["weight_var"] = weight_var(mats, slice_id)
             if not values["lambda_max"] > 0:
                 values.update(status="failed", reason="an all-zero matrix: no spectrum to fit")
             else:
