@@ -411,11 +411,13 @@ def test_compare_to_base_and_report(tmp_path):
 def test_fused_expert_rows_are_keyed_and_exported_per_tensor():
     rng = np.random.default_rng(2)
     name = "model.layers.0.mlp.experts.down_proj"
-    d = pd.DataFrame({"name": [name] * 4 + ["model.layers.0.self_attn.q_proj.weight"],
+    # the rows of a fused stack as sources.moe names them
+    d = pd.DataFrame({"name": [f"{name}[e{e}]" for e in range(4)]
+                      + ["model.layers.0.self_attn.q_proj.weight"],
                       "expert": [0, 1, 2, 3, np.nan], "N": 64, "M": 32, "rf": 1,
                       "alpha_farms": rng.uniform(2, 6, 5), "weight_var": 1e-3})
     bits = ts.allocate_bits(d, budget=3.0)
-    assert list(bits.index[:2]) == [f"{name}[expert 0]", f"{name}[expert 1]"]
+    assert list(bits.index[:2]) == [f"{name}[e0]", f"{name}[e1]"]
     g = bits.to_gptqmodel()
     per = {m: b for m, b in [(k.removeprefix("+:"), v["bits"]) for k, v in g["dynamic"].items()]}
     top = int(bits.iloc[:4].max())

@@ -35,6 +35,7 @@ import pandas as pd
 from ..engine.columns import BY_NAME as COLUMN_BY_NAME
 from ..engine.diagnostics import GROUP_OPTION
 from ..engine.options import BY_NAME as OPTION_BY_NAME
+from ..sources.moe import stack_of
 
 # a transformer block: the name up to its first numbered component after a named one
 # ('encoder.layer.3', 'model.layers.3', 'transformer.h.3', 'h.3', 'blocks.3')
@@ -70,7 +71,7 @@ def needs(metric: str) -> str:
 def layer_frame(analysis) -> pd.DataFrame:
     """The ``details`` of an :class:`~tailscope.Analysis` (or the DataFrame itself), checked to
     hold one row per tensor with its name and shape. The experts of a fused Mixture-of-Experts
-    stack (rows with an ``expert`` number) are named 'tensor[expert 3]' (see
+    stack are rows of their own, named by ``sources.moe`` ('tensor[e3]', 'tensor[e3.gate]'; see
     :func:`tensor_of`)."""
     details = analysis if isinstance(analysis, pd.DataFrame) else getattr(analysis, "details",
                                                                            None)
@@ -80,12 +81,6 @@ def layer_frame(analysis) -> pd.DataFrame:
     for col in ("name", "N", "M", "rf"):
         if col not in details.columns:
             raise ValueError(f"the analysis has no {col!r} column")
-    if "expert" in details.columns and details["expert"].notna().any():
-        # one matrix per expert of a fused stack: the key names the expert ('name[expert 3]')
-        experts = pd.to_numeric(details["expert"], errors="coerce")
-        keyed = [n if pd.isna(e) else f"{n}[expert {int(e)}]"
-                 for n, e in zip(details["name"].astype(str), experts)]
-        details = details.assign(name=keyed)
     if details["name"].duplicated().any():
         dup = details["name"][details["name"].duplicated()].iloc[0]
         raise ValueError(f"layer {dup!r} has several rows: allocate from a pooled analysis "
@@ -93,12 +88,10 @@ def layer_frame(analysis) -> pd.DataFrame:
     return details
 
 
-_EXPERT_KEY = re.compile(r"\[expert \d+\]$")
-
-
 def tensor_of(key: str) -> str:
-    """The tensor an allocation's key names: the key itself, or without its '[expert 3]'."""
-    return _EXPERT_KEY.sub("", key)
+    """The tensor an allocation's key names: the key itself, or for one expert of a fused
+    stack ('tensor[e3.gate]') the stack."""
+    return stack_of(key)
 
 
 @dataclass(frozen=True)

@@ -295,6 +295,13 @@ def with_experts(src: Source) -> Source:
     return replace(src, refs=refs)
 
 
+def stack_of(name: str) -> str:
+    """The fused stack an expert matrix was split from (``...experts.down_proj[e3]`` ->
+    ``...experts.down_proj``); any other name unchanged."""
+    m = _PART.search(name)
+    return name[:m.start()] if m else name
+
+
 def expert_group(name: str) -> str:
     """The name shared by all experts of one projection of one MoE layer:
     ``...experts.gate_up_proj[e3.gate]`` -> ``...experts.gate_up_proj[*.gate]``,
