@@ -12,6 +12,9 @@ error (one line), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import os
 import sys
 
 from .._version import __version__
@@ -72,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_exit() -> None:
+    """After 'interrupted', the process ends without more output: what its libraries' exit
+    handlers say while their half-started work is torn down (a Dask cluster interrupted while
+    it started) goes to the null device. Registered last, so it runs before their handlers."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
@@ -85,6 +99,7 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         print("tailscope: interrupted", file=sys.stderr)
+        atexit.register(_quiet_exit)
         return 130
     except BrokenPipeError:
         return 0

@@ -8,6 +8,7 @@ nothing computes an eigenvalue, and a tensor is read only when ``LayerRef.load()
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -151,6 +152,16 @@ def read_exact(path, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
         raise SourceError(f"{path}: the file was cut short while it was read ({nbytes} bytes "
                           f"needed at offset {offset}, {len(raw)} there)")
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def file_kind(path: Path) -> str:
+    """What a path that is neither a file nor a folder is: 'a pipe', 'a socket', ..."""
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def natural_key(name: str) -> tuple:
