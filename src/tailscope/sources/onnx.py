@@ -10,15 +10,23 @@ dropped from a weight's name, so a quantized model's layers carry the float mode
 
 A weight is an initializer or a ``Constant`` node, or a value computed from them by data-movement
 nodes only (Identity, Cast, Reshape, Transpose, Slice, Concat, (Un)Squeeze; PyTorch's exporter
-reorders LSTM gates that way) or by DequantizeLinear (the int8 weights of a quantized
-model). Such values are folded here with numpy when the model is opened.
+reorders LSTM gates that way) or by DequantizeLinear (the int8/int4 weights of a quantized
+model: per tensor, per axis, or blocked as opset 21 defines it, ``dequantize_linear``). Such
+values are folded here with numpy when the model is opened. A weight that exists and cannot be
+read is still listed, so that it is a failed row with its reason, never a weight that vanishes:
+a DequantizeLinear whose scale or zero point is not a constant or does not fit its weight, a
+weight computed from constants by another op (a Mul, an Add), or an operand of a rank its op does
+not take (a batched MatMul's 3-D constant).
 Dense weights are given in PyTorch's (out, in) layout: a Gemm's B is transposed unless
 ``transB=1``, a MatMul's constant right operand is transposed. LSTM/GRU/RNN weights W
 ([dirs, G*H, in]) and R ([dirs, G*H, H]) give one matrix per direction, with the ONNX gate order
 ('iofc' for LSTM, 'zrh' for GRU) in ``LayerRef.gates``. Names are the initializers' names, or
 ``<node name>.<input>`` when the initializer is anonymous (``onnx::MatMul_123``) or computed.
 
-External data (models over 2 GB) is memory-mapped from the files beside the model, lazily.
+External data (models over 2 GB) is read, not memory-mapped, from the files beside the model,
+lazily, after its fields are checked: a location inside the model's folder (no ``..``, absolute
+path or symlink out of it), a regular file (a FIFO or a folder is named as such), a whole
+non-negative offset and length, non-negative dimensions, and the bytes there.
 """
 
 from __future__ import annotations
