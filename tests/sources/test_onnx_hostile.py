@@ -70,6 +70,30 @@ def test_dequantize_linear_equals_onnxruntime(tmp_path, qtype, axis, block, zero
     np.testing.assert_array_equal(ref.load(), expected.T)
 
 
+@pytest.mark.parametrize("axis, block", [(1, 0), (0, 4)])
+def test_float16_scale_gives_float16_values_as_onnxruntime(tmp_path, axis, block):
+    """DequantizeLinear's output has its scale's type: float16 values, read as float32."""
+    ort = pytest.importorskip("onnxruntime")
+    q = RNG.integers(-128, 128, (10, 7)).astype(np.int8)
+    s = RNG.uniform(0.001, 0.1, [3, 7] if block else [7]).astype(np.float16)
+    kw = {"axis": axis, **({"block_size": block} if block else {})}
+    nodes = [helper.make_node("DequantizeLinear", ["q", "s"], ["w"], **kw),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT16, [1, 10])],
+                              [helper.make_tensor_value_info("w", T.FLOAT16, None),
+                               helper.make_tensor_value_info("y", T.FLOAT16, None)],
+                              initializer=[numpy_helper.from_array(q, "q"),
+                                           numpy_helper.from_array(s, "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    path = tmp_path / "h.onnx"
+    onnx.save(model, str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = sess.run(["w"], {"x": np.ones((1, 10), np.float16)})[0]
+    (ref,) = open_source(path)
+    np.testing.assert_array_equal(ref.load(), expected.T.astype(np.float32))
+
+
 @pytest.mark.parametrize("scale_shape, axis, block, words", [
     ([5], 1, 0, "does not fit"),               # per axis, wrong length
     ([2, 7], 1, 0, "does not fit"),            # a 2-D scale without block_size

@@ -280,8 +280,13 @@ class _Model:
             reason = "its zero point is not a constant of the graph"
         else:
             try:
-                return dequantize_linear(q, scale, zero, axis=attrs.get("axis", 1),
-                                         block_size=attrs.get("block_size", 0))
+                w = dequantize_linear(q, scale, zero, axis=attrs.get("axis", 1),
+                                      block_size=attrs.get("block_size", 0))
+                out = attrs.get("output_dtype") or 0
+                half = (out == self.onnx.TensorProto.FLOAT16 if out
+                        else np.asarray(scale).dtype == np.float16)
+                # the node's output is float16 when its scale is (or output_dtype says so)
+                return w.astype(np.float16).astype(np.float32) if half else w
             except ValueError as exc:
                 reason = str(exc)
         reason = f"DequantizeLinear {node.name or node.output[0]!r}: {reason}"
