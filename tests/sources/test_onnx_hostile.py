@@ -203,3 +203,60 @@ def test_hostile_external_data_through_the_cli(folder):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     assert str(path) in lines[0] and "offset" in lines[0]
+
+
+def _damaged(folder, name, damage, through_cast):
+    t = numpy_helper.from_array(W, "fc.weight")
+    damage(t)
+    nodes = [helper.make_node("MatMul", ["x", "wc" if through_cast else "fc.weight"], ["y"],
+                              name="fc")]
+    if through_cast:  # a weight folded when the model is opened
+        nodes.insert(0, helper.make_node("Cast", ["fc.weight"], ["wc"], to=T.FLOAT))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, 12])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, None)],
+                              initializer=[t])
+    path = folder / f"{name}{'_cast' if through_cast else ''}.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def _short(t):
+    t.raw_data = t.raw_data[:10]
+
+
+def _huge(t):
+    t.ClearField("dims")
+    t.dims.extend([2 ** 40, 2 ** 40])
+
+
+def _undefined_type(t):
+    t.data_type = 99
+
+
+def _too_few(t):
+    t.ClearField("raw_data")
+    t.float_data.extend([1.0] * 5)
+
+
+@pytest.mark.parametrize("through_cast", [False, True])
+def test_damaged_inline_tensors_are_one_line_naming_file_and_tensor(tmp_path, through_cast):
+    """Values that do not fit their shape or type: one line naming the file and the tensor, when
+    the model is opened (a folded weight) or when the tensor is read (a failed row)."""
+    cases = [_damaged(tmp_path, f.__name__, f, through_cast)
+             for f in (_short, _huge, _undefined_type, _too_few)]
+    script = ("import sys\nfrom tailscope.sources import SourceError, open_source\n"
+              "for p in sys.argv[1:]:\n"
+              "    try:\n"
+              "        [r.load() for r in open_source(p) if r.is_float and max(r.shape) < 1e6]\n"
+              "        print('READ', p)\n"
+              "    except SourceError as e:\n        print('ERR', str(e).replace('\\n', '|'))\n")
+    res = subprocess.run([sys.executable, "-c", script, *map(str, cases)], capture_output=True,
+                         text=True, timeout=60, preexec_fn=_capped)
+    assert res.returncode == 0, res.stderr[-800:]
+    lines = res.stdout.strip().splitlines()
+    for line, path in zip(lines, cases):
+        if line.startswith("READ"):  # listed, not read: an undefined type or absurd shape
+            assert not through_cast and ("undefined" in line or "huge" in line), line
+            continue
+        assert line.startswith(f"ERR {path}: tensor 'fc.weight' cannot be read"), line
+        assert "|" not in line

@@ -110,7 +110,10 @@ class _Model:
         try:
             return str(np.dtype(self.onnx.helper.tensor_dtype_to_np_dtype(t.data_type)))
         except Exception:  # noqa: BLE001 - float8 and friends: listed, reported per layer
-            return self.onnx.TensorProto.DataType.Name(t.data_type).lower()
+            try:
+                return self.onnx.TensorProto.DataType.Name(t.data_type).lower()
+            except ValueError:  # a type ONNX does not define: listed, fails when read
+                return f"data type {t.data_type}"
 
     def external(self, t) -> tuple[Path, int, int | None] | None:
         """(file, offset, length) of a tensor stored in an external data file, checked: a
@@ -172,7 +175,11 @@ class _Model:
         ext = self.external(t)
         if ext is not None:
             file, offset, _ = ext
-            dtype = np.dtype(self.onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+            try:
+                dtype = np.dtype(self.onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+            except Exception:  # noqa: BLE001 - KeyError for a type ONNX does not define
+                raise SourceError(f"{self.path}: tensor {printable(t.name)!r} has data type "
+                                  f"{t.data_type}, which tailscope cannot read") from None
             shape = tuple(int(d) for d in t.dims)
             if dtype.kind == "V" or dtype.name in _PACKED or dtype.name == "bfloat16":
                 # bf16, float8, 4-bit: onnx unpacks the bytes read, as it would inline data
@@ -189,7 +196,11 @@ class _Model:
         return self.inline(t)
 
     def inline(self, t) -> np.ndarray:
-        a = self.onnx.numpy_helper.to_array(t)
+        try:
+            a = self.onnx.numpy_helper.to_array(t)
+        except Exception as exc:  # noqa: BLE001 - a damaged tensor: its values do not fit
+            raise SourceError(f"{self.path}: tensor {printable(t.name)!r} cannot be read "
+                              f"({one_line(exc)}); a damaged model") from None
         if a.dtype.name in _PACKED:  # ml_dtypes' packed integers: exact in int8 / uint8
             return a.astype(np.uint8 if a.dtype.name.startswith("u") else np.int8)
         if a.dtype.kind == "V" or a.dtype.name == "bfloat16":
