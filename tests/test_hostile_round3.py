@@ -37,7 +37,9 @@ def model(tmp_path):
 
 # --- warnings from the libraries never reach the terminal -----------------------------------
 NOISY = """
+import multiprocessing
 import sys
+import warnings
 import numpy as np
 import tailscope.analysis as analysis
 from tailscope.cli import main
@@ -56,6 +58,11 @@ def analyze(*args, **kwargs):
     fig.text(0.5, 0.5, "\U0001F600")  # UserWarning: glyph missing from the font
     fig.canvas.draw()
     plt.close(fig)
+    # a worker process started during the command (as validate and Dask start theirs)
+    child = multiprocessing.get_context("spawn").Process(target=warnings.warn,
+                                                         args=("a worker warns",))
+    child.start()
+    child.join()
     if sys.argv[2] == "doubtful":
         from scipy import integrate
         np.float32(3e38) * np.float32(10)  # RuntimeWarning: overflow
@@ -63,14 +70,17 @@ def analyze(*args, **kwargs):
     return real(*args, **kwargs)
 
 
-analysis.analyze = analyze
-sys.exit(main(["analyze", sys.argv[1], "--quiet"]))
+if __name__ == "__main__":
+    analysis.analyze = analyze
+    sys.exit(main(["analyze", sys.argv[1], "--quiet"]))
 """
 
 
 def _noisy(model, doubtful: bool):
     pytest.importorskip("torch")
-    res = subprocess.run([sys.executable, "-c", NOISY, str(model),
+    script = model.parent / "noisy.py"  # a file: spawned children import their __main__
+    script.write_text(NOISY)
+    res = subprocess.run([sys.executable, str(script), str(model),
                           "doubtful" if doubtful else "harmless"], capture_output=True,
                          text=True, timeout=300, preexec_fn=_capped(4))
     assert res.returncode == 0, res.stderr[-2000:]

@@ -96,6 +96,22 @@ def doubtful(caught: list) -> str:
             "inaccurate (a failed fit says why in its row)")
 
 
+@contextlib.contextmanager
+def _children_warn_nothing():
+    """Processes started during a command (validate's and Dask's spawned workers) start with
+    PYTHONWARNINGS=ignore: their warnings cannot be gathered into the one note, and must not
+    reach the terminal either."""
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = "ignore"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = before
+
+
 def _quiet_exit() -> None:
     """After 'interrupted', the process ends without more output: what its libraries' exit
     handlers say while their half-started work is torn down (a Dask cluster interrupted while
@@ -114,7 +130,7 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # --help, --version, or a bad flag (already reported)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _children_warn_nothing():
             warnings.simplefilter("default")  # each once per place, none printed
             code = args.run(args)
         note = doubtful(caught)
