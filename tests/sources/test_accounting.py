@@ -145,17 +145,14 @@ def _onnx_model(path):
 
 
 def _onnx_weights(path) -> int:
-    """Counted with onnx: initializers of 2 or more dimensions that are not a DequantizeLinear's
-    scale or zero point; an LSTM/GRU/RNN weight is one matrix per direction (the spec's first
-    axis)."""
+    """Counted with onnx: every initializer (weights, biases, scales, zero points), an
+    LSTM/GRU/RNN weight being one matrix per direction (the spec's first axis)."""
     import onnx
 
     m = onnx.load(str(path))
-    params = {i for n in m.graph.node if n.op_type == "DequantizeLinear" for i in n.input[1:]}
     recurrent = {i for n in m.graph.node if n.op_type in ("LSTM", "GRU", "RNN")
                  for i in n.input[1:3]}
-    return sum(t.dims[0] if t.name in recurrent else 1 for t in m.graph.initializer
-               if len(t.dims) >= 2 and t.name not in params)
+    return sum(t.dims[0] if t.name in recurrent else 1 for t in m.graph.initializer)
 
 
 def test_onnx_with_quantized_and_malformed_weights(tmp_path):
@@ -169,6 +166,8 @@ def test_onnx_with_quantized_and_malformed_weights(tmp_path):
     assert "blocked scale" in got["o_badblk.B"][1] and "Mul" in got["o_mul.B"][1]
     for name in ("o_axis.B", "o_blk8.B", "o_blk4.B", "gemm.w", "mm.w"):
         assert got[name][0] == "success", (name, got[name])
+    for name in ("gemm.b", "mul.s", "axis.s", "blk8.s", "blk8.z", "bad.s"):  # rows of their own
+        assert got[name][0] == "skipped" and got[name][1], (name, got[name])
 
 
 def test_keras_h5(tmp_path):
@@ -268,6 +267,9 @@ def test_tflite(tmp_path):
     fc2 = fb.OperatorT()
     fc2.opcodeIndex, fc2.outputs = 0, [y]
     fc2.inputs = [h, tensor("fc2/kernel", (10, 30), f32(10, 30)), -1]
+    tensor("unused/table", (6, 4), f32(6, 4))  # constants no op takes as its weight
+    tensor("unused/ids", (5,), np.arange(5, dtype=np.int32), fb.TensorType.INT32)
+    tensor("unused/int4", (4, 4), np.zeros(8, np.uint8), fb.TensorType.INT4)
     g.operators = [fc, fc2]
     g.inputs, g.outputs = [x], [y]
     m.subgraphs = [g]
@@ -277,10 +279,8 @@ def test_tflite(tmp_path):
     m.operatorCodes = [oc]
     path = tmp_path / "m.tflite"
     path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(m)))
-    # counted with the schema: the constant (buffer-holding) inputs of 2 or more dimensions
+    # counted with the schema: every constant (buffer-holding) tensor
     model = fb.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
     sub = model.subgraphs[0]
-    count = len({i for op in sub.operators for i in op.inputs if i >= 0
-                 and model.buffers[sub.tensors[i].buffer].data is not None
-                 and len(sub.tensors[i].shape) >= 2})
+    count = sum(model.buffers[t.buffer].data is not None for t in sub.tensors)
     accounts_for(path, count)

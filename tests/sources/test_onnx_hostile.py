@@ -56,6 +56,13 @@ def _dq_model(path, qtype, shape, axis, block, zero, scale_shape=None):
     onnx.save(model, str(path))
 
 
+def _weight(path):
+    """The model's one weight; its scale and zero point are rows of their own (skipped)."""
+    ref, *params = open_source(path)
+    assert all(r.role == "constant" for r in params), params
+    return ref
+
+
 @pytest.mark.parametrize("qtype", [T.INT4, T.UINT4, T.INT8, T.UINT8])
 @pytest.mark.parametrize("axis, block", [(0, 4), (1, 4), (-1, 3), (0, 5), (1, 0), (0, 0)])
 @pytest.mark.parametrize("zero", [True, False])
@@ -65,7 +72,7 @@ def test_dequantize_linear_equals_onnxruntime(tmp_path, qtype, axis, block, zero
     _dq_model(path, qtype, (10, 7), axis, block, zero)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = sess.run(["w"], {"x": np.ones((1, 10), np.float32)})[0]
-    (ref,) = open_source(path)
+    ref = _weight(path)
     assert ref.name == "fc.B" and ref.shape == (7, 10) and ref.dtype == "float32"
     np.testing.assert_array_equal(ref.load(), expected.T)
 
@@ -90,7 +97,7 @@ def test_float16_scale_gives_float16_values_as_onnxruntime(tmp_path, axis, block
     onnx.save(model, str(path))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = sess.run(["w"], {"x": np.ones((1, 10), np.float16)})[0]
-    (ref,) = open_source(path)
+    ref = _weight(path)
     np.testing.assert_array_equal(ref.load(), expected.T.astype(np.float32))
 
 
@@ -107,12 +114,12 @@ def test_quantization_that_does_not_fit_is_a_failed_row(tmp_path, scale_shape, a
 
     path = tmp_path / "q.onnx"
     _dq_model(path, T.INT8, (10, 7), axis, block, False, scale_shape=scale_shape)
-    (ref,) = open_source(path)
+    ref = _weight(path)
     with pytest.raises(SourceError, match=words) as info:
         ref.load()
     assert str(path) in str(info.value) and "\n" not in str(info.value)
     d = tailscope.analyze(path, min_evals=0).details
-    assert list(d.status) == ["failed"] and words in d.reason[0]
+    assert list(d.status) == ["failed"] and words in d.reason[0]  # the scale: a skipped row
 
 
 # --- external data ---------------------------------------------------------------------------

@@ -35,7 +35,8 @@ class LayerRef:
     kh, kw, in, out). ``gates`` names the gate blocks of a stacked recurrent weight in order along
     its output axis (e.g. 'ifgo' for a PyTorch LSTM), when the source knows them. A derived
     matrix (a gate, q/k/v, a head) has its ``parent``'s name; a tensor that was split lists its
-    parts in ``split_into``. ``role`` is 'recurrent' for recurrent weights. ``loader`` reads the
+    parts in ``split_into``. ``role`` is 'recurrent' for recurrent weights, 'constant' for a graph's constant
+    that no layer uses as its weight (listed, skipped). ``loader`` reads the
     tensor (``load()`` calls it; a derived ref passes its own).
     """
 

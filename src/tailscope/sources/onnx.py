@@ -75,10 +75,13 @@ class _Model:
         self.consumers: dict[str, list] = {}
         self.nodes: list = []
         self.roots: dict[str, set[str]] = {}
+        self.initializers: list[str] = []  # in file order, subgraphs included
         self._walk(model.graph)
 
     def _walk(self, graph) -> None:
         for t in graph.initializer:
+            if t.name not in self.consts:
+                self.initializers.append(t.name)
             self.consts.setdefault(t.name, self.checked(t))
         for node in graph.node:
             if node.op_type == "Constant":
@@ -512,8 +515,8 @@ def open_onnx(path: Path) -> Source:
         roots = [r for r in m.constant_roots(input_name) - seen_consts if len(m.consts[r].dims) >= 2]
         if not roots:
             return
-        seen_consts.update(roots)
-        big = max(roots, key=lambda r: int(np.prod([int(d) for d in m.consts[r].dims])))
+        big = max(roots, key=lambda r: math.prod(int(d) for d in m.consts[r].dims))
+        seen_consts.add(big)  # the others (a scale, a bias) are rows of their own
         shape = tuple(int(d) for d in m.consts[big].dims)
         producer = m.producers.get(input_name)
         op = producer.op_type if producer is not None else "?"
@@ -585,7 +588,9 @@ def open_onnx(path: Path) -> Source:
         if named:
             seen_consts.add(root)
         name = root if named else f"{node_label(node)}.{role}"
-        seen_consts.update(m.constant_roots(input_name))
+        data = m.data_root(input_name)  # the weight's own values; its scales are listed apart
+        if data is not None:
+            seen_consts.add(data)
         if why or len(shape) not in ndims:
             refused(name, shape[::-1] if transpose else shape, "float32" if why else dtype,
                     "; ".join(why) or f"a {len(shape)}-D operand of {node.op_type}, "
@@ -615,7 +620,9 @@ def open_onnx(path: Path) -> Source:
                     unread(name, node, role)
                     continue
                 t, (shape, dtype, why) = None, found
-                seen_consts.update(m.constant_roots(name))
+                data = m.data_root(name)
+                if data is not None:
+                    seen_consts.add(data)
             if len(shape) != 3 or why:
                 if len(shape) >= 2:
                     refused(f"{node_label(node)}.{role}", shape, dtype,
@@ -655,7 +662,9 @@ def open_onnx(path: Path) -> Source:
             return
         if root is not None:
             seen_consts.add(root)
-        seen_consts.update(m.constant_roots(name))
+        data = m.data_root(name)
+        if data is not None:
+            seen_consts.add(data)
         label = (root.removesuffix("_quantized") if root is not None and not _anonymous(root)
                  else f"{node_label(node)}.{role}")
         if len(shape) not in ndims:
@@ -768,6 +777,13 @@ def open_onnx(path: Path) -> Source:
             int_weight(node, 3, ins[4], _input(ins, 5), 0, "W", False, (3, 4))
         elif op == "DynamicQuantizeLSTM":
             quantized_lstm(node)
+    if items:  # every other initializer is a row too (skipped: a bias, a scale, a constant)
+        for name in m.initializers:
+            if name not in seen_consts:
+                seen_consts.add(name)
+                t = m.consts[name]
+                items.append((unique(name), tuple(int(d) for d in t.dims), m.dtype_name(t),
+                              lambda t=t: m.array(t), {"role": "constant"}))
     if not items:
         raise SourceError(f"{path}: an ONNX model with no weights of Gemm, MatMul, Conv, Gather, "
                           "LSTM, GRU, RNN or their quantized forms (MatMulInteger, ConvInteger, "
