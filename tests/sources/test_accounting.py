@@ -196,6 +196,45 @@ def test_keras_h5(tmp_path):
     accounts_for(path, len(found))
 
 
+def test_keras3_zip(tmp_path):
+    """Keras 3's .keras zip (config.json + model.weights.h5, layers/<class>/vars/<i>); counted
+    with h5py: every dataset under ``layers/`` (the optimizer's are not weights)."""
+    import io
+    import json
+    import zipfile
+
+    h5py = pytest.importorskip("h5py")
+    config = {"class_name": "Functional", "config": {"name": "m", "layers": [
+        {"class_name": "Dense", "config": {"name": "dense"}},
+        {"class_name": "Conv2D", "config": {"name": "conv"}},
+        {"class_name": "LSTM", "config": {"name": "lstm"}},
+        {"class_name": "Custom", "config": {"name": "odd"}}]}}
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        def var_group(where, name, values):
+            g = f.create_group(where)
+            g.attrs["name"] = name
+            for i, v in enumerate(values):
+                g.create_dataset(str(i), data=v)
+        var_group("layers/dense/vars", "dense", [f32(20, 30), f32(30)])
+        var_group("layers/conv2d/vars", "conv", [f32(3, 3, 4, 8), f32(8)])
+        var_group("layers/lstm/vars", "lstm", [])
+        var_group("layers/lstm/cell/vars", "lstm_cell", [f32(12, 32), f32(8, 32), f32(32)])
+        var_group("layers/custom/vars", "odd", [RNG.integers(0, 3, (4, 4)), f32(2, 2, 2, 2, 2),
+                                                np.float32(1.5)])
+        var_group("optimizer/vars", "adam", [f32(20, 30)])
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("model.weights.h5", buf.getvalue())
+    with h5py.File(io.BytesIO(buf.getvalue()), "r") as f:
+        found = []
+        f["layers"].visititems(lambda n, o: found.append(n)
+                               if isinstance(o, h5py.Dataset) else None)
+    accounts_for(path, len(found))
+
+
 def test_gguf(tmp_path):
     gguf = pytest.importorskip("gguf")
     from gguf import GGMLQuantizationType as Q
