@@ -139,6 +139,11 @@ def _onnx_model(path):
         nodes, "g", [helper.make_tensor_value_info(n, T.FLOAT, None)
                      for n in ("x", "img", "vol", "seq", "scale_in")],
         [helper.make_tensor_value_info(n, T.FLOAT, None) for n in outs], initializer=inits)
+    graph.sparse_initializer.append(helper.make_sparse_tensor(  # a sparse MatMul weight
+        numpy_helper.from_array(f32(3), "sparse.w"),
+        numpy_helper.from_array(np.array([1, 40, 77], np.int64), "sparse.idx"), [12, 8]))
+    graph.node.append(mm("sparse.w", "o_sparse"))
+    graph.output.append(helper.make_tensor_value_info("o_sparse", T.FLOAT, None))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     model.ir_version = 10
     onnx.save(model, str(path))
@@ -152,7 +157,8 @@ def _onnx_weights(path) -> int:
     m = onnx.load(str(path))
     recurrent = {i for n in m.graph.node if n.op_type in ("LSTM", "GRU", "RNN")
                  for i in n.input[1:3]}
-    return sum(t.dims[0] if t.name in recurrent else 1 for t in m.graph.initializer)
+    return sum(t.dims[0] if t.name in recurrent else 1 for t in m.graph.initializer) + \
+        len(m.graph.sparse_initializer)
 
 
 def test_onnx_with_quantized_and_malformed_weights(tmp_path):
@@ -160,7 +166,7 @@ def test_onnx_with_quantized_and_malformed_weights(tmp_path):
     path = tmp_path / "m.onnx"
     _onnx_model(path)
     got = {n: (s, r) for n, s, r in accounts_for(path, _onnx_weights(path))}
-    for name in ("o_bad.B", "o_nc.B", "o_badblk.B", "o_mul.B", "bmm.w"):
+    for name in ("o_bad.B", "o_nc.B", "o_badblk.B", "o_mul.B", "bmm.w", "sparse.w"):
         assert got[name][0] == "failed", (name, got[name])
     assert "does not fit" in got["o_bad.B"][1] and "not a constant" in got["o_nc.B"][1]
     assert "blocked scale" in got["o_badblk.B"][1] and "Mul" in got["o_mul.B"][1]

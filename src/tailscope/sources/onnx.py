@@ -76,6 +76,7 @@ class _Model:
         self.nodes: list = []
         self.roots: dict[str, set[str]] = {}
         self.initializers: list[str] = []  # in file order, subgraphs included
+        self.sparse: dict[str, object] = {}  # sparse initializers, by name
         self._walk(model.graph)
 
     def _walk(self, graph) -> None:
@@ -83,6 +84,8 @@ class _Model:
             if t.name not in self.consts:
                 self.initializers.append(t.name)
             self.consts.setdefault(t.name, self.checked(t))
+        for sp in graph.sparse_initializer:  # listed, not read: a failed row with its reason
+            self.sparse.setdefault(sp.values.name, sp)
         for node in graph.node:
             if node.op_type == "Constant":
                 for a in node.attribute:
@@ -784,6 +787,10 @@ def open_onnx(path: Path) -> Source:
                 t = m.consts[name]
                 items.append((unique(name), tuple(int(d) for d in t.dims), m.dtype_name(t),
                               lambda t=t: m.array(t), {"role": "constant"}))
+    for name, sp in m.sparse.items():
+        shape = tuple(max(0, int(d)) for d in sp.dims)
+        refused(name, shape, m.dtype_name(sp.values),
+                "a sparse initializer (SparseTensorProto), which tailscope does not read")
     if not items:
         raise SourceError(f"{path}: an ONNX model with no weights of Gemm, MatMul, Conv, Gather, "
                           "LSTM, GRU, RNN or their quantized forms (MatMulInteger, ConvInteger, "
