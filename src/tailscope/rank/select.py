@@ -177,6 +177,9 @@ def select_rank(X, *, exact: bool | None = None, max_components: int | None = No
     (``RankSelection.exact`` then says True). The rules that need the whole spectrum
     (Marchenko-Pastur, Gavish-Donoho) give None in the adaptive mode.
     """
+    if random_state is not None and (isinstance(random_state, bool) or not isinstance(
+            random_state, (int, np.integer)) or random_state < 0):
+        raise ValueError(f"random_state must be None or a whole number >= 0; got {random_state!r}")
     X = _as_matrix(X)
     n, p = X.shape
     r = min(n, p)

@@ -8,6 +8,7 @@ nothing computes an eigenvalue, and a tensor is read only when ``LayerRef.load()
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -34,7 +35,8 @@ class LayerRef:
     kh, kw, in, out). ``gates`` names the gate blocks of a stacked recurrent weight in order along
     its output axis (e.g. 'ifgo' for a PyTorch LSTM), when the source knows them. A derived
     matrix (a gate, q/k/v, a head) has its ``parent``'s name; a tensor that was split lists its
-    parts in ``split_into``. ``role`` is 'recurrent' for recurrent weights. ``loader`` reads the
+    parts in ``split_into``. ``role`` is 'recurrent' for recurrent weights, 'constant' for a graph's constant
+    that no layer uses as its weight (listed, skipped). ``loader`` reads the
     tensor (``load()`` calls it; a derived ref passes its own).
 
     Checkpoints of today's LLMs (``finish.py``): ``expert`` is the expert's number for one
@@ -167,6 +169,16 @@ def read_exact(path, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
         raise SourceError(f"{path}: the file was cut short while it was read ({nbytes} bytes "
                           f"needed at offset {offset}, {len(raw)} there)")
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def file_kind(path: Path) -> str:
+    """What a path that is neither a file nor a folder is: 'a pipe', 'a socket', ..."""
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def natural_key(name: str) -> tuple:

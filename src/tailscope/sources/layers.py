@@ -23,6 +23,7 @@ Decided from the shape alone, so ``describe`` never reads a tensor:
   conv kernel's first dimension is its output channels, and with one of them every slice is a
   single row whose one eigenvalue is its squared norm). WeightWatcher does not analyse them.
 - A recurrent weight (``LayerRef.role == 'recurrent'``: a gate stack or one gate) is 'recurrent';
+  a graph's constant that no layer uses as its weight (``role == 'constant'``: ONNX) is skipped;
   a tensor split into parts (``LayerRef.split_into``, see ``split.py``) is listed, not analysed.
 """
 
@@ -65,6 +66,9 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
         return LayerPlan("expert", 0, 0, 0, f"a stack of {shape[0]} experts, split into "
                          f"{len(parts)} expert {what} ({parts[0][len(ref.name):]}, ...), "
                          "analysed instead")
+    if ref.role == "constant":
+        return LayerPlan("other", 0, 0, 0, "a constant of the graph that no layer uses as its "
+                                           "weight (a scale, a table, a mask)")
     if ndim == 2:
         rows, cols, rf = shape[0], shape[1], 1
         name = ref.name.lower()

@@ -10,7 +10,6 @@ import atexit
 import contextlib
 import os
 import shutil
-import stat
 import sys
 import tempfile
 from dataclasses import replace
@@ -19,23 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .base import Source, SourceError
+from .base import Source, SourceError, file_kind
 from .finish import finish
 from .hub import is_repo_id, open_hub
 from .numpy import open_array
 from .registry import READERS, open_file, open_folder
 from .torch import is_torch_object, open_torch_object
-
-
-def file_kind(path: Path) -> str:
-    """What a path that is neither a file nor a folder is: 'a pipe', 'a socket', ..."""
-    mode = path.stat().st_mode
-    for test, kind in ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return kind
-    return "not a file"
-
 
 _STDIN_COPIES: list[str] = []
 
