@@ -18,7 +18,7 @@ import pandas as pd
 from .engine import options as opts
 from .engine import run as runner
 from .engine.layer import Analyze, RowResult
-from .engine.result import describe_frame, details_frame, skipped_frame, summarize
+from .engine.result import describe_frame, details_frame, mean_layers, skipped_frame, summarize
 from .util.io import atomic_write
 from .util.optional import require
 
@@ -46,6 +46,12 @@ class Analysis:
         """Means of the summary metrics over successful layers, and how many layers were
         analysed, failed, skipped, over- and under-trained."""
         return summarize(self.details, len(self.skipped))
+
+    def summary_layers(self) -> dict[str, int]:
+        """Over how many layers each mean of :meth:`summary` was taken (the fitted layers where
+        the metric is a number: e.g. ``alpha_farms`` over 12 of 14 when FARMS was undefined for
+        two; each such layer says why in its ``reason``)."""
+        return mean_layers(self.details)
 
     # --- one layer ---------------------------------------------------------------------------
     def keys(self) -> list[tuple[int, int | None]]:

@@ -21,7 +21,7 @@ from ..fit.fingers import ww_xmin_peak_range
 from ..fit.tail import split_xmax
 from ..sources import LayerPlan, LayerRef
 from ..sources.derived import LowRankRef
-from ..sources.layers import matrices
+from ..sources.layers import CONV_TYPES, matrices
 from ..spectrum import alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics
 from ..util.errors import one_line
 from ..util.rng import layer_rng
@@ -81,9 +81,16 @@ def base_row(ref: LayerRef, plan: LayerPlan) -> dict:
 
 
 def layer_scale(plan: LayerPlan, o) -> float:
-    """The factor applied to a layer's eigenvalues (conv2d_norm, normalize)."""
+    """The factor applied to a layer's eigenvalues (conv2d_norm, normalize).
+
+    ``conv2d_norm`` is WeightWatcher 0.7.7's conv2d convention (each slice's W times
+    sqrt(rf / 2) per slice, sqrt(1 / 2) pooled) applied to every convolution kernel, whatever
+    its rank or layout (``CONV_TYPES``: conv1d, conv2d, conv3d): the same weights as a Keras
+    Conv1D, a PyTorch Conv1d or Conv2d (k x 1) or an ONNX Conv give the same eigenvalues.
+    WeightWatcher itself defines it for conv2d only (its conv1d is one 3-D array, not slices).
+    """
     scale = 1.0
-    if o.conv2d_norm and plan.layer_type == "conv2d":
+    if o.conv2d_norm and plan.layer_type in CONV_TYPES:
         scale = 0.5 if o.pool else plan.rf / 2.0
     if o.normalize:
         scale /= plan.N
@@ -172,8 +179,8 @@ def tests_row(pl, o, key: tuple) -> dict:
 # --- random-matrix diagnostics --------------------------------------------------------------------
 def ww_oriented(ref: LayerRef, plan: LayerPlan, mats):
     """The matrices as WeightWatcher holds them (its shuffles permute them in row-major order):
-    conv2d slices made tall (made wide in the Keras layout), other layers as stored."""
-    if mats is None or plan.layer_type != "conv2d":
+    conv slices made tall (made wide in the Keras layout), other layers as stored."""
+    if mats is None or plan.layer_type not in CONV_TYPES:
         return mats
     keras = ref.layout == "keras"
     return [w.T if (w.shape[1] < w.shape[0] if keras else w.shape[0] < w.shape[1]) else w

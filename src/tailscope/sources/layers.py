@@ -5,8 +5,13 @@ Decided from the shape alone, so ``describe`` never reads a tensor:
 - 3-D (out, in, k): conv1d, k slices W[:, :, i] (Keras layout k, in, out: W[i, :, :]).
 - 4-D (out, in, kh, kw): conv2d, kh*kw slices W[:, :, i, j] (Keras layout kh, kw, in, out is
   sliced as W[i, j, :, :]).
-- 0/1-D (biases, norms), integer tensors and higher ranks are not weight matrices, nor is a 3-D
-  or 4-D tensor with one output channel (torch layout: first dimension 1; Keras: last): a ViT's
+- 5-D (out, in, kd, kh, kw): conv3d, kd*kh*kw slices W[:, :, i, j, l] (Keras layout kd, kh, kw,
+  in, out: W[i, j, l, :, :]).
+- Every convolution kernel, whatever its rank (``CONV_TYPES``), is its rf slices of out x in:
+  the same weights stored as a Keras Conv1D (k, in, out), a PyTorch Conv1d (out, in, k), a
+  Conv2d (out, in, k, 1) or an ONNX Conv give the same matrices, so the same numbers.
+- 0/1-D (biases, norms), integer tensors and ranks above 5 are not weight matrices, nor is a
+  3-D, 4-D or 5-D tensor with one output channel (torch layout: first dimension 1; Keras: last): a ViT's
   ``class_token`` (1, 1, 768) and ``pos_embedding`` (1, 197, 768) are parameters, not kernels (a
   conv kernel's first dimension is its output channels, and with one of them every slice is a
   single row whose one eigenvalue is its squared norm). WeightWatcher does not analyse them.
@@ -21,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import LayerRef
+
+CONV_TYPES = ("conv1d", "conv2d", "conv3d")  # the layer types that are convolution kernels
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
         name = ref.name.lower()
         kind = "recurrent" if ref.role == "recurrent" else "embedding" if (
             "embed" in name or "embd" in name or name.endswith(("wte.weight", "wpe.weight"))) else "dense"
-    elif ndim in (3, 4) and (shape[-1] if ref.layout == "keras" else shape[0]) == 1:
+    elif ndim in (3, 4, 5) and (shape[-1] if ref.layout == "keras" else shape[0]) == 1:
         return LayerPlan("other", 0, 0, 0,
                          f"a {ndim}-D tensor with one output channel "
                          f"({'x'.join(map(str, shape))}: a class token or position embedding, "
@@ -67,6 +74,12 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
         else:
             rows, cols, rf = shape[0], shape[1], shape[2] * shape[3]
         kind = "conv2d"
+    elif ndim == 5:
+        if ref.layout == "keras":
+            rows, cols, rf = shape[3], shape[4], shape[0] * shape[1] * shape[2]
+        else:
+            rows, cols, rf = shape[0], shape[1], shape[2] * shape[3] * shape[4]
+        kind = "conv3d"
     else:
         return LayerPlan("other", 0, 0, 0, f"a {ndim}-D tensor, not a dense or conv weight")
     if ref.split_into:
@@ -84,6 +97,12 @@ def matrices(ref: LayerRef, w: np.ndarray) -> list[np.ndarray]:
         if ref.layout == "keras":
             return [w[i, :, :] for i in range(w.shape[0])]
         return [w[:, :, i] for i in range(w.shape[2])]
+    if w.ndim == 5:
+        if ref.layout == "keras":
+            return [w[i, j, k, :, :] for i in range(w.shape[0]) for j in range(w.shape[1])
+                    for k in range(w.shape[2])]
+        return [w[:, :, i, j, k] for i in range(w.shape[2]) for j in range(w.shape[3])
+                for k in range(w.shape[4])]
     if ref.layout == "keras":
         return [w[i, j, :, :] for i in range(w.shape[0]) for j in range(w.shape[1])]
     return [w[:, :, i, j] for i in range(w.shape[2]) for j in range(w.shape[3])]
