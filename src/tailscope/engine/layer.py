@@ -178,13 +178,19 @@ def tests_row(pl, o, key: tuple) -> dict:
 
 # --- random-matrix diagnostics --------------------------------------------------------------------
 def ww_oriented(ref: LayerRef, plan: LayerPlan, mats):
-    """The matrices as WeightWatcher holds them (its shuffles permute them in row-major order):
-    conv slices made tall (made wide in the Keras layout), other layers as stored."""
-    if mats is None or plan.layer_type not in CONV_TYPES:
+    """The matrices as WeightWatcher holds a PyTorch model's (its shuffles permute them in
+    row-major order): conv slices made tall, other layers as PyTorch stores them (out x in).
+    A Keras kernel (in x out) is first transposed to PyTorch's layout, so the same weights give
+    the same shuffles, hence the same randomized columns, whatever the file format.
+    (WeightWatcher holds a Keras conv slice wide instead: the transpose of this; a shuffle of
+    either has the same distribution, and WeightWatcher's own shuffles are unseeded.)"""
+    if mats is None:
         return mats
-    keras = ref.layout == "keras"
-    return [w.T if (w.shape[1] < w.shape[0] if keras else w.shape[0] < w.shape[1]) else w
-            for w in mats]
+    if ref.layout == "keras":
+        mats = [w.T for w in mats]
+    if plan.layer_type not in CONV_TYPES:
+        return mats
+    return [w.T if w.shape[0] < w.shape[1] else w for w in mats]
 
 
 def layer_diagnostics(result: LayerResult, mats, plan: LayerPlan, o) -> None:

@@ -451,7 +451,7 @@ def open_onnx(path: Path) -> Source:
             else:
                 weight(ins[0], node, "A")
         elif op in ("Conv", "ConvTranspose") and len(ins) >= 2:
-            weight(ins[1], node, "W", ndims=(3, 4))
+            weight(ins[1], node, "W", ndims=(3, 4, 5))
         elif op == "Gather" and ins and ins[0] in m.consts:
             t = m.consts[ins[0]]
             if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
