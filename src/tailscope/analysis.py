@@ -47,6 +47,13 @@ class Analysis:
         analysed, failed, skipped, over- and under-trained."""
         return summarize(self.details, len(self.skipped))
 
+    def skip_counts(self) -> dict[str, int]:
+        """How many tensors were skipped, by kind of reason (``min_evals``, ``max_evals``,
+        ``max_N``, ``layers=``, not a weight matrix, ...; see ``skipped`` for each reason)."""
+        from .engine.result import skip_counts
+
+        return skip_counts(self.skipped["reason"]) if len(self.skipped) else {}
+
     def summary_layers(self) -> dict[str, int]:
         """Over how many layers each mean of :meth:`summary` was taken (the fitted layers where
         the metric is a number: e.g. ``alpha_farms`` over 12 of 14 when FARMS was undefined for

@@ -462,8 +462,11 @@ def print_analysis(analysis, args=None) -> None:
     s = analysis.summary()
     echo()
     echo(f"{analysis.source}")
+    kinds = analysis.skip_counts()
+    skipped = f"{s['skipped']} tensors skipped" + (
+        " (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")" if kinds else "")
     echo(f"layers: {s['layers']} analysed ({s['success']} fitted, {s['failed']} failed), "
-         f"{s['skipped']} tensors skipped; {s['over_trained']} with alpha < {OVER_TRAINED:g} "
+         f"{skipped}; {s['over_trained']} with alpha < {OVER_TRAINED:g} "
          f"(flagged 'over-trained'), {s['under_trained']} with alpha > {UNDER_TRAINED:g} "
          "(flagged 'under-trained'): HT-SR's conventions, not measurements of training")
     echo("mean  " + means_text(s, analysis.summary_layers(), s["success"]))

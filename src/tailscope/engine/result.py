@@ -17,6 +17,7 @@ from .columns import (
     summary_columns,
 )
 from .layer import LayerResult
+from .plan import UNSELECTED
 
 
 def details_frame(results: list[LayerResult], o) -> pd.DataFrame:
@@ -73,5 +74,34 @@ def means_text(summary: dict, layers: dict[str, int], fitted: int) -> str:
         if k in summary:
             note = f" (over {n} of {fitted} layers)" if n != fitted else ""
             parts.append(f"{k} {summary[k]:.4g}{note}")
+    fewer = any(n != fitted for n in layers.values())
     return "  ".join(parts) + (f"  (means over the {fitted} fitted layers"
-                               f"{', except where said' if any(n != fitted for n in layers.values()) else ''})")
+                               f"{', except where said' if fewer else ''})")
+
+
+# what skip_kind calls each skip reason, in the order summaries list them
+SKIP_KINDS = ("not a weight matrix", "split into parts", "layers=", "min_evals", "max_evals",
+              "max_N", "empty")
+
+
+def skip_kind(reason: str) -> str:
+    """The kind of a skipped tensor's reason, for counting: which option skipped it
+    (``layers=``, ``min_evals``, ``max_evals``, ``max_N``), or that it is not a weight matrix
+    (a bias, a norm, a token), a tensor split into parts analysed instead, or empty."""
+    if reason.startswith(UNSELECTED):
+        return "layers="
+    for option in ("min_evals", "max_evals", "max_N"):
+        if f"{option}=" in reason:
+            return option
+    if reason.startswith("split into"):
+        return "split into parts"
+    if reason.startswith("an empty matrix"):
+        return "empty"
+    return "not a weight matrix"
+
+
+def skip_counts(reasons) -> dict[str, int]:
+    """How many skipped tensors of each :func:`skip_kind`, in ``SKIP_KINDS`` order (kinds with
+    none left out)."""
+    kinds = [skip_kind(str(r)) for r in reasons]
+    return {k: kinds.count(k) for k in SKIP_KINDS if k in kinds}

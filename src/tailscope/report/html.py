@@ -179,7 +179,7 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
              f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f"<p class='muted'>{s['layers']} layers analysed ({s['success']} fitted, "
-             f"{s['failed']} failed), {s['skipped']} tensors skipped, in "
+             f"{s['failed']} failed), {_skipped(analysis, s)}, in "
              f"{analysis.seconds:.1f} s.</p>"]
     parts.append("<h2>Summary</h2>" + _cards(s, analysis.summary_layers()))
     parts.append(_warnings(d))
@@ -204,6 +204,13 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
     parts.append(f"<script>{_PLOT_JS}</script>")
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts)
+
+
+def _skipped(analysis, s: dict) -> str:
+    """'N tensors skipped (k max_evals, ...)', escaped."""
+    kinds = analysis.skip_counts()
+    return html.escape(f"{s['skipped']} tensors skipped" + (
+        " (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")" if kinds else ""))
 
 
 def _cards(s: dict, layers: dict | None = None) -> str:
@@ -248,7 +255,8 @@ def _layer_section(analysis, key) -> str:
     result = analysis.result(key)
     evals, fit = result.evals, result.fit
     if row["status"] == "success":
-        status = f"alpha {row['alpha']:.3f}" + (f", flagged {row['warning']} (convention)" if row["warning"] else "")
+        flag = f", flagged {row['warning']} (convention)" if row["warning"] else ""
+        status = f"alpha {row['alpha']:.3f}{flag}"
     else:
         status = f"{row['status']}: {row['reason']}"
     data = {"evals": _thin(np.sort(evals), 4000) if evals is not None else [], "fit": None}
@@ -357,7 +365,7 @@ def notebook_html(analysis, *, max_rows: int = 500, figure: bool = True) -> str:
     parts = [f"<div class='tailscope'><style>{_NB_CSS}</style>",
              f"<h3>{html.escape(str(analysis.source))}</h3>",
              f"<p class='muted'>{s['layers']} layers analysed ({s['success']} fitted, "
-             f"{s['failed']} failed), {s['skipped']} tensors skipped, in "
+             f"{s['failed']} failed), {_skipped(analysis, s)}, in "
              f"{analysis.seconds:.1f} s.</p>", _cards(s, analysis.summary_layers()),
              _warnings(d).replace("<h2>", "<h3>").replace("</h2>", "</h3>")]
     if figure and len(d):
@@ -368,7 +376,8 @@ def notebook_html(analysis, *, max_rows: int = 500, figure: bool = True) -> str:
     more = (f" Showing the first {max_rows} of {len(d)} rows." if len(d) > max_rows else "")
     parts.append(f"<h3>Layers</h3><p class='muted'>Rows in red: alpha &lt; {OVER_TRAINED:g} "
                  f"(flagged over-trained); orange: alpha &gt; {UNDER_TRAINED:g} (flagged "
-                 f"under-trained), HT-SR's conventions; grey: failed. {len(cols)} of the {len(d.columns)} columns of <code>details</code>."
+                 f"under-trained), HT-SR's conventions; grey: failed. {len(cols)} of the "
+                 f"{len(d.columns)} columns of <code>details</code>."
                  f"{more}</p><div class='scroll'><table class='layers'><thead><tr>{head}</tr>"
                  f"</thead><tbody>{rows}</tbody></table></div></div>")
     return "\n".join(parts)
