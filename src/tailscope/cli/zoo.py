@@ -63,7 +63,7 @@ def run(args) -> int:
     from ..engine.options import make_options
     from ..util.console import ROW_STYLES, Progress, echo, print_table
     from ..zoo import quality_columns, read_manifest, run_zoo, write_zoo_report
-    from ..zoo.correlate import LayerSetWarning, layer_set_notes
+    from ..zoo.correlate import LayerSetWarning, common_layer_models, layer_set_notes
 
     options = given_options(args, OPTIONS)
     trust_pickle = options.pop("trust_pickle", False)
@@ -93,11 +93,13 @@ def run(args) -> int:
                   for q in args.correlate or []}
     # the groups whose members were fitted on different layer sets: said with or without
     # --correlate, with the reasons counted
-    notes = layer_set_notes(models, run.store.layer_table(run.key),
-                            common=bool(args.common_layers and tables))
-    if args.report:
-        write_zoo_report(models, args.report, quality=args.correlate or [], tables=tables,
-                         notes=notes)
+    layers = run.store.layer_table(run.key)
+    notes = layer_set_notes(models, layers, common=bool(args.common_layers and tables))
+    if args.report:  # its scatter plots show the means the correlations were taken on
+        shown_models = common_layer_models(models, layers, lambda n: run.details(n)) \
+            if args.common_layers else models
+        write_zoo_report(shown_models, args.report, quality=args.correlate or [],
+                         tables=tables, notes=notes)
     shown, *for_tables = pick_columns(args, [models, *tables.values()], BRIEF)
     if args.columns is None:
         for_tables = [[c for c in BRIEF_CORRELATIONS if c in t.columns] for t in tables.values()]

@@ -27,7 +27,7 @@ WARNING_EVIDENCE = (
     "size, each trained well, smaller mean alphas went with better accuracy (Martin, Peng & "
     "Mahoney, Nature Communications 2021); across a hyperparameter sweep of 96 small networks, "
     "tailscope validate found that plain alpha does not predict test accuracy (Spearman -0.06, "
-    "95% interval [-0.25, +0.13]). Read a flagged layer as one to look at, not as a verdict.")
+    "90% bootstrap interval [-0.25, +0.13]). Read a flagged layer as one to look at, not as a verdict.")
 
 
 def flag_text(label: str, alpha: float) -> str:

@@ -3,6 +3,7 @@ with seeded bootstrap confidence intervals, and scatter plots of metric against 
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import warnings
@@ -226,8 +227,16 @@ def check_quality(models: pd.DataFrame, quality: str) -> None:
                          f"{len(ok)} analysed model(s): nothing to correlate")
 
 
-# up to this many pairs, spearman_p is the exact permutation p-value (9! = 362,880 pairings)
-EXACT_SPEARMAN_N = 9
+# up to this many pairs, spearman_p is the exact permutation p-value (8! = 40,320 pairings)
+EXACT_SPEARMAN_N = 8
+
+
+@functools.lru_cache(maxsize=EXACT_SPEARMAN_N + 1)
+def _pairings(n: int) -> np.ndarray:
+    """Every permutation of range(n), one per row (n! x n, int8)."""
+    from itertools import permutations
+
+    return np.array(list(permutations(range(n))), dtype=np.int8).reshape(-1, n)
 
 
 def spearman_exact_p(x, y) -> float:
@@ -240,8 +249,6 @@ def spearman_exact_p(x, y) -> float:
     >>> round(spearman_exact_p([1, 2, 3, 4, 5], [2, 4, 6, 8, 10]), 6)  # 2 of 120 pairings
     0.016667
     """
-    from itertools import permutations
-
     from scipy.stats import rankdata
 
     rx = rankdata(np.asarray(x, dtype=float))
@@ -253,9 +260,7 @@ def spearman_exact_p(x, y) -> float:
     ry -= ry.mean()
     denom = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
     observed = abs(float((rx * ry).sum())) / denom
-    perms = np.fromiter((v for p in permutations(range(n)) for v in p), dtype=np.int8,
-                        count=math.factorial(n) * n).reshape(-1, n)
-    rhos = np.abs(ry[perms] @ rx) / denom
+    rhos = np.abs(ry[_pairings(n)] @ rx) / denom
     return float(np.count_nonzero(rhos >= observed - 1e-12) / rhos.size)
 
 
@@ -320,7 +325,7 @@ def correlate(data, quality: str, *, metrics=METRICS, by_group: bool = True,
 
     Notes
     -----
-    With n <= 9 models, spearman_p is the exact permutation p-value (two-sided: the share of
+    With n <= 8 models, spearman_p is the exact permutation p-value (two-sided: the share of
     the n! pairings whose |rho| is at least the observed one; rho = 1 with n = 5 gives
     2 / 120 = 0.0167), not the t approximation, which is far too small there.
     """
