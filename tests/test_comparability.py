@@ -222,3 +222,31 @@ def test_every_summary_mean_says_over_how_many_layers(rng, tmp_path):
         assert main(["analyze", str(tmp_path / "m.npz"), "--farms", "--min-evals", "1"]) == 0
     mean_line = [line for line in buf.getvalue().splitlines() if line.startswith("mean")][0]
     assert f"(over {n['alpha_farms']} of {s['success']} layers)" in mean_line
+
+
+def test_a_keras_depthwise_kernel_is_pytorchs_depthwise_conv(tmp_path):
+    """Keras DepthwiseConv2D (kh, kw, C, mult) and PyTorch's Conv2d(groups=C) (C * mult, 1, kh,
+    kw): the same weights, the same rows."""
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(5)
+    c, mult, k = 24, 2, 5
+    wt = rng.standard_t(3, (c * mult, 1, k, k)).astype(np.float32)
+    wk = wt[:, 0].reshape(c, mult, k, k).transpose(2, 3, 0, 1)
+    path = tmp_path / "dw.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [b"dw"]
+        g = f.create_group("dw")
+        g.attrs["weight_names"] = [b"dw/depthwise_kernel:0"]
+        g.create_dataset("dw/depthwise_kernel:0", data=wk)
+    torch_file = tmp_path / "dw.pt"
+    torch.save({"dw.weight": torch.from_numpy(wt)}, torch_file)
+    opts = dict(min_evals=1, hill=True, farms=True, randomize=True, seed=1)
+    a = tailscope.analyze(path, **opts).details
+    b = tailscope.analyze(torch_file, **opts).details
+    assert len(a) == len(b) == 1 and a["status"].iloc[0] == "success"
+    assert (a["N"].iloc[0], a["M"].iloc[0], a["rf"].iloc[0]) == (c * mult, 1, k * k)
+    for col in b.columns:
+        if col in IDENTITY or not pd.api.types.is_numeric_dtype(b[col]):
+            continue
+        np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float), rtol=1e-12,
+                                   equal_nan=True, err_msg=col)

@@ -7,6 +7,8 @@ Decided from the shape alone, so ``describe`` never reads a tensor:
   sliced as W[i, j, :, :]).
 - 5-D (out, in, kd, kh, kw): conv3d, kd*kh*kw slices W[:, :, i, j, l] (Keras layout kd, kh, kw,
   in, out: W[i, j, l, :, :]).
+- A Keras depthwise kernel (``*depthwise_kernel*``: kh, kw, C, multiplier) is PyTorch's
+  depthwise conv (C * multiplier, 1, kh, kw): kh*kw slices of (C * multiplier) x 1.
 - Every convolution kernel, whatever its rank (``CONV_TYPES``), is its rf slices of out x in:
   the same weights stored as a Keras Conv1D (k, in, out), a PyTorch Conv1d (out, in, k), a
   Conv2d (out, in, k, 1) or an ONNX Conv give the same matrices, so the same numbers.
@@ -45,9 +47,18 @@ class LayerPlan:
         return self.M * self.rf
 
 
+def keras_depthwise(ref: LayerRef) -> bool:
+    """A Keras DepthwiseConv2D kernel (kh, kw, C, multiplier): its output channel c * mult + m
+    is W[:, :, c, m], as PyTorch's (C * mult, 1, kh, kw) depthwise kernel holds it."""
+    return ref.layout == "keras" and len(ref.shape) == 4 and "depthwise" in ref.name.lower()
+
+
 def plan_layer(ref: LayerRef) -> LayerPlan:
     shape = ref.shape
     ndim = len(shape)
+    if ref.is_float and keras_depthwise(ref) and not ref.split_into:
+        # the slices of PyTorch's depthwise kernel: (C * mult) x 1, one per kernel position
+        return LayerPlan("conv2d", shape[2] * shape[3], 1, shape[0] * shape[1])
     if ndim < 2:
         return LayerPlan("vector", 0, 0, 0, "a 1-D tensor (bias, norm or buffer), not a matrix")
     if not ref.is_float:
@@ -103,6 +114,9 @@ def matrices(ref: LayerRef, w: np.ndarray) -> list[np.ndarray]:
                     for k in range(w.shape[2])]
         return [w[:, :, i, j, k] for i in range(w.shape[2]) for j in range(w.shape[3])
                 for k in range(w.shape[4])]
+    if keras_depthwise(ref):  # 1 x (C * mult), PyTorch's slice transposed as Keras' are
+        return [w[i, j, :, :].reshape(1, -1) for i in range(w.shape[0])
+                for j in range(w.shape[1])]
     if ref.layout == "keras":
         return [w[i, j, :, :] for i in range(w.shape[0]) for j in range(w.shape[1])]
     return [w[:, :, i, j] for i in range(w.shape[2]) for j in range(w.shape[3])]
