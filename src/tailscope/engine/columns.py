@@ -109,7 +109,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("name", "text", "layer", "the tensor's name"),
     Column("module", "text", "layer", "the name without '.weight' (WeightWatcher's name)",
            table=True),
-    Column("layer_type", "text", "layer", "dense, embedding, conv1d, conv2d or recurrent",
+    Column("layer_type", "text", "layer", "dense, embedding, conv1d, conv2d, conv3d or recurrent",
            table=True),
     Column("slice_id", "int", "slice", "the conv slice (pool=False)", table=True),
     Column("N", "int", "layer", "the larger side of the matrix", table=True),
