@@ -593,7 +593,7 @@ def test_an_older_store_gains_the_new_columns_and_keeps_its_rows(old_store, tmp_
     assert "entropy" not in before["layers"] and "extras" not in before["models"]
     db = open_store(url)
     assert sorted(db.added) == ["layers.entropy", "layers.expert", "layers.sv_min",
-                                "models.extras", "models.stable_rank"]
+                                "models.extras", "models.skipped_layers", "models.stable_rank"]
     after = {t: columns(t) for t in ("runs", "models", "layers")}
     for t, names in before.items():  # nothing dropped, renamed or moved: only added at the end
         assert after[t][:len(names)] == names

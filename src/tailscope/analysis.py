@@ -22,6 +22,7 @@ from .engine.result import (
     describe_frame,
     details_frame,
     experts_frame,
+    mean_layers,
     skipped_frame,
     summarize,
 )
@@ -68,6 +69,19 @@ class Analysis:
         fitted experts, with ``expert_min`` / ``expert_max``, the experts holding them. Empty
         for a model without experts."""
         return experts_frame(self.details, metric)
+
+    def skip_counts(self) -> dict[str, int]:
+        """How many tensors were skipped, by kind of reason (``min_evals``, ``max_evals``,
+        ``max_N``, ``layers=``, not a weight matrix, ...; see ``skipped`` for each reason)."""
+        from .engine.result import skip_counts
+
+        return skip_counts(self.skipped["reason"]) if len(self.skipped) else {}
+
+    def summary_layers(self) -> dict[str, int]:
+        """Over how many layers each mean of :meth:`summary` was taken (the fitted layers where
+        the metric is a number: e.g. ``alpha_farms`` over 12 of 14 when FARMS was undefined for
+        two; each such layer says why in its ``reason``)."""
+        return mean_layers(self.details)
 
     # --- one layer ---------------------------------------------------------------------------
     def keys(self) -> list[tuple[int, int | None]]:

@@ -444,7 +444,8 @@ def print_analysis(analysis, args=None) -> None:
     """The per-layer table (``brief_columns``, or the --columns of ``args``), the failed layers
     with their reason, then the summary lines."""
     from ..engine.columns import BY_NAME as COLUMN
-    from ..engine.columns import OVER_TRAINED, UNDER_TRAINED, brief_columns, summary_columns
+    from ..engine.columns import OVER_TRAINED, UNDER_TRAINED, brief_columns
+    from ..engine.result import means_text
     from ..util.console import ROW_STYLES, echo, print_table
 
     d = analysis.details
@@ -461,8 +462,11 @@ def print_analysis(analysis, args=None) -> None:
     s = analysis.summary()
     echo()
     echo(f"{analysis.source}")
+    kinds = analysis.skip_counts()
+    skipped = f"{s['skipped']} tensors skipped" + (
+        " (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")" if kinds else "")
     echo(f"layers: {s['layers']} analysed ({s['success']} fitted, {s['failed']} failed), "
-          f"{s['skipped']} tensors skipped; {s['over_trained']} over-trained "
-          f"(alpha < {OVER_TRAINED:g}), {s['under_trained']} under-trained "
-          f"(alpha > {UNDER_TRAINED:g})")
-    echo("mean  " + "  ".join(f"{k} {s[k]:.4g}" for k in summary_columns(d.columns) if k in s))
+         f"{skipped}; {s['over_trained']} with alpha < {OVER_TRAINED:g} "
+         f"(flagged 'over-trained'), {s['under_trained']} with alpha > {UNDER_TRAINED:g} "
+         "(flagged 'under-trained'): HT-SR's conventions, not measurements of training")
+    echo("mean  " + means_text(s, analysis.summary_layers(), s["success"]))

@@ -21,7 +21,7 @@ from ..fit.fingers import ww_xmin_peak_range
 from ..fit.tail import split_xmax
 from ..sources import LayerPlan, LayerRef
 from ..sources.derived import LowRankRef
-from ..sources.layers import matrices
+from ..sources.layers import CONV_TYPES, matrices
 from ..spectrum import alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics, spectrum_snr
 from ..util.errors import one_line
 from ..util.rng import layer_rng
@@ -83,9 +83,16 @@ def base_row(ref: LayerRef, plan: LayerPlan) -> dict:
 
 
 def layer_scale(plan: LayerPlan, o) -> float:
-    """The factor applied to a layer's eigenvalues (conv2d_norm, normalize)."""
+    """The factor applied to a layer's eigenvalues (conv2d_norm, normalize).
+
+    ``conv2d_norm`` is WeightWatcher 0.7.7's conv2d convention (each slice's W times
+    sqrt(rf / 2) per slice, sqrt(1 / 2) pooled) applied to every convolution kernel, whatever
+    its rank or layout (``CONV_TYPES``: conv1d, conv2d, conv3d): the same weights as a Keras
+    Conv1D, a PyTorch Conv1d or Conv2d (k x 1) or an ONNX Conv give the same eigenvalues.
+    WeightWatcher itself defines it for conv2d only (its conv1d is one 3-D array, not slices).
+    """
     scale = 1.0
-    if o.conv2d_norm and plan.layer_type == "conv2d":
+    if o.conv2d_norm and plan.layer_type in CONV_TYPES:
         scale = 0.5 if o.pool else plan.rf / 2.0
     if o.normalize:
         scale /= plan.N
@@ -173,13 +180,19 @@ def tests_row(pl, o, key: tuple) -> dict:
 
 # --- random-matrix diagnostics --------------------------------------------------------------------
 def ww_oriented(ref: LayerRef, plan: LayerPlan, mats):
-    """The matrices as WeightWatcher holds them (its shuffles permute them in row-major order):
-    conv2d slices made tall (made wide in the Keras layout), other layers as stored."""
-    if mats is None or plan.layer_type != "conv2d":
+    """The matrices as WeightWatcher holds a PyTorch model's (its shuffles permute them in
+    row-major order): conv slices made tall, other layers as PyTorch stores them (out x in).
+    A Keras kernel (in x out) is first transposed to PyTorch's layout, so the same weights give
+    the same shuffles, hence the same randomized columns, whatever the file format.
+    (WeightWatcher holds a Keras conv slice wide instead: the transpose of this; a shuffle of
+    either has the same distribution, and WeightWatcher's own shuffles are unseeded.)"""
+    if mats is None:
         return mats
-    keras = ref.layout == "keras"
-    return [w.T if (w.shape[1] < w.shape[0] if keras else w.shape[0] < w.shape[1]) else w
-            for w in mats]
+    if ref.layout == "keras":
+        mats = [w.T for w in mats]
+    if plan.layer_type not in CONV_TYPES:
+        return mats
+    return [w.T if w.shape[0] < w.shape[1] else w for w in mats]
 
 
 def weight_var(mats: list[np.ndarray] | None, slice_id: int | None) -> float:

@@ -19,6 +19,7 @@ from .columns import (
     verdict,
 )
 from .layer import LayerResult
+from .plan import UNSELECTED
 
 EXPERT_WEIGHTING = ("each", "layer")  # Analysis.summary(experts=...)
 
@@ -127,3 +128,54 @@ def experts_as_layers(details: pd.DataFrame) -> pd.DataFrame:
         merged.append(row)
     out = pd.concat([keep, pd.DataFrame(merged)], ignore_index=True) if merged else keep
     return out.sort_values("layer_id", kind="stable").reset_index(drop=True)
+
+
+def mean_layers(details: pd.DataFrame) -> dict[str, int]:
+    """Over how many rows each summary mean was taken: the fitted rows where the metric is a
+    number (a diagnostic that could not be computed for a row, NaN with its reason, is left out
+    of its mean)."""
+    d = details
+    ok = d[d["status"] == "success"] if len(d) else d
+    return {col: int(pd.to_numeric(ok[col], errors="coerce").notna().sum())
+            for col in summary_columns(d.columns)}
+
+
+def means_text(summary: dict, layers: dict[str, int], fitted: int) -> str:
+    """The summary means as one line, each saying over how many layers it was taken when that
+    is fewer than the fitted ones: 'alpha 3.1  alpha_farms 2.9 (over 12 of 14 layers)'."""
+    parts = []
+    for k, n in layers.items():
+        if k in summary:
+            note = f" (over {n} of {fitted} layers)" if n != fitted else ""
+            parts.append(f"{k} {summary[k]:.4g}{note}")
+    fewer = any(n != fitted for n in layers.values())
+    return "  ".join(parts) + (f"  (means over the {fitted} fitted layers"
+                               f"{', except where said' if fewer else ''})")
+
+
+# what skip_kind calls each skip reason, in the order summaries list them
+SKIP_KINDS = ("not a weight matrix", "split into parts", "layers=", "min_evals", "max_evals",
+              "max_N", "empty")
+
+
+def skip_kind(reason: str) -> str:
+    """The kind of a skipped tensor's reason, for counting: which option skipped it
+    (``layers=``, ``min_evals``, ``max_evals``, ``max_N``), or that it is not a weight matrix
+    (a bias, a norm, a token), a tensor split into parts analysed instead, or empty."""
+    if reason.startswith(UNSELECTED):
+        return "layers="
+    for option in ("min_evals", "max_evals", "max_N"):
+        if f"{option}=" in reason:
+            return option
+    if reason.startswith("split into"):
+        return "split into parts"
+    if reason.startswith("an empty matrix"):
+        return "empty"
+    return "not a weight matrix"
+
+
+def skip_counts(reasons) -> dict[str, int]:
+    """How many skipped tensors of each :func:`skip_kind`, in ``SKIP_KINDS`` order (kinds with
+    none left out)."""
+    kinds = [skip_kind(str(r)) for r in reasons]
+    return {k: kinds.count(k) for k in SKIP_KINDS if k in kinds}

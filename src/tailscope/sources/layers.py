@@ -17,8 +17,15 @@ Decided from the shape alone, so ``describe`` never reads a tensor:
   reason.
 - 4-D (out, in, kh, kw): conv2d, kh*kw slices W[:, :, i, j] (Keras layout kh, kw, in, out is
   sliced as W[i, j, :, :]).
-- 0/1-D (biases, norms), integer tensors and higher ranks are not weight matrices, nor is a 3-D
-  or 4-D tensor with one output channel (torch layout: first dimension 1; Keras: last): a ViT's
+- 5-D (out, in, kd, kh, kw): conv3d, kd*kh*kw slices W[:, :, i, j, l] (Keras layout kd, kh, kw,
+  in, out: W[i, j, l, :, :]).
+- A Keras depthwise kernel (``*depthwise_kernel*``: kh, kw, C, multiplier) is PyTorch's
+  depthwise conv (C * multiplier, 1, kh, kw): kh*kw slices of (C * multiplier) x 1.
+- Every convolution kernel, whatever its rank (``CONV_TYPES``), is its rf slices of out x in:
+  the same weights stored as a Keras Conv1D (k, in, out), a PyTorch Conv1d (out, in, k), a
+  Conv2d (out, in, k, 1) or an ONNX Conv give the same matrices, so the same numbers.
+- 0/1-D (biases, norms), integer tensors and ranks above 5 are not weight matrices, nor is a
+  3-D, 4-D or 5-D tensor with one output channel (torch layout: first dimension 1; Keras: last): a ViT's
   ``class_token`` (1, 1, 768) and ``pos_embedding`` (1, 197, 768) are parameters, not kernels (a
   conv kernel's first dimension is its output channels, and with one of them every slice is a
   single row whose one eigenvalue is its squared norm). WeightWatcher does not analyse them.
@@ -34,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import LayerRef
+
+CONV_TYPES = ("conv1d", "conv2d", "conv3d")  # the layer types that are convolution kernels
 
 
 @dataclass(frozen=True)
@@ -51,9 +60,18 @@ class LayerPlan:
         return self.M * self.rf
 
 
+def keras_depthwise(ref: LayerRef) -> bool:
+    """A Keras DepthwiseConv2D kernel (kh, kw, C, multiplier): its output channel c * mult + m
+    is W[:, :, c, m], as PyTorch's (C * mult, 1, kh, kw) depthwise kernel holds it."""
+    return ref.layout == "keras" and len(ref.shape) == 4 and "depthwise" in ref.name.lower()
+
+
 def plan_layer(ref: LayerRef) -> LayerPlan:
     shape = ref.shape
     ndim = len(shape)
+    if ref.is_float and keras_depthwise(ref) and not ref.split_into:
+        # the slices of PyTorch's depthwise kernel: (C * mult) x 1, one per kernel position
+        return LayerPlan("conv2d", shape[2] * shape[3], 1, shape[0] * shape[1])
     if ndim < 2:
         return LayerPlan("vector", 0, 0, 0, "a 1-D tensor (bias, norm or buffer), not a matrix")
     if not ref.is_float:
@@ -76,7 +94,7 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
             "recurrent" if ref.role == "recurrent" else "embedding" if (
                 "embed" in name or "embd" in name or name.endswith(("wte.weight", "wpe.weight"))) \
             else "dense"
-    elif ndim in (3, 4) and (shape[-1] if ref.layout == "keras" else shape[0]) == 1:
+    elif ndim in (3, 4, 5) and (shape[-1] if ref.layout == "keras" else shape[0]) == 1:
         return LayerPlan("other", 0, 0, 0,
                          f"a {ndim}-D tensor with one output channel "
                          f"({'x'.join(map(str, shape))}: a class token or position embedding, "
@@ -95,6 +113,12 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
         else:
             rows, cols, rf = shape[0], shape[1], shape[2] * shape[3]
         kind = "conv2d"
+    elif ndim == 5:
+        if ref.layout == "keras":
+            rows, cols, rf = shape[3], shape[4], shape[0] * shape[1] * shape[2]
+        else:
+            rows, cols, rf = shape[0], shape[1], shape[2] * shape[3] * shape[4]
+        kind = "conv3d"
     else:
         return LayerPlan("other", 0, 0, 0, f"a {ndim}-D tensor, not a dense or conv weight")
     if ref.split_into:
@@ -134,6 +158,15 @@ def matrices(ref: LayerRef, w: np.ndarray) -> list[np.ndarray]:
         if ref.layout == "keras":
             return [w[i, :, :] for i in range(w.shape[0])]
         return [w[:, :, i] for i in range(w.shape[2])]
+    if w.ndim == 5:
+        if ref.layout == "keras":
+            return [w[i, j, k, :, :] for i in range(w.shape[0]) for j in range(w.shape[1])
+                    for k in range(w.shape[2])]
+        return [w[:, :, i, j, k] for i in range(w.shape[2]) for j in range(w.shape[3])
+                for k in range(w.shape[4])]
+    if keras_depthwise(ref):  # 1 x (C * mult), PyTorch's slice transposed as Keras' are
+        return [w[i, j, :, :].reshape(1, -1) for i in range(w.shape[0])
+                for j in range(w.shape[1])]
     if ref.layout == "keras":
         return [w[i, j, :, :] for i in range(w.shape[0]) for j in range(w.shape[1])]
     return [w[:, :, i, j] for i in range(w.shape[2]) for j in range(w.shape[3])]
