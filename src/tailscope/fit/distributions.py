@@ -252,8 +252,19 @@ def _log_erfcx(u: np.ndarray) -> np.ndarray:
     return out
 
 
+def _log_erfcx_scalar(u: float) -> float:
+    """:func:`_log_erfcx` for one float, without numpy's per-call overhead (the optimisers'
+    inner loop)."""
+    if u >= 0:
+        return math.log(float(erfcx(u)))
+    return u * u + math.log(2.0 - float(erfcx(-u)) * math.exp(-u * u))
+
+
 def _log_partition(a, b: float) -> np.ndarray:
     """A(a, b) = log int_0^inf exp(a y + b y^2) dy on the closed domain b <= 0 (b = 0: a < 0)."""
+    if isinstance(a, float) and b < 0:  # the scalar fast path of the fitters' objective
+        s = 1.0 / math.sqrt(-2.0 * b)
+        return math.log(s) + _LOG_SQRT_HALF_PI + _log_erfcx_scalar(-a * s / _SQRT2)
     a = np.asarray(a, dtype=np.float64)
     if b < 0:
         s = 1.0 / math.sqrt(-2.0 * b)
@@ -461,7 +472,8 @@ def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete):
             return math.inf
         if fast:  # sufficient statistics: O(1) per evaluation
             with np.errstate(all="ignore"):
-                v = slx - z[0] * sy - z[1] * syy + n * float(_log_partition(z[0], z[1]))
+                v = slx - z[0] * sy - z[1] * syy + n * float(_log_partition(float(z[0]),
+                                                                          float(z[1])))
         else:
             v = -float(counts @ _family_logpdf(fam, z, x0, xmax, discrete, uniq))
         return v if math.isfinite(v) else math.inf
