@@ -110,7 +110,7 @@ def test_fit_attributes_equal_powerlaw15(name, discrete):
 def _powerlaw_converged(ref_dist, data):
     """powerlaw's own Nelder-Mead (scipy fmin, as its Distribution.fit) restarted from its
     answer with tight tolerances: the optimum of powerlaw's own likelihood code."""
-    start = [getattr(ref_dist, p) for p in _names(ref_dist)]
+    start = [getattr(ref_dist, "Lambda" if p == "lambda" else p) for p in _names(ref_dist)]
 
     def nll(params):
         ref_dist.parameters(params)
@@ -135,7 +135,8 @@ def test_alternatives_against_powerlaw15(name, dist):
     ours, ref = _pair(name, False)
     mine = getattr(ours, dist)
     theirs = getattr(ref, dist)
-    assert mine.name == dist and list(mine.parameters) == _names(theirs)
+    assert mine.name == dist and _names(mine) == _names(theirs)  # 1.5's names ('lambda')
+    assert list(mine.parameters) == mine.parameter_names  # 2.0's ('Lambda')
     params = dict(mine.parameters)
     ll_theirs_own = float(np.sum(_quiet(theirs.loglikelihoods, ref.data)))
     ll_mine = float(np.sum(mine.loglikelihoods()))
@@ -160,9 +161,12 @@ def test_alternatives_against_powerlaw15(name, dist):
         _close([R, p], [Rr, pr], rtol=1e-8, atol=1e-9)
     # and powerlaw's optimiser, run on to convergence, reaches our parameters
     conv, ll_conv = _powerlaw_converged(theirs, ref.data)
-    assert ll_mine >= ll_conv - 1e-7 * abs(ll_conv)
-    for k, v in params.items():
-        assert conv[k] == pytest.approx(v, rel=1e-5, abs=1e-9), (k, conv, params)
+    assert ll_mine >= ll_conv - 1e-9 * abs(ll_conv), (ll_mine, ll_conv)
+    # the parameters agree to what the likelihood resolves: on the lognormal's flat ridge a
+    # change of 1e-5 in mu moves the log-likelihood by ~1e-12 of itself
+    rel = 1e-4 if dist.startswith("lognormal") else 1e-5
+    for got, want in zip(conv.values(), params.values()):
+        assert got == pytest.approx(want, rel=rel, abs=1e-9), (conv, params)
 
 
 def test_exact_discrete_alpha_words():
@@ -349,7 +353,7 @@ def test_inputs_generations_and_saving(tmp_path):
         warnings.simplefilter("error")
         assert base.sigma == base.standard_err  # 1.5: no warning
     with pytest.warns(DeprecationWarning, match="standard_err"):
-        facade.Fit(x, generation="2.0").sigma
+        _ = facade.Fit(x, generation="2.0").sigma
     # save / load keeps every attribute and the lazily fitted distributions
     _ = base.lognormal
     base.save(tmp_path / "fit.pkl")
@@ -365,5 +369,10 @@ def test_inputs_generations_and_saving(tmp_path):
     d = facade.Power_Law(xmin=1, parameters=[2.0])
     d.parameters([3.0])
     assert d.parameters == {"alpha": 3.0} and d.alpha == 3.0
+    # 2.0's default bound alpha <= 3 is not copied: a tail with alpha = 4 is fitted as 1.5 does
+    steep = (1 - np.random.default_rng(5).random(2000)) ** (-1 / 3.0)
+    ref = powerlaw_fit(steep)
+    f20 = facade.Fit(steep, generation="2.0")
+    assert ref.alpha > 3.5 and (f20.alpha, f20.xmin) == (ref.alpha, ref.xmin)
     with pytest.raises(ValueError, match="xmin_distance"):
         facade.Fit(x, xmin_distance="Q")

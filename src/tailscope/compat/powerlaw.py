@@ -248,8 +248,9 @@ class Distribution:
         self.estimate_discrete = estimate_discrete
         self.parameter1_name = self.parameter2_name = self.parameter3_name = None
         self.parameter1 = self.parameter2 = self.parameter3 = None
-        for i, p in enumerate(self.parameter_names, 1):
-            setattr(self, f"parameter{i}_name", p)
+        gen = _generation(kwargs.get("generation") or getattr(parent_Fit, "generation", None))
+        for i, p in enumerate(self.parameter_names, 1):  # 1.5 names Lambda 'lambda' here
+            setattr(self, f"parameter{i}_name", "lambda" if p == "Lambda" and gen == "1.5" else p)
         self._range = _ranges(self.parameter_names, parameter_ranges or parameter_range)
         self._in_given_range = parameter_range if callable(parameter_range) else None
         self.parameter_constraints = parameter_constraints
@@ -552,7 +553,8 @@ class Distribution:
         powerlaw 2.0; 1.5 ignores it). ``rng``: a numpy Generator or seed (default: numpy's
         global generator, as ``powerlaw``)."""
         n = int(n)
-        r = (np.random.rand(n) if rng is None else np.random.default_rng(rng).random(n))
+        r = (np.random.rand(n) if rng is None  # noqa: NPY002 (powerlaw draws from the global one)
+             else np.random.default_rng(rng).random(n))
         if self.discrete:
             return self._random_discrete(r)
         return self._random_continuous(r)
