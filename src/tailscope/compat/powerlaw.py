@@ -517,29 +517,41 @@ class Distribution:
             with np.errstate(all="ignore"):
                 return -float(counts @ self._exact_logpdf(u))
 
-        h = 1e-4 * np.maximum(np.abs(theta), 1e-6)
-        hess = np.empty((k, k))
-        f0 = nll(theta)
-        try:
+        def hessian(h):
+            hess = np.empty((k, k))
+            f0 = nll(theta)
             for i in range(k):
                 for j in range(i, k):
+                    ei, ej = np.zeros(k), np.zeros(k)
+                    ei[i], ej[j] = h[i], h[j]
                     if i == j:
-                        e = np.zeros(k)
-                        e[i] = h[i]
-                        hess[i, i] = (nll(theta + e) - 2 * f0 + nll(theta - e)) / h[i] ** 2
+                        hess[i, i] = (nll(theta + ei) - 2 * f0 + nll(theta - ei)) / h[i] ** 2
                     else:
-                        ei, ej = np.zeros(k), np.zeros(k)
-                        ei[i], ej[j] = h[i], h[j]
                         hess[i, j] = hess[j, i] = (nll(theta + ei + ej) - nll(theta + ei - ej)
                                                    - nll(theta - ei + ej)
                                                    + nll(theta - ei - ej)) / (4 * h[i] * h[j])
+            return hess
+
+        try:
+            # two passes: a first guess of the errors sets steps of 1/500 of them, so the
+            # differences are neither rounding noise nor past the quadratic region
+            h = 1e-3 * np.maximum(np.abs(theta), 1e-3)
+            for _ in range(2):
+                hess = hessian(h)
+                with np.errstate(all="ignore"):
+                    cov = np.linalg.inv(hess)
+                d = np.diag(cov)
+                if not np.all(np.isfinite(d) & (d > 0)):
+                    break
+                h = 0.002 * np.sqrt(d)
+                if self.positive:
+                    h = np.where(np.array(self.positive[:k]), np.minimum(h, 0.5 * np.abs(theta)),
+                                 h)
+        except np.linalg.LinAlgError:
+            return dict.fromkeys(self.parameter_names, math.nan)
         finally:
             self._store(saved[1])
             self._delegate = saved[0]
-        try:
-            cov = np.linalg.inv(hess)
-        except np.linalg.LinAlgError:
-            return dict.fromkeys(self.parameter_names, math.nan)
         d = np.diag(cov)
         se = np.where(np.isfinite(d) & (d > 0), np.sqrt(np.abs(d)), np.nan)
         return dict(zip(self.parameter_names, (float(v) for v in se)))
@@ -956,8 +968,10 @@ class Fit:
         tail = self.data[self.data >= xmin]
         pl.n = int(tail.size)
         pl._fit_data = tail
-        plain = (self.fit_method == "likelihood" and not pl._range and pl._in_given_range is None
-                 and not self.parameter_constraints and self.initial_parameters is None)
+        # a parameter range only decides validity (as powerlaw: the candidate's maximum is
+        # computed, and a candidate outside the range is not a valid xmin)
+        plain = (self.fit_method == "likelihood" and not self.parameter_constraints
+                 and self.initial_parameters is None)
         done = False
         if plain and tail.size >= 2 and tail[0] != tail[-1]:
             if not self.discrete or (self.estimate_discrete and self.xmax is None):
@@ -1053,11 +1067,12 @@ class Fit:
             v = getattr(d, dist)
             a = getattr(d, "alpha", math.nan)
             s = d.standard_err if isinstance(d, Power_Law) else math.nan
-            good = d.in_range() and (self.sigma_threshold is None or s < self.sigma_threshold)
+            valid = d.in_range()
+            good = valid and (self.sigma_threshold is None or s < self.sigma_threshold)
             values.append(v)
             alphas.append(a)
             sigmas.append(s)
-            ok.append(good)
+            ok.append(valid)
             if good and v < best[0]:
                 best = (v, x0)
                 keep = d
