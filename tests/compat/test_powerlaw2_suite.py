@@ -87,8 +87,8 @@ def _run(file: str, tmp_path: Path) -> dict:
     return out
 
 
-FILES = [pytest.param(f, marks=[pytest.mark.slow] if f in ("test_synthetic_data.py",
-                                                           "test_reference_data.py") else [])
+# each file is a subprocess of 8 s or more: all slow but one, the smoke test of the runner
+FILES = [pytest.param(f, marks=[] if f == "test_generating_data.py" else [pytest.mark.slow])
          for f in POWERLAW_PASSES]
 
 

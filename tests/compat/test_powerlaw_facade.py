@@ -35,7 +35,7 @@ matplotlib.use("Agg")
 ALTERNATIVES = ["exponential", "lognormal", "lognormal_positive", "stretched_exponential",
                 "truncated_power_law"]
 DISCRETE = ["blackouts", "cities", "flares", "terrorism", "words"]
-FAST = {"blackouts", "cities", "words"}
+FAST = {"blackouts", "words"}
 RTOL = 1e-9
 
 
@@ -73,8 +73,14 @@ CASES = [_case(n, False) for n in sorted(CLAUSET)] + [_case(n, True) for n in DI
 @pytest.mark.parametrize("name,discrete", CASES)
 def test_fit_attributes_equal_powerlaw15(name, discrete):
     ours, ref = _pair(name, discrete)
-    for k in ("alpha", "xmin", "D", "sigma", "n_tail", "n"):
+    # powerlaw's discrete CDF and normaliser subtract 1 - zeta(alpha, xmin) from 1: where zeta is
+    # tiny (xmin = 230000 on blackouts: 1e-7) it keeps only -log10(zeta) fewer digits
+    from scipy.special import zeta
+
+    rtol = RTOL if not discrete else max(RTOL, 1e-15 / zeta(ours.alpha, ours.xmin))
+    for k in ("alpha", "xmin", "sigma", "n_tail", "n"):
         _close(getattr(ours, k), getattr(ref, k))
+    _close(ours.D, ref.D, rtol=rtol)
     assert ours.noise_flag == ref.noise_flag and ours.discrete == ref.discrete
     assert ours.fixed_xmin == ref.fixed_xmin and ours.xmax == ref.xmax
     _close(ours.xmins, ref.xmins)
@@ -85,20 +91,18 @@ def test_fit_attributes_equal_powerlaw15(name, discrete):
         keep = np.ones(ours.xmins.size, dtype=bool)
         if discrete:  # powerlaw's discrete CDF is (1 - zeta(a, x)) - (1 - zeta(a, xmin)): it
             # loses digits where zeta(a, xmin) is tiny (the last candidates of words: 1e-3 in D)
-            from scipy.special import zeta
-
             keep = zeta(ours.alphas, ours.xmins) > 1e-4
             assert keep.sum() > 0.9 * keep.size
         _close(ours.Ds[keep], ref.Ds[keep])
     _close(ours.data, ref.data)
     pl, rpl = ours.power_law, ref.power_law
     for k in ("alpha", "sigma", "D", "D_plus", "D_minus", "V", "Kappa", "Asquare"):
-        _close(getattr(pl, k), getattr(rpl, k), atol=1e-10)
+        _close(getattr(pl, k), getattr(rpl, k), rtol=rtol, atol=1e-10)
     assert pl.parameter1 == pl.alpha and pl.parameter1_name == "alpha" and pl.name == "power_law"
-    _close(pl.pdf(), _quiet(rpl.pdf))
-    _close(pl.cdf(), _quiet(rpl.cdf))
-    _close(pl.ccdf(), _quiet(rpl.ccdf))
-    _close(pl.loglikelihoods(ours.data), _quiet(rpl.loglikelihoods, ref.data))
+    _close(pl.pdf(), _quiet(rpl.pdf), rtol=rtol)
+    _close(pl.cdf(), _quiet(rpl.cdf), rtol=rtol, atol=rtol * 1e-3)
+    _close(pl.ccdf(), _quiet(rpl.ccdf), rtol=rtol, atol=rtol * 1e-3)
+    _close(pl.loglikelihoods(ours.data), _quiet(rpl.loglikelihoods, ref.data), rtol=rtol)
     for a, b in zip(ours.cdf(), ref.cdf()):
         _close(a, b)
     for a, b in zip(ours.ccdf(original_data=True), ref.ccdf(original_data=True)):
@@ -241,7 +245,8 @@ def test_module_functions_against_powerlaw15():
             _close(a, b, rtol=0, atol=0)
     for a, b in zip(facade.pdf(x), powerlaw.pdf(x)):
         _close(a, b, rtol=0, atol=0)
-    for a, b in zip(facade.pdf(x, linear_bins=True), powerlaw.pdf(x, linear_bins=True)):
+    b_data = _data("blackouts", False)  # linear bins: one per unit, so a short range
+    for a, b in zip(facade.pdf(b_data, linear_bins=True), powerlaw.pdf(b_data, linear_bins=True)):
         _close(a, b, rtol=0, atol=0)
     small = x / 1000.0  # below 1: powerlaw rescales by xmin first
     for a, b in zip(facade.pdf(small), powerlaw.pdf(small)):
