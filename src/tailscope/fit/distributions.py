@@ -555,6 +555,12 @@ def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete):
         t0 = math.log(max(-z[1], 0.5 / max(s0, 1e-3) ** 2))
         t, _ = _min_1d(lambda t: nll(edge(t)), t0, 0.5)
         return edge([t])
+    if fast and fam.name == "lognormal" and syy >= 2.0 * sy * sy / n:
+        # the power-law limit b = 0 (a = -n / sy) meets the optimality (KKT) condition of this
+        # convex problem: the slope of -loglik into b < 0 there is n E[y^2] - sum(y^2) =
+        # 2 sy^2 / n - syy <= 0 (an exponential law in y = ln(x / x0) has E[y^2] = 2 E[y]^2), so
+        # it is the maximum; no search needed
+        return np.array([-n / sy, 0.0])
     z, best = _nelder_mead(nll, z0, np.abs(z0) * 0.1 + 1e-3, newton=True)
     if fam.name == "lognormal":
         # the power-law limit b = 0 belongs to the closed domain; when it is as good (to rounding),
