@@ -7,8 +7,9 @@ selects matplotlib's Agg backend): nothing else is adapted (the data come from t
 ``load_test_dataset``, i.e. the powerlaw 2.0.0 wheel's files).
 
 powerlaw 2.0.0 itself passes the 25 tests of the first six files (measured with the 2.0.0 wheel);
-its run of test_synthetic_data.py (22 tests) had not finished after 50 minutes on the shared
-2-core machine, so its count below is the upper bound 22 (the facade passes all 22 in ~4 min).
+its run of test_synthetic_data.py (22 tests) was stopped by a 25-minute limit on the shared
+2-core machine after passing the first 16, so its count below is the upper bound 22 (the facade
+passes all 22 in about 4 minutes).
 The facade passes them all but one, a deliberate difference:
 ``test_reference_data.py::TestReferenceData::test_lognormal`` expects the normalised
 log-likelihood ratio of the power law against the discrete lognormal on 'words' to be 0.395;
