@@ -592,8 +592,8 @@ def test_an_older_store_gains_the_new_columns_and_keeps_its_rows(old_store, tmp_
     before = {t: columns(t) for t in ("runs", "models", "layers")}
     assert "entropy" not in before["layers"] and "extras" not in before["models"]
     db = open_store(url)
-    assert sorted(db.added) == ["layers.entropy", "layers.sv_min", "models.extras",
-                                "models.stable_rank"]
+    assert sorted(db.added) == ["layers.entropy", "layers.expert", "layers.sv_min",
+                                "models.extras", "models.stable_rank"]
     after = {t: columns(t) for t in ("runs", "models", "layers")}
     for t, names in before.items():  # nothing dropped, renamed or moved: only added at the end
         assert after[t][:len(names)] == names
@@ -606,6 +606,7 @@ def test_an_older_store_gains_the_new_columns_and_keeps_its_rows(old_store, tmp_
     want = old.details.copy()
     want["entropy"] = np.nan
     want["sv_min"] = np.nan
+    want["expert"] = np.nan
     got = db.details("old", "k")
     assert_same_details(got[list(want.columns)], want)
     # the new model: every column, equal to analyze

@@ -26,6 +26,8 @@ _EXPORTS = {
     "validate": "zoo.quality",
     "Monitor": "train", "layer_learning_rates": "train", "layer_weight_decays": "train",
     "remove_traps": "edit", "traps": "edit",
+    "allocate_bits": "edit", "allocate_experts": "edit", "select_trainable": "edit",
+    "intruders": "edit", "reduce_intruders": "edit", "compare_to_base": "edit",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -18,7 +18,13 @@ import pandas as pd
 from .engine import options as opts
 from .engine import run as runner
 from .engine.layer import Analyze, RowResult
-from .engine.result import describe_frame, details_frame, skipped_frame, summarize
+from .engine.result import (
+    describe_frame,
+    details_frame,
+    experts_frame,
+    skipped_frame,
+    summarize,
+)
 from .util.io import atomic_write
 from .util.optional import require
 
@@ -42,10 +48,26 @@ class Analysis:
     seconds: float
     results: Mapping[tuple, RowResult] = field(default_factory=dict, repr=False)
 
-    def summary(self) -> dict:
+    def summary(self, *, experts: str = "each") -> dict:
         """Means of the summary metrics over successful layers, and how many layers were
-        analysed, failed, skipped, over- and under-trained."""
-        return summarize(self.details, len(self.skipped))
+        analysed, failed, skipped, over- and under-trained.
+
+        In a Mixture-of-Experts model (``experts`` in the dict: how many rows are expert
+        matrices), ``experts='each'`` (the default) counts every expert matrix as one layer, as
+        WeightWatcher counts per-expert Linear modules: a projection of 128 experts weighs 128
+        times a dense one. ``experts='layer'`` averages each projection's experts first (one row
+        per group of :meth:`experts`), so it weighs as the one dense projection it replaces;
+        ``layers`` and the other counts then count it once."""
+        return summarize(self.details, len(self.skipped), experts)
+
+    def experts(self, metric: str = "alpha") -> pd.DataFrame:
+        """Per Mixture-of-Experts projection (the experts of one fused stack's gate, up or
+        down, or of one per-expert name such as ``experts.*.w1.weight``): ``group`` (its name,
+        ``*`` for the expert), ``first_layer_id``, ``experts``, ``fitted``, and the ``mean``,
+        ``min``, ``max``, ``std`` (ddof 0) and ``spread`` (max - min) of ``metric`` over the
+        fitted experts, with ``expert_min`` / ``expert_max``, the experts holding them. Empty
+        for a model without experts."""
+        return experts_frame(self.details, metric)
 
     # --- one layer ---------------------------------------------------------------------------
     def keys(self) -> list[tuple[int, int | None]]:
@@ -140,21 +162,28 @@ class Analysis:
 
     # --- output ----------------------------------------------------------------------------
     def to_csv(self, path) -> Path:
+        """Write ``details`` to a CSV file, atomically; returns its path."""
         return atomic_write(path, lambda p: self.details.to_csv(p, index=False))
 
     def to_json(self, path) -> Path:
+        """Write ``details`` to a JSON file (one record per row), atomically; returns its path."""
         return atomic_write(path, lambda p: self.details.to_json(
             p, orient="records", indent=1, double_precision=15))
 
     def to_parquet(self, path) -> Path:
+        """Write ``details`` to a Parquet file (the ``parquet`` extra), atomically; returns its
+        path."""
         require("pyarrow", "writing parquet", error=ValueError)
         return atomic_write(path, lambda p: self.details.to_parquet(p, index=False))
 
-    def to_html(self, path, *, title: str | None = None, layer_figures: bool = True) -> Path:
-        """A self-contained HTML report (summary, warnings, figures, sortable table)."""
+    def to_html(self, path, *, title: str | None = None, layer_figures: bool = True,
+                comparison=None) -> Path:
+        """A self-contained HTML report (summary, warnings, figures, sortable table;
+        ``comparison``: :func:`tailscope.compare_to_base`'s table, as a section)."""
         from .report import write_report
 
-        return write_report(self, path, title=title, layer_figures=layer_figures)
+        return write_report(self, path, title=title, layer_figures=layer_figures,
+                            comparison=comparison)
 
     def save(self, path) -> Path:
         """Write ``details`` in the format named by the extension (.csv, .json, .parquet)."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..engine.columns import SUMMARY_METRICS, TABLE_COLUMNS
 from .common import (
     Command,
     InputError,
     add_columns,
     add_quiet,
+    check_not_input,
+    check_output,
     given_options,
     int_columns,
     option_names,
@@ -62,9 +66,18 @@ def run(args) -> int:
     options = given_options(args, OPTIONS)
     trust_pickle = options.pop("trust_pickle", False)
     make_options(**options)  # a bad option is reported before the manifest is read
-    if args.report and not args.report.lower().endswith((".html", ".htm")):
-        raise InputError(f"--report {args.report}: the report is an .html file")
-    have = quality_columns(read_manifest(args.manifest))
+    table = read_manifest(args.manifest)
+    # the manifest and every model it names are inputs: never overwritten by the store or report
+    inputs = [args.manifest, *(p for p in table["path"] if isinstance(p, str) and p)]
+    store = str(args.store).removeprefix("sqlite:///")
+    if "://" not in store:  # a SQLite file
+        check_not_input(store, "--store", inputs)
+    if args.report and Path(args.report).resolve() == Path(store).resolve():
+        raise InputError(f"--report {args.report}: is the results store; write elsewhere")
+    if args.report:
+        check_output(args.report, "--report", (".html", ".htm"), "the report is an .html file",
+                     [*inputs, store])
+    have = quality_columns(table)
     missing = [q for q in args.correlate or [] if q not in have]
     if missing:  # checked before any work starts
         raise InputError(f"--correlate {missing[0]}: no such quality column in the manifest "

@@ -208,6 +208,8 @@ class WeightWatcher:
 
     def analyze(self, model=None, layers=None, start_ids: int = 0, base_model=None,
                 **kwargs) -> pd.DataFrame:
+        """WeightWatcher's ``analyze``: its details table, one row per layer, with its layer ids,
+        names and columns (``layers``, ``start_ids``, ``base_model`` and its keywords as there)."""
         self.set_model_(model, base_model)
         model = None
         self._chosen, kwargs = self._selected(layers, start_ids, kwargs)
@@ -256,6 +258,7 @@ class WeightWatcher:
 
     def describe(self, model=None, layers=None, start_ids: int = 0, base_model=None,
                  **kwargs) -> pd.DataFrame:
+        """WeightWatcher's ``describe``: the layers ``analyze`` would fit, nothing computed."""
         self.set_model_(model, base_model)
         model = None
         self._chosen, kwargs = self._selected(layers, start_ids, kwargs)
@@ -279,6 +282,7 @@ class WeightWatcher:
         return d
 
     def get_details(self) -> pd.DataFrame:
+        """The table of the last ``analyze`` call."""
         if self.details is None:
             raise ValueError("call analyze() first")
         return self.details
@@ -474,6 +478,7 @@ class WeightWatcher:
 
     @staticmethod
     def valid_framework(framework) -> bool:
+        """Whether ``framework`` is one of WeightWatcher's framework names."""
         return framework in wwl.FRAMEWORKS
 
     @staticmethod

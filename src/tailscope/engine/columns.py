@@ -87,8 +87,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("name", "text", "layer", "the tensor's name"),
     Column("module", "text", "layer", "the name without '.weight' (WeightWatcher's name)",
            table=True),
-    Column("layer_type", "text", "layer", "dense, embedding, conv1d, conv2d or recurrent",
-           table=True),
+    Column("layer_type", "text", "layer", "dense, embedding, conv1d, conv2d, recurrent, expert, "
+           "router or shared_expert", table=True),
+    Column("expert", "int", "layer", "the expert's number in its Mixture-of-Experts layer "
+           "(missing for every other layer)"),
     Column("slice_id", "int", "slice", "the conv slice (pool=False)", table=True),
     Column("N", "int", "layer", "the larger side of the matrix", table=True),
     Column("M", "int", "layer", "the smaller side: the number of eigenvalues per slice",
@@ -122,6 +124,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("entropy", "float", "spectrum", "the spectral entropy (WeightWatcher's)"),
     Column("sv_max", "float", "spectrum", "the largest singular value"),
     Column("sv_min", "float", "spectrum", "the smallest singular value"),
+    Column("snr", "float", "spectrum", "Spectrum's signal-to-noise ratio of the singular values "
+           "(MP edge from the IQR; spectrum.py)"),
+    Column("weight_var", "float", "spectrum", "the variance of the weight entries (AlphaQ's Var(W))"),
     Column("num_fingers", "int", "fingers", "largest eigenvalues removed by clip_xmax"),
     Column("raw_alpha", "float", "fingers", "alpha before the finger fix"),
     Column("num_spikes", "int", "mp", "eigenvalues past the MP bulk edge + Tracy-Widom",
@@ -188,7 +193,7 @@ BRIEF_COLUMNS: tuple[str, ...] = ("layer_id", "module", "N", "M", "alpha", "D", 
 STORED_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.stored)
 
 # describe(): a model's tensors and whether analyze would fit them
-DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "N", "M", "rf",
+DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "expert", "shape", "dtype", "N", "M", "rf",
                     "num_evals", "analyze", "reason")
 SKIPPED_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "reason")
 

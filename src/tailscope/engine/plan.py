@@ -43,6 +43,10 @@ def size_skip(plan: LayerPlan, o) -> str:
     if plan.M == 0:
         return f"an empty matrix ({plan.N} x 0)"
     if o.min_evals and count < o.min_evals:
+        if plan.layer_type == "router":  # never dropped silently: it is a router
+            return (f"a router ({plan.M} experts x {plan.N}): {count} eigenvalues < "
+                    f"min_evals={o.min_evals}, too few for a tail fit (lower min_evals to fit "
+                    "it)")
         return f"{count} eigenvalues < min_evals={o.min_evals}"
     if o.max_evals and count > o.max_evals:
         return f"{count} eigenvalues > max_evals={o.max_evals}"

@@ -715,6 +715,7 @@ class TailFit:
 
     @property
     def theta(self) -> tuple[float, ...]:
+        """The fitted parameters as a tuple, in the model's parameter order."""
         return tuple(self.parameters[p] for p in self._model.params)
 
     def loglikelihoods(self, x=None) -> np.ndarray:
@@ -725,6 +726,7 @@ class TailFit:
         return self._model.logpdf(self.theta, x, self.xmin, self.xmax)
 
     def pdf(self, x) -> np.ndarray:
+        """Model density (probability, for a discrete fit) at ``x``."""
         return np.exp(self.loglikelihoods(x))
 
     def cdf(self, x) -> np.ndarray:
@@ -734,10 +736,12 @@ class TailFit:
         return self._model.cdf(self.theta, x, self.xmin, self.xmax)
 
     def ccdf(self, x) -> np.ndarray:
+        """Model complementary CDF, 1 - cdf(x), of the tail."""
         return 1.0 - self.cdf(x)
 
     @property
     def D(self) -> float:  # noqa: N802
+        """The Kolmogorov-Smirnov distance between the tail and the fitted model."""
         return ks_distance(self._tail, self.cdf)
 
     def __repr__(self) -> str:

@@ -84,6 +84,7 @@ class PowerLawFit:
 
     @property
     def ok(self) -> bool:
+        """Whether the fit succeeded (``status == 'success'``)."""
         return self.status == SUCCESS
 
     @cached_property
@@ -150,6 +151,7 @@ class PowerLawFit:
         return -np.expm1(-beta * np.log(x / self.xmin)) / norm
 
     def ccdf(self, x) -> np.ndarray:
+        """Model complementary CDF, 1 - cdf(x), of the tail."""
         return 1.0 - self.cdf(x)
 
     def pdf(self, x) -> np.ndarray:
@@ -198,6 +200,7 @@ class PowerLawFit:
         return goodness_of_fit(self, n_boot=n_boot, seed=seed, n_jobs=n_jobs, ci=ci)
 
     def to_dict(self) -> dict:
+        """The fit's numbers, status and reason as a plain dict (JSON-ready)."""
         return {
             "alpha": self.alpha, "xmin": self.xmin, "xmax": self.xmax, "D": self.D,
             "sigma": self.sigma, "n_tail": self.n_tail, "n": self.n, "status": self.status,
@@ -374,15 +377,15 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
     if fix_fingers not in (None, False, "clip_xmax", "xmin_peak"):
         raise ValueError(f"fix_fingers must be None, 'clip_xmax' or 'xmin_peak'; got {fix_fingers!r}")
     if fix_fingers == "clip_xmax":
-        return _clip_xmax(x, xmin=xmin, xmax=xmax, max_fingers=max_fingers,
-                         finger_thresh=finger_thresh, min_alpha=min_alpha, small_n=small_n,
-                         ww=ww_fingers)
+        return _finite(_clip_xmax(x, xmin=xmin, xmax=xmax, max_fingers=max_fingers,
+                                  finger_thresh=finger_thresh, min_alpha=min_alpha,
+                                  small_n=small_n, ww=ww_fingers))
     if fix_fingers == "xmin_peak":
         if xmin is not None:
             raise ValueError("fix_fingers='xmin_peak' chooses the xmin range itself; drop xmin")
         peak_range = ww_xmin_peak_range if ww_fingers else xmin_peak_range
         fit = _fit_sorted(x, peak_range(x, xmin_max), xmax)
-        return _with_fingers(fit, "xmin_peak", 0, math.nan)
+        return _finite(_with_fingers(fit, "xmin_peak", 0, math.nan))
     return _finite(_fit_sorted(x, xmin, xmax, small_n=small_n))
 
 

@@ -161,8 +161,10 @@ def _cell(value) -> tuple[str, str]:
     return str(value), str(value)
 
 
-def render(analysis, *, title: str | None = None, layer_figures: bool = True) -> str:
-    """The report as an HTML string."""
+def render(analysis, *, title: str | None = None, layer_figures: bool = True,
+           comparison=None) -> str:
+    """The report as an HTML string (``comparison``: ``compare_to_base``'s table, shown as a
+    section of its own)."""
     from . import plots
 
     d = analysis.details
@@ -186,6 +188,8 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
         parts.append("<h2>The model</h2>" + "".join(
             f"<img alt='model figure' src='{plots.data_uri(f)}'>" for f in figs))
     parts.append(_table(d))
+    if comparison is not None:
+        parts.append(_comparison(comparison))
     if layer_figures and len(d):
         parts.append("<h2>Layers</h2><p class='muted'>Open a layer to draw its figures: the ESD "
                      "with xmin (orange), the tail's CCDF against the fit, and D for every "
@@ -197,6 +201,27 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
     parts.append(f"<script>{_PLOT_JS}</script>")
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts)
+
+
+def _comparison(table) -> str:
+    """The fine-tune against its base: the figure and the per-layer table."""
+    from ..util.optional import MissingExtra
+    from . import plots
+
+    head = ("<h2>Compared to the base model</h2><p class='muted'>Per layer: alpha of the base "
+            "and of the fine-tuned model, their difference, alpha of W - W_base, the "
+            "correlation traps of each, and the intruder dimensions (top singular vectors of "
+            "the fine-tuned matrix far from every singular vector of the base).</p>")
+    try:
+        fig = f"<img alt='base comparison' src='{plots.data_uri(plots.base_comparison(table))}'>"
+    except MissingExtra as err:
+        fig = f"<p class='muted'>No figure: {html.escape(str(err))}</p>"
+    cols = list(table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v)[1])}</td>" for v in row)
+                   + "</tr>" for row in table.itertuples(index=False))
+    return (head + fig + "<div class='table'><table><thead><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+            + f"</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def _cards(s: dict) -> str:
@@ -372,11 +397,13 @@ def _alpha_figure(analysis) -> str:
     return f"<img class='alpha-per-layer' alt='alpha per layer' src='{uri}'>"
 
 
-def write_report(analysis, path, *, title: str | None = None, layer_figures: bool = True) -> Path:
-    """Write the report to ``path`` (atomically; its folder is created when missing)."""
+def write_report(analysis, path, *, title: str | None = None, layer_figures: bool = True,
+                 comparison=None) -> Path:
+    """Write the report to ``path`` (atomically; its folder is created when missing);
+    ``comparison``: ``compare_to_base``'s table, as a section."""
     from ..util.io import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render(analysis, title=title, layer_figures=layer_figures)
+    text = render(analysis, title=title, layer_figures=layer_figures, comparison=comparison)
     return atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Probe, Reader, Source, SourceError, natural_key, numbered, read_exact
+from .base import Probe, Reader, Source, SourceError, model_order, natural_key, numbered, read_exact
 
 # The one dtype table, for reading and writing: safetensors code -> the dtype name users see.
 # bfloat16 has no numpy dtype: it is stored as uint16 and read as float32 (never written).
@@ -105,6 +105,18 @@ def _loader(path: Path, offset: int, dtype: str, shape: tuple[int, ...]):
     return load
 
 
+def _part_loader(path: Path, offset: int, dtype: str, shape: tuple[int, ...]):
+    """Reads ``[i]`` along the first axis alone: that sub-tensor's bytes, nothing else."""
+    inner = shape[1:]
+    step = math.prod(inner) * (np.dtype(_DTYPES[dtype]).itemsize if dtype in _DTYPES else 0)
+
+    def load_part(i: int) -> np.ndarray:
+        if not 0 <= i < shape[0]:
+            raise IndexError(f"part {i} of a tensor of {shape[0]}")
+        return _loader(path, offset + i * step, dtype, inner)()
+    return load_part
+
+
 def _items(path: Path, names=None) -> list:
     base, header = read_header(path)
     out = []
@@ -114,18 +126,21 @@ def _items(path: Path, names=None) -> list:
         shape = tuple(int(s) for s in info["shape"])
         begin = info["data_offsets"][0]
         dtype = info["dtype"]
+        extra = {"part_loader": _part_loader(path, base + begin, dtype, shape)} \
+            if len(shape) >= 3 and dtype in _DTYPES else {}
         out.append((name, shape, _NAMES.get(dtype, dtype.lower()),
-                    _loader(path, base + begin, dtype, shape)))
+                    _loader(path, base + begin, dtype, shape), extra))
     return out
 
 
 def open_safetensors(files: list[Path]) -> Source:
-    """One or more safetensors files; tensors in numeric-aware name order, file by file."""
+    """One or more safetensors files; tensors in model order (``base.model_order``: embeddings
+    first, then numeric-aware name order, the output head last), file by file."""
     items = []
     for path in files:
-        items.extend(sorted(_items(Path(path)), key=lambda it: natural_key(it[0])))
+        items.extend(sorted(_items(Path(path)), key=lambda it: model_order(it[0])))
     if len(files) > 1:
-        items.sort(key=lambda it: natural_key(it[0]))
+        items.sort(key=lambda it: model_order(it[0]))
     return Source(numbered(items, str(files[0])), "safetensors", tuple(str(f) for f in files))
 
 
@@ -157,7 +172,7 @@ def open_sharded(index: Path) -> Source:
     if missing:
         raise SourceError(f"{index}: {len(missing)} tensors listed in the index are not in their "
                           f"shards (e.g. {sorted(missing)[0]!r})")
-    items = [by_name[n] for n in sorted(by_name, key=natural_key)]
+    items = [by_name[n] for n in sorted(by_name, key=model_order)]
     files = tuple(str(index.parent / s) for s in sorted(shards, key=natural_key))
     return Source(numbered(items, str(index)), "safetensors (sharded)", files,
                   f"{len(shards)} shards from {index.name}")
