@@ -486,6 +486,24 @@ class WeightWatcher:
         """WeightWatcher's check of a params dict (its keys): False when invalid."""
         return wwl.valid_params(params)
 
+    def normalize_params(self, params: dict) -> dict:
+        """WeightWatcher 0.7.7's syntactic sugar, applied to ``params`` in place and returned:
+        ``fit`` 'PL' -> 'power_law', 'TPL' -> 'truncated_power_law', 'E_TPL' ->
+        'truncated_power_law' with ``fix_fingers='xmin_peak'``; ``channels`` 'first'/'last' kept
+        as its CHANNELS names (the same strings). Like 0.7.7, ``params`` needs the keys 'fit' and
+        'channels' (a KeyError otherwise)."""
+        fit = params["fit"]
+        if fit == "PL":
+            params["fit"] = "power_law"
+        elif fit == "TPL":
+            params["fit"] = "truncated_power_law"
+        elif fit == "E_TPL":
+            params["fit"] = "truncated_power_law"
+            params["fix_fingers"] = "xmin_peak"
+        if params["channels"] in ("first", "last"):
+            params["channels"] = str(params["channels"])
+        return params
+
     extract_pytorch_statedict_ = staticmethod(extract_pytorch_statedict_)
     extract_pytorch_bins = staticmethod(extract_pytorch_bins)
     read_pystatedict_config = staticmethod(read_pystatedict_config)
