@@ -77,7 +77,7 @@ def base_row(ref: LayerRef, plan: LayerPlan) -> dict:
     return {"layer_id": ident["layer_id"], "name": ident["name"], "module": ref.module,
             **{k: ident[k] for k in ("layer_type", "N", "M")},
             "Q": plan.N / plan.M if plan.M else math.nan, "rf": ident["rf"], "dtype": ref.dtype,
-            "warning": "", "reason": ""}
+            "quant": ref.quant, "warning": "", "reason": ""}
 
 
 def layer_scale(plan: LayerPlan, o) -> float:

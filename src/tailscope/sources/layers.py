@@ -5,6 +5,8 @@ Decided from the shape alone, so ``describe`` never reads a tensor:
 - 3-D (out, in, k): conv1d, k slices W[:, :, i] (Keras layout k, in, out: W[i, :, :]).
 - 4-D (out, in, kh, kw): conv2d, kh*kw slices W[:, :, i, j] (Keras layout kh, kw, in, out is
   sliced as W[i, j, :, :]).
+- A tensor of a quantized checkpoint that ``quantized.py`` could not dequantize is refused with
+  its reason (``LayerRef.quant``).
 - 0/1-D (biases, norms), integer tensors and higher ranks are not weight matrices, nor is a 3-D
   or 4-D tensor with one output channel (torch layout: first dimension 1; Keras: last): a ViT's
   ``class_token`` (1, 1, 768) and ``pos_embedding`` (1, 197, 768) are parameters, not kernels (a
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import LayerRef
+from .quantized import refusal
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
     ndim = len(shape)
     if ndim < 2:
         return LayerPlan("vector", 0, 0, 0, "a 1-D tensor (bias, norm or buffer), not a matrix")
+    if refusal(ref):
+        return LayerPlan("other", 0, 0, 0, refusal(ref))
     if not ref.is_float:
         return LayerPlan("other", 0, 0, 0, f"{ref.dtype} values, not floating-point weights")
     if ndim == 2:
