@@ -299,3 +299,90 @@ def test_unpack_bits_matches_compressed_tensors(bits):
     v = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(4, 70))
     words = pack_to_int32(torch.from_numpy(v.astype(np.int8)), bits).numpy()
     np.testing.assert_array_equal(unpack_bits(words, bits, 70) - (1 << (bits - 1)), v)
+
+
+def _minmax_qparams(w: torch.Tensor, g_idx: torch.Tensor, bits: int, sym: bool):
+    """GPTQ's min-max grid (its Quantizer.find_params) per (output row, group)."""
+    maxq = 2 ** bits - 1
+    groups = int(g_idx.max()) + 1
+    scales, zeros = torch.empty(w.shape[0], groups), torch.empty(w.shape[0], groups)
+    for g in range(groups):
+        cols = w[:, g_idx == g]
+        lo, hi = cols.min(1).values.clamp(max=0), cols.max(1).values.clamp(min=0)
+        if sym:
+            hi = torch.maximum(lo.abs(), hi)
+            lo = -hi
+        s = (hi - lo) / maxq
+        scales[:, g] = s.half().float()
+        zeros[:, g] = torch.full_like(s, (maxq + 1) // 2) if sym else torch.round(-lo / s)
+    return scales, zeros
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits,sym,act_order,fmt", [(4, False, True, "gptq"), (4, True, False, "gptq"),
+                                                    (3, False, True, "gptq"), (2, False, False, "gptq"),
+                                                    (8, True, True, "gptq"), (4, False, False, "gptq_v2")])
+def test_gptq_gptqmodel(tmp_path, bits, sym, act_order, fmt):
+    """GPTQ checkpoints packed by gptqmodel 7.6 (its TorchLinear.pack; v1 zeros by its own
+    converter), compared with its dequantize_weight() in float32."""
+    pytest.importorskip("gptqmodel")
+    from types import SimpleNamespace
+
+    from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+    from gptqmodel.utils.model import convert_gptq_v2_to_v1_format_module
+
+    out_f, in_f, gs = 96, 256, 32
+    w = _trained(out_f, in_f, seed=bits)
+    g_idx = ((torch.randperm(in_f, generator=torch.Generator().manual_seed(1)) if act_order
+              else torch.arange(in_f)) // gs).int()
+    scales, zeros = _minmax_qparams(w, g_idx, bits, sym)
+    lin = torch.nn.Linear(in_f, out_f, bias=False)
+    lin.weight.data = w.clone()
+    ql = TorchLinear(bits=bits, group_size=gs, sym=sym, desc_act=act_order, in_features=in_f,
+                     out_features=out_f, bias=False)
+    ql.pack(lin, scales, zeros, g_idx)
+    ql.eval()
+    saved = {k: v.clone() for k, v in ql.state_dict().items()}
+    ql.scales = ql.scales.float()
+    want = ql.dequantize_weight().T.float().numpy()  # [out, in], float32
+    if fmt == "gptq":
+        convert_gptq_v2_to_v1_format_module(ql, SimpleNamespace(bits=bits, pack_dtype=torch.int32))
+        saved["qzeros"] = ql.qzeros.clone()
+    folder = _write(tmp_path / "m", {f"model.layers.0.self_attn.q_proj.{k}": v
+                                     for k, v in saved.items()},
+                    {"quant_method": "gptq", "bits": bits, "group_size": gs, "sym": sym,
+                     "desc_act": act_order, "checkpoint_format": fmt})
+    src = _check(folder, {"model.layers.0.self_attn.q_proj.weight": want}, f"gptq int{bits} g{gs}")
+    assert len(src) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", [4, 3, 8])
+def test_awq_gptqmodel(tmp_path, bits):
+    """AWQ GEMM checkpoints packed by gptqmodel 7.6 (AwqTorchLinear.pack), compared with its
+    dequantize_gemm in float32."""
+    pytest.importorskip("gptqmodel")
+    from gptqmodel.nn_modules.qlinear.torch_awq import AwqTorchLinear
+    from gptqmodel.quantization.awq.utils.packing_utils import dequantize_gemm
+
+    out_f, in_f, gs = 96, 256, 64
+    w = _trained(out_f, in_f, seed=10 + bits)
+    g_idx = (torch.arange(in_f) // gs).int()
+    scales, zeros = _minmax_qparams(w, g_idx, bits, sym=False)
+    lin = torch.nn.Linear(in_f, out_f, bias=False)
+    lin.weight.data = w.clone()
+    ql = AwqTorchLinear(bits=bits, group_size=gs, sym=False, desc_act=False, in_features=in_f,
+                        out_features=out_f, bias=False)
+    ql.pack(lin, scales, zeros)
+    saved = {k: v.clone() for k, v in ql.state_dict().items()}
+    want = dequantize_gemm(ql.qweight, ql.qzeros, ql.scales.float(), bits, gs).T.numpy()
+    folder = _write(tmp_path / "m", {f"model.layers.0.mlp.gate_proj.{k}": v
+                                     for k, v in saved.items()},
+                    {"quant_method": "awq", "bits": bits, "group_size": gs, "zero_point": True,
+                     "version": "gemm"})
+    _check(folder, {"model.layers.0.mlp.gate_proj.weight": want}, f"awq int{bits} g{gs}")
+    # the forward pass agrees: x @ W.T through gptqmodel's own kernel
+    x = torch.randn(3, in_f)
+    y = ql(x.half()).float().numpy()
+    ours = next(iter(open_source(folder))).load()
+    np.testing.assert_allclose(y, x.numpy() @ ours.T, rtol=0.02, atol=0.02 * np.abs(y).max())

@@ -267,24 +267,25 @@ def _gptq_awq(ref, names, qc) -> _Found | None:
     if method == "awq":
         rows = ref.shape[0]
         version = str(qc.get("version", "gemm")).lower()
-        if bits != 4 or version not in ("gemm", ""):
+        if version not in ("gemm", "") or bits not in range(2, 9):
             return _Found(_refused(ref, base + ".weight",
-                                   f"{UNSUPPORTED}: awq {version} at {bits} bits (AWQ GEMM at 4 "
-                                   "bits is read)"), absorbs)
-        if ref.shape[1] * 8 != out or qzeros is None:
+                                   f"{UNSUPPORTED}: awq {version} at {bits} bits (AWQ GEMM at 2 "
+                                   "to 8 bits is read)"), absorbs)
+        if ref.shape[1] != _ceil(out * bits, 32) or qzeros is None:
             return None
         gs = rows // groups if groups and rows % groups == 0 else 0
         if not gs:
             return None
 
         def load():
-            q = _awq_unpack(ref.load(), out)
-            z = _awq_unpack(qzeros.load(), out)
+            q = _awq_unpack(ref.load(), bits, out)
+            z = _awq_unpack(qzeros.load(), bits, out)
             s = scales.load().astype(np.float32)
             gi = np.arange(rows) // gs
             return ((q - z[gi]).astype(np.float32) * s[gi]).T
 
-        return _Found(_new(ref, base + ".weight", (out, rows), f"awq int4 g{gs}", load), absorbs)
+        return _Found(_new(ref, base + ".weight", (out, rows), f"awq int{bits} g{gs}", load),
+                      absorbs)
     # GPTQ: qweight [in * bits / 32, out], qzeros [groups, out * bits / 32], scales [groups, out]
     if ref.shape[1] != out or bits not in (2, 3, 4, 8):
         return None
@@ -304,7 +305,7 @@ def _gptq_awq(ref, names, qc) -> _Found | None:
             raise ValueError(f"{base}: g_idx does not index the {s.shape[0]} groups of "
                              f"{rows} inputs")
         if qzeros is not None:
-            z = unpack_bits(qzeros.load(), bits, out) + (0 if v2 else 1)  # [groups, out]
+            z = _gptq_zeros(qzeros.load(), bits, out, v2)  # [groups, out]
         else:
             z = np.full((s.shape[0], out), 1 << (bits - 1), np.int64)
         return (q.T - z[gi]).astype(np.float32).T * s[gi].T
@@ -313,8 +314,25 @@ def _gptq_awq(ref, names, qc) -> _Found | None:
     return _Found(_new(ref, base + ".weight", (out, rows), label, load), absorbs)
 
 
-def _awq_unpack(words: np.ndarray, cols: int) -> np.ndarray:
-    """AWQ GEMM's 4-bit packing: word c of a row holds columns 8c + AWQ_ORDER[j] in nibble j."""
+def _gptq_zeros(words: np.ndarray, bits: int, count: int, v2: bool) -> np.ndarray:
+    """GPTQ's zero points. checkpoint_format 'gptq' (v1) stores zero - 1, subtracted word by word
+    at 2, 4 and 8 bits (0x11111111 at 4: a zero of 0 borrows from its neighbour, and adding the
+    constant back word by word undoes it exactly) and value by value, modulo 2**bits, at 3 bits;
+    gptqmodel's loader reverses it so, and so does this."""
+    if v2:
+        return unpack_bits(words, bits, count)
+    if bits == 3:
+        return (unpack_bits(words, bits, count) + 1) & 7
+    one = sum(1 << k for k in range(0, 32, bits))
+    fixed = (np.ascontiguousarray(words).view(np.uint32).astype(np.uint64) + one) & 0xFFFFFFFF
+    return unpack_bits(fixed.astype(np.uint32).view(np.int32), bits, count)
+
+
+def _awq_unpack(words: np.ndarray, bits: int, cols: int) -> np.ndarray:
+    """AWQ GEMM's packing along the output axis: at 4 bits word c of a row holds columns
+    8c + AWQ_ORDER[j] in nibble j; at other widths one little-endian bit stream (gptqmodel)."""
+    if bits != 4:
+        return unpack_bits(words, bits, cols)
     w = np.ascontiguousarray(words).view(np.uint32)
     out = np.empty((w.shape[0], w.shape[1], 8), dtype=np.int64)
     for j, col in enumerate(AWQ_ORDER):
