@@ -386,3 +386,91 @@ def test_awq_gptqmodel(tmp_path, bits):
     y = ql(x.half()).float().numpy()
     ours = next(iter(open_source(folder))).load()
     np.testing.assert_allclose(y, x.numpy() @ ours.T, rtol=0.02, atol=0.02 * np.abs(y).max())
+
+
+# --- what is listed, refused and compared ----------------------------------------------------------
+def _fp8_model(tmp_path):
+    """An FP8 checkpoint (DeepSeek-V3's block scales) and the float32 model it came from."""
+    rng = torch.Generator().manual_seed(3)
+    original = {"model.embed_tokens.weight": torch.randn(200, 64, generator=rng),
+                "model.layers.0.mlp.down_proj.weight": _trained(160, 200, seed=4),
+                "model.layers.0.mlp.up_proj.weight": _trained(200, 160, seed=5),
+                "model.norm.weight": torch.ones(64)}
+    tensors = {}
+    for name, w in original.items():
+        if "mlp" in name:
+            q, s = _fp8_blocks(w)
+            tensors[name], tensors[name + "_scale_inv"] = q, s
+        else:
+            tensors[name] = w
+    qc = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    return _write(tmp_path / "fp8", tensors, qc), _write(tmp_path / "orig", original, None), \
+        tensors
+
+
+def test_describe_shows_quant_without_reading(tmp_path, monkeypatch):
+    folder, _, _ = _fp8_model(tmp_path)
+    import tailscope.sources.safetensors as sf
+
+    monkeypatch.setattr(sf, "read_exact", lambda *a, **k: pytest.fail("describe read a tensor"))
+    table = tailscope.describe(folder).set_index("name")
+    assert table.loc["model.layers.0.mlp.down_proj.weight", "quant"] == "fp8-e4m3 block 128x128"
+    assert table.loc["model.layers.0.mlp.down_proj.weight", "analyze"]
+    assert table.loc["model.embed_tokens.weight", "quant"] == ""
+    assert not any(n.endswith("scale_inv") for n in table.index)
+
+
+def test_unknown_quant_method_is_a_reason(tmp_path):
+    folder = _write(tmp_path / "m", {"a.W_q": torch.zeros(64, 32, dtype=torch.uint8),
+                                     "a.scale": torch.ones(64, 4, dtype=torch.float16),
+                                     "b.weight": torch.randn(64, 48)},
+                    {"quant_method": "hqq", "nbits": 4})
+    res = tailscope.analyze(folder)
+    skipped = res.skipped.set_index("name")
+    for name in ("a.W_q", "a.scale"):
+        assert "quant_method 'hqq'" in skipped.loc[name, "reason"]
+    assert list(res.details["name"]) == ["b.weight"]  # the plain float weight is analysed
+
+
+def test_orphan_companion_is_refused(tmp_path):
+    folder = _write(tmp_path / "m", {"a.scales": torch.ones(8, 64, dtype=torch.float16),
+                                     "b.weight_scale_inv": torch.ones(2, 2)},
+                    {"quant_method": "gptq", "bits": 4})
+    table = tailscope.describe(folder).set_index("name")
+    assert not table["analyze"].any()
+    assert all("companion" in r for r in table["reason"])
+
+
+def test_bad_companion_shapes_fail_with_a_reason(tmp_path):
+    w = _trained(96, 160)
+    q, s = _fp8_blocks(w)
+    folder = _write(tmp_path / "m", {"a.weight": q, "a.weight_scale_inv": s[:, :1].repeat(1, 5)},
+                    {"quant_method": "fp8", "weight_block_size": [128, 128]})
+    res = tailscope.analyze(folder)
+    assert res.details.loc[0, "status"] == "failed"
+    assert "does not fit a 96x160 weight" in res.details.loc[0, "reason"]
+
+
+def test_quantization_damage(tmp_path):
+    from transformers.integrations.finegrained_fp8 import _dequantize_fp8_weight
+
+    folder, orig, tensors = _fp8_model(tmp_path)
+    table = tailscope.quantization_damage(folder, orig).set_index("name")
+    alone = tailscope.analyze(orig).details.set_index("name")
+    for name in ("model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.up_proj.weight"):
+        row = table.loc[name]
+        deq = _dequantize_fp8_weight(tensors[name], tensors[name + "_scale_inv"], [128, 128],
+                                     torch.float32).double().numpy()
+        w = st_torch.load_file(f"{orig}/model.safetensors")[name].double().numpy()
+        assert row["rel_frobenius"] == pytest.approx(np.linalg.norm(deq - w) / np.linalg.norm(w),
+                                                     rel=1e-12)
+        assert 0 < row["rel_frobenius"] < 0.1
+        assert row["alpha_original"] == alone.loc[name, "alpha"]
+        assert row["delta_alpha"] == row["alpha_quantized"] - row["alpha_original"]
+        assert row["quant"] == "fp8-e4m3 block 128x128"
+    assert table.loc["model.embed_tokens.weight", "rel_frobenius"] == 0
+    # base_model= keeps its meaning: the spectrum of W_q - W, the quantization noise
+    noise = tailscope.analyze(folder, base_model=orig).details.set_index("name")
+    assert noise.loc["model.layers.0.mlp.down_proj.weight", "quant"] == "fp8-e4m3 block 128x128"
+    assert noise.loc["model.layers.0.mlp.down_proj.weight", "lambda_max"] < \
+        alone.loc["model.layers.0.mlp.down_proj.weight", "lambda_max"] * 1e-2
