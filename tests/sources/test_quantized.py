@@ -123,6 +123,8 @@ CT_CASES = [
                             group_size=32), "int4 packed group 32"),
     ("pack-quantized", dict(num_bits=3, type="int", symmetric=True, strategy="channel"),
      "int3 packed channel"),
+    ("pack-quantized", dict(num_bits=4, type="int", symmetric=True, strategy="channel"),
+     "int4 packed channel"),  # 150 inputs: not a whole number of words (weight_shape says)
     ("pack-quantized", dict(num_bits=2, type="int", symmetric=False, strategy="channel"),
      "int2 packed channel asym"),
     ("pack-quantized", dict(num_bits=8, type="int", symmetric=False, strategy="channel"),
@@ -148,7 +150,8 @@ def test_compressed_tensors(tmp_path, fmt, args, label):
     from compressed_tensors.quantization.utils import calculate_qparams
 
     assert ct.__version__.startswith("0.20")
-    w = _trained(96, 160)
+    cols = 150 if label == "int4 packed channel" else 160
+    w = _trained(96, cols)
     a = QuantizationArgs(**args)
     scheme = QuantizationScheme(targets=["Linear"], weights=a)
     if a.strategy == "group":
@@ -160,8 +163,8 @@ def test_compressed_tensors(tmp_path, fmt, args, label):
         mn, mx = w.min().reshape(1), w.max().reshape(1)
     else:
         b = a.block_structure[0]
-        rb, cb = math.ceil(96 / b), math.ceil(160 / b)
-        xp = torch.nn.functional.pad(w, (0, cb * b - 160, 0, rb * b - 96))
+        rb, cb = math.ceil(96 / b), math.ceil(cols / b)
+        xp = torch.nn.functional.pad(w, (0, cb * b - cols, 0, rb * b - 96))
         blk = xp.reshape(rb, b, cb, b).transpose(1, 2)
         mn, mx = blk.amin((-1, -2)), blk.amax((-1, -2))
     scale, zero = calculate_qparams(mn, mx, a)
@@ -298,7 +301,7 @@ def test_unpack_bits_matches_compressed_tensors(bits):
     rng = np.random.default_rng(bits)
     v = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(4, 70))
     words = pack_to_int32(torch.from_numpy(v.astype(np.int8)), bits).numpy()
-    np.testing.assert_array_equal(unpack_bits(words, bits, 70) - (1 << (bits - 1)), v)
+    np.testing.assert_array_equal(unpack_bits(words, bits, 70).astype(np.int64) - (1 << (bits - 1)), v)
 
 
 def _minmax_qparams(w: torch.Tensor, g_idx: torch.Tensor, bits: int, sym: bool):
@@ -474,3 +477,21 @@ def test_quantization_damage(tmp_path):
     assert noise.loc["model.layers.0.mlp.down_proj.weight", "quant"] == "fp8-e4m3 block 128x128"
     assert noise.loc["model.layers.0.mlp.down_proj.weight", "lambda_max"] < \
         alone.loc["model.layers.0.mlp.down_proj.weight", "lambda_max"] * 1e-2
+
+
+def test_fp8_fused_experts(tmp_path):
+    """transformers 5's fused FP8 experts (FP8Experts: gate_up_proj [E, 2I, H] and
+    gate_up_proj_scale_inv per 128 x 128 block of each expert)."""
+    from transformers.integrations.finegrained_fp8 import _dequantize_fp8_weight
+
+    ws = [_trained(192, 160, seed=20 + e) for e in range(3)]
+    qs, ss = zip(*(_fp8_blocks(w) for w in ws))
+    q, s = torch.stack(qs), torch.stack(ss)
+    base = "model.layers.0.mlp.experts.gate_up_proj"
+    folder = _write(tmp_path / "m", {base: q, base + "_scale_inv": s},
+                    {"quant_method": "fp8", "weight_block_size": [128, 128]})
+    want = _dequantize_fp8_weight(q, s, [128, 128], torch.float32).numpy()
+    ref = next(r for r in open_source(folder) if r.name.startswith(base))
+    assert ref.quant == "fp8-e4m3 block 128x128"
+    np.testing.assert_array_equal(ref.load(), want)
+    np.testing.assert_array_equal(ref.part_loader(1), want[1])

@@ -56,7 +56,7 @@ _ACTIVATION = (".input_scale", ".output_scale", ".k_scale", ".v_scale", ".input_
 # names of companions: a tensor named so whose weight is missing is refused, not analysed
 _COMPANION = re.compile(r"(\.qweight|\.qzeros|\.scales|\.g_idx|_blocks|_scales|\.weight_scale"
                         r"|\.weight_scale_inv|\.weight_packed|\.weight_zero_point|\.weight_shape"
-                        r"|\.weight_g_idx|\.SCB|\.weight_format|\.absmax|\.quant_map"
+                        r"|_scale_inv|\.weight_g_idx|\.SCB|\.weight_format|\.absmax|\.quant_map"
                         r"|\.nested_absmax|\.nested_quant_map|\.quant_state\..*)$")
 
 
@@ -92,7 +92,7 @@ class _Found:
 def unpack_bits(words: np.ndarray, bits: int, count: int) -> np.ndarray:
     """The ``count`` unsigned ``bits``-bit values packed along the last axis of int32 ``words``
     as one little-endian bit stream (value i at bit i * bits; a value may straddle two words, as
-    GPTQ's 3-bit and compressed-tensors' packings do). int64 result."""
+    GPTQ's 3-bit and compressed-tensors' packings do). uint8 result (bits <= 8)."""
     w = np.ascontiguousarray(words).view(np.uint32).astype(np.uint64)
     per = 32  # values per group of `bits` words
     nwords = w.shape[-1]
@@ -100,7 +100,7 @@ def unpack_bits(words: np.ndarray, bits: int, count: int) -> np.ndarray:
     if groups * bits != nwords:
         w = np.concatenate([w, np.zeros((*w.shape[:-1], groups * bits - nwords), np.uint64)], -1)
     w = w.reshape(*w.shape[:-1], groups, bits)
-    out = np.empty((*w.shape[:-2], groups, per), dtype=np.int64)
+    out = np.empty((*w.shape[:-2], groups, per), dtype=np.uint8)
     mask = (1 << bits) - 1
     for i in range(per):
         start = i * bits
@@ -108,7 +108,7 @@ def unpack_bits(words: np.ndarray, bits: int, count: int) -> np.ndarray:
         v = w[..., k] >> np.uint64(off)
         if off + bits > 32 and k + 1 < bits:
             v = v | (w[..., k + 1] << np.uint64(32 - off))
-        out[..., i] = (v & np.uint64(mask)).astype(np.int64)
+        out[..., i] = v & np.uint64(mask)
     out = out.reshape(*out.shape[:-2], groups * per)
     if out.shape[-1] < count:
         raise ValueError(f"{nwords} packed words hold {out.shape[-1]} {bits}-bit values, "
@@ -195,12 +195,39 @@ def _fp8(ref, names, qc) -> _Found | None:
         gi = None if g_idx is None else g_idx.load().astype(np.int64)
         se, _ = expand_scale(s, w.shape, block, gi)
         if zero is not None:
-            z, _ = expand_scale(zero.load().astype(np.float32), w.shape, block, gi)
-            w = w - z
-        return w * se
+            w -= expand_scale(zero.load().astype(np.float32), w.shape, block, gi)[0]
+        w *= se
+        return w
 
     absorbs = tuple(n.name for n in (scale, zero, g_idx) if n is not None)
     return _Found(_new(ref, ref.name, ref.shape, f"{kind} {scheme}", load), absorbs)
+
+
+def _fp8_fused(ref, names, qc) -> _Found | None:
+    """A fused FP8 expert stack as transformers 5 saves it (``experts.gate_up_proj`` [E, out, in]
+    with ``experts.gate_up_proj_scale_inv`` [E, ceil(out / 128), ceil(in / 128)]): each expert
+    dequantized as a 2-D FP8 weight; ``part_loader(i)`` reads one."""
+    if len(ref.shape) != 3 or not ref.dtype.startswith("float8"):
+        return None
+    scale = names.get(ref.name + "_scale_inv") or names.get(ref.name + "_scale")
+    if scale is None or len(scale.shape) not in (1, 3) or scale.shape[0] != ref.shape[0]:
+        return None
+    block = _block_of(qc, _ct_weights(qc))
+    kind = "fp8-" + ref.dtype[len("float8_"):].removesuffix("fn")
+    sshape = (1, 1) if len(scale.shape) == 1 else scale.shape[1:]
+    scheme = _scheme_from_shapes(sshape, ref.shape[1:], block, False)
+
+    def one(w: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return w.astype(np.float32) * expand_scale(np.asarray(s, np.float32), w.shape, block)[0]
+
+    def load():
+        w, s = ref.load(), scale.load()
+        return np.stack([one(w[i], s[i]) for i in range(w.shape[0])])
+
+    def part(i: int):
+        return one(_part(ref, i), _part(scale, i))
+
+    return _Found(_new(ref, ref.name, ref.shape, f"{kind} {scheme}", load, part), (scale.name,))
 
 
 def _scheme_from_shapes(sshape, wshape, block, act_order) -> str:
@@ -278,11 +305,13 @@ def _gptq_awq(ref, names, qc) -> _Found | None:
             return None
 
         def load():
-            q = _awq_unpack(ref.load(), bits, out)
-            z = _awq_unpack(qzeros.load(), bits, out)
+            w = _awq_unpack(ref.load(), bits, out).astype(np.float32)  # [in, out]
+            z = _awq_unpack(qzeros.load(), bits, out).astype(np.float32)
             s = scales.load().astype(np.float32)
             gi = np.arange(rows) // gs
-            return ((q - z[gi]).astype(np.float32) * s[gi]).T
+            w -= z[gi]
+            w *= s[gi]
+            return np.ascontiguousarray(w.T)
 
         return _Found(_new(ref, base + ".weight", (out, rows), f"awq int{bits} g{gs}", load),
                       absorbs)
@@ -305,10 +334,14 @@ def _gptq_awq(ref, names, qc) -> _Found | None:
             raise ValueError(f"{base}: g_idx does not index the {s.shape[0]} groups of "
                              f"{rows} inputs")
         if qzeros is not None:
-            z = _gptq_zeros(qzeros.load(), bits, out, v2)  # [groups, out]
+            z = _gptq_zeros(qzeros.load(), bits, out, v2).astype(np.float32)  # [groups, out]
         else:
-            z = np.full((s.shape[0], out), 1 << (bits - 1), np.int64)
-        return (q.T - z[gi]).astype(np.float32).T * s[gi].T
+            z = np.full((s.shape[0], out), 1 << (bits - 1), np.float32)
+        w = q.astype(np.float32)  # (q - zero) * scale, in place: one matrix and a temporary
+        del q
+        w -= z.T[:, gi]
+        w *= s.T[:, gi]
+        return w
 
     label = f"gptq int{bits} g{gs if gs != rows else -1}{desc}" + ("" if sym else " asym")
     return _Found(_new(ref, base + ".weight", (out, rows), label, load), absorbs)
@@ -334,7 +367,7 @@ def _awq_unpack(words: np.ndarray, bits: int, cols: int) -> np.ndarray:
     if bits != 4:
         return unpack_bits(words, bits, cols)
     w = np.ascontiguousarray(words).view(np.uint32)
-    out = np.empty((w.shape[0], w.shape[1], 8), dtype=np.int64)
+    out = np.empty((w.shape[0], w.shape[1], 8), dtype=np.uint8)
     for j, col in enumerate(AWQ_ORDER):
         out[:, :, col] = (w >> np.uint32(4 * j)) & 0xF
     return out.reshape(w.shape[0], -1)[:, :cols]
@@ -367,33 +400,39 @@ def _packed(ref, names, qc) -> _Found | None:
     bits = int(args.get("num_bits", 4))
     absorbs = tuple(n.name for n in (scale, wshape, zero, g_idx) if n is not None)
     rows = ref.shape[0]
-    # the input size: weight_shape holds it (read at load); the scale shape bounds it here
-    cols = ref.shape[1] * 32 // bits
-    if args.get("strategy") == "group" and args.get("group_size") and len(scale.shape) == 2:
+    cols = ref.shape[1] * 32 // bits  # at most; weight_shape (two numbers, read now) says exactly
+    if wshape is not None:
+        try:
+            shp = wshape.load().astype(np.int64).ravel()
+        except Exception as exc:  # noqa: BLE001 - refused with the reason
+            shp = np.array([-1, -1])
+            why = str(exc).splitlines()[0]
+        else:
+            why = f"weight_shape {shp.tolist()}"
+        if shp.size != 2 or shp[0] != rows or not 0 < shp[1] <= cols:
+            return _Found(_refused(ref, base + ".weight",
+                                   f"{UNSUPPORTED}: compressed-tensors {why} does not fit the "
+                                   f"packed {rows}x{ref.shape[1]} words at {bits} bits"), absorbs)
+        cols = int(shp[1])
+    elif args.get("strategy") == "group" and args.get("group_size") and len(scale.shape) == 2:
         cols = min(cols, scale.shape[1] * int(args["group_size"]))
     block = _block_of(qc, args)
     scheme = _scheme_from_shapes(scale.shape, (rows, cols), block, g_idx is not None)
 
     def load():
         n_in = cols
-        if wshape is not None:
-            shp = wshape.load().astype(np.int64).ravel()
-            if shp.size != 2 or shp[0] != rows or not 0 < shp[1] <= ref.shape[1] * 32 // bits:
-                raise ValueError(f"{base}: weight_shape {shp.tolist()} does not fit the packed "
-                                 f"{rows}x{ref.shape[1]} words at {bits} bits")
-            n_in = int(shp[1])
-        q = unpack_bits(ref.load(), bits, n_in) - (1 << (bits - 1))
+        w = unpack_bits(ref.load(), bits, n_in).astype(np.float32)
+        w -= np.float32(1 << (bits - 1))  # the signed values, exactly
         s = scale.load().astype(np.float32)
         gi = None if g_idx is None else g_idx.load().astype(np.int64)
         se, _ = expand_scale(s, (rows, n_in), block, gi)
-        w = q.astype(np.float32)
         if zero is not None:
             zw = zero.load()
-            z = (unpack_bits(zw.T, bits, rows).T - (1 << (bits - 1))) if zw.dtype == np.int32 \
-                and zw.shape[0] != rows else zw
-            ze, _ = expand_scale(np.asarray(z, np.float32), (rows, n_in), block, gi)
-            w = w - ze
-        return w * se
+            z = (unpack_bits(zw.T, bits, rows).T.astype(np.float32) - (1 << (bits - 1))) \
+                if zw.dtype == np.int32 and zw.shape[0] != rows else zw.astype(np.float32)
+            w -= expand_scale(z, (rows, n_in), block, gi)[0]
+        w *= se
+        return w
 
     label = f"int{bits} packed {scheme}" + (" asym" if zero is not None else "")
     return _Found(_new(ref, base + ".weight", (rows, cols), label, load), absorbs)
@@ -466,7 +505,7 @@ def _bnb8(ref, names, qc) -> _Found | None:
     return _Found(_new(ref, ref.name, ref.shape, "bnb int8 channel", load), absorbs)
 
 
-_FORMATS = (_mxfp4, _gptq_awq, _packed, _bnb4, _bnb8, _fp8)
+_FORMATS = (_mxfp4, _gptq_awq, _packed, _bnb4, _bnb8, _fp8, _fp8_fused)
 
 
 def _refused(ref: LayerRef, name: str, why: str) -> LayerRef:
