@@ -495,3 +495,12 @@ def test_fp8_fused_experts(tmp_path):
     assert ref.quant == "fp8-e4m3 block 128x128"
     np.testing.assert_array_equal(ref.load(), want)
     np.testing.assert_array_equal(ref.part_loader(1), want[1])
+
+
+def test_a_float_model_is_left_alone(tmp_path):
+    """No quantization_config and nothing quantized: a tensor named like a companion is the
+    model's own (analysed as any float matrix)."""
+    folder = _write(tmp_path / "m", {"vit.layer_scales": torch.randn(64, 48),
+                                     "b.weight": torch.randn(64, 48)}, None)
+    table = tailscope.describe(folder).set_index("name")
+    assert table["analyze"].all() and (table["quant"] == "").all()

@@ -242,8 +242,8 @@ def _mxfp4(ref, names, qc) -> _Found | None:
     """gpt-oss's MXFP4 experts: ``X_blocks`` uint8 [..., R, G, 16] and ``X_scales`` [..., R, G]
     -> [..., G * 32, R] (transformers' convert_moe_packed_tensors: its transpose of the last two
     axes gives gpt-oss's [experts, in, out])."""
-    if not ref.name.endswith("_blocks") or ref.dtype != "uint8" or len(ref.shape) < 3:
-        return None
+    if not ref.name.endswith("_blocks") or ref.dtype != "uint8" or len(ref.shape) != 4:
+        return None  # gpt-oss stores experts only so; another MXFP4 layout is not guessed
     base = ref.name[:-len("_blocks")]
     scales = names.get(base + "_scales")
     if scales is None or tuple(scales.shape) != tuple(ref.shape[:-1]):
@@ -262,10 +262,8 @@ def _mxfp4(ref, names, qc) -> _Found | None:
     def load():
         return convert(ref.load(), scales.load())
 
-    part = None
-    if lead:
-        def part(i: int):
-            return convert(_part(ref, i), _part(scales, i))
+    def part(i: int):
+        return convert(_part(ref, i), _part(scales, i))
 
     return _Found(_new(ref, base, (*lead, cols, rows), f"mxfp4 e2m1 block {nbytes * 2}", load,
                        part), (scales.name,))
@@ -529,8 +527,8 @@ def dequantized(src: Source) -> Source:
                 found[ref.name] = hit
                 absorbed.update(hit.absorbs)
                 break
-    if not found and not method and not any(_COMPANION.search(r.name) for r in src.refs):
-        return src
+    if not found and not qc:
+        return src  # a float model (a tensor named like a companion is its own business)
     # activation scales of a dequantized weight are absorbed with it
     bases = {f.ref.name.removesuffix(".weight") for f in found.values()}
     for r in src.refs:
