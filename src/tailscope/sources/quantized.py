@@ -4,8 +4,10 @@ Each quantized weight and its companions (scales, zero points, group indices, pa
 a checkpoint become one ``LayerRef`` whose ``load()`` returns the dequantized float32 matrix, in
 the layout the model's forward pass uses it as a weight (out x in for a Linear; gpt-oss's expert
 stacks as its bf16 checkpoints store them). ``quant`` says what was stored ('fp8-e4m3 block
-128x128', 'gptq int4 g128', ...). Nothing is read here: the formats are recognised from the
-tensor names, dtypes and shapes and from ``quantization_config`` of the model's ``config.json``;
+128x128', 'gptq int4 g128', ...). No weight is read here: the formats are recognised from the
+tensor names, dtypes and shapes and from ``quantization_config`` of the model's ``config.json``
+(and two small metadata tensors that hold a shape: bitsandbytes' quant_state blob and
+compressed-tensors' ``weight_shape``);
 a tensor is dequantized only when its ``load()`` is called, with memory bounded by one matrix
 (a fused expert stack: one expert through ``part_loader``).
 
@@ -401,6 +403,8 @@ def _packed(ref, names, qc) -> _Found | None:
     cols = ref.shape[1] * 32 // bits  # at most; weight_shape (two numbers, read now) says exactly
     if wshape is not None:
         try:
+            if math.prod(wshape.shape) > 8:
+                raise ValueError(f"a weight_shape of {math.prod(wshape.shape)} values")
             shp = wshape.load().astype(np.int64).ravel()
         except Exception as exc:  # noqa: BLE001 - refused with the reason
             shp = np.array([-1, -1])
@@ -453,6 +457,8 @@ def _bnb4(ref, names, qc) -> _Found | None:
     absorbs = tuple(n.name for n in (blob, absmax, qmap, n_absmax, n_map) if n is not None)
     # the shape is in the blob: read it now (a few hundred bytes, never a weight)
     try:
+        if math.prod(blob.shape) > 1 << 16:
+            raise ValueError(f"{math.prod(blob.shape)} bytes, not a quant_state")
         state = json.loads(bytes(blob.load().astype(np.uint8)).decode("utf-8"))
         shape = tuple(int(s) for s in state["shape"])
         blocksize = int(state["blocksize"])
