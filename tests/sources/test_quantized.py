@@ -504,3 +504,13 @@ def test_a_float_model_is_left_alone(tmp_path):
                                      "b.weight": torch.randn(64, 48)}, None)
     table = tailscope.describe(folder).set_index("name")
     assert table["analyze"].all() and (table["quant"] == "").all()
+
+
+def test_cli_describe_says_what_was_absorbed(tmp_path, capsys):
+    from cli_helpers import cli
+
+    folder, _, _ = _fp8_model(tmp_path)
+    code, out, _ = cli(capsys, "describe", folder, "--columns", "name,quant,analyze")
+    assert code == 0
+    assert "2 quantized weights dequantized (fp8); 2 companion tensors" in out
+    assert "fp8-e4m3 block 128x128" in out
