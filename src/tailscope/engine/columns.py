@@ -176,7 +176,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("reason", "text", "status", "why a layer failed", table=True),
     Column("dtype", "text", "status", "the tensor's dtype"),
     Column("quant", "text", "status", "how a dequantized weight was stored ('fp8-e4m3 block "
-           "128x128', 'gptq int4 g128', ...; '' for plain floating point)"),
+           "128x128', 'gptq int4 g128', ...; '' for plain floating point)", table=True),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
