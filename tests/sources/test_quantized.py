@@ -514,10 +514,3 @@ def test_cli_describe_says_what_was_absorbed(tmp_path, capsys):
     assert code == 0
     assert "2 quantized weights dequantized (fp8); 2 companion tensors" in out
     assert "fp8-e4m3 block 128x128" in out
-
-
-def test_report_shows_quant(tmp_path):
-    folder, _, _ = _fp8_model(tmp_path)
-    html = tailscope.analyze(folder).to_html(tmp_path / "r.html", layer_figures=False)
-    text = open(html, encoding="utf-8").read()
-    assert "fp8-e4m3 block 128x128" in text and ">quant<" in text

@@ -56,10 +56,8 @@ FIT_GROUPS: dict[str, Callable] = {
     "tpl": lambda o: FITS[o.fit] != "PL",
     "fingers": lambda o: o.fix_fingers == "clip_xmax",
 }
-# how the checkpoint stored a tensor (quantized LLMs): always present, kept in the store's extras
-CHECKPOINT_GROUPS = ("checkpoint",)
 GROUP_WHEN: dict[str, Callable] = {
-    **{g: (lambda o: True) for g in (*CORE_GROUPS, *CHECKPOINT_GROUPS)},
+    **{g: (lambda o: True) for g in CORE_GROUPS},
     **FIT_GROUPS,
     **{g: _shown(d, g) for d in DIAGNOSTICS for g in d.groups},
 }
@@ -177,8 +175,8 @@ COLUMNS: tuple[Column, ...] = (
            table=True),
     Column("reason", "text", "status", "why a layer failed", table=True),
     Column("dtype", "text", "status", "the tensor's dtype"),
-    Column("quant", "text", "checkpoint", "how a dequantized weight was stored ('fp8-e4m3 block "
-           "128x128', 'gptq int4 g128', ...; '' for plain floating point)", table=True),
+    Column("quant", "text", "status", "how a dequantized weight was stored ('fp8-e4m3 block "
+           "128x128', 'gptq int4 g128', ...; '' for plain floating point)"),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
@@ -208,7 +206,7 @@ def brief_columns(present) -> list[str]:
     column order."""
     present = set(present)
     return [c.name for c in COLUMNS if c.name in present and (
-        c.name in BRIEF_COLUMNS or (c.table and c.group not in (*CORE_GROUPS, *CHECKPOINT_GROUPS)
+        c.name in BRIEF_COLUMNS or (c.table and c.group not in CORE_GROUPS
                                     and not c.name.endswith("reason")))]
 
 

@@ -303,8 +303,7 @@ def _rows(d, cols, text_cols) -> tuple[str, str]:
 
 
 def _columns(d) -> tuple[list[str], list[str]]:
-    cols = [c for c in TABLE_COLUMNS if c in d.columns
-            and (c != "quant" or d[c].fillna("").astype(bool).any())]  # quantized models only
+    cols = [c for c in TABLE_COLUMNS if c in d.columns]
     return cols, [c for c in cols if BY_NAME[c].dtype == "text"]
 
 
