@@ -9,7 +9,8 @@ kernel's ru_maxrss via wait4) beside the bound the issue sets: two float64 copie
 matrix plus a fixed overhead, the overhead measured as the peak RSS of ``tailscope analyze`` on a
 tiny checkpoint in the same run.
 
-Run: .venv/bin/python bench/quantized_model.py [--format gptq|fp8] [--blocks 2] [--tiny]
+Run: .venv/bin/python bench/quantized_model.py [--format gptq|fp8] [--blocks 2] [--no-embed]
+     [--tiny]
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _fp8(w: np.ndarray, block: int = 128) -> dict:
 
 
 def write_checkpoint(folder: Path, fmt: str, blocks: int, hidden=HIDDEN, inter=INTER,
-                     vocab=VOCAB) -> tuple[int, int]:
+                     vocab=VOCAB, embed: bool = True) -> tuple[int, int]:
     """The checkpoint, one safetensors shard per block; (bytes on disk, largest matrix's size)."""
     import torch
     from safetensors.torch import save_file
@@ -83,10 +84,12 @@ def write_checkpoint(folder: Path, fmt: str, blocks: int, hidden=HIDDEN, inter=I
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     fp16 = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden)}
-    save_file({n: torch.from_numpy(_weights(rng, s).astype(np.float16)) for n, s in fp16.items()},
-              str(folder / "model-embed.safetensors"))
-    weight_map = {n: "model-embed.safetensors" for n in fp16}
-    largest = vocab * hidden
+    weight_map, largest = {}, 0
+    if embed:
+        save_file({n: torch.from_numpy(_weights(rng, s).astype(np.float16))
+                   for n, s in fp16.items()}, str(folder / "model-embed.safetensors"))
+        weight_map = {n: "model-embed.safetensors" for n in fp16}
+        largest = vocab * hidden
     for b in range(blocks):
         p = f"model.layers.{b}."
         shapes = {"self_attn.q_proj": (hidden, hidden), "self_attn.k_proj": (hidden, hidden),
@@ -129,11 +132,15 @@ def main(argv=None) -> int:
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="small shapes (a smoke run)")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--no-embed", action="store_true",
+                    help="leave out the fp16 embedding and head (the largest matrix is then a "
+                         "quantized one; much faster)")
     a = ap.parse_args(argv)
     work = Path(a.dir or tempfile.mkdtemp(prefix="tailscope-quant-"))
     shape = TINY if a.tiny else {}
     try:
-        size, largest = write_checkpoint(work / "model", a.format, a.blocks, **shape)
+        size, largest = write_checkpoint(work / "model", a.format, a.blocks,
+                                         embed=not a.no_embed, **shape)
         write_checkpoint(work / "small", a.format, 1, **TINY)
         cli = [sys.executable, "-m", "tailscope", "analyze"]
         base = run_child(cli + [str(work / "small"), "--out", str(work / "small.csv")],
