@@ -18,6 +18,14 @@ torch = pytest.importorskip("torch")
 st_torch = pytest.importorskip("safetensors.torch")
 
 
+def _transformers(module: str, name: str):
+    """A dequantizer of transformers' integrations (5.x), or a skip where it is not there."""
+    mod = pytest.importorskip(f"transformers.integrations.{module}")
+    if not hasattr(mod, name):
+        pytest.skip(f"transformers {mod.__name__} has no {name}")
+    return getattr(mod, name)
+
+
 def _write(folder, tensors: dict, qc: dict | None) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     st_torch.save_file({k: v.contiguous() for k, v in tensors.items()},
@@ -81,8 +89,7 @@ def _fp8_blocks(w: torch.Tensor, block=(128, 128), dtype=torch.float8_e4m3fn):
 
 @pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2"])
 def test_fp8_block_scaled_partial_blocks(tmp_path, dtype):
-    from transformers.integrations.finegrained_fp8 import _dequantize_fp8_weight
-
+    _dequantize_fp8_weight = _transformers("finegrained_fp8", "_dequantize_fp8_weight")
     dt = getattr(torch, dtype)
     w = _trained(300, 200)  # 3 x 2 blocks, the last ones partial
     q, s = _fp8_blocks(w, dtype=dt)
@@ -250,8 +257,7 @@ def _mxfp4_pack(w: np.ndarray):
 
 
 def test_mxfp4_gpt_oss_experts(tmp_path):
-    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
-
+    convert_moe_packed_tensors = _transformers("mxfp4", "convert_moe_packed_tensors")
     rng = np.random.default_rng(0)
     experts, hidden, inter2 = 3, 128, 96
     w = rng.standard_t(3, size=(experts, inter2, hidden)).astype(np.float32)
@@ -455,8 +461,7 @@ def test_bad_companion_shapes_fail_with_a_reason(tmp_path):
 
 
 def test_quantization_damage(tmp_path):
-    from transformers.integrations.finegrained_fp8 import _dequantize_fp8_weight
-
+    _dequantize_fp8_weight = _transformers("finegrained_fp8", "_dequantize_fp8_weight")
     folder, orig, tensors = _fp8_model(tmp_path)
     table = tailscope.quantization_damage(folder, orig).set_index("name")
     alone = tailscope.analyze(orig).details.set_index("name")
@@ -482,8 +487,7 @@ def test_quantization_damage(tmp_path):
 def test_fp8_fused_experts(tmp_path):
     """transformers 5's fused FP8 experts (FP8Experts: gate_up_proj [E, 2I, H] and
     gate_up_proj_scale_inv per 128 x 128 block of each expert)."""
-    from transformers.integrations.finegrained_fp8 import _dequantize_fp8_weight
-
+    _dequantize_fp8_weight = _transformers("finegrained_fp8", "_dequantize_fp8_weight")
     ws = [_trained(192, 160, seed=20 + e) for e in range(3)]
     qs, ss = zip(*(_fp8_blocks(w) for w in ws))
     q, s = torch.stack(qs), torch.stack(ss)
