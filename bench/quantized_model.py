@@ -132,16 +132,24 @@ def main(argv=None) -> int:
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="small shapes (a smoke run)")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--write", default=None, help=argparse.SUPPRESS)  # the writer child
     ap.add_argument("--no-embed", action="store_true",
                     help="leave out the fp16 embedding and head (the largest matrix is then a "
                          "quantized one; much faster)")
     a = ap.parse_args(argv)
-    work = Path(a.dir or tempfile.mkdtemp(prefix="tailscope-quant-"))
     shape = TINY if a.tiny else {}
-    try:
-        size, largest = write_checkpoint(work / "model", a.format, a.blocks,
+    if a.write:  # in a child: a forked analysis must not start with the writer's memory mapped
+        size, largest = write_checkpoint(Path(a.write), a.format, a.blocks,
                                          embed=not a.no_embed, **shape)
-        write_checkpoint(work / "small", a.format, 1, **TINY)
+        write_checkpoint(Path(a.write).with_name("small"), a.format, 1, **TINY)
+        print(json.dumps([size, largest]))
+        return 0
+    work = Path(a.dir or tempfile.mkdtemp(prefix="tailscope-quant-"))
+    try:
+        cmd = [sys.executable, __file__, "--write", str(work / "model"), "--format", a.format,
+               "--blocks", str(a.blocks)] + ["--no-embed"] * a.no_embed + ["--tiny"] * a.tiny
+        size, largest = json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                                  text=True).stdout.strip().splitlines()[-1])
         cli = [sys.executable, "-m", "tailscope", "analyze"]
         base = run_child(cli + [str(work / "small"), "--out", str(work / "small.csv")],
                          work / "small.log")
