@@ -96,8 +96,8 @@ def test_conv2d_norm_is_weightwatchers_on_conv2d_and_every_kernel_rank():
                 "log_spectral_norm", "stable_rank"):
         assert ours[col].iloc[0] == pytest.approx(float(ww[col].iloc[0]), rel=1e-6), col
     t = torch.from_numpy(w)
-    as_1d = tailscope.analyze({"c.weight": t.numpy()}).details
-    as_3d = tailscope.analyze({"c.weight": t[..., None, None].numpy()}).details
+    as_1d = tailscope.analyze({"conv.weight": t.numpy()}).details
+    as_3d = tailscope.analyze({"conv.weight": t[..., None, None].numpy()}).details
     assert as_3d["layer_type"].iloc[0] == "conv3d" and as_3d["rf"].iloc[0] == 3
     for col in ("lambda_max", "alpha", "alpha_weighted", "log_alpha_norm", "log_norm"):
         assert as_1d[col].iloc[0] == pytest.approx(ours[col].iloc[0], rel=1e-12), col

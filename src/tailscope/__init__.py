@@ -16,6 +16,7 @@ from ._version import __version__  # noqa: F401 - in __all__
 # public name -> the module that defines it
 _EXPORTS = {
     "Analysis": "analysis", "analyze": "analysis", "describe": "analysis",
+    "quantization_damage": "analysis",
     "Distances": "edit", "EditedModel": "edit", "distances": "edit", "sharpen": "edit",
     "smooth": "edit",
     "Comparison": "fit", "GoodnessOfFit": "fit", "PowerLawFit": "fit", "TailFit": "fit",

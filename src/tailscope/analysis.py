@@ -8,6 +8,7 @@ goes on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,3 +309,85 @@ analyze.__doc__ = f"""Analyse every weight matrix of a model: ESD, power-law fit
         For a bad option or a meaningless combination, naming the option (e.g. ``fit='TPL'``
         with ``fix_fingers='clip_xmax'``).
     """
+
+
+# --- quantization damage (issue 22) ------------------------------------------------------------
+DAMAGE_COLUMNS = ("layer_id", "name", "base_name", "quant", "N", "M", "alpha_original",
+                  "alpha_quantized", "delta_alpha", "rel_frobenius", "reason")
+
+
+def quantization_damage(quantized, original, *, trust_pickle: bool = False,
+                        **options) -> pd.DataFrame:
+    """What quantization did to each layer: the quantized model's layers (dequantized as the
+    reference libraries do, see docs/guide/quantized.md) paired by name with the original's.
+
+    Not ``analyze(quantized, base_model=original)``: that analyses the spectrum of the
+    difference W_q - W (the quantization noise), as ``base_model`` means for a fine-tune; this
+    compares the two spectra and the weights.
+
+    Parameters
+    ----------
+    quantized, original : path, module, state dict or arrays
+        The quantized checkpoint and the model it was quantized from (any source
+        :func:`analyze` reads; names are matched exactly, then without prefixes).
+    **options
+        :func:`analyze`'s options, used for both models (pooled layers only).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per analysed layer of ``quantized``: layer_id, name, base_name (its match in
+        ``original``), quant (what was stored), N, M, alpha_original, alpha_quantized,
+        delta_alpha (quantized - original), rel_frobenius (||W_q - W||_F / ||W||_F, in float64)
+        and the reason when a layer has no match or no fit.
+    """
+    from .sources.derived import NameIndex
+
+    if options.get("pool", True) is False:
+        raise ValueError("quantization_damage compares pooled layers; pool=False is not supported")
+    q = analyze(quantized, trust_pickle=trust_pickle, **options)
+    b = analyze(original, trust_pickle=trust_pickle, **options)
+    qsrc = runner.recipe(quantized, trust_pickle=trust_pickle, feature="quantization_damage").open()
+    bsrc = runner.recipe(original, trust_pickle=trust_pickle, feature="quantization_damage").open()
+    qrefs = {r.name: r for r in qsrc}
+    index = NameIndex(bsrc.refs)
+    balpha = {n: a for n, a, s in zip(b.details["name"], b.details["alpha"], b.details["status"])
+              if s == "success"}
+    rows = []
+    for _, row in q.details.iterrows():
+        name = row["name"]
+        out = {"layer_id": row["layer_id"], "name": name, "base_name": "",
+               "quant": row.get("quant", ""), "N": row["N"], "M": row["M"],
+               "alpha_original": np.nan, "alpha_quantized": np.nan, "delta_alpha": np.nan,
+               "rel_frobenius": np.nan, "reason": row.get("reason", "") or ""}
+        if row["status"] == "success":
+            out["alpha_quantized"] = row["alpha"]
+        match, why = index.find(name)
+        if match is None:
+            out["reason"] = why
+            rows.append(out)
+            continue
+        out["base_name"] = match.name
+        if match.name in balpha:
+            out["alpha_original"] = balpha[match.name]
+            out["delta_alpha"] = out["alpha_quantized"] - out["alpha_original"]
+        try:
+            out["rel_frobenius"] = _relative_error(qrefs[name].load(), match.load())
+        except Exception as exc:  # noqa: BLE001 - the row says why
+            out["reason"] = out["reason"] or (str(exc).splitlines()[0] or type(exc).__name__)
+        rows.append(out)
+    return pd.DataFrame(rows, columns=list(DAMAGE_COLUMNS))
+
+
+def _relative_error(wq: np.ndarray, w: np.ndarray, rows: int = 4096) -> float:
+    """||wq - w||_F / ||w||_F in float64, a block of rows at a time (memory: one block)."""
+    wq, w = np.asarray(wq), np.asarray(w)
+    if wq.shape != w.shape:
+        raise ValueError(f"shapes differ: quantized {wq.shape}, original {w.shape}")
+    a, b = wq.reshape(wq.shape[0], -1), w.reshape(w.shape[0], -1)
+    num = den = 0.0
+    for i in range(0, a.shape[0], rows):
+        x, y = a[i:i + rows].astype(np.float64), b[i:i + rows].astype(np.float64)
+        num += float(np.sum((x - y) ** 2))
+        den += float(np.sum(y * y))
+    return math.sqrt(num / den) if den > 0 else math.nan

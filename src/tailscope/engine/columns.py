@@ -203,6 +203,8 @@ COLUMNS: tuple[Column, ...] = (
            table=True),
     Column("reason", "text", "status", "why a layer failed", table=True),
     Column("dtype", "text", "status", "the tensor's dtype"),
+    Column("quant", "text", "status", "how a dequantized weight was stored ('fp8-e4m3 block "
+           "128x128', 'gptq int4 g128', ...; '' for plain floating point)"),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
@@ -216,9 +218,10 @@ BRIEF_COLUMNS: tuple[str, ...] = ("layer_id", "module", "N", "M", "alpha", "D", 
 STORED_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.stored)
 
 # describe(): a model's tensors and whether analyze would fit them
-DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "expert", "shape", "dtype", "N", "M", "rf",
+DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "expert", "shape", "dtype", "quant", "N",
+                    "M", "rf",
                     "num_evals", "analyze", "reason")
-SKIPPED_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "reason")
+SKIPPED_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "quant", "reason")
 
 
 def columns_for(o) -> list[str]:

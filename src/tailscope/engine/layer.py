@@ -79,7 +79,7 @@ def base_row(ref: LayerRef, plan: LayerPlan) -> dict:
             "layer_type": ident["layer_type"], "expert": ref.expert,
             **{k: ident[k] for k in ("N", "M")},
             "Q": plan.N / plan.M if plan.M else math.nan, "rf": ident["rf"], "dtype": ref.dtype,
-            "warning": "", "reason": ""}
+            "quant": ref.quant, "warning": "", "reason": ""}
 
 
 def layer_scale(plan: LayerPlan, o) -> float:

@@ -150,7 +150,7 @@ def identity(ref: LayerRef, plan: LayerPlan) -> dict:
 def tensor_row(ref: LayerRef, plan: LayerPlan) -> dict:
     """The identity of a tensor as stored (the tables of what is, or is not, analysed)."""
     return {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
-            "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype}
+            "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype, "quant": ref.quant}
 
 
 def skipped_row(ref: LayerRef, plan: LayerPlan, reason: str) -> dict:

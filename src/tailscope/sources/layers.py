@@ -24,6 +24,8 @@ Decided from the shape alone, so ``describe`` never reads a tensor:
 - Every convolution kernel, whatever its rank (``CONV_TYPES``), is its rf slices of out x in:
   the same weights stored as a Keras Conv1D (k, in, out), a PyTorch Conv1d (out, in, k), a
   Conv2d (out, in, k, 1) or an ONNX Conv give the same matrices, so the same numbers.
+- A tensor of a quantized checkpoint that ``quantized.py`` could not dequantize is refused with
+  its reason (``LayerRef.quant``).
 - 0/1-D (biases, norms), integer tensors and ranks above 5 are not weight matrices, nor is a
   3-D, 4-D or 5-D tensor with one output channel (torch layout: first dimension 1; Keras: last): a ViT's
   ``class_token`` (1, 1, 768) and ``pos_embedding`` (1, 197, 768) are parameters, not kernels (a
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import LayerRef
+from .quantized import refusal
 
 CONV_TYPES = ("conv1d", "conv2d", "conv3d")  # the layer types that are convolution kernels
 
@@ -74,6 +77,8 @@ def plan_layer(ref: LayerRef) -> LayerPlan:
         return LayerPlan("conv2d", shape[2] * shape[3], 1, shape[0] * shape[1])
     if ndim < 2:
         return LayerPlan("vector", 0, 0, 0, "a 1-D tensor (bias, norm or buffer), not a matrix")
+    if refusal(ref):
+        return LayerPlan("other", 0, 0, 0, refusal(ref))
     if not ref.is_float:
         return LayerPlan("other", 0, 0, 0, f"{ref.dtype} values, not floating-point weights")
     if ref.role.startswith(REFUSED):

@@ -20,14 +20,42 @@ import numpy as np
 from .base import Probe, Reader, Source, SourceError, model_order, natural_key, numbered, read_exact
 
 # The one dtype table, for reading and writing: safetensors code -> the dtype name users see.
-# bfloat16 has no numpy dtype: it is stored as uint16 and read as float32 (never written).
+# bfloat16 has no numpy dtype: it is stored as uint16 and read as float32 (never written). The
+# 8-bit floats (FP8 weights, e8m0 scales) are stored as uint8 and read as float32 through a
+# 256-entry table (exactly: every 8-bit float is a float32); ``_WIDE`` lists the widened codes.
 _NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+          "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
           "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
           "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool"}
-_DTYPES = {code: np.dtype(np.uint16 if name == "bfloat16" else name).type
-           for code, name in _NAMES.items()}
-_CODES = {name: code for code, name in _NAMES.items() if name != "bfloat16"}
+_WIDE = {"BF16": np.uint16, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8, "F8_E8M0": np.uint8}
+_DTYPES = {code: np.dtype(_WIDE.get(code, name)).type for code, name in _NAMES.items()}
+_CODES = {name: code for code, name in _NAMES.items() if code not in _WIDE}
 _MAX_HEADER = 100 * 1024 * 1024
+
+
+def float8_table(name: str) -> np.ndarray:
+    """The float32 value of each of the 256 bytes of an 8-bit float format (OCP FP8):
+    'float8_e4m3fn' (bias 7, no infinities, S.1111.111 is NaN), 'float8_e5m2' (bias 15, IEEE-like)
+    or 'float8_e8m0fnu' (the MX scale: 2**(e - 127), 0xFF is NaN)."""
+    b = np.arange(256, dtype=np.int64)
+    if name == "float8_e8m0fnu":
+        out = np.ldexp(1.0, b - 127)
+        out[255] = np.nan
+        return out.astype(np.float32)
+    ebits, mbits = {"float8_e4m3fn": (4, 3), "float8_e5m2": (5, 2)}[name]
+    bias = (1 << (ebits - 1)) - 1
+    sign = np.where(b >> 7, -1.0, 1.0)
+    e = (b >> mbits) & ((1 << ebits) - 1)
+    m = b & ((1 << mbits) - 1)
+    normal = np.ldexp(1.0 + m / (1 << mbits), e - bias)
+    sub = np.ldexp(m / (1 << mbits), 1 - bias)
+    out = sign * np.where(e == 0, sub, normal)
+    top = e == (1 << ebits) - 1
+    if name == "float8_e5m2":
+        out[top] = np.where(m[top] == 0, sign[top] * np.inf, np.nan)
+    else:
+        out[top & (m == (1 << mbits) - 1)] = np.nan
+    return out.astype(np.float32)
 
 
 def read_header(path: Path) -> tuple[int, dict]:
@@ -97,10 +125,12 @@ def _loader(path: Path, offset: int, dtype: str, shape: tuple[int, ...]):
             raise SourceError(f"unsupported safetensors dtype {dtype}")
         count = math.prod(shape)
         if count == 0:
-            return np.empty(shape, dtype=np.float32 if dtype == "BF16" else _DTYPES[dtype])
+            return np.empty(shape, dtype=np.float32 if dtype in _WIDE else _DTYPES[dtype])
         mm = read_exact(path, offset, _DTYPES[dtype], shape)
         if dtype == "BF16":  # bfloat16 is the top half of a float32
             return (mm.astype(np.uint32) << 16).view(np.float32)
+        if dtype in _WIDE:  # an 8-bit float: its value, from the table
+            return float8_table(_NAMES[dtype])[mm]
         return mm
     return load
 
