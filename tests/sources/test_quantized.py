@@ -520,3 +520,38 @@ def test_cli_describe_says_what_was_absorbed(tmp_path, capsys):
     assert code == 0
     assert "2 quantized weights dequantized (fp8); 2 companion tensors" in out
     assert "fp8-e4m3 block 128x128" in out
+
+
+def test_mxfp4_gpt_oss_experts_are_expert_rows(tmp_path):
+    """The dequantizer and the expert split together: a gpt-oss MXFP4 stack gives one gate and
+    one up matrix per expert, each the forward pass's (out x in) matrix of transformers'
+    dequantized stack, and its alpha that of the matrix analysed alone."""
+    import tailscope
+
+    convert_moe_packed_tensors = _transformers("mxfp4", "convert_moe_packed_tensors")
+    rng = np.random.default_rng(1)
+    experts, hidden, inter2 = 3, 128, 192
+    w = rng.standard_t(3, size=(experts, inter2, hidden)).astype(np.float32)
+    blocks, scales = _mxfp4_pack(w)
+    base = "model.layers.0.mlp.experts.gate_up_proj"
+    folder = tmp_path / "m"
+    _write(folder, {base + "_blocks": torch.from_numpy(blocks),
+                    base + "_scales": torch.from_numpy(scales)}, {"quant_method": "mxfp4"})
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="gpt_oss", architectures=["GptOssForCausalLM"],
+                  num_local_experts=experts, hidden_size=hidden)
+    (folder / "config.json").write_text(json.dumps(config))
+    want = convert_moe_packed_tensors(torch.from_numpy(blocks), torch.from_numpy(scales),
+                                      dtype=torch.float32).numpy()  # [E, in, out], interleaved
+    d = tailscope.analyze(str(folder), seed=0).details
+    rows = d[d["expert"].notna()]
+    assert len(rows) == 2 * experts and set(rows["layer_type"]) == {"expert"}
+    assert set(rows["quant"]) == {"mxfp4 e2m1 block 32"}
+    for e in range(experts):
+        for kind, cols in (("gate", slice(0, None, 2)), ("up", slice(1, None, 2))):
+            row = rows[rows["name"] == f"{base}[e{e}.{kind}]"].iloc[0]
+            alone = tailscope.analyze({"m.weight": np.ascontiguousarray(want[e][:, cols].T)},
+                                      seed=0).details.iloc[0]
+            assert (row["N"], row["M"]) == (alone["N"], alone["M"])
+            assert row["alpha"] == pytest.approx(alone["alpha"], rel=1e-12, abs=1e-12)
+            assert row["lambda_max"] == pytest.approx(alone["lambda_max"], rel=1e-12)
