@@ -94,6 +94,23 @@ def test_cnn_layers_are_analysed_as_conv2d():
     assert d[d["layer_type"] == "dense"]["name"].tolist() == [f"{len(m) - 1}.weight"]
 
 
+@pytest.mark.slow  # a digits CNN trained, and WeightWatcher imported (~5-10 s)
+def test_a_trained_series_cnn_equals_weightwatcher():
+    from oracles import weightwatcher_details
+
+    m, _ = train_series(SeriesNetwork("digits", "cnn", 3, 12), load_task("digits", 0), 0)
+    ours = analyze(m).details.set_index("module")
+    ref = weightwatcher_details(m).set_index("name")
+    assert sorted(ours.index) == sorted(ref.index)
+    ours = ours.loc[ref.index]
+    assert ours["layer_type"].tolist() == ref["layer_type"].tolist() == \
+        ["conv2d", "conv2d", "dense"]
+    np.testing.assert_array_equal(ours["num_evals"], ref["num_evals"])
+    for col in ("alpha", "lambda_max", "alpha_weighted", "log_spectral_norm", "stable_rank"):
+        np.testing.assert_allclose(ours[col].astype(float), ref[col].astype(float), rtol=1e-6,
+                                   err_msg=col)
+
+
 # --- the data ---------------------------------------------------------------------------------------
 def test_mnist_sample_is_read_with_its_label_last():
     images, labels = mnist_5k()
