@@ -375,8 +375,10 @@ class Validation:
     def __repr__(self) -> str:
         every = pd.concat([self.models["status"], self.series_models["status"]])
         ok = int((every == "success").sum())
-        return (f"Validation({len(every)} networks ({len(self.series_models)} in architecture "
-                f"series), {ok} analysed; {len(self.metrics)} metrics; {self.folder})")
+        n = len(self.series_models)
+        inside = f" ({n} in architecture series)" if n else ""
+        return (f"Validation({len(every)} networks{inside}, {ok} analysed; {len(self.metrics)} "
+                f"metrics; {self.folder})")
 
     def _repr_html_(self) -> str:
         """In a notebook: one line per metric (:func:`summary_text`), the notes, and the
