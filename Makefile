@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,14 +31,20 @@ $(CHROMIUM):
 
 # the whole suite, and the CI command; prints its 15 slowest tests
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src tests bench examples docs
 	$(BIN)/python -m pytest -q --durations=15
 
 # the development loop: the tests not marked slow (no notebook, no Chromium), every module of
 # src/tailscope touched, under 3 minutes on 2 cores
 test-fast: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src tests bench examples docs
 	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+
+# the documentation site into docs/_build/html (the notebooks executed once, then cached in
+# .cache/jupyter-cache; TAILSCOPE_DOCS_NB=off renders them without running them)
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
 
 bench: $(STAMP)
 	$(BIN)/python bench/fit_speed.py
@@ -47,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/zoo_speed.py --blocks 1
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/reference/api docs/examples

@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 import big_model  # noqa: E402
 import gpu  # noqa: E402
+import moe_model  # noqa: E402
 
 
 def script(name: str, *args, timeout: int = 300):
@@ -129,3 +130,25 @@ def test_big_model_reads_analyze_progress_lines(tmp_path, monkeypatch):
     assert big_model.last_progress(tmp_path / "a.log") == (40, 226, 3725.0)
     (tmp_path / "b.log").write_text("tailscope: interrupted\n")
     assert big_model.last_progress(tmp_path / "b.log") is None
+
+
+@pytest.mark.slow
+def test_the_moe_layer_reads_back_in_bf16_and_splits_into_its_experts(tmp_path):
+    """bench/moe_model.py's layer: torch's own bf16 rounding of the same draw, read with the
+    safetensors library; tailscope's expert matrices are its slices, the config's layout."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from tailscope.sources import open_source
+
+    path = tmp_path / "model.safetensors"
+    moe_model.write_layer(path, 2, seed=3)
+    tensors = load_file(str(path))
+    name = moe_model.P + "mlp.experts.gate_up_proj"
+    want = torch.from_numpy(moe_model._values(name, (2 * moe_model.INTER, moe_model.HIDDEN),
+                                              3, 2)).to(torch.bfloat16)
+    assert torch.equal(tensors[name][1], want)
+    refs = {r.name: r for r in open_source(tmp_path)}
+    np.testing.assert_array_equal(refs[name + "[e1.up]"].load(),
+                                  want[moe_model.INTER:].float().numpy())
+    assert refs[moe_model.P + "mlp.gate.weight"].role == "router"

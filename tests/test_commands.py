@@ -44,8 +44,8 @@ ANALYSIS_FLAGS = flags(*ALL_GROUPS)
 # --- the registry ---------------------------------------------------------------------------------
 def test_the_registry_builds_the_parser():
     names = [c.name for c in COMMANDS]
-    assert names == ["fit", "analyze", "smooth", "traps", "prune", "zoo", "validate", "report",
-                     "describe", "rank", "demo"]
+    assert names == ["fit", "analyze", "smooth", "traps", "prune", "quantize-plan", "zoo",
+                     "validate", "report", "describe", "rank", "demo"]
     assert all(isinstance(c, Command) and c.help and c.description for c in COMMANDS)
     parser = build_parser()
     assert list(parser.commands) == names
@@ -126,12 +126,13 @@ def test_a_bad_flag_value_in_a_subprocess():
 # --- every choice list is the library's own --------------------------------------------------------
 def _declared_choices() -> dict:
     """(command, flag) -> the library constant its values are."""
+    from tailscope.edit.decisions import QUANTIZE_FORMATS
     from tailscope.edit.smooth import SMOOTH_METHODS
     from tailscope.edit.traps import NOISE
     from tailscope.engine.options import ESD_METHODS, FINGER_FIXES, FITS, PEFT_MODES
 
     out = {("smooth", "--keep"): SMOOTH_METHODS, ("smooth", "--method"): SMOOTH_METHODS,
-           ("traps", "--noise"): NOISE}
+           ("traps", "--noise"): NOISE, ("quantize-plan", "--format"): QUANTIZE_FORMATS}
     for command in build_parser().commands:
         for flag, values in (("--fit", tuple(FITS)), ("--method", ESD_METHODS),
                              ("--fix-fingers", FINGER_FIXES),

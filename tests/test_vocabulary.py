@@ -247,11 +247,30 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
 
 
 # --- prose that lists a vocabulary: generated, or pinned here -----------------------------------
+# The reference tables (options, columns, formats, commands) are generated from the declarations
+# by docs/_ext/tailscope_docs.py (tests/test_docs.py holds them to it); the prose below still names
+# a vocabulary, in the README (the front page) and in the guides under docs/.
 README = (ROOT / "README.md").read_text()
-# the README's mentions of another WeightWatcher version: what that version did, not the oracle
+DOCS = ROOT / "docs"
+GENERATED = ("_build", "examples", "reference/api")  # written by the build, not by hand
+
+
+def _doc_files() -> list[Path]:
+    return sorted(p for p in [*DOCS.rglob("*.md"), *DOCS.rglob("*.rst")]
+                  if not any(p.relative_to(DOCS).as_posix().startswith(g) for g in GENERATED))
+
+
+def _written() -> str:
+    """The README, the CHANGELOG and every hand-written page of the site."""
+    return "\n\n".join([README, (ROOT / "CHANGELOG.md").read_text(),
+                         *(p.read_text() for p in _doc_files())])
+
+
+# mentions of another WeightWatcher version: what that version did, not the oracle
 OLDER_WEIGHTWATCHER = (
-    "(0.7.5.5 matched class names)",  # 0.7.7 changed layer names
-    "| WeightWatcher 0.7.5.5 | tailscope |",  # bench/analyze_speed.py, measured before 0.7.7
+    "(0.7.5.5 matched class names)",  # 0.7.7 changed layer names (docs/switching/weightwatcher.md)
+    "| WeightWatcher 0.7.5.5 | tailscope |",  # bench/analyze_speed.py, before 0.7.7 (benchmarks)
+    "from weightwatcher 0.7.5.5 to 0.7.7",  # the CHANGELOG
 )
 
 
@@ -269,15 +288,15 @@ def _pins() -> dict:
                 if d.split("==")[0] in ("weightwatcher", "powerlaw"))
 
 
-def test_the_readme_names_the_pinned_oracles_and_no_other_weightwatcher_as_one():
+def test_the_docs_name_the_pinned_oracles_and_no_other_weightwatcher_as_one():
     pins = _pins()
     assert set(pins) == {"weightwatcher", "powerlaw"}
     for package, version in pins.items():
         assert f"{package}=={version}" in README, f"{package}=={version}"
     assert f"WeightWatcher {pins['weightwatcher']}'s and `powerlaw` {pins['powerlaw']}'s" in README
-    text = README
+    text = _written()
     for allowed in OLDER_WEIGHTWATCHER:
-        assert allowed in text, f"the README no longer says {allowed!r}: drop it here"
+        assert allowed in text, f"the docs no longer say {allowed!r}: drop it here"
         text = text.replace(allowed, "")
     other = sorted({v for v in re.findall(r"\b0\.7\.\d+(?:\.\d+)?\b", text)
                     if v != pins["weightwatcher"]})
@@ -286,13 +305,15 @@ def test_the_readme_names_the_pinned_oracles_and_no_other_weightwatcher_as_one()
                       "OLDER_WEIGHTWATCHER"
 
 
-def test_the_readmes_format_lists_name_every_reader():
+def test_the_format_lists_name_every_reader():
     from tailscope.sources.registry import READERS
 
-    for start in ("For every weight matrix W", "Sources, detected from the content"):
-        text = _paragraph(README, start).lower()
+    for text, start in ((README, "For every weight matrix W"),
+                        ((DOCS / "guide" / "analyse.md").read_text(),
+                         "Sources, detected from the content")):
+        text = _paragraph(text, start).lower()
         missing = [r.name for r in READERS if r.name not in text]
-        assert not missing, f"the README's paragraph {start!r}... omits {missing}"
+        assert not missing, f"the paragraph {start!r}... omits {missing}"
 
 
 def test_open_sources_docstring_lists_every_format():
@@ -302,29 +323,21 @@ def test_open_sources_docstring_lists_every_format():
     assert all(r.phrase in open_source.__doc__ for r in READERS)
 
 
-def test_the_readmes_layer_types_are_layer_types():
-    listed = re.search(r"types\s+`([\w/]+)`", _paragraph(README, "Options (WeightWatcher's"))
-    assert tuple(listed[1].split("/")) == opts.LAYER_TYPES
+def test_the_layer_types_are_layer_types():
     assert all(t in opts.BY_NAME["layers"].doc and t in opts.BY_NAME["layers"].flag.help
                for t in opts.LAYER_TYPES)
 
 
-def test_the_readmes_options_and_columns_are_the_declared_ones():
-    options = _paragraph(README, "Options (WeightWatcher's")
-    named = re.findall(r"`(\w+)(?:=([^`]+))?`", options)
-    for name, default in named:
-        if name in opts.BY_NAME:
-            if default:
-                assert default == repr(opts.BY_NAME[name].default), f"README: {name}={default}"
-    assert {n for n, d in named if d} <= set(opts.BY_NAME)
-    columns = _paragraph(README, "Columns (WeightWatcher's names")
-    core = {c.name for c in cols.COLUMNS if c.group in cols.CORE_GROUPS}
-    listed = set(re.findall(r"\b\w+\b", " ".join(re.findall(r"`([^`]+)`", columns))))
-    assert core <= listed, sorted(core - listed)
-    assert listed & set(cols.BY_NAME) == core
+def test_no_page_hand_copies_the_options_table():
+    """The options are listed in the generated reference (docs/reference/options.rst); a
+    hand-written page with a table of them (rows led by option names) is a copy that drifts."""
+    for path in [ROOT / "README.md", *_doc_files()]:
+        rows = re.findall(r"^\|\s*`(\w+)`", path.read_text(), flags=re.M)
+        copied = [r for r in rows if r in opts.BY_NAME]
+        assert len(copied) < 5, f"{path.relative_to(ROOT)} lists options by hand: {copied}"
 
 
-def test_the_readmes_flag_groups_per_command_are_the_commands():
+def test_the_cli_guides_flag_groups_per_command_are_the_commands():
     from tailscope.cli import COMMANDS
 
     words = {"source": "source", "layer-selection": "select", "eigenvalue": "esd", "fit": "fit",
@@ -336,7 +349,7 @@ def test_the_readmes_flag_groups_per_command_are_the_commands():
         return {g for g in opts.GROUPS
                 if all(o.name in taken[command] for o in flagged if o.group == g)}
 
-    text = _paragraph(README, "Every command that analyses a model")
+    text = _paragraph((DOCS / "guide" / "cli.md").read_text(), "Every command that analyses a model")
     claims = 0
     for a, b in re.findall(r"`(\w+)` and `(\w+)` take all of them", text):
         for command in (a, b):

@@ -20,6 +20,7 @@ from oracles import minilm_path, mtcnn_path
 
 from tailscope import analyze
 from tailscope.datasets import fetch_wheel_file
+from tailscope.engine.columns import COLUMNS
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("sqlalchemy")
@@ -36,7 +37,7 @@ from tailscope.zoo import (  # noqa: E402
     write_zoo_report,
 )
 
-TEXT = ("name", "module", "layer_type", "status", "warning", "reason", "dtype")
+TEXT = tuple(c.name for c in COLUMNS if c.dtype == "text")  # as declared
 
 
 # --- fixtures: one cluster and one set of real models for the whole module -------------------
@@ -592,8 +593,10 @@ def test_an_older_store_gains_the_new_columns_and_keeps_its_rows(old_store, tmp_
     before = {t: columns(t) for t in ("runs", "models", "layers")}
     assert "entropy" not in before["layers"] and "extras" not in before["models"]
     db = open_store(url)
-    assert sorted(db.added) == ["layers.entropy", "layers.sv_min", "models.extras",
-                                "models.stable_rank"]
+    # every column declared stored since this store's version: the newer ones of every table
+    assert sorted(db.added) == ["layers.entropy", "layers.expert", "layers.quant", "layers.snr",
+                                "layers.sv_min", "layers.weight_var", "models.extras",
+                                "models.skipped_layers", "models.stable_rank"]
     after = {t: columns(t) for t in ("runs", "models", "layers")}
     for t, names in before.items():  # nothing dropped, renamed or moved: only added at the end
         assert after[t][:len(names)] == names
@@ -604,8 +607,10 @@ def test_an_older_store_gains_the_new_columns_and_keeps_its_rows(old_store, tmp_
 
     # the old model: every value still there, the columns it never had NaN
     want = old.details.copy()
+    want["quant"] = np.nan
     want["entropy"] = np.nan
     want["sv_min"] = np.nan
+    want["expert"] = np.nan
     got = db.details("old", "k")
     assert_same_details(got[list(want.columns)], want)
     # the new model: every column, equal to analyze

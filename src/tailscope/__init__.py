@@ -16,6 +16,7 @@ from ._version import __version__  # noqa: F401 - in __all__
 # public name -> the module that defines it
 _EXPORTS = {
     "Analysis": "analysis", "analyze": "analysis", "describe": "analysis",
+    "quantization_damage": "analysis",
     "Distances": "edit", "EditedModel": "edit", "distances": "edit", "sharpen": "edit",
     "smooth": "edit",
     "Comparison": "fit", "GoodnessOfFit": "fit", "PowerLawFit": "fit", "TailFit": "fit",
@@ -26,6 +27,8 @@ _EXPORTS = {
     "validate": "zoo.quality",
     "Monitor": "train", "layer_learning_rates": "train", "layer_weight_decays": "train",
     "remove_traps": "edit", "traps": "edit",
+    "allocate_bits": "edit", "allocate_experts": "edit", "select_trainable": "edit",
+    "intruders": "edit", "reduce_intruders": "edit", "compare_to_base": "edit",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -8,6 +8,7 @@ goes on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,14 @@ import pandas as pd
 from .engine import options as opts
 from .engine import run as runner
 from .engine.layer import Analyze, RowResult
-from .engine.result import describe_frame, details_frame, skipped_frame, summarize
+from .engine.result import (
+    describe_frame,
+    details_frame,
+    experts_frame,
+    mean_layers,
+    skipped_frame,
+    summarize,
+)
 from .util.io import atomic_write
 from .util.optional import require
 
@@ -42,10 +50,39 @@ class Analysis:
     seconds: float
     results: Mapping[tuple, RowResult] = field(default_factory=dict, repr=False)
 
-    def summary(self) -> dict:
+    def summary(self, *, experts: str = "each") -> dict:
         """Means of the summary metrics over successful layers, and how many layers were
-        analysed, failed, skipped, over- and under-trained."""
-        return summarize(self.details, len(self.skipped))
+        analysed, failed, skipped, over- and under-trained.
+
+        In a Mixture-of-Experts model (``experts`` in the dict: how many rows are expert
+        matrices), ``experts='each'`` (the default) counts every expert matrix as one layer, as
+        WeightWatcher counts per-expert Linear modules: a projection of 128 experts weighs 128
+        times a dense one. ``experts='layer'`` averages each projection's experts first (one row
+        per group of :meth:`experts`), so it weighs as the one dense projection it replaces;
+        ``layers`` and the other counts then count it once."""
+        return summarize(self.details, len(self.skipped), experts)
+
+    def experts(self, metric: str = "alpha") -> pd.DataFrame:
+        """Per Mixture-of-Experts projection (the experts of one fused stack's gate, up or
+        down, or of one per-expert name such as ``experts.*.w1.weight``): ``group`` (its name,
+        ``*`` for the expert), ``first_layer_id``, ``experts``, ``fitted``, and the ``mean``,
+        ``min``, ``max``, ``std`` (ddof 0) and ``spread`` (max - min) of ``metric`` over the
+        fitted experts, with ``expert_min`` / ``expert_max``, the experts holding them. Empty
+        for a model without experts."""
+        return experts_frame(self.details, metric)
+
+    def skip_counts(self) -> dict[str, int]:
+        """How many tensors were skipped, by kind of reason (``min_evals``, ``max_evals``,
+        ``max_N``, ``layers=``, not a weight matrix, ...; see ``skipped`` for each reason)."""
+        from .engine.result import skip_counts
+
+        return skip_counts(self.skipped["reason"]) if len(self.skipped) else {}
+
+    def summary_layers(self) -> dict[str, int]:
+        """Over how many layers each mean of :meth:`summary` was taken (the fitted layers where
+        the metric is a number: e.g. ``alpha_farms`` over 12 of 14 when FARMS was undefined for
+        two; each such layer says why in its ``reason``)."""
+        return mean_layers(self.details)
 
     # --- one layer ---------------------------------------------------------------------------
     def keys(self) -> list[tuple[int, int | None]]:
@@ -140,21 +177,28 @@ class Analysis:
 
     # --- output ----------------------------------------------------------------------------
     def to_csv(self, path) -> Path:
+        """Write ``details`` to a CSV file, atomically; returns its path."""
         return atomic_write(path, lambda p: self.details.to_csv(p, index=False))
 
     def to_json(self, path) -> Path:
+        """Write ``details`` to a JSON file (one record per row), atomically; returns its path."""
         return atomic_write(path, lambda p: self.details.to_json(
             p, orient="records", indent=1, double_precision=15))
 
     def to_parquet(self, path) -> Path:
+        """Write ``details`` to a Parquet file (the ``parquet`` extra), atomically; returns its
+        path."""
         require("pyarrow", "writing parquet", error=ValueError)
         return atomic_write(path, lambda p: self.details.to_parquet(p, index=False))
 
-    def to_html(self, path, *, title: str | None = None, layer_figures: bool = True) -> Path:
-        """A self-contained HTML report (summary, warnings, figures, sortable table)."""
+    def to_html(self, path, *, title: str | None = None, layer_figures: bool = True,
+                comparison=None) -> Path:
+        """A self-contained HTML report (summary, warnings, figures, sortable table;
+        ``comparison``: :func:`tailscope.compare_to_base`'s table, as a section)."""
         from .report import write_report
 
-        return write_report(self, path, title=title, layer_figures=layer_figures)
+        return write_report(self, path, title=title, layer_figures=layer_figures,
+                            comparison=comparison)
 
     def save(self, path) -> Path:
         """Write ``details`` in the format named by the extension (.csv, .json, .parquet)."""
@@ -265,3 +309,85 @@ analyze.__doc__ = f"""Analyse every weight matrix of a model: ESD, power-law fit
         For a bad option or a meaningless combination, naming the option (e.g. ``fit='TPL'``
         with ``fix_fingers='clip_xmax'``).
     """
+
+
+# --- quantization damage (issue 22) ------------------------------------------------------------
+DAMAGE_COLUMNS = ("layer_id", "name", "base_name", "quant", "N", "M", "alpha_original",
+                  "alpha_quantized", "delta_alpha", "rel_frobenius", "reason")
+
+
+def quantization_damage(quantized, original, *, trust_pickle: bool = False,
+                        **options) -> pd.DataFrame:
+    """What quantization did to each layer: the quantized model's layers (dequantized as the
+    reference libraries do, see docs/guide/quantized.md) paired by name with the original's.
+
+    Not ``analyze(quantized, base_model=original)``: that analyses the spectrum of the
+    difference W_q - W (the quantization noise), as ``base_model`` means for a fine-tune; this
+    compares the two spectra and the weights.
+
+    Parameters
+    ----------
+    quantized, original : path, module, state dict or arrays
+        The quantized checkpoint and the model it was quantized from (any source
+        :func:`analyze` reads; names are matched exactly, then without prefixes).
+    **options
+        :func:`analyze`'s options, used for both models (pooled layers only).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per analysed layer of ``quantized``: layer_id, name, base_name (its match in
+        ``original``), quant (what was stored), N, M, alpha_original, alpha_quantized,
+        delta_alpha (quantized - original), rel_frobenius (||W_q - W||_F / ||W||_F, in float64)
+        and the reason when a layer has no match or no fit.
+    """
+    from .sources.derived import NameIndex
+
+    if options.get("pool", True) is False:
+        raise ValueError("quantization_damage compares pooled layers; pool=False is not supported")
+    q = analyze(quantized, trust_pickle=trust_pickle, **options)
+    b = analyze(original, trust_pickle=trust_pickle, **options)
+    qsrc = runner.recipe(quantized, trust_pickle=trust_pickle, feature="quantization_damage").open()
+    bsrc = runner.recipe(original, trust_pickle=trust_pickle, feature="quantization_damage").open()
+    qrefs = {r.name: r for r in qsrc}
+    index = NameIndex(bsrc.refs)
+    balpha = {n: a for n, a, s in zip(b.details["name"], b.details["alpha"], b.details["status"])
+              if s == "success"}
+    rows = []
+    for _, row in q.details.iterrows():
+        name = row["name"]
+        out = {"layer_id": row["layer_id"], "name": name, "base_name": "",
+               "quant": row.get("quant", ""), "N": row["N"], "M": row["M"],
+               "alpha_original": np.nan, "alpha_quantized": np.nan, "delta_alpha": np.nan,
+               "rel_frobenius": np.nan, "reason": row.get("reason", "") or ""}
+        if row["status"] == "success":
+            out["alpha_quantized"] = row["alpha"]
+        match, why = index.find(name)
+        if match is None:
+            out["reason"] = why
+            rows.append(out)
+            continue
+        out["base_name"] = match.name
+        if match.name in balpha:
+            out["alpha_original"] = balpha[match.name]
+            out["delta_alpha"] = out["alpha_quantized"] - out["alpha_original"]
+        try:
+            out["rel_frobenius"] = _relative_error(qrefs[name].load(), match.load())
+        except Exception as exc:  # noqa: BLE001 - the row says why
+            out["reason"] = out["reason"] or (str(exc).splitlines()[0] or type(exc).__name__)
+        rows.append(out)
+    return pd.DataFrame(rows, columns=list(DAMAGE_COLUMNS))
+
+
+def _relative_error(wq: np.ndarray, w: np.ndarray, rows: int = 4096) -> float:
+    """||wq - w||_F / ||w||_F in float64, a block of rows at a time (memory: one block)."""
+    wq, w = np.asarray(wq), np.asarray(w)
+    if wq.shape != w.shape:
+        raise ValueError(f"shapes differ: quantized {wq.shape}, original {w.shape}")
+    a, b = wq.reshape(wq.shape[0], -1), w.reshape(w.shape[0], -1)
+    num = den = 0.0
+    for i in range(0, a.shape[0], rows):
+        x, y = a[i:i + rows].astype(np.float64), b[i:i + rows].astype(np.float64)
+        num += float(np.sum((x - y) ** 2))
+        den += float(np.sum(y * y))
+    return math.sqrt(num / den) if den > 0 else math.nan

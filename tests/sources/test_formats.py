@@ -115,8 +115,9 @@ def test_onnx_quantized_weights_are_dequantized(tmp_path):
                               initializer=inits)
     path = tmp_path / "q.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
-    (ref,) = open_source(path)
+    ref, *params = open_source(path)  # the weight, then its scale and zero point (skipped)
     assert ref.name == "/fc/MatMul.B" and ref.shape == (18, 24) and ref.dtype == "float32"
+    assert [(r.name, r.role) for r in params] == [("w_scale", "constant"), ("w_zero", "constant")]
     expected = (q.astype(np.float32) - zero.astype(np.float32)) * scale
     np.testing.assert_allclose(ref.load(), expected.T, rtol=1e-6)
 

@@ -12,11 +12,15 @@ error (one line), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import os
 import sys
+import warnings
 
 from .._version import __version__
 from ..util.errors import one_line, os_error, printable
-from . import analyze, demo, describe, fit, prune, rank, report, smooth, traps, validate, zoo
+from . import analyze, demo, describe, fit, prune, quantize_plan, rank, report, smooth, traps, validate, zoo
 from .common import Command, InputError, add_options
 
 # the commands, in the order --help lists them
@@ -26,6 +30,7 @@ COMMANDS: tuple[Command, ...] = (
     smooth.COMMAND,
     traps.COMMAND,
     prune.COMMAND,
+    quantize_plan.COMMAND,
     zoo.COMMAND,
     validate.COMMAND,
     report.COMMAND,
@@ -72,6 +77,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# warnings that say a number may be wrong (numpy's floating-point warnings are RuntimeWarnings)
+_DOUBTFUL = ("IntegrationWarning", "OptimizeWarning", "ConvergenceWarning")
+
+
+def doubtful(caught: list) -> str:
+    """One line for the warnings of a run that say a result may be wrong (floating-point
+    overflow or invalid values, an integration or an optimisation that did not converge), ''
+    when there are none. The others (deprecations, a font without a glyph, ...) say nothing of
+    the results and are not shown: warnings from torch, numpy, scipy or matplotlib never reach
+    the terminal as such."""
+    bad = [w for w in caught if issubclass(w.category, RuntimeWarning)
+           or w.category.__name__ in _DOUBTFUL]
+    if not bad:
+        return ""
+    first = " ".join(str(bad[0].message).split())[:160]
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    return (f"numerical warning while computing: {first}{more}; a number it touched may be "
+            "inaccurate (a failed fit says why in its row)")
+
+
+@contextlib.contextmanager
+def _children_warn_nothing():
+    """Processes started during a command (validate's and Dask's spawned workers) start with
+    PYTHONWARNINGS=ignore: their warnings cannot be gathered into the one note, and must not
+    reach the terminal either."""
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = "ignore"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = before
+
+
+def _quiet_exit() -> None:
+    """After 'interrupted', the process ends without more output: what its libraries' exit
+    handlers say while their half-started work is torn down (a Dask cluster interrupted while
+    it started) goes to the null device. Registered last, so it runs before their handlers."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
@@ -79,12 +131,19 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # --help, --version, or a bad flag (already reported)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
-        return args.run(args)
+        with warnings.catch_warnings(record=True) as caught, _children_warn_nothing():
+            warnings.simplefilter("default")  # each once per place, none printed
+            code = args.run(args)
+        note = doubtful(caught)
+        if note:
+            print(f"tailscope: note: {printable(note)}", file=sys.stderr)
+        return code
     except (InputError, ValueError) as exc:  # ValueError: SourceError, StoreError, MissingExtra...
         print(f"tailscope: error: {printable(_one_line(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tailscope: interrupted", file=sys.stderr)
+        atexit.register(_quiet_exit)
         return 130
     except BrokenPipeError:
         return 0

@@ -242,13 +242,16 @@ def jobs_help(what: str, default: str = "1") -> str:
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")  # "1,965011": 1.965011 written the European way
 
 
-def read_values(path: str) -> np.ndarray:
+def read_values(path: str, column: str | None = None) -> np.ndarray:
     """Numbers from a .npy file, or a text file with one number per line ('-': stdin).
 
     Blank lines and lines starting with '#' are skipped; of a CSV line, the first field. A line
     like '1,965011' (a decimal comma, or two whole-number fields: it cannot be told) is an error,
-    never read as 1.
+    never read as 1. ``column`` (a header name, or a 0-based index; negative counts from the end)
+    reads that column of a CSV, semicolon- or whitespace-separated table instead.
     """
+    if column is not None:
+        return read_column(path, column)
     if path != "-" and Path(path).suffix.lower() == ".npy":
         from ..sources.numpy import read_array
 
@@ -267,7 +270,8 @@ def read_values(path: str) -> np.ndarray:
             continue
         if _DECIMAL_COMMA.match(s):
             raise InputError(f"{path}, line {lineno}: {s[:40]!r} looks like a decimal comma; "
-                             "write numbers with a point (1.5), one per line") from None
+                             "write numbers with a point (1.5), one per line; a table of two columns: "
+                             "pick one with --column") from None
         try:
             values.append(float(s.split(",")[0]))
         except ValueError:
@@ -275,6 +279,64 @@ def read_values(path: str) -> np.ndarray:
                              ) from None
     if not values:
         raise InputError(f"{path} holds no numbers")
+    return np.asarray(values)
+
+
+def _number(s: str) -> float | None:
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def read_column(path: str, column: str) -> np.ndarray:
+    """One column of a text table ('-': stdin): fields split at ',' (else ';', else whitespace,
+    as the first data line shows), a first line with a non-number field taken as the header.
+    ``column`` is a header name or a 0-based index. Every value of the column must be a number."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    rows = [(i, s.strip()) for i, s in enumerate(text.splitlines(), 1)
+            if s.strip() and not s.strip().startswith("#")]
+    if not rows:
+        raise InputError(f"{path} holds no numbers")
+    first = rows[0][1]
+    sep = "," if "," in first else ";" if ";" in first else None
+
+    def split(s):
+        return [f.strip().strip('"') for f in (s.split(sep) if sep else s.split())]
+
+    head = split(first)
+    header = None
+    if any(_number(f) is None for f in head):
+        header, rows = head, rows[1:]
+    width = len(head)
+    if header is not None and column in header:
+        k = header.index(column)
+    else:
+        try:
+            k = int(column)
+        except ValueError:
+            have = f"header: {', '.join(header)}" if header else "no header line"
+            raise InputError(f"--column {column}: no such column ({have}; or give a 0-based "
+                             "index)") from None
+        if not -width <= k < width:
+            raise InputError(f"--column {column}: the table has {width} column(s) "
+                             f"(0 to {width - 1})")
+    values = []
+    for lineno, s in rows:
+        fields = split(s)
+        if len(fields) != width:
+            raise InputError(f"{path}, line {lineno}: {len(fields)} field(s), the first line "
+                             f"has {width}")
+        v = _number(fields[k])
+        if v is None:
+            raise InputError(f"{path}, line {lineno}, column {column}: "
+                             f"{printable(fields[k][:40])!r} is not a number")
+        values.append(v)
+    if not values:
+        raise InputError(f"{path} holds no numbers (only a header)")
     return np.asarray(values)
 
 
@@ -444,7 +506,8 @@ def print_analysis(analysis, args=None) -> None:
     """The per-layer table (``brief_columns``, or the --columns of ``args``), the failed layers
     with their reason, then the summary lines."""
     from ..engine.columns import BY_NAME as COLUMN
-    from ..engine.columns import OVER_TRAINED, UNDER_TRAINED, brief_columns, summary_columns
+    from ..engine.columns import OVER_TRAINED, UNDER_TRAINED, brief_columns
+    from ..engine.result import means_text
     from ..util.console import ROW_STYLES, echo, print_table
 
     d = analysis.details
@@ -461,8 +524,11 @@ def print_analysis(analysis, args=None) -> None:
     s = analysis.summary()
     echo()
     echo(f"{analysis.source}")
+    kinds = analysis.skip_counts()
+    skipped = f"{s['skipped']} tensors skipped" + (
+        " (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")" if kinds else "")
     echo(f"layers: {s['layers']} analysed ({s['success']} fitted, {s['failed']} failed), "
-          f"{s['skipped']} tensors skipped; {s['over_trained']} over-trained "
-          f"(alpha < {OVER_TRAINED:g}), {s['under_trained']} under-trained "
-          f"(alpha > {UNDER_TRAINED:g})")
-    echo("mean  " + "  ".join(f"{k} {s[k]:.4g}" for k in summary_columns(d.columns) if k in s))
+         f"{skipped}; {s['over_trained']} with alpha < {OVER_TRAINED:g} "
+         f"(flagged 'over-trained'), {s['under_trained']} with alpha > {UNDER_TRAINED:g} "
+         "(flagged 'under-trained'): HT-SR's conventions, not measurements of training")
+    echo("mean  " + means_text(s, analysis.summary_layers(), s["success"]))

@@ -24,6 +24,9 @@ from .common import (
 
 def arguments(p) -> None:
     p.add_argument("file", help="positive numbers, one per line ('-': stdin), or a .npy array")
+    p.add_argument("--column", metavar="NAME|INDEX",
+                   help="read this column of a CSV or whitespace table (a header name, or a "
+                        "0-based index)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--xmin", type=real(0, above=True), help="fix xmin instead of scanning for it")
     group.add_argument("--xmin-range", type=real(0, above=True), nargs=2, metavar=("LO", "HI"),
@@ -78,7 +81,7 @@ def run(args) -> int:
             names = compare_names(parse_compare(args.compare))
         except ValueError as exc:
             raise InputError(f"--compare: {exc}") from None
-    data, xmax, dropped = _xmax(args.xmax, read_values(args.file))
+    data, xmax, dropped = _xmax(args.xmax, read_values(args.file, args.column))
     xmin = tuple(args.xmin_range) if args.xmin_range else args.xmin
     try:
         fit = fit_power_law(data, xmin=xmin, xmax=xmax, fix_fingers=args.fix_fingers,

@@ -25,8 +25,15 @@ def run(args) -> int:
                        inputs=(args.source, options.get("base_model")))
     with Progress("layers", quiet=args.quiet) as progress:
         analysis = analyze(args.source, progress=progress, **options)
+    comparison = None
+    if options.get("base_model") is not None and not options.get("peft"):
+        from ..edit.compare import compare_to_base
+
+        others = {k: v for k, v in options.items() if k not in ("base_model", "peft")}
+        comparison = compare_to_base(args.source, options["base_model"], **others)
     try:
-        path = analysis.to_html(out, layer_figures=not args.no_layer_figures)
+        path = analysis.to_html(out, layer_figures=not args.no_layer_figures,
+                                comparison=comparison)
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc}") from None
     print(f"wrote {path}")
@@ -36,5 +43,8 @@ def run(args) -> int:
 COMMAND = Command(
     name="report", help="analyse a model and write a self-contained HTML report",
     description="Analyse a model as `tailscope analyze` does (the same options) and write one "
-                "HTML file: the summary, warnings, figures and the sortable per-layer table.",
+                "HTML file: the summary, warnings, figures and the sortable per-layer table. "
+                "With --base, the analysis is of W - W_base and the report adds the per-layer "
+                "comparison with the base: alpha before and after, delta alpha, correlation "
+                "traps, intruder dimensions.",
     arguments=arguments, run=run, options=OPTIONS)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..engine.columns import SUMMARY_METRICS, TABLE_COLUMNS
 from .common import (
     Command,
     InputError,
     add_columns,
     add_quiet,
+    check_not_input,
+    check_output,
     given_options,
     int_columns,
     option_names,
@@ -47,6 +51,9 @@ def arguments(p) -> None:
     p.add_argument("--correlate", action="append", metavar="COLUMN",
                    help="Spearman, Kendall and R^2 of each summary metric against this quality "
                         "column, overall and per group (repeatable)")
+    p.add_argument("--common-layers", action="store_true",
+                   help="with --correlate: each model's means over the layers fitted in every "
+                        "model of its group, so members are compared on one layer set")
     p.add_argument("--report", metavar="FILE.html",
                    help="an HTML page with the models, correlations and scatter plots")
     add_columns(p, ", ".join(BRIEF) + "; of the correlation tables: "
@@ -55,20 +62,36 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
+    import warnings
+
     from ..engine.options import make_options
     from ..util.console import ROW_STYLES, Progress, echo, print_table
     from ..zoo import quality_columns, read_manifest, run_zoo, write_zoo_report
+    from ..zoo.correlate import LayerSetWarning, common_layer_models, layer_set_notes
 
     options = given_options(args, OPTIONS)
     trust_pickle = options.pop("trust_pickle", False)
     make_options(**options)  # a bad option is reported before the manifest is read
-    if args.report and not args.report.lower().endswith((".html", ".htm")):
-        raise InputError(f"--report {args.report}: the report is an .html file")
-    have = quality_columns(read_manifest(args.manifest))
+    manifest = read_manifest(args.manifest)
+    # the manifest and every model it names are inputs: never overwritten by the store or report
+    inputs = [args.manifest, *(p for p in manifest["path"] if isinstance(p, str) and p)]
+    store = str(args.store).removeprefix("sqlite:///")
+    if "://" not in store:  # a SQLite file
+        check_not_input(store, "--store", inputs)
+    if args.report and Path(args.report).resolve() == Path(store).resolve():
+        raise InputError(f"--report {args.report}: is the results store; write elsewhere")
+    if args.report:
+        check_output(args.report, "--report", (".html", ".htm"), "the report is an .html file",
+                     [*inputs, store])
+    have = quality_columns(manifest)
     missing = [q for q in args.correlate or [] if q not in have]
     if missing:  # checked before any work starts
         raise InputError(f"--correlate {missing[0]}: no such quality column in the manifest "
                          f"(have: {', '.join(have) or 'none'})")
+    empty = [q for q in args.correlate or [] if not manifest[q].notna().any()]
+    if empty:
+        raise InputError(f"--correlate {empty[0]}: the manifest's quality column has no number "
+                         "(nothing to correlate)")
     with Progress("models", quiet=args.quiet) as progress:
         run = run_zoo(args.manifest, store=args.store, scheduler=args.scheduler,
                       workers=args.workers, threads_per_worker=args.threads_per_worker,
@@ -76,9 +99,19 @@ def run(args) -> int:
                       trust_pickle=trust_pickle, progress=progress,
                       connect_timeout=args.connect_timeout, **options)
     models = run.models
-    tables = {q: run.correlate(q) for q in args.correlate or []}
-    if args.report:
-        write_zoo_report(models, args.report, quality=args.correlate or [])
+    with warnings.catch_warnings():  # the layer-set notes are printed below, once
+        warnings.simplefilter("ignore", LayerSetWarning)
+        tables = {q: run.correlate(q, common_layers=args.common_layers)
+                  for q in args.correlate or []}
+    # the groups whose members were fitted on different layer sets: said with or without
+    # --correlate, with the reasons counted
+    layers = run.store.layer_table(run.key)
+    notes = layer_set_notes(models, layers, common=bool(args.common_layers and tables))
+    if args.report:  # its scatter plots show the means the correlations were taken on
+        shown_models = common_layer_models(models, layers, lambda n: run.details(n)) \
+            if args.common_layers else models
+        write_zoo_report(shown_models, args.report, quality=args.correlate or [],
+                         tables=tables, notes=notes)
     shown, *for_tables = pick_columns(args, [models, *tables.values()], BRIEF)
     if args.columns is None:
         for_tables = [[c for c in BRIEF_CORRELATIONS if c in t.columns] for t in tables.values()]
@@ -90,6 +123,8 @@ def run(args) -> int:
         echo()
         print_table(table, cols, title=f"summary metrics vs {q} (Spearman rho, Kendall tau, R^2; "
                                  "overall and per group)")
+    for note in notes:
+        echo(f"{'note' if args.common_layers and tables else 'warning'}: {note}")
     echo(f"{len(models)} models: {int((models['status'] == 'success').sum())} analysed, "
           f"{int((models['status'] == 'failed').sum())} failed ({run.computed} computed now, "
           f"{run.resumed} already in the store); store {run.store.shown}, key {run.key}")

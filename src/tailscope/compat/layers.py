@@ -49,8 +49,9 @@ CHANNELS_FIRST, CHANNELS_LAST = "first", "last"
 
 # --- WeightWatcher's static helpers -------------------------------------------------------------
 def infer_model_file_format(model_dir) -> tuple[str, str]:
-    """(format, fileglob) of a folder, looked for in WeightWatcher's order: model*safetensors,
-    adapter_model*safetensors, pytorch_model*bin, adapter_model*bin, *weight*npy, *h5;
+    """(format, fileglob) of a folder, looked for in WeightWatcher's order: ``model*safetensors``,
+    ``adapter_model*safetensors``, ``pytorch_model*bin``, ``adapter_model*bin``, ``*weight*npy``,
+    ``*h5``;
     ('unknown', 'unknown') when none is there."""
     for pattern, fmt in (("model*safetensors", SAFETENSORS),
                          ("adapter_model*safetensors", SAFETENSORS),

@@ -208,6 +208,8 @@ class WeightWatcher:
 
     def analyze(self, model=None, layers=None, start_ids: int = 0, base_model=None,
                 **kwargs) -> pd.DataFrame:
+        """WeightWatcher's ``analyze``: its details table, one row per layer, with its layer ids,
+        names and columns (``layers``, ``start_ids``, ``base_model`` and its keywords as there)."""
         self.set_model_(model, base_model)
         model = None
         self._chosen, kwargs = self._selected(layers, start_ids, kwargs)
@@ -256,6 +258,7 @@ class WeightWatcher:
 
     def describe(self, model=None, layers=None, start_ids: int = 0, base_model=None,
                  **kwargs) -> pd.DataFrame:
+        """WeightWatcher's ``describe``: the layers ``analyze`` would fit, nothing computed."""
         self.set_model_(model, base_model)
         model = None
         self._chosen, kwargs = self._selected(layers, start_ids, kwargs)
@@ -279,6 +282,7 @@ class WeightWatcher:
         return d
 
     def get_details(self) -> pd.DataFrame:
+        """The table of the last ``analyze`` call."""
         if self.details is None:
             raise ValueError("call analyze() first")
         return self.details
@@ -474,12 +478,31 @@ class WeightWatcher:
 
     @staticmethod
     def valid_framework(framework) -> bool:
+        """Whether ``framework`` is one of WeightWatcher's framework names."""
         return framework in wwl.FRAMEWORKS
 
     @staticmethod
     def valid_params(params: dict) -> bool:
         """WeightWatcher's check of a params dict (its keys): False when invalid."""
         return wwl.valid_params(params)
+
+    def normalize_params(self, params: dict) -> dict:
+        """WeightWatcher 0.7.7's syntactic sugar, applied to ``params`` in place and returned:
+        ``fit`` 'PL' -> 'power_law', 'TPL' -> 'truncated_power_law', 'E_TPL' ->
+        'truncated_power_law' with ``fix_fingers='xmin_peak'``; ``channels`` 'first'/'last' kept
+        as its CHANNELS names (the same strings). Like 0.7.7, ``params`` needs the keys 'fit' and
+        'channels' (a KeyError otherwise)."""
+        fit = params["fit"]
+        if fit == "PL":
+            params["fit"] = "power_law"
+        elif fit == "TPL":
+            params["fit"] = "truncated_power_law"
+        elif fit == "E_TPL":
+            params["fit"] = "truncated_power_law"
+            params["fix_fingers"] = "xmin_peak"
+        if params["channels"] in ("first", "last"):
+            params["channels"] = str(params["channels"])
+        return params
 
     extract_pytorch_statedict_ = staticmethod(extract_pytorch_statedict_)
     extract_pytorch_bins = staticmethod(extract_pytorch_bins)

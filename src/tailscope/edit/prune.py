@@ -13,86 +13,21 @@ tailscope.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..engine.columns import BY_NAME as COLUMN_BY_NAME
-from ..engine.diagnostics import GROUP_OPTION
-from ..engine.options import BY_NAME as OPTION_BY_NAME
 from ..engine.options import make_options
 from ..engine.run import Edit, Work, recipe, run
 from ..util.errors import one_line
+from .allocate import allocate, block_means, block_of, layer_metric, metric_options
 from .model import EditedModel, edited_model
 
 PRUNE_METHODS = ("magnitude",)
 DETAIL_COLUMNS = ["layer_id", "name", "shape", "numel", "sparsity", "pruned", "zeros", "status",
                   "reason"]
-# a transformer block: the name up to its first numbered component after a named one
-# ('encoder.layer.3', 'model.layers.3', 'transformer.h.3', 'h.3', 'blocks.3')
-_BLOCK = re.compile(r"^((?:[^.]*[^.\d][^.]*\.)+\d+)\.")
-# column group -> the analyze option that adds it, where the two names differ
-def block_of(name: str) -> str | None:
-    """The transformer block a layer belongs to: its name up to the first numbered component
-    that follows a named one ('encoder.layer.3.attention.self.query.weight' -> 'encoder.layer.3',
-    'model.layers.3.mlp.up_proj.weight' -> 'model.layers.3', 'h.3.attn.c_attn.weight' -> 'h.3');
-    None for a layer outside any block ('embeddings.word_embeddings.weight', 'lm_head.weight',
-    '0.weight' of a plain ``nn.Sequential``)."""
-    m = _BLOCK.match(name)
-    return m.group(1) if m else None
-
-
-def metric_options(metric: str) -> dict:
-    """The :func:`tailscope.analyze` options that add the column ``metric`` ({'hill': True} for
-    'alpha_hill'); {} for a column every analysis has (or an unknown name)."""
-    col = COLUMN_BY_NAME.get(metric)
-    if col is None:
-        return {}
-    option = GROUP_OPTION.get(col.group)
-    return {option: True} if option in OPTION_BY_NAME else {}
-
-
-def _needs(metric: str) -> str:
-    need = metric_options(metric)
-    return "; analyze with " + ", ".join(f"{k}=True" for k in need) if need else ""
-
-
-def _frame(analysis) -> pd.DataFrame:
-    details = analysis if isinstance(analysis, pd.DataFrame) else getattr(analysis, "details",
-                                                                           None)
-    if not isinstance(details, pd.DataFrame):
-        raise ValueError("analysis must be a tailscope Analysis or its details DataFrame; got "
-                         f"{type(analysis).__name__}")
-    for col in ("name", "N", "M", "rf"):
-        if col not in details.columns:
-            raise ValueError(f"the analysis has no {col!r} column")
-    if details["name"].duplicated().any():
-        dup = details["name"][details["name"].duplicated()].iloc[0]
-        raise ValueError(f"layer {dup!r} has several rows: allocate from a pooled analysis "
-                         "(pool=True), one row per tensor")
-    return details
-
-
-def _scaled(ratios: np.ndarray, params: np.ndarray, target: float, cap: float
-            ) -> tuple[np.ndarray, int]:
-    """ratios * c with sum(params * ratios * c) = target * sum(params) (ww_sparsity's scaler);
-    where that would push a layer past ``cap``, the layer is held at ``cap`` and c is solved again
-    over the others (so the weighted mean stays the target). Returns (sparsities, layers held)."""
-    total = target * params.sum()
-    capped = np.zeros(ratios.size, dtype=bool)
-    while True:
-        free = ~capped
-        if not free.any():  # max_sparsity == target: every layer at it
-            return np.full(ratios.size, cap), int(capped.sum())
-        c = (total - cap * params[capped].sum()) / (params[free] * ratios[free]).sum()
-        out = np.where(capped, cap, ratios * c)
-        over = free & (out > cap)
-        if not over.any():
-            return out, int(capped.sum())
-        capped |= over
 
 
 def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
@@ -170,28 +105,15 @@ def allocate_sparsity(analysis, target: float = 0.7, eps: float = 0.3,
     for flag, value in (("block_wise", block_wise), ("blocks_only", blocks_only)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False; got {value!r}")
-    details = _frame(analysis)
-    if not isinstance(metric, str) or metric not in details.columns:
-        raise ValueError(f"the analysis has no {metric!r} column{_needs(str(metric))}")
-    names = details["name"].astype(str).to_numpy()
-    values = pd.to_numeric(details[metric], errors="coerce").to_numpy(dtype=np.float64)
-    params = (details["N"].to_numpy(np.float64) * details["M"].to_numpy(np.float64)
-              * details["rf"].to_numpy(np.float64))
-    ok = np.isfinite(values) & np.isfinite(params) & (params > 0)
-    if not ok.any():
-        raise ValueError(f"no layer has a finite {metric}{_needs(metric)}")
+    vec = layer_metric(analysis, metric)
+    names, values, params, ok = vec.names, vec.values, vec.params, vec.ok
     blocks = [block_of(n) for n in names]
     if blocks_only and any(b is not None for b in blocks):
         ok &= np.array([b is not None for b in blocks])
     if block_wise:
-        keys = [b or n for b, n in zip(blocks, names)]
-        means = pd.Series(values[ok]).groupby(np.asarray(keys, dtype=object)[ok]).mean()
-        values = np.array([means.get(k, math.nan) for k in keys])
-    m, p = values[ok], params[ok]
-    lo, hi = m.min(), m.max()
-    ratios = (np.full(m.size, 1.0) if hi == lo
-              else (m - lo) / (hi - lo) * ((1 + eps) - (1 - eps)) + (1 - eps))
-    sparsity, capped = _scaled(ratios, p, float(target), float(max_sparsity))
+        values = block_means(names, values, ok)
+    sparsity, capped = allocate(values[ok], float(target), "linear", params=params[ok],
+                                cap=float(max_sparsity), eps=float(eps))
     out = np.full(len(names), math.nan)
     out[ok] = sparsity
     series = pd.Series(out, index=pd.Index(names, name="name"), name="sparsity")
@@ -253,7 +175,7 @@ def _wanted(sparsity) -> dict[str, float] | float:
 def prune(source, sparsity, method: str = "magnitude", *, layers=None, base_model=None,
           peft=False, trust_pickle: bool = False, progress=None, scheduler=None,
           **options) -> EditedModel:
-    """Magnitude pruning, layer by layer: the smallest |w| of each layer set to 0.
+    """Magnitude pruning, layer by layer: the smallest ``|w|`` of each layer set to 0.
 
     Parameters
     ----------
@@ -267,7 +189,7 @@ def prune(source, sparsity, method: str = "magnitude", *, layers=None, base_mode
         Wanda and SparseGPT need activations (calibration data), which tailscope does not have;
         pass the allocation's values to them as their per-layer ratios.
     base_model : path or model, optional
-        Prune the fine-tune W - W_base: its smallest |W - W_base| go back to the base weights;
+        Prune the fine-tune W - W_base: its smallest ``|W - W_base|`` go back to the base weights;
         the result is the fine-tuned model so edited (never the delta itself). The allocation
         then comes from ``analyze(..., base_model=...)``.
     peft, trust_pickle, progress, scheduler
@@ -282,7 +204,7 @@ def prune(source, sparsity, method: str = "magnitude", *, layers=None, base_mode
 
     Notes
     -----
-    The pruned weights are exactly the round(s * numel) smallest |w| of the whole tensor (all
+    The pruned weights are exactly the round(s * numel) smallest ``|w|`` of the whole tensor (all
     slices of a conv kernel together); ties at the threshold go to the lower flat (C-order)
     index. A layer that cannot be pruned (not floating point, NaN weights) is left unchanged
     with its reason; the others are pruned. A tensor split for analysis (gates,

@@ -18,6 +18,28 @@ from .diagnostics import DIAGNOSTICS, Diagnostic
 from .options import COMPARE_TAGS, FITS
 
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0  # alpha below / above: the warnings (HT-SR)
+# What the two thresholds are, and what the evidence says they mean: the one text the summary,
+# the report and the notebook view show (docs/guide/comparability.md gives the sources).
+WARNING_EVIDENCE = (
+    f"alpha < {OVER_TRAINED:g} ('over-trained') and alpha > {UNDER_TRAINED:g} "
+    "('under-trained') are HT-SR's conventions, as WeightWatcher labels them, not measurements "
+    "of how well a model was trained. Evidence: within a series of one architecture at growing "
+    "size, each trained well, smaller mean alphas went with better accuracy (Martin, Peng & "
+    "Mahoney, Nature Communications 2021); across a hyperparameter sweep of 96 small networks, "
+    "tailscope validate found that plain alpha does not predict test accuracy (Spearman -0.06, "
+    "90% bootstrap interval [-0.25, +0.13]). Read a flagged layer as one to look at, not as a verdict.")
+
+
+def flag_text(label: str, alpha: float) -> str:
+    """What a flagged layer's ``warning`` says, in words the evidence supports: the measured
+    alpha against the convention's threshold, and what HT-SR reads into it (a hypothesis)."""
+    if label == "over-trained":
+        return (f"alpha {alpha:.2f} < {OVER_TRAINED:g}: a very heavy tail; HT-SR's convention "
+                "flags it as possibly over-trained or over-regularised")
+    if label == "under-trained":
+        return (f"alpha {alpha:.2f} > {UNDER_TRAINED:g}: a light tail, close to a random "
+                "matrix's; HT-SR's convention flags it as possibly under-trained")
+    return ""
 
 
 @dataclass(frozen=True)
@@ -87,8 +109,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("name", "text", "layer", "the tensor's name"),
     Column("module", "text", "layer", "the name without '.weight' (WeightWatcher's name)",
            table=True),
-    Column("layer_type", "text", "layer", "dense, embedding, conv1d, conv2d or recurrent",
-           table=True),
+    Column("layer_type", "text", "layer", "dense, embedding, conv1d, conv2d, conv3d, recurrent, expert, "
+           "router or shared_expert", table=True),
+    Column("expert", "int", "layer", "the expert's number in its Mixture-of-Experts layer "
+           "(missing for every other layer)"),
     Column("slice_id", "int", "slice", "the conv slice (pool=False)", table=True),
     Column("N", "int", "layer", "the larger side of the matrix", table=True),
     Column("M", "int", "layer", "the smaller side: the number of eigenvalues per slice",
@@ -122,6 +146,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("entropy", "float", "spectrum", "the spectral entropy (WeightWatcher's)"),
     Column("sv_max", "float", "spectrum", "the largest singular value"),
     Column("sv_min", "float", "spectrum", "the smallest singular value"),
+    Column("snr", "float", "spectrum", "Spectrum's signal-to-noise ratio of the singular values "
+           "(MP edge from the IQR; spectrum.py)"),
+    Column("weight_var", "float", "spectrum", "the variance of the weight entries (AlphaQ's Var(W))"),
     Column("num_fingers", "int", "fingers", "largest eigenvalues removed by clip_xmax"),
     Column("raw_alpha", "float", "fingers", "alpha before the finger fix"),
     Column("num_spikes", "int", "mp", "eigenvalues past the MP bulk edge + Tracy-Widom",
@@ -171,10 +198,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("ecs_num_sc", "int", "setol", "the self-consistent trace-log ECS rank"),
     Column("ecs_rank_sc", "int", "setol", "floor((num_pl_spikes + ecs_num_sc) / 2)"),
     Column("status", "text", "status", "success or failed", table=True),
-    Column("warning", "text", "status", "over-trained (alpha < 2) or under-trained (alpha > 6)",
+    Column("warning", "text", "status", "HT-SR's convention labels (WeightWatcher's): "
+           "over-trained (alpha < 2) or under-trained (alpha > 6); see WARNING_EVIDENCE",
            table=True),
     Column("reason", "text", "status", "why a layer failed", table=True),
     Column("dtype", "text", "status", "the tensor's dtype"),
+    Column("quant", "text", "status", "how a dequantized weight was stored ('fp8-e4m3 block "
+           "128x128', 'gptq int4 g128', ...; '' for plain floating point)"),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
@@ -188,9 +218,10 @@ BRIEF_COLUMNS: tuple[str, ...] = ("layer_id", "module", "N", "M", "alpha", "D", 
 STORED_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.stored)
 
 # describe(): a model's tensors and whether analyze would fit them
-DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "N", "M", "rf",
+DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "expert", "shape", "dtype", "quant", "N",
+                    "M", "rf",
                     "num_evals", "analyze", "reason")
-SKIPPED_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "reason")
+SKIPPED_COLUMNS = ("layer_id", "name", "layer_type", "shape", "dtype", "quant", "reason")
 
 
 def columns_for(o) -> list[str]:

@@ -5,9 +5,11 @@ feature); the zoo (many models) builds on the same client.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import sys
 from contextlib import contextmanager
 
 from ..util.errors import first_line
@@ -41,12 +43,16 @@ def dask_client(scheduler=None, *, workers: int | None = None, threads_per_worke
         n = int(workers or os.cpu_count() or 1)
         if n < 1:
             raise SchedulerError(f"workers must be >= 1; got {n}")
-        cluster = distributed.LocalCluster(
-            n_workers=n, threads_per_worker=int(threads_per_worker), processes=True,
-            dashboard_address=":0" if _has_bokeh() else None, silence_logs=logging.ERROR)
+        with _workers_without_stderr():
+            cluster = distributed.LocalCluster(
+                n_workers=n, threads_per_worker=int(threads_per_worker), processes=True,
+                dashboard_address=":0" if _has_bokeh() else None, silence_logs=logging.ERROR)
         try:
             with distributed.Client(cluster) as client:
                 yield client
+        except KeyboardInterrupt:
+            _quiet_close(cluster)
+            raise
         finally:
             cluster.close()
         return
@@ -60,6 +66,46 @@ def dask_client(scheduler=None, *, workers: int | None = None, threads_per_worke
         yield client
     finally:
         client.close()
+
+
+@contextmanager
+def _workers_without_stderr():
+    """File descriptor 2 points at the null device while the worker processes start, so that
+    they inherit it: a Ctrl-C at the terminal reaches the whole process group, and the workers'
+    tracebacks and shutdown logs never reach the user's terminal (a task's failure reaches the
+    client as its result or its exception, and the caller reports it). This process gets its
+    own stderr back as soon as the cluster is up."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2 (an embedded interpreter)
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _quiet_close(cluster) -> None:
+    """Close a LocalCluster after a Ctrl-C without the tracebacks that Dask logs while its
+    connections drop (the user asked to stop; 'interrupted' is the one line)."""
+    quiet = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        with contextlib.suppress(BaseException):
+            cluster.close(timeout=5)
+    finally:
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
 
 
 def dashboard_link(client) -> str | None:

@@ -269,11 +269,13 @@ def hill_column(r: Row) -> None:
 
 def farms_column(r: Row) -> None:
     """``alpha_farms`` of the row's matrices as loaded; NaN and a note when it cannot be."""
-    from .estimators import farms_alpha  # scipy: loaded when computed
+    from .estimators import farms_estimate  # scipy: loaded when computed
 
     try:
-        r.values["alpha_farms"] = farms_alpha(r.matrices(), r.plan.layer_type,
-                                              keras=getattr(r.ref, "layout", "") == "keras")
+        alpha, note = farms_estimate(r.matrices(), r.plan.layer_type,
+                                     keras=getattr(r.ref, "layout", "") == "keras")
+        r.values["alpha_farms"] = alpha
+        add_reason(r.values, note and f"alpha_farms: {note}")
     except Exception as exc:  # noqa: BLE001
         r.values["alpha_farms"] = math.nan
         add_reason(r.values, f"alpha_farms: {_why(exc)}")

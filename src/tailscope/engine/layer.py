@@ -21,8 +21,8 @@ from ..fit.fingers import ww_xmin_peak_range
 from ..fit.tail import split_xmax
 from ..sources import LayerPlan, LayerRef
 from ..sources.derived import LowRankRef
-from ..sources.layers import matrices
-from ..spectrum import alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics
+from ..sources.layers import CONV_TYPES, matrices
+from ..spectrum import alpha_metrics, eigenvalues_many, lowrank_eigenvalues, norm_metrics, spectrum_snr
 from ..util.errors import one_line
 from ..util.rng import layer_rng
 from .columns import verdict
@@ -32,6 +32,7 @@ from .run import Work, identity
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below are dropped before the fit (WeightWatcher's)
 BATCH_BYTES = 512 * 1024 * 1024  # Gram matrices held at once on the device when batching
+HOST_BATCH_BYTES = 64 * 1024 * 1024  # expert matrices held at once when batched on numpy
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,15 +76,23 @@ def base_row(ref: LayerRef, plan: LayerPlan) -> dict:
     """The columns every row of a layer has, whatever happens to it."""
     ident = identity(ref, plan)
     return {"layer_id": ident["layer_id"], "name": ident["name"], "module": ref.module,
-            **{k: ident[k] for k in ("layer_type", "N", "M")},
+            "layer_type": ident["layer_type"], "expert": ref.expert,
+            **{k: ident[k] for k in ("N", "M")},
             "Q": plan.N / plan.M if plan.M else math.nan, "rf": ident["rf"], "dtype": ref.dtype,
-            "warning": "", "reason": ""}
+            "quant": ref.quant, "warning": "", "reason": ""}
 
 
 def layer_scale(plan: LayerPlan, o) -> float:
-    """The factor applied to a layer's eigenvalues (conv2d_norm, normalize)."""
+    """The factor applied to a layer's eigenvalues (conv2d_norm, normalize).
+
+    ``conv2d_norm`` is WeightWatcher 0.7.7's conv2d convention (each slice's W times
+    sqrt(rf / 2) per slice, sqrt(1 / 2) pooled) applied to every convolution kernel, whatever
+    its rank or layout (``CONV_TYPES``: conv1d, conv2d, conv3d): the same weights as a Keras
+    Conv1D, a PyTorch Conv1d or Conv2d (k x 1) or an ONNX Conv give the same eigenvalues.
+    WeightWatcher itself defines it for conv2d only (its conv1d is one 3-D array, not slices).
+    """
     scale = 1.0
-    if o.conv2d_norm and plan.layer_type == "conv2d":
+    if o.conv2d_norm and plan.layer_type in CONV_TYPES:
         scale = 0.5 if o.pool else plan.rf / 2.0
     if o.normalize:
         scale /= plan.N
@@ -171,13 +180,42 @@ def tests_row(pl, o, key: tuple) -> dict:
 
 # --- random-matrix diagnostics --------------------------------------------------------------------
 def ww_oriented(ref: LayerRef, plan: LayerPlan, mats):
-    """The matrices as WeightWatcher holds them (its shuffles permute them in row-major order):
-    conv2d slices made tall (made wide in the Keras layout), other layers as stored."""
-    if mats is None or plan.layer_type != "conv2d":
+    """The matrices as WeightWatcher holds a PyTorch model's (its shuffles permute them in
+    row-major order): conv slices made tall, other layers as PyTorch stores them (out x in).
+    A Keras kernel (in x out) is first transposed to PyTorch's layout, so the same weights give
+    the same shuffles, hence the same randomized columns, whatever the file format.
+    (WeightWatcher holds a Keras conv slice wide instead: the transpose of this; a shuffle of
+    either has the same distribution, and WeightWatcher's own shuffles are unseeded.)"""
+    if mats is None:
         return mats
-    keras = ref.layout == "keras"
-    return [w.T if (w.shape[1] < w.shape[0] if keras else w.shape[0] < w.shape[1]) else w
-            for w in mats]
+    if ref.layout == "keras":
+        mats = [w.T for w in mats]
+    if plan.layer_type not in CONV_TYPES:
+        return mats
+    return [w.T if w.shape[0] < w.shape[1] else w for w in mats]
+
+
+def weight_var(mats: list[np.ndarray] | None, slice_id: int | None) -> float:
+    """The population variance of the weight entries (AlphaQ's Var(W)): of every matrix of the
+    layer (``slice_id`` None: the whole tensor), or of one conv slice; NaN without the matrices
+    (a LoRA update analysed from its factors). Two passes in float64 over blocks of rows, so a
+    large float16 tensor never gets a float64 copy."""
+    if not mats:
+        return math.nan
+    chosen = mats if slice_id is None else [mats[slice_id]]
+    count = sum(m.size for m in chosen)
+    if count == 0:
+        return math.nan
+
+    def blocks():
+        for m in chosen:
+            m = np.asarray(m)
+            step = max(1, (1 << 20) // max(1, m.shape[-1]))
+            for i in range(0, m.shape[0], step):
+                yield m[i:i + step].astype(np.float64)
+
+    mean = sum(float(b.sum()) for b in blocks()) / count
+    return sum(float(np.square(b - mean).sum()) for b in blocks()) / count
 
 
 def layer_diagnostics(result: LayerResult, mats, plan: LayerPlan, o) -> None:
@@ -208,6 +246,9 @@ def layer_rows(ref: LayerRef, plan: LayerPlan, o, slices: list[np.ndarray],
         fit = None
         try:
             values.update(norm_metrics(evals, group, plan.N, o.tolerance))
+            values["snr"] = spectrum_snr(np.sqrt(np.clip(evals / scale, 0, None)), plan.N,
+                                         plan.M)
+            values["weight_var"] = weight_var(mats, slice_id)
             if not values["lambda_max"] > 0:
                 values.update(status="failed", reason="an all-zero matrix: no spectrum to fit")
             else:
@@ -262,15 +303,20 @@ def analyze_batch(batch: list[tuple[LayerRef, LayerPlan]], o, backend) -> list[L
 
 
 def batches(todo: list[tuple[LayerRef, LayerPlan]], backend) -> list[list]:
-    """Group consecutive 2-D layers of the same shape (only worth it on a torch device)."""
-    if not backend.name.startswith("torch"):
-        return [[item] for item in todo]
+    """Group consecutive 2-D layers of the same shape: any on a torch device; on numpy, the
+    experts of a Mixture-of-Experts layer (one stacked ``eigvalsh`` call for hundreds of small
+    same-shape matrices, each matrix's eigenvalues those of its own solve)."""
+    torch_device = backend.name.startswith("torch")
     groups: list[list] = []
     for ref, plan in todo:
         last = groups[-1] if groups else None
+        if not torch_device and (ref.expert is None or (last and last[0][0].expert is None)):
+            groups.append([(ref, plan)])
+            continue
         if (last and plan.rf == 1 and last[0][1].rf == 1 and not isinstance(ref, LowRankRef)
                 and not isinstance(last[0][0], LowRankRef) and last[0][0].shape == ref.shape
-                and (len(last) + 1) * plan.M * plan.M * 8 <= BATCH_BYTES):
+                and (len(last) + 1) * plan.M * plan.M * 8 <= BATCH_BYTES
+                and (torch_device or (len(last) + 1) * plan.N * plan.M * 8 <= HOST_BATCH_BYTES)):
             last.append((ref, plan))
         else:
             groups.append([(ref, plan)])

@@ -34,7 +34,8 @@ COMPARE_DEFAULT = ("truncated_power_law", "lognormal", "exponential")
 COMPARE_TAGS = {"truncated_power_law": "TPL", "TPL": "TPL", "lognormal": "lognormal",
                 "exponential": "exponential", "stretched_exponential": "stretched_exponential",
                 "lognormal_positive": "lognormal_positive"}
-LAYER_TYPES = ("dense", "embedding", "conv1d", "conv2d", "recurrent")
+LAYER_TYPES = ("dense", "embedding", "conv1d", "conv2d", "conv3d", "recurrent", "expert",
+               "router", "shared_expert")
 PEFT_MODES = (False, True, "only", "with_base")
 ESD_METHODS = ("gram", "svd")  # how eigenvalues are computed (``method``)
 FINGER_FIXES = ("clip_xmax", "xmin_peak")  # WeightWatcher's ``fix_fingers`` values
@@ -292,11 +293,13 @@ OPTIONS: tuple[Option, ...] = (
     # which layers
     Option("layers", None, "list, optional",
            "Layer ids (all >= 0 keep; all < 0 skip), types ('dense', 'embedding', 'conv1d', "
-           "'conv2d', 'recurrent') or name globs ('-glob' skips), as WeightWatcher's ``layers``.",
+           "'conv2d', 'conv3d', 'recurrent', 'expert', 'router', 'shared_expert') or name globs ('-glob' "
+           "skips), as WeightWatcher's ``layers``.",
            "select", check=_check_layers,
            flag=Flag(("--layers",), {"action": "append", "metavar": "SPEC"}, parse_layers,
-                     help="layer ids, types (dense, embedding, conv1d, conv2d, recurrent) or name "
-                          "globs, comma-separated; '-' in front (or negative ids) skips instead"),
+                     help="layer ids, types (dense, embedding, conv1d, conv2d, conv3d, recurrent, expert, "
+                          "router, shared_expert) or name globs, comma-separated; '-' in front "
+                          "(or negative ids) skips instead"),
            ww="layers"),
     Option("min_evals", 10, "int",
            "Skip layers with fewer eigenvalues (M * rf when pooled; WeightWatcher's 10).",

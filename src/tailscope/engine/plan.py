@@ -43,6 +43,10 @@ def size_skip(plan: LayerPlan, o) -> str:
     if plan.M == 0:
         return f"an empty matrix ({plan.N} x 0)"
     if o.min_evals and count < o.min_evals:
+        if plan.layer_type == "router":  # never dropped silently: it is a router
+            return (f"a router ({plan.M} experts x {plan.N}): {count} eigenvalues < "
+                    f"min_evals={o.min_evals}, too few for a tail fit (lower min_evals to fit "
+                    "it)")
         return f"{count} eigenvalues < min_evals={o.min_evals}"
     if o.max_evals and count > o.max_evals:
         return f"{count} eigenvalues > max_evals={o.max_evals}"
@@ -51,9 +55,7 @@ def size_skip(plan: LayerPlan, o) -> str:
     return ""
 
 
-_UNSELECTED = "not selected by layers="
-
-
+UNSELECTED = "not selected by layers="  # the reason of a tensor layers= leaves out
 def planned(src: Source, o) -> Iterator[tuple[LayerRef, LayerPlan, str]]:
     """(ref, plan, reason) for every tensor (and every part of a split one), in model order;
     reason '' means it is analysed.
@@ -68,9 +70,9 @@ def planned(src: Source, o) -> Iterator[tuple[LayerRef, LayerPlan, str]]:
     rows = []
     for ref in expand(src, split=o.split, heads=o.heads):
         plan = plan_layer(ref)
-        reason = plan.skip or ("" if keep(ref, plan) else _UNSELECTED) or size_skip(plan, o)
+        reason = plan.skip or ("" if keep(ref, plan) else UNSELECTED) or size_skip(plan, o)
         rows.append((ref, plan, reason))
-    if any(layer_rules(o.layers)) and not any(reason != _UNSELECTED
+    if any(layer_rules(o.layers)) and not any(reason != UNSELECTED
                                               for ref, plan, reason in rows if not plan.skip):
         raise ValueError(_selects_nothing(o.layers, [ref for ref, plan, _ in rows
                                                      if not plan.skip]))

@@ -36,6 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from ..sources import LayerPlan, LayerRef, Source, open_source
 from ..sources.derived import derive
+from ..sources.moe import restack
 from ..sources.split import expand
 from .plan import planned
 
@@ -149,7 +150,7 @@ def identity(ref: LayerRef, plan: LayerPlan) -> dict:
 def tensor_row(ref: LayerRef, plan: LayerPlan) -> dict:
     """The identity of a tensor as stored (the tables of what is, or is not, analysed)."""
     return {"layer_id": ref.index, "name": ref.name, "layer_type": plan.layer_type,
-            "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype}
+            "shape": "x".join(map(str, ref.shape)), "dtype": ref.dtype, "quant": ref.quant}
 
 
 def skipped_row(ref: LayerRef, plan: LayerPlan, reason: str) -> dict:
@@ -159,7 +160,7 @@ def skipped_row(ref: LayerRef, plan: LayerPlan, reason: str) -> dict:
 
 def describe_row(ref: LayerRef, plan: LayerPlan, reason: str) -> dict:
     """``describe``'s row of one tensor (or part): its plan, and whether it is analysed."""
-    return {**tensor_row(ref, plan), "N": plan.N, "M": plan.M, "rf": plan.rf,
+    return {**tensor_row(ref, plan), "expert": ref.expert, "N": plan.N, "M": plan.M, "rf": plan.rf,
             "num_evals": plan.num_evals, "analyze": not reason, "reason": reason}
 
 
@@ -377,15 +378,19 @@ def _aligned(change: np.ndarray, shape: tuple) -> np.ndarray:
 def rejoin(weights: dict[str, np.ndarray], refs: list[LayerRef], edited=frozenset()
            ) -> dict[str, np.ndarray]:
     """The model's own tensors from ``weights`` that also hold split parts (gates, q/k/v,
-    heads): each split tensor becomes its parts, edited or not, joined back along the axis they
-    were cut from, and the parts go (the edited model has the source's tensors, no extra keys).
-    Deepest splits first (heads of a q part, then q/k/v of ``in_proj_weight``). A split tensor
-    named in ``edited`` was edited whole: it stays as it is."""
+    heads; experts, restacked by ``sources.moe.restack``): each split tensor becomes its parts,
+    edited or not, joined back along the axis they were cut from, and the parts go (the edited
+    model has the source's tensors, no extra keys). Deepest splits first (heads of a q part,
+    then q/k/v of ``in_proj_weight``). A split tensor named in ``edited`` was edited whole: it
+    stays as it is."""
     out = dict(weights)
     for ref in reversed(refs):
         if ref.name in edited or not ref.split_into or not all(p in out for p in ref.split_into):
             continue
         parts = [out.pop(p) for p in ref.split_into]
+        if ref.layout.startswith("stack:"):  # experts back into their stack, its orientation
+            out[ref.name] = restack(ref, parts).astype(out[ref.name].dtype, copy=False)
+            continue
         axis = next((i for i, (a, b) in enumerate(zip(ref.shape, parts[0].shape)) if a != b), 0)
         joined = np.concatenate(parts, axis=axis)
         if joined.shape != tuple(ref.shape):

@@ -34,12 +34,13 @@ class Comparison:
 
     @property
     def preferred(self) -> str:
+        """The name of the model the likelihood ratio favours ('' when R = 0)."""
         return self.dist1 if self.R > 0 else self.dist2 if self.R < 0 else ""
 
 
 def loglikelihood_ratio(ll1, ll2, *, nested: bool = False) -> tuple[float, float, float]:
     """(R, p, R / (sqrt(n) sigma)) from per-point log-likelihoods; Wilks' chi2(1) test when
-    ``nested``, else Vuong's normal test p = erfc(|R| / sqrt(2 n sigma^2))."""
+    ``nested``, else Vuong's normal test p = erfc(``|R|`` / sqrt(2 n sigma^2))."""
     ll1 = np.maximum(np.asarray(ll1, dtype=np.float64), _MIN_LOGLIK)
     ll2 = np.maximum(np.asarray(ll2, dtype=np.float64), _MIN_LOGLIK)
     n = ll1.size

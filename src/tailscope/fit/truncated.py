@@ -81,14 +81,17 @@ class TruncatedPowerLawFit:
 
     @property
     def ok(self) -> bool:
+        """Whether the fit succeeded (``status == 'success'``)."""
         return self.status == "success"
 
     @property
     def sigma(self) -> float:
+        """NaN: no standard error of alpha for this model (as ``powerlaw``)."""
         return math.nan  # powerlaw has no standard error for this model
 
     @property
     def tail(self) -> np.ndarray:
+        """The fitted values (those at or above xmin); empty for a failed fit."""
         return self.data[self.data >= self.xmin] if self.ok else self.data[:0]
 
     def cdf(self, x) -> np.ndarray:
@@ -97,6 +100,7 @@ class TruncatedPowerLawFit:
         return _TPL.cdf((self.alpha, self.Lambda), x, self.xmin, self.xmax)
 
     def ccdf(self, x) -> np.ndarray:
+        """Model complementary CDF, 1 - cdf(x), of the tail."""
         return 1.0 - self.cdf(x)
 
     def pdf(self, x) -> np.ndarray:
@@ -107,6 +111,7 @@ class TruncatedPowerLawFit:
         return np.where(inside, np.exp(self.loglikelihoods(safe)), 0.0)
 
     def loglikelihoods(self, x=None) -> np.ndarray:
+        """Per-point log density of the fitted truncated power law over the tail (or ``x``)."""
         x = self.tail if x is None else np.asarray(x, dtype=np.float64)
         return _TPL.logpdf((self.alpha, self.Lambda), x, self.xmin, self.xmax)
 

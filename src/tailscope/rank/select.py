@@ -113,9 +113,12 @@ class RankSelection:
 
     @property
     def explained_variance_ratio(self) -> np.ndarray:
+        """Each eigenvalue's share of the total variance."""
         return self.eigenvalues / self.total_variance
 
     def table(self) -> pd.DataFrame:
+        """K by every rule (the power-law tail, the elbows, Marchenko-Pastur, Gavish-Donoho),
+        one row each with a note."""
         rows = [{"method": "power-law tail (KS xmin)", "k": self.k,
                  "note": f"alpha={self.fit.alpha:.3f}, xmin={self.fit.xmin:.4g}, "
                          f"D={self.fit.D:.4f}" if self.fit.ok else self.fit.reason}]
@@ -156,24 +159,27 @@ def select_rank(X, *, exact: bool | None = None, max_components: int | None = No
     random_state : int
         Start vector of the sparse eigensolver (reproducible results).
 
-    Adaptive mode
-    -------------
-    Computes the largest k singular values (ARPACK), k = 64, 128, 256, ... For a candidate xmin,
-    alpha and the KS distance depend only on the eigenvalues >= xmin, so the fit over the
-    candidates inside the computed top k is *exactly* the full fit restricted to those candidates
-    (the smallest computed value is not a candidate: a tie could continue below it). It stops when
-    the chosen tail holds at most half of the computed eigenvalues and doubling k left K unchanged.
-    Guarantee: K, xmin, alpha and D equal the exact mode's whenever the exact KS minimum lies in
-    the computed top k; a deeper global minimum, below half the spectrum computed last, would be
-    missed. Once k would pass min(n, p) / 32 the dense exact route is cheaper (measured: ARPACK
-    for 256 of 3,824 values takes longer than all 3,824 by eigvalsh) and is taken
-    (``RankSelection.exact`` then says True). The rules that need the whole spectrum
-    (Marchenko-Pastur, Gavish-Donoho) give None in the adaptive mode.
-
     Returns
     -------
     RankSelection
+
+    Notes
+    -----
+    The adaptive mode computes the largest k singular values (ARPACK), k = 64, 128, 256, ... For a
+    candidate xmin, alpha and the KS distance depend only on the eigenvalues >= xmin, so the fit
+    over the candidates inside the computed top k is *exactly* the full fit restricted to those
+    candidates (the smallest computed value is not a candidate: a tie could continue below it). It
+    stops when the chosen tail holds at most half of the computed eigenvalues and doubling k left K
+    unchanged. Guarantee: K, xmin, alpha and D equal the exact mode's whenever the exact KS minimum
+    lies in the computed top k; a deeper global minimum, below half the spectrum computed last,
+    would be missed. Once k would pass min(n, p) / 32 the dense exact route is cheaper (measured:
+    ARPACK for 256 of 3,824 values takes longer than all 3,824 by eigvalsh) and is taken
+    (``RankSelection.exact`` then says True). The rules that need the whole spectrum
+    (Marchenko-Pastur, Gavish-Donoho) give None in the adaptive mode.
     """
+    if random_state is not None and (isinstance(random_state, bool) or not isinstance(
+            random_state, (int, np.integer)) or random_state < 0):
+        raise ValueError(f"random_state must be None or a whole number >= 0; got {random_state!r}")
     X = _as_matrix(X)
     n, p = X.shape
     r = min(n, p)
@@ -314,10 +320,10 @@ def _power_law_svd_class():
 
         Attributes
         ----------
-        components_ : ndarray of shape (n_components_, n_features)
-        singular_values_ : ndarray of shape (n_components_,)
-        explained_variance_ : ndarray of shape (n_components_,)
-        explained_variance_ratio_ : ndarray of shape (n_components_,)
+        components_ : ndarray of shape (K, n_features)
+        singular_values_ : ndarray of shape (K,)
+        explained_variance_ : ndarray of shape (K,)
+        explained_variance_ratio_ : ndarray of shape (K,)
         n_components_ : int
             K, or 1 when no power law can be fitted (fewer than two distinct non-zero eigenvalues,
             e.g. a rank-1 or constant matrix): a degenerate input keeps its leading direction.
@@ -325,7 +331,7 @@ def _power_law_svd_class():
             The fit of the eigenvalues (``fit_.status == 'failed'`` in the fallback case).
         selection_ : RankSelection
         n_features_in_ : int
-        feature_names_in_ : ndarray of shape (n_features_in_,)
+        feature_names_in_ : ndarray of shape (n_features,)
             Defined only when X has feature names that are all strings.
 
         Examples
@@ -348,10 +354,12 @@ def _power_law_svd_class():
             self.random_state = random_state
 
         def fit(self, X, y=None):
+            """Choose K and compute the K components of X; returns self."""
             self.fit_transform(X)
             return self
 
         def fit_transform(self, X, y=None):
+            """Fit, then return X projected on its K components (n_samples x K)."""
             X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=[np.float64],
                               ensure_min_samples=2, ensure_min_features=2)
             if self.algorithm not in ("randomized", "arpack", "exact"):
@@ -399,12 +407,14 @@ def _power_law_svd_class():
             return Xt
 
         def transform(self, X):
+            """X projected on the fitted components (n_samples x K)."""
             check_is_fitted(self)
             X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=[np.float64],
                               reset=False)
             return np.asarray(X @ self.components_.T)
 
         def inverse_transform(self, X):
+            """Map projected data back to the original space (``X @ components_``)."""
             check_is_fitted(self)
             return np.asarray(X) @ self.components_
 

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.columns import BY_NAME, OVER_TRAINED, TABLE_COLUMNS, UNDER_TRAINED
+from ..engine.columns import (
+    BY_NAME,
+    OVER_TRAINED,
+    TABLE_COLUMNS,
+    UNDER_TRAINED,
+    WARNING_EVIDENCE,
+    flag_text,
+)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
@@ -161,8 +168,10 @@ def _cell(value) -> tuple[str, str]:
     return str(value), str(value)
 
 
-def render(analysis, *, title: str | None = None, layer_figures: bool = True) -> str:
-    """The report as an HTML string."""
+def render(analysis, *, title: str | None = None, layer_figures: bool = True,
+           comparison=None) -> str:
+    """The report as an HTML string (``comparison``: ``compare_to_base``'s table, shown as a
+    section of its own)."""
     from . import plots
 
     d = analysis.details
@@ -172,9 +181,9 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
              f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f"<p class='muted'>{s['layers']} layers analysed ({s['success']} fitted, "
-             f"{s['failed']} failed), {s['skipped']} tensors skipped, in "
+             f"{s['failed']} failed), {_skipped(analysis, s)}, in "
              f"{analysis.seconds:.1f} s.</p>"]
-    parts.append("<h2>Summary</h2>" + _cards(s))
+    parts.append("<h2>Summary</h2>" + _cards(s, analysis.summary_layers()))
     parts.append(_warnings(d))
     if len(d):
         figs = [plots.alpha_per_layer(analysis)]
@@ -186,6 +195,8 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
         parts.append("<h2>The model</h2>" + "".join(
             f"<img alt='model figure' src='{plots.data_uri(f)}'>" for f in figs))
     parts.append(_table(d))
+    if comparison is not None:
+        parts.append(_comparison(comparison))
     if layer_figures and len(d):
         parts.append("<h2>Layers</h2><p class='muted'>Open a layer to draw its figures: the ESD "
                      "with xmin (orange), the tail's CCDF against the fit, and D for every "
@@ -199,15 +210,51 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True) ->
     return "\n".join(parts)
 
 
-def _cards(s: dict) -> str:
-    """The summary means and counts as a row of cards."""
-    cards = [("mean alpha", s["alpha"]), ("mean alpha_weighted", s["alpha_weighted"]),
-             ("mean log_alpha_norm", s["log_alpha_norm"]), ("mean log_norm", s["log_norm"]),
-             ("mean log_spectral_norm", s["log_spectral_norm"]),
-             ("mean stable_rank", s["stable_rank"]), ("over-trained", s["over_trained"]),
-             ("under-trained", s["under_trained"])]
-    if "mp_softrank" in s:
-        cards.append(("mean mp_softrank", s["mp_softrank"]))
+def _comparison(table) -> str:
+    """The fine-tune against its base: the figure and the per-layer table."""
+    from ..util.optional import MissingExtra
+    from . import plots
+
+    head = ("<h2>Compared to the base model</h2><p class='muted'>Per layer: alpha of the base "
+            "and of the fine-tuned model, their difference, alpha of W - W_base, the "
+            "correlation traps of each, and the intruder dimensions (top singular vectors of "
+            "the fine-tuned matrix far from every singular vector of the base).</p>")
+    try:
+        fig = f"<img alt='base comparison' src='{plots.data_uri(plots.base_comparison(table))}'>"
+    except MissingExtra as err:
+        fig = f"<p class='muted'>No figure: {html.escape(str(err))}</p>"
+    cols = list(table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v)[1])}</td>" for v in row)
+                   + "</tr>" for row in table.itertuples(index=False))
+    return (head + fig + "<div class='table'><table><thead><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+            + f"</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def _skipped(analysis, s: dict) -> str:
+    """'N tensors skipped (k max_evals, ...)', escaped."""
+    kinds = analysis.skip_counts()
+    return html.escape(f"{s['skipped']} tensors skipped" + (
+        " (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")" if kinds else ""))
+
+
+def _cards(s: dict, layers: dict | None = None) -> str:
+    """The summary means and counts as a row of cards; each mean says over how many layers it
+    was taken (``layers``: :meth:`~tailscope.Analysis.summary_layers`)."""
+    layers = layers or {}
+
+    def mean(k: str) -> tuple[str, float]:
+        n = layers.get(k, s["success"])
+        return f"mean {k} (over {n} of {s['success']} fitted layers)" if n != s["success"] \
+            else f"mean {k} ({n} layers)", s[k]
+
+    names = ["alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm",
+             "stable_rank"] + [k for k in layers if k not in {
+                 "alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm",
+                 "stable_rank", "D"}]
+    cards = [mean(k) for k in names if k in s]
+    cards += [(f"alpha < {OVER_TRAINED:g} (flagged)", s["over_trained"]),
+              (f"alpha > {UNDER_TRAINED:g} (flagged)", s["under_trained"])]
     return "<div class='cards'>" + "".join(
         f"<div class='card'><span class='muted'>{html.escape(k)}</span><b>{_cell(v)[1]}</b></div>"
         for k, v in cards) + "</div>"
@@ -233,7 +280,8 @@ def _layer_section(analysis, key) -> str:
     result = analysis.result(key)
     evals, fit = result.evals, result.fit
     if row["status"] == "success":
-        status = f"alpha {row['alpha']:.3f}" + (f", {row['warning']}" if row["warning"] else "")
+        flag = f", flagged {row['warning']} (convention)" if row["warning"] else ""
+        status = f"alpha {row['alpha']:.3f}{flag}"
     else:
         status = f"{row['status']}: {row['reason']}"
     data = {"evals": _thin(np.sort(evals), 4000) if evals is not None else [], "fit": None}
@@ -271,16 +319,14 @@ def _warnings(d) -> str:
         name = html.escape(f"layer {row['layer_id']} {row['module']}")
         if row["status"] != "success":
             items.append(f"<li>{name}: no fit ({html.escape(str(row['reason']))})</li>")
-        elif row["warning"] == "over-trained":
-            items.append(f"<li>{name}: alpha {row['alpha']:.2f} &lt; {OVER_TRAINED:g} — a very "
-                         "heavy tail: over-trained or over-regularised (HT-SR)</li>")
-        elif row["warning"] == "under-trained":
-            items.append(f"<li>{name}: alpha {row['alpha']:.2f} &gt; {UNDER_TRAINED:g} — close "
-                         "to random: under-trained or poorly correlated</li>")
+        elif row["warning"]:
+            items.append(f"<li>{name}: {html.escape(flag_text(row['warning'], row['alpha']))}"
+                         "</li>")
+    evidence = f"<p class='muted'>{html.escape(WARNING_EVIDENCE)}</p>"
     if not items:
         return (f"<h2>Warnings</h2><p>None: every fitted layer has {OVER_TRAINED:g} &le; alpha "
-                f"&le; {UNDER_TRAINED:g}.</p>")
-    return "<h2>Warnings</h2><ul class='warn'>" + "".join(items) + "</ul>"
+                f"&le; {UNDER_TRAINED:g}.</p>{evidence}")
+    return "<h2>Warnings</h2><ul class='warn'>" + "".join(items) + "</ul>" + evidence
 
 
 def _rows(d, cols, text_cols) -> tuple[str, str]:
@@ -344,8 +390,8 @@ def notebook_html(analysis, *, max_rows: int = 500, figure: bool = True) -> str:
     parts = [f"<div class='tailscope'><style>{_NB_CSS}</style>",
              f"<h3>{html.escape(str(analysis.source))}</h3>",
              f"<p class='muted'>{s['layers']} layers analysed ({s['success']} fitted, "
-             f"{s['failed']} failed), {s['skipped']} tensors skipped, in "
-             f"{analysis.seconds:.1f} s.</p>", _cards(s),
+             f"{s['failed']} failed), {_skipped(analysis, s)}, in "
+             f"{analysis.seconds:.1f} s.</p>", _cards(s, analysis.summary_layers()),
              _warnings(d).replace("<h2>", "<h3>").replace("</h2>", "</h3>")]
     if figure and len(d):
         parts.append(_alpha_figure(analysis))
@@ -353,9 +399,10 @@ def notebook_html(analysis, *, max_rows: int = 500, figure: bool = True) -> str:
     shown = d.iloc[:max_rows]
     head, rows = _rows(shown, cols, text_cols)
     more = (f" Showing the first {max_rows} of {len(d)} rows." if len(d) > max_rows else "")
-    parts.append(f"<h3>Layers</h3><p class='muted'>Rows in red: over-trained (alpha &lt; "
-                 f"{OVER_TRAINED:g}); orange: under-trained (alpha &gt; {UNDER_TRAINED:g}); grey: "
-                 f"failed. {len(cols)} of the {len(d.columns)} columns of <code>details</code>."
+    parts.append(f"<h3>Layers</h3><p class='muted'>Rows in red: alpha &lt; {OVER_TRAINED:g} "
+                 f"(flagged over-trained); orange: alpha &gt; {UNDER_TRAINED:g} (flagged "
+                 f"under-trained), HT-SR's conventions; grey: failed. {len(cols)} of the "
+                 f"{len(d.columns)} columns of <code>details</code>."
                  f"{more}</p><div class='scroll'><table class='layers'><thead><tr>{head}</tr>"
                  f"</thead><tbody>{rows}</tbody></table></div></div>")
     return "\n".join(parts)
@@ -372,11 +419,13 @@ def _alpha_figure(analysis) -> str:
     return f"<img class='alpha-per-layer' alt='alpha per layer' src='{uri}'>"
 
 
-def write_report(analysis, path, *, title: str | None = None, layer_figures: bool = True) -> Path:
-    """Write the report to ``path`` (atomically; its folder is created when missing)."""
+def write_report(analysis, path, *, title: str | None = None, layer_figures: bool = True,
+                 comparison=None) -> Path:
+    """Write the report to ``path`` (atomically; its folder is created when missing);
+    ``comparison``: ``compare_to_base``'s table, as a section."""
     from ..util.io import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render(analysis, title=title, layer_figures=layer_figures)
+    text = render(analysis, title=title, layer_figures=layer_figures, comparison=comparison)
     return atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))

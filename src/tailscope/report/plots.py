@@ -382,6 +382,33 @@ def compare_models(first, second, *, labels=("model A", "model B"), title="", ax
     return finish(fig, path)
 
 
+def base_comparison(table, *, title="", path=None):
+    """A fine-tune against its base (``compare_to_base``'s table): alpha of the base against
+    alpha of the tuned model per layer (on the diagonal: unchanged), and delta alpha with the
+    intruder count per layer."""
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.0))
+    ok = table[["alpha_base", "alpha"]].notna().all(axis=1)
+    a, b = table.loc[ok, "alpha_base"].to_numpy(), table.loc[ok, "alpha"].to_numpy()
+    ax1.scatter(a, b, s=12, color=BLUE)
+    if ok.any():
+        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+        ax1.plot([lo, hi], [lo, hi], "--", color="gray", linewidth=1)
+    ax1.axhspan(OVER_TRAINED, UNDER_TRAINED, color="tab:green", alpha=0.12)
+    ax1.set_xlabel("alpha (base)")
+    ax1.set_ylabel("alpha (fine-tuned)")
+    ax1.set_title(literal(title or "alpha, base vs fine-tuned"))
+    x = np.arange(len(table))
+    ax2.bar(x, table["delta_alpha"].fillna(0).to_numpy(), color=BLUE, label="delta alpha")
+    ax2.set_xlabel("layer (model order)")
+    ax2.set_ylabel("delta alpha")
+    twin = ax2.twinx()
+    twin.plot(x, table["num_intruders"].to_numpy(dtype=float), "o", color=ORANGE, markersize=3,
+              label="intruders")
+    twin.set_ylabel("intruder dimensions")
+    ax2.set_title("change per layer (orange: intruders)")
+    return finish(fig, path)
+
+
 def layer_figures(analysis, folder) -> list[Path]:
     """One PNG per analysed layer (``analyze --plot DIR``)."""
     plt = _pyplot()

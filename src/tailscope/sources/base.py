@@ -8,6 +8,7 @@ nothing computes an eigenvalue, and a tensor is read only when ``LayerRef.load()
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -34,8 +35,19 @@ class LayerRef:
     kh, kw, in, out). ``gates`` names the gate blocks of a stacked recurrent weight in order along
     its output axis (e.g. 'ifgo' for a PyTorch LSTM), when the source knows them. A derived
     matrix (a gate, q/k/v, a head) has its ``parent``'s name; a tensor that was split lists its
-    parts in ``split_into``. ``role`` is 'recurrent' for recurrent weights. ``loader`` reads the
+    parts in ``split_into``. ``role`` is 'recurrent' for recurrent weights, 'constant' for a graph's constant
+    that no layer uses as its weight (listed, skipped). ``loader`` reads the
     tensor (``load()`` calls it; a derived ref passes its own).
+
+    Checkpoints of today's LLMs (``finish.py``): ``expert`` is the expert's number for one
+    matrix of a Mixture-of-Experts layer (None for a dense layer); ``quant`` says how the
+    tensor was stored when it was dequantized ('' for plain floating point); ``role`` is also
+    'conv' (a reader that knows the op or module says the 3-D tensor is a convolution's),
+    'router' or 'shared_expert' (``moe.py``), or 'refused: <why>' (a source pass could not
+    decode it: reported skipped for that reason); ``layout`` 'stack:<spec>' marks a fused expert
+    stack split by ``moe.py``; ``part_loader(i)``,
+    when a reader or dequantizer can, reads the sub-tensor ``[i]`` along the first axis alone
+    (one expert of a fused stack without reading the others).
     """
 
     name: str
@@ -49,6 +61,10 @@ class LayerRef:
     role: str = ""
     parent: str = ""
     split_into: tuple[str, ...] = ()
+    expert: int | None = None
+    quant: str = ""
+    part_loader: Callable[[int], np.ndarray] | None = field(default=None, repr=False,
+                                                            compare=False)
 
     def load(self) -> np.ndarray:
         """The tensor as a numpy array (bf16 arrives as float32)."""
@@ -68,9 +84,9 @@ class LayerRef:
         """This ref with its tensor read now: picklable, so a planned layer can travel to a
         Dask worker. A tensor that cannot be read travels as its error, raised at ``load()``."""
         try:
-            return replace(self, loader=Loaded(np.asarray(self.load())))
+            return replace(self, loader=Loaded(np.asarray(self.load())), part_loader=None)
         except Exception as exc:  # noqa: BLE001 - the layer's failure row says it
-            return replace(self, loader=Raising(str(exc).splitlines()[0] if str(exc) else
+            return replace(self, part_loader=None, loader=Raising(str(exc).splitlines()[0] if str(exc) else
                                                 type(exc).__name__))
 
 
@@ -96,12 +112,14 @@ class Raising:
 
 @dataclass(frozen=True)
 class Source(Sequence):
-    """The tensors of one model, in model order, and what was read to get them."""
+    """The tensors of one model, in model order, and what was read to get them; ``config``
+    is the model's Hugging Face ``config.json`` (a dict) when one was found beside its files."""
 
     refs: tuple[LayerRef, ...]
     format: str
     files: tuple[str, ...]
     note: str = ""
+    config: dict | None = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -153,9 +171,36 @@ def read_exact(path, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
+def file_kind(path: Path) -> str:
+    """What a path that is neither a file nor a folder is: 'a pipe', 'a socket', ..."""
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
 def natural_key(name: str) -> tuple:
     """Sort key that puts 'layers.9' before 'layers.10'."""
     return tuple(int(part) if part.isdigit() else part for part in _NUM.split(name))
+
+
+_HEAD = re.compile(r"^(?:output|score)\.|(?:^|\.)(?:lm_head|embed_out)\.")
+_EMBEDDING = re.compile(r"^(?:[A-Za-z_]\w*\.){0,2}(?:embed_tokens|wte|wpe|tok_embeddings|"
+                        r"word_embeddings|position_embeddings|token_type_embeddings|embed_in|"
+                        r"embed_positions|embeddings|token_embd)\.")
+
+
+def model_order(name: str) -> tuple:
+    """Sort key of a checkpoint whose files list tensors by name (safetensors, its sharded
+    index): the input embeddings first, then numeric-aware name order, the output head
+    (``lm_head``, ``embed_out``, ``output``, ``score``) last, as the forward pass runs
+    (plain name order puts ``lm_head`` before ``model.embed_tokens`` and GPT-2's ``wte`` after
+    its blocks)."""
+    rank = 2 if _HEAD.search(name) else 0 if (_EMBEDDING.search(name)
+                                              and not re.search(r"\.\d+\.", name)) else 1
+    return (rank, natural_key(name))
 
 
 def numbered(items: list[tuple], source: str, layout: str = "torch") -> tuple[LayerRef, ...]:

@@ -162,7 +162,7 @@ def delta_source(src: Source, base: Source) -> Source:
         loader = _failing(why) if why else _delta_loader(ref, match)
         items.append((ref.name, ref.shape, ref.dtype, loader))
     refs = tuple(LayerRef(name=n, index=r.index, shape=tuple(s), dtype=d, source=r.source,
-                          loader=fn, layout=r.layout)
+                          loader=fn, layout=r.layout, expert=r.expert, quant=r.quant)
                  for r, (n, s, d, fn) in zip(src.refs, items))
     return Source(refs, src.format, src.files,
                   _join(src.note, f"minus base model: {base.describe()}"))

@@ -249,7 +249,8 @@ def open_gguf(path: Path) -> Source:
         dtype = _PLAIN.get(t.qtype.name, f"float32 ({t.qtype.name.lower()})")
         if len(shape) == 3 and ("_exps" in t.name or "experts" in t.name):
             for e in range(shape[0]):
-                items.append((f"{t.name}[e{e}]", shape[1:], dtype, _loader(path, t, order, e)))
+                items.append((f"{t.name}[e{e}]", shape[1:], dtype, _loader(path, t, order, e),
+                              {"expert": e}))
             continue
         items.append((t.name, shape, dtype, _loader(path, t, order, None)))
     if not items:

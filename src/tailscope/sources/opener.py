@@ -10,30 +10,20 @@ import atexit
 import contextlib
 import os
 import shutil
-import stat
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import Source, SourceError
+from .base import Source, SourceError, file_kind
+from .finish import finish
 from .hub import is_repo_id, open_hub
 from .numpy import open_array
 from .registry import READERS, open_file, open_folder
 from .torch import is_torch_object, open_torch_object
-
-
-def file_kind(path: Path) -> str:
-    """What a path that is neither a file nor a folder is: 'a pipe', 'a socket', ..."""
-    mode = path.stat().st_mode
-    for test, kind in ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return kind
-    return "not a file"
-
 
 _STDIN_COPIES: list[str] = []
 
@@ -65,8 +55,13 @@ def open_source(x: Any, *, trust_pickle: bool = False) -> Source:
     # the docstring is built below, its formats from the registry's readers
     if isinstance(x, Source):
         return x
-    if isinstance(x, str) and x == "-":
-        return open_file(stdin_copy(), trust_pickle)
+    return finish(_opened(x, trust_pickle))
+
+
+def _opened(x: Any, trust_pickle: bool) -> Source:
+    """The reader's ``Source`` for ``x``, before ``finish``'s passes."""
+    if isinstance(x, str) and x == "-":  # no config.json: the copy is in a temporary folder
+        return replace(open_file(stdin_copy(), trust_pickle), config={})
     if isinstance(x, (str, Path)):
         path = Path(x).expanduser()
         try:

@@ -17,17 +17,45 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Probe, Reader, Source, SourceError, natural_key, numbered, read_exact
+from .base import Probe, Reader, Source, SourceError, model_order, natural_key, numbered, read_exact
 
 # The one dtype table, for reading and writing: safetensors code -> the dtype name users see.
-# bfloat16 has no numpy dtype: it is stored as uint16 and read as float32 (never written).
+# bfloat16 has no numpy dtype: it is stored as uint16 and read as float32 (never written). The
+# 8-bit floats (FP8 weights, e8m0 scales) are stored as uint8 and read as float32 through a
+# 256-entry table (exactly: every 8-bit float is a float32); ``_WIDE`` lists the widened codes.
 _NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+          "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
           "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
           "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool"}
-_DTYPES = {code: np.dtype(np.uint16 if name == "bfloat16" else name).type
-           for code, name in _NAMES.items()}
-_CODES = {name: code for code, name in _NAMES.items() if name != "bfloat16"}
+_WIDE = {"BF16": np.uint16, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8, "F8_E8M0": np.uint8}
+_DTYPES = {code: np.dtype(_WIDE.get(code, name)).type for code, name in _NAMES.items()}
+_CODES = {name: code for code, name in _NAMES.items() if code not in _WIDE}
 _MAX_HEADER = 100 * 1024 * 1024
+
+
+def float8_table(name: str) -> np.ndarray:
+    """The float32 value of each of the 256 bytes of an 8-bit float format (OCP FP8):
+    'float8_e4m3fn' (bias 7, no infinities, S.1111.111 is NaN), 'float8_e5m2' (bias 15, IEEE-like)
+    or 'float8_e8m0fnu' (the MX scale: 2**(e - 127), 0xFF is NaN)."""
+    b = np.arange(256, dtype=np.int64)
+    if name == "float8_e8m0fnu":
+        out = np.ldexp(1.0, b - 127)
+        out[255] = np.nan
+        return out.astype(np.float32)
+    ebits, mbits = {"float8_e4m3fn": (4, 3), "float8_e5m2": (5, 2)}[name]
+    bias = (1 << (ebits - 1)) - 1
+    sign = np.where(b >> 7, -1.0, 1.0)
+    e = (b >> mbits) & ((1 << ebits) - 1)
+    m = b & ((1 << mbits) - 1)
+    normal = np.ldexp(1.0 + m / (1 << mbits), e - bias)
+    sub = np.ldexp(m / (1 << mbits), 1 - bias)
+    out = sign * np.where(e == 0, sub, normal)
+    top = e == (1 << ebits) - 1
+    if name == "float8_e5m2":
+        out[top] = np.where(m[top] == 0, sign[top] * np.inf, np.nan)
+    else:
+        out[top & (m == (1 << mbits) - 1)] = np.nan
+    return out.astype(np.float32)
 
 
 def read_header(path: Path) -> tuple[int, dict]:
@@ -97,12 +125,26 @@ def _loader(path: Path, offset: int, dtype: str, shape: tuple[int, ...]):
             raise SourceError(f"unsupported safetensors dtype {dtype}")
         count = math.prod(shape)
         if count == 0:
-            return np.empty(shape, dtype=np.float32 if dtype == "BF16" else _DTYPES[dtype])
+            return np.empty(shape, dtype=np.float32 if dtype in _WIDE else _DTYPES[dtype])
         mm = read_exact(path, offset, _DTYPES[dtype], shape)
         if dtype == "BF16":  # bfloat16 is the top half of a float32
             return (mm.astype(np.uint32) << 16).view(np.float32)
+        if dtype in _WIDE:  # an 8-bit float: its value, from the table
+            return float8_table(_NAMES[dtype])[mm]
         return mm
     return load
+
+
+def _part_loader(path: Path, offset: int, dtype: str, shape: tuple[int, ...]):
+    """Reads ``[i]`` along the first axis alone: that sub-tensor's bytes, nothing else."""
+    inner = shape[1:]
+    step = math.prod(inner) * (np.dtype(_DTYPES[dtype]).itemsize if dtype in _DTYPES else 0)
+
+    def load_part(i: int) -> np.ndarray:
+        if not 0 <= i < shape[0]:
+            raise IndexError(f"part {i} of a tensor of {shape[0]}")
+        return _loader(path, offset + i * step, dtype, inner)()
+    return load_part
 
 
 def _items(path: Path, names=None) -> list:
@@ -114,18 +156,21 @@ def _items(path: Path, names=None) -> list:
         shape = tuple(int(s) for s in info["shape"])
         begin = info["data_offsets"][0]
         dtype = info["dtype"]
+        extra = {"part_loader": _part_loader(path, base + begin, dtype, shape)} \
+            if len(shape) >= 3 and dtype in _DTYPES else {}
         out.append((name, shape, _NAMES.get(dtype, dtype.lower()),
-                    _loader(path, base + begin, dtype, shape)))
+                    _loader(path, base + begin, dtype, shape), extra))
     return out
 
 
 def open_safetensors(files: list[Path]) -> Source:
-    """One or more safetensors files; tensors in numeric-aware name order, file by file."""
+    """One or more safetensors files; tensors in model order (``base.model_order``: embeddings
+    first, then numeric-aware name order, the output head last), file by file."""
     items = []
     for path in files:
-        items.extend(sorted(_items(Path(path)), key=lambda it: natural_key(it[0])))
+        items.extend(sorted(_items(Path(path)), key=lambda it: model_order(it[0])))
     if len(files) > 1:
-        items.sort(key=lambda it: natural_key(it[0]))
+        items.sort(key=lambda it: model_order(it[0]))
     return Source(numbered(items, str(files[0])), "safetensors", tuple(str(f) for f in files))
 
 
@@ -157,7 +202,7 @@ def open_sharded(index: Path) -> Source:
     if missing:
         raise SourceError(f"{index}: {len(missing)} tensors listed in the index are not in their "
                           f"shards (e.g. {sorted(missing)[0]!r})")
-    items = [by_name[n] for n in sorted(by_name, key=natural_key)]
+    items = [by_name[n] for n in sorted(by_name, key=model_order)]
     files = tuple(str(index.parent / s) for s in sorted(shards, key=natural_key))
     return Source(numbered(items, str(index)), "safetensors (sharded)", files,
                   f"{len(shards)} shards from {index.name}")

@@ -231,6 +231,14 @@ def densify(sp: Sparsity, values: np.ndarray, shape: tuple[int, ...]) -> np.ndar
     return out
 
 
+def _type_name(tflite, ttype: int) -> str:
+    """A TFLite tensor type's name, lower case ('int4'), or 'type N' for one the schema lacks."""
+    for k, v in vars(tflite.TensorType).items():
+        if v == ttype and not k.startswith("_"):
+            return k.lower()
+    return f"type {ttype}"
+
+
 def _layout_shape(shape: tuple[int, ...], change: str) -> tuple[int, ...]:
     """The shape ``_layout`` gives an array of ``shape``."""
     if change == _CONV and len(shape) == 4:
@@ -306,12 +314,21 @@ def open_tflite(path: Path) -> Source:
             except (ValueError, IndexError, TypeError, struct.error) as exc:
                 sparse_error = one_line(exc)
         seen.add((sub, t_index))
+        seen.add((sub, index))  # the constant behind a DEQUANTIZE / DENSIFY is this row too
+        constant = role == "constant"
         shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-        if len(shape) < 2:
+        if len(shape) < 2 and not constant:
             return
         ttype = tensor.Type()
         stored = "bfloat16" if ttype == _BF16 else _TYPES.get(ttype)
-        if stored is None:
+        name = (tensor.Name() or b"").decode("utf-8", "replace") or f"{op_label}.{role}"
+        if stored is None:  # a type not read here (int4, complex, string, ...): a failed row
+            kind = _type_name(tflite, ttype)
+
+            def unread(name=name, kind=kind):
+                raise SourceError(f"{path}: {name}: {kind} values, which tailscope cannot read")
+            items.append((unique(name), shape, kind, unread,
+                          {"role": "constant"} if constant else {}))
             return
         q = tensor.Quantization()
         scale = np.array(q.ScaleAsNumpy()) if q is not None and q.ScaleLength() else None
@@ -319,9 +336,10 @@ def open_tflite(path: Path) -> Source:
         axis = q.QuantizedDimension() if q is not None else 0
         is_int = stored.startswith(("int", "uint"))
         if is_int and scale is None and role == "embedding":
+            seen.discard((sub, t_index))  # listed below as a constant, not as an embedding
+            seen.discard((sub, index))
             return  # a GATHER of integer constants (shapes, indices), not a table of weights
         dtype = f"float32 ({stored})" if is_int and scale is not None else stored
-        name = (tensor.Name() or b"").decode("utf-8", "replace") or f"{op_label}.{role}"
         if any(d < 0 for d in shape):
             raise SourceError(f"{path}: tensor {name!r} has a negative dimension {shape}; "
                               "the file is damaged")
@@ -359,11 +377,18 @@ def open_tflite(path: Path) -> Source:
                 a = _dequantized(path, name, a, scale, zero, axis)
             return _layout(a, change)
 
-        extra = {"role": "recurrent"} if change == "rec" else {}
+        extra = {"role": "recurrent"} if change == "rec" else \
+            {"role": "constant"} if constant else {}
         items.append((unique(name), out_shape, dtype, load, extra))
 
     try:
         _walk(f, tflite, n_sub, codes, names_of, listed)
+        if items:  # every other constant is a row too (skipped: a bias, a shape, a table)
+            for sub in range(n_sub):
+                g = f.model.Subgraphs(sub)
+                for t_index in range(g.TensorsLength()):
+                    if (sub, t_index) not in seen and f.where(g.Tensors(t_index)) is not None:
+                        listed(g, sub, t_index, "constant", "", f"tensor_{t_index}", {})
     except SourceError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer fails where it is read

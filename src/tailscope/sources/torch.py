@@ -200,14 +200,75 @@ def _check_views(pairs: list[tuple[str, Any]], where: str) -> None:
             raise SourceError(f"{where}: {name[:80]} is {problem}")
 
 
-def _items_from_mapping(pairs: list[tuple[str, Any]]) -> list:
+def _items_from_mapping(pairs: list[tuple[str, Any]], convs: frozenset = frozenset()) -> list:
+    """(name, shape, dtype, loader, extra): a 3-D tensor or more reads ``[i]`` alone
+    (``part_loader``); the weights of conv modules (``convs``) have ``role='conv'``."""
     items = []
     for name, t in pairs:
+        extra: dict = {"role": "conv"} if name in convs else {}
         if isinstance(t, np.ndarray):
-            items.append((name, t.shape, str(t.dtype), (lambda a=t: a)))
+            if t.ndim >= 3:
+                extra["part_loader"] = lambda i, a=t: a[i]
+            items.append((name, t.shape, str(t.dtype), (lambda a=t: a), extra))
         else:
-            items.append((name, tuple(t.shape), _dtype_name(t), (lambda a=t: _to_numpy(a))))
+            if t.dim() >= 3:
+                extra["part_loader"] = lambda i, a=t: _to_numpy(a[i])
+            items.append((name, tuple(t.shape), _dtype_name(t), (lambda a=t: _to_numpy(a)),
+                          extra))
     return items
+
+
+def _conv_weights(module) -> frozenset:
+    """The state-dict names of the weights of a module's convolutions (their type known)."""
+    torch = _torch()
+    kinds = (torch.nn.Conv1d, torch.nn.ConvTranspose1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+    return frozenset(f"{n}.weight" if n else "weight" for n, m in module.named_modules()
+                     if isinstance(m, kinds))
+
+
+_CONV_OPS = {"aten::conv1d", "aten::conv_transpose1d", "aten::conv2d", "aten::conv_transpose2d",
+             "aten::_convolution", "aten::convolution"}
+
+
+def _script_convs(module) -> frozenset:
+    """The state-dict names of the tensors a TorchScript module's forward passes to a
+    convolution op as its weight (its inlined graph: ``aten::conv1d(x, self.a.b.weight, ...)``),
+    and of its ``Conv1d`` / ``Conv2d`` submodules' weights; empty when the graph cannot be read."""
+    found = {f"{n}.weight" if n else "weight" for n, m in module.named_modules()
+             if getattr(m, "original_name", "") in ("Conv1d", "ConvTranspose1d", "Conv2d",
+                                                     "ConvTranspose2d")}
+
+    def attr_path(value) -> str | None:
+        names, node = [], value.node()
+        while node.kind() == "prim::GetAttr":
+            names.append(node.s("name"))
+            node = node.input().node()
+        return ".".join(reversed(names)) if node.kind() == "prim::Param" and names else None
+
+    try:
+        graph = module.inlined_graph  # held: its nodes live as long as it does
+        blocks = [graph]
+        while blocks:
+            for node in blocks.pop().nodes():
+                if node.kind() in _CONV_OPS:
+                    inputs = list(node.inputs())
+                    path = attr_path(inputs[1]) if len(inputs) > 1 else None
+                    if path:
+                        found.add(path)
+                blocks.extend(node.blocks())
+    except Exception:  # noqa: BLE001 - no graph to read: only the module types are known
+        pass
+    return frozenset(found)
+
+
+def _config_of(module) -> dict | None:
+    """A transformers model's ``config`` as its config.json dict (None for anything else)."""
+    to_dict = getattr(getattr(module, "config", None), "to_dict", None)
+    try:
+        config = to_dict() if callable(to_dict) else None
+    except Exception:  # noqa: BLE001 - not a transformers config after all
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def open_torch_object(x: Any) -> Source:
@@ -216,10 +277,13 @@ def open_torch_object(x: Any) -> Source:
             isinstance(v, np.ndarray) for v in x.values()) and x:
         items = [(k, v.shape, str(v.dtype), (lambda a=v: a)) for k, v in x.items()]
         return Source(numbered(items, "<memory>"), "state dict (numpy)", ("<memory>",))
-    import_torch()
+    torch = import_torch()
     pairs = _unwrap(x, "the object")
     kind = "torch.nn.Module" if is_torch_object(x) else "state dict"
-    return Source(numbered(_items_from_mapping(pairs), "<memory>"), kind, ("<memory>",))
+    module = isinstance(x, torch.nn.Module)
+    convs = _conv_weights(x) if module else frozenset()
+    return Source(numbered(_items_from_mapping(pairs, convs), "<memory>"), kind, ("<memory>",),
+                  config=_config_of(x) if module else None)
 
 
 def open_torch_file(path: Path, kind: str, *, trust_pickle: bool = False) -> Source:
@@ -232,7 +296,8 @@ def open_torch_file(path: Path, kind: str, *, trust_pickle: bool = False) -> Sou
         except Exception as exc:
             raise SourceError(f"{path}: cannot load the TorchScript archive: {one_line(exc)}") from None
         pairs = list(module.state_dict().items())
-        return Source(numbered(_items_from_mapping(pairs), str(path)), "torchscript",
+        return Source(numbered(_items_from_mapping(pairs, _script_convs(module)), str(path)),
+                      "torchscript",
                       (str(path),))
     _check_legacy(path)
     replaced: tuple[str, ...] = ()

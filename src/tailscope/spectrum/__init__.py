@@ -14,7 +14,7 @@ from .esd import (
     top_right_vectors,
     top_singular_values,
 )
-from .metrics import alpha_metrics, detx, ecs_self_consistent, matrix_rank, norm_metrics
+from .metrics import alpha_metrics, detx, ecs_self_consistent, matrix_rank, norm_metrics, spectrum_snr
 from .mp import MPFit, MPFitError, mp_density, mp_edges, mp_fit, mp_gram_edges, mp_median
 from .randomize import RandomizedESD, randomized_esd, shuffle_elements
 from .windows import conv_window_eigenvalues, window_eigenvalues
@@ -25,5 +25,5 @@ __all__ = ["MPFit", "MPFitError", "RandomizedESD", "all_eigenpairs", "all_eigenv
            "get_backend", "gram",
            "gram_eigh", "gram_smaller_side", "lowrank_eigenvalues", "matrix_rank", "mp_density",
            "mp_edges", "mp_fit", "mp_gram_edges", "mp_median", "norm_metrics", "randomized_esd",
-           "shuffle_elements", "sparse_gram", "top_right_vectors", "top_singular_values",
+           "shuffle_elements", "spectrum_snr", "sparse_gram", "top_right_vectors", "top_singular_values",
            "window_eigenvalues"]

@@ -138,3 +138,26 @@ def ecs_self_consistent(evals: np.ndarray, reference_rank: int | None = None,
             else np.zeros(cands.size))
     best = np.lexsort((-ranks[cands], dist, np.abs(F[cands])))[0]
     return int(ranks[cands[best]])
+
+
+def spectrum_snr(sv: np.ndarray, n: int, m: int) -> float:
+    """Spectrum's signal-to-noise ratio of a matrix (Hartford et al., arXiv 2406.06623;
+    cognitivecomputations/spectrum ``spectrum.py``) from its singular values ``sv`` (any order)
+    and its shape n x m: sigma = IQR(sv) / 1.349 (linear-interpolated quartiles, as
+    ``torch.quantile``), tau = sigma (1 + sqrt(beta)) with beta = min(n, m) / max(n, m),
+    SNR = (sum of sv > tau) / (sum of sv <= tau) / max(sv). As the reference: no value above tau
+    gives signal 0, none below gives noise 1; noise 0 gives inf."""
+    s = np.asarray(sv, dtype=np.float64)
+    if s.size == 0 or not np.all(np.isfinite(s)):
+        return math.nan
+    q75, q25 = np.quantile(s, [0.75, 0.25])
+    sigma = (q75 - q25) / 1.349
+    beta = n / m if n < m else m / n
+    tau = sigma * math.sqrt((1 + math.sqrt(beta)) ** 2)
+    signal_mask = s > tau
+    signal = float(s[signal_mask].sum()) if signal_mask.any() else 0.0
+    noise = float(s[~signal_mask].sum()) if (~signal_mask).any() else 1.0
+    smax = float(s.max())
+    if noise == 0:
+        return math.inf
+    return signal / noise / smax if smax != 0 else math.nan

@@ -39,13 +39,27 @@ def jensen_shannon_distance(p: np.ndarray, q: np.ndarray) -> float:
 
     WeightWatcher passes the two *sorted eigenvalue vectors*, so this compares them entry by
     entry (quantile against quantile), not as histograms.
+
+    Exactly 0 where the two vectors coincide to round-off (each normalised entry within
+    ``L * 8 eps`` of the other, relative to the largest): the divergence of two vectors that
+    differ only by rounding is a difference of nearly equal logarithms, and its square root is
+    rounding noise of order 1e-9, or NaN when the difference comes out negative (WeightWatcher
+    reports that NaN). A divergence below zero from rounding is 0, never NaN.
+
+    >>> jensen_shannon_distance([1.0, 2.0, 3.0], [1.0, 2.0, 3.0 + 1e-15])
+    0.0
     """
     from scipy.stats import entropy
 
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
+    if p.shape == q.shape and p.size:
+        pn, qn = p / p.sum(), q / q.sum()
+        if np.max(np.abs(pn - qn)) <= p.size * 8 * np.finfo(np.float64).eps * max(
+                float(np.max(np.abs(pn))), float(np.max(np.abs(qn)))):
+            return 0.0
     m = (p + q) / 2
-    return float(np.sqrt((entropy(p, m) + entropy(q, m)) / 2))
+    return float(np.sqrt(max((entropy(p, m) + entropy(q, m)) / 2, 0.0)))
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,10 @@ def randomized_esd(mats: Sequence[np.ndarray], evals: np.ndarray, N: int, M: int
 
     rand = np.sort(np.concatenate([one_shuffle() for _ in range(replicas)]))
     fresh = np.sort(one_shuffle())
+    if M == 1 and fresh.size == evals.size:
+        # N x 1 matrices (depthwise conv slices): a matrix's one eigenvalue is its squared norm,
+        # which a shuffle keeps; the shuffled ESD is the real one (not its rounding)
+        fresh = evals.copy()
     lam_max = float(evals.max())
     try:
         fit, reason = mp_fit(rand, N, M), ""

@@ -6,18 +6,23 @@ Dask, SQLAlchemy, psycopg and pyyaml are imported only when used (``pip install 
 
 from ..engine.dask import SchedulerError
 from .correlate import (
+    LayerSetWarning,
     bootstrap_intervals,
+    common_layer_models,
     correlate,
     group_seed,
+    layer_set_notes,
     rank_correlations,
     scatter_figure,
+    spearman_exact_p,
     write_zoo_report,
 )
 from .manifest import ManifestError, quality_columns, read_manifest
 from .run import ZooRun, analyze_model, options_key, run_zoo
 from .store import Store, StoreError, open_store
 
-__all__ = ["ManifestError", "SchedulerError", "Store", "StoreError", "ZooRun", "analyze_model",
-           "bootstrap_intervals", "correlate", "group_seed", "open_store", "options_key",
-           "quality_columns", "rank_correlations", "read_manifest", "run_zoo", "scatter_figure",
-           "write_zoo_report"]
+__all__ = ["LayerSetWarning", "ManifestError", "SchedulerError", "Store", "StoreError", "ZooRun",
+           "analyze_model", "bootstrap_intervals", "common_layer_models", "correlate",
+           "group_seed", "layer_set_notes", "open_store", "options_key", "quality_columns",
+           "rank_correlations", "read_manifest", "run_zoo", "scatter_figure",
+           "spearman_exact_p", "write_zoo_report"]

@@ -3,8 +3,10 @@ with seeded bootstrap confidence intervals, and scatter plots of metric against 
 
 from __future__ import annotations
 
+import functools
 import html
 import math
+import warnings
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,6 +110,160 @@ def _models(data, key=None) -> pd.DataFrame:
                     f"{type(data).__name__}")
 
 
+class LayerSetWarning(UserWarning):
+    """Models of one group were analysed on different layer sets, so their summary means are
+    not over the same layers (see :func:`layer_set_notes`)."""
+
+
+def _layers(data, key=None):
+    """(layer table, details of one model) when ``data`` is a ZooRun or a store; else None."""
+    from .store import Store, open_store
+
+    if isinstance(getattr(data, "models", None), pd.DataFrame) and hasattr(data, "store"):
+        store, key = data.store, data.key  # a ZooRun
+    elif isinstance(data, (Store, str, Path)):
+        store = open_store(data)
+        key = key or store.latest_key()
+    else:
+        return None
+    return store.layer_table(key), (lambda name: store.details(name, key))
+
+
+def _family(models: pd.DataFrame, column: str = "group") -> list[tuple[str, pd.DataFrame]]:
+    """The successfully analysed models by group (all together when none has a group)."""
+    ok = models[models["status"] == "success"] if "status" in models.columns else models
+    if column not in ok.columns or not ok[column].fillna("").astype(str).ne("").any():
+        return [("", ok)]
+    return [(str(g), part) for g, part in ok.groupby(ok[column].fillna("").astype(str),
+                                                      sort=True)]
+
+
+def layer_set_notes(models: pd.DataFrame, layers: pd.DataFrame, column: str = "group",
+                    common: bool = False) -> list[str]:
+    """One line per group whose models were analysed on different layer sets: how many layers
+    all of them have, and why the others are missing from some (counted by kind: which option
+    skipped them, a failed fit, or not in the model).
+
+    ``models``: the models table; ``layers``: :meth:`Store.layer_table` (model, name, status,
+    reason). ``common``: the means were restricted to the common layers (the line says so).
+    """
+    from ..engine.result import skip_kind
+
+    notes = []
+    for g, part in _family(models, column):
+        names = list(part["name"])
+        if len(names) < 2:
+            continue
+        rows = layers[layers["model"].isin(names)]
+        fitted = {m: set(rows.loc[(rows["model"] == m) & (rows["status"] == "success"), "name"])
+                  for m in names}
+        sets = list(fitted.values())
+        if all(x == sets[0] for x in sets):
+            continue
+        shared = set.intersection(*sets)
+        union = set.union(*sets)
+        why: dict[str, int] = {}
+        for m in names:
+            own = rows[rows["model"] == m].set_index("name")
+            for layer in union - fitted[m]:
+                if layer not in own.index:
+                    kind = "not in the model"
+                else:
+                    r = own.loc[layer]
+                    r = r.iloc[0] if isinstance(r, pd.DataFrame) else r
+                    kind = "failed fit" if r["status"] == "failed" else skip_kind(str(r["reason"]))
+                why[kind] = why.get(kind, 0) + 1
+        sizes = sorted(len(x) for x in sets)
+        who = f"group {g!r}" if g else "the models"
+        counted = ", ".join(f"{n} {k}" for k, n in sorted(why.items(), key=lambda t: -t[1]))
+        tail = (f"the means are restricted to those {len(shared)} layers (common_layers)"
+                if common else "restrict the means to them with --common-layers "
+                "(correlate(common_layers=True)) to compare like with like")
+        notes.append(f"{who}: its {len(names)} models were fitted on different layer sets "
+                     f"({sizes[0]} to {sizes[-1]} layers; {len(shared)} common to all); a layer "
+                     f"missing from a model was left out by: {counted}; {tail}")
+    return notes
+
+
+def common_layer_models(models: pd.DataFrame, layers: pd.DataFrame, details,
+                        column: str = "group") -> pd.DataFrame:
+    """The models table with each successfully analysed model's summary means (and its
+    ``layers``, ``success``, ``failed``, ``over_trained``, ``under_trained`` counts) recomputed
+    over the layers fitted in every model of its group: ``details(name)`` gives a model's stored
+    per-layer table."""
+    from ..engine.result import summarize
+
+    out = models.copy()
+    for _, part in _family(models, column):
+        names = list(part["name"])
+        rows = layers[layers["model"].isin(names) & (layers["status"] == "success")]
+        shared = set.intersection(*(set(rows.loc[rows["model"] == m, "name"]) for m in names)) \
+            if names else set()
+        for m in names:
+            d = details(m)
+            sub = d[d["name"].isin(shared) & (d["status"] == "success")]
+            idx = out.index[out["name"] == m]
+            for k, v in summarize(sub, 0).items():
+                if k in out.columns and k != "skipped":
+                    out.loc[idx, k] = v
+    out.attrs = dict(models.attrs)
+    return out
+
+
+def check_quality(models: pd.DataFrame, quality: str) -> None:
+    """A quality column is usable: some analysed model has a number in it, and none has an
+    infinite one (ValueError, one line, otherwise: never an n = 0 table, never inf read as
+    missing)."""
+    ok = models[models["status"] == "success"] if "status" in models.columns else models
+    values = pd.to_numeric(ok[quality], errors="coerce").astype(float)
+    inf = ok.loc[np.isinf(values.to_numpy()), "name"] if "name" in ok.columns else values[
+        np.isinf(values.to_numpy())]
+    if len(inf):
+        raise ValueError(f"quality column {quality!r}: infinite value(s) for "
+                         f"{', '.join(map(str, list(inf)[:3]))}{' ...' if len(inf) > 3 else ''}"
+                         "; give finite numbers, or leave a value empty when unknown")
+    if not np.isfinite(values.to_numpy()).any():
+        raise ValueError(f"quality column {quality!r} has no number for any of the "
+                         f"{len(ok)} analysed model(s): nothing to correlate")
+
+
+# up to this many pairs, spearman_p is the exact permutation p-value (8! = 40,320 pairings)
+EXACT_SPEARMAN_N = 8
+
+
+@functools.lru_cache(maxsize=EXACT_SPEARMAN_N + 1)
+def _pairings(n: int) -> np.ndarray:
+    """Every permutation of range(n), one per row (n! x n, int8)."""
+    from itertools import permutations
+
+    return np.array(list(permutations(range(n))), dtype=np.int8).reshape(-1, n)
+
+
+def spearman_exact_p(x, y) -> float:
+    """The exact two-sided permutation p-value of Spearman's rho for small n: the share of the
+    n! pairings of the y ranks with the x ranks whose |rho| reaches the observed |rho| (to
+    round-off). Ties get average ranks, as ``scipy.stats.spearmanr``. What
+    ``scipy.stats.permutation_test(..., permutation_type='pairings')`` computes exactly when
+    its resamples cover every pairing.
+
+    >>> round(spearman_exact_p([1, 2, 3, 4, 5], [2, 4, 6, 8, 10]), 6)  # 2 of 120 pairings
+    0.016667
+    """
+    from scipy.stats import rankdata
+
+    rx = rankdata(np.asarray(x, dtype=float))
+    ry = rankdata(np.asarray(y, dtype=float))
+    n = rx.size
+    if n > EXACT_SPEARMAN_N:
+        raise ValueError(f"{n} pairs: the exact distribution is for n <= {EXACT_SPEARMAN_N}")
+    rx -= rx.mean()
+    ry -= ry.mean()
+    denom = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
+    observed = abs(float((rx * ry).sum())) / denom
+    rhos = np.abs(ry[_pairings(n)] @ rx) / denom
+    return float(np.count_nonzero(rhos >= observed - 1e-12) / rhos.size)
+
+
 def _stats(x: np.ndarray, y: np.ndarray) -> dict:
     from scipy import stats
 
@@ -117,6 +273,8 @@ def _stats(x: np.ndarray, y: np.ndarray) -> dict:
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return out  # no correlation is defined: NaN, never a number
     rho, p = stats.spearmanr(x, y)
+    if n <= EXACT_SPEARMAN_N:  # the t approximation is far off here (1e-24 for rho = 1, n = 5)
+        p = spearman_exact_p(x, y)
     tau, kp = stats.kendalltau(x, y)
     r = stats.pearsonr(x, y)[0]
     out.update(spearman_rho=float(rho), spearman_p=float(p), kendall_tau=float(tau),
@@ -126,7 +284,7 @@ def _stats(x: np.ndarray, y: np.ndarray) -> dict:
 
 def correlate(data, quality: str, *, metrics=METRICS, by_group: bool = True,
               key: str | None = None, groups: Sequence[str] = ("group",), bootstrap: int = 0,
-              level: float = 0.9, seed: int = 0) -> pd.DataFrame:
+              level: float = 0.9, seed: int = 0, common_layers: bool = False) -> pd.DataFrame:
     """Spearman rho, Kendall tau and R^2 (of the least-squares line) of each summary metric against
     a quality column, over all models and per group.
 
@@ -150,13 +308,26 @@ def correlate(data, quality: str, *, metrics=METRICS, by_group: bool = True,
         With N > 0, percentile bootstrap intervals at ``level`` from N resamples of the models
         (columns spearman_low/high, kendall_low/high; see :func:`bootstrap_intervals`), seeded by
         ``seed`` and the group's name (:func:`group_seed`).
+    common_layers : bool
+        Recompute each model's summary means over the layers fitted in every model of its
+        group (``groups[0]``; all models together when none has a group), so that members are
+        compared on one layer set (:func:`common_layer_models`). Needs the layers: ``data`` a
+        ZooRun or a store.
 
     Returns
     -------
     pandas.DataFrame
         Columns metric, group ('all' or a group name), n, spearman_rho, spearman_p, kendall_tau,
         kendall_p, r2 (with the intervals: ``INTERVAL_COLUMNS``). Only models analysed
-        successfully with a finite metric and quality count.
+        successfully with a finite metric and quality count. ``attrs['notes']``: the groups
+        whose members were fitted on different layer sets (:func:`layer_set_notes`); without
+        ``common_layers`` each is also a :class:`LayerSetWarning`.
+
+    Notes
+    -----
+    With n <= 8 models, spearman_p is the exact permutation p-value (two-sided: the share of
+    the n! pairings whose |rho| is at least the observed one; rho = 1 with n = 5 gives
+    2 / 120 = 0.0167), not the t approximation, which is far too small there.
     """
     models = _models(data, key)
     if quality not in models.columns:
@@ -167,6 +338,17 @@ def correlate(data, quality: str, *, metrics=METRICS, by_group: bool = True,
     if bad:
         raise ValueError(f"unknown summary metric(s) {', '.join(bad)}; choose from "
                          f"{', '.join(SUMMARY_METRICS)}")
+    check_quality(models, quality)
+    info = _layers(data, key)
+    if common_layers and info is None:
+        raise ValueError("common_layers needs the models' layers: pass a ZooRun or a store, "
+                         "not a models table")
+    column = groups[0] if groups else "group"
+    notes = layer_set_notes(models, info[0], column, common=common_layers) if info else []
+    if common_layers:
+        models = common_layer_models(models, info[0], info[1], column)
+    for note in notes if not common_layers else ():
+        warnings.warn(note, LayerSetWarning, stacklevel=2)
     ok = models[models["status"] == "success"] if "status" in models.columns else models
     parts = [("all", ok)]
     for column in groups if by_group else ():
@@ -184,7 +366,9 @@ def correlate(data, quality: str, *, metrics=METRICS, by_group: bool = True,
                 row.update(bootstrap_intervals(x[keep], y[keep], replicates=bootstrap,
                                                level=level, seed=group_seed(seed, gname)))
             rows.append(row)
-    return pd.DataFrame(rows, columns=INTERVAL_COLUMNS if bootstrap else CORRELATION_COLUMNS)
+    table = pd.DataFrame(rows, columns=INTERVAL_COLUMNS if bootstrap else CORRELATION_COLUMNS)
+    table.attrs["notes"] = notes
+    return table
 
 
 def scatter_figure(data, quality: str, metric: str = "alpha", *, ax=None, path=None, key=None):

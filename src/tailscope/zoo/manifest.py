@@ -119,6 +119,10 @@ def read_manifest(path) -> pd.DataFrame:
             if math.isnan(v) and text and text.lower() not in _MISSING:
                 raise ManifestError(f"{path}: row {i + 2}, quality column {col!r}: {text[:40]!r} "
                                     "is not a number (leave it empty when unknown)")
+            if math.isinf(v):
+                raise ManifestError(f"{path}: row {i + 2}, quality column {col!r}: {text[:40]!r} "
+                                    "is infinite; give a finite number (leave it empty when "
+                                    "unknown)")
         out[col] = values
     return out
 

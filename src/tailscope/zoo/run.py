@@ -59,6 +59,7 @@ def analyze_model(path: str, options: dict, blas_threads: int = 1,
         return {"status": "failed", "reason": one_line(exc),
                 "seconds": time.perf_counter() - t0, "worker": worker}
     return {"status": "success", "reason": "", "summary": a.summary(), "details": a.details,
+            "skipped": [(n, r) for n, r in zip(a.skipped["name"], a.skipped["reason"])],
             "read": a.source, "seconds": time.perf_counter() - t0, "worker": worker}
 
 
@@ -85,10 +86,12 @@ class ZooRun:
         return self.store.details(name, self.key)
 
     def correlate(self, quality: str, **kwargs) -> pd.DataFrame:
-        """:func:`tailscope.zoo.correlate` on this run's models."""
+        """:func:`tailscope.zoo.correlate` on this run's models (and their layers: it warns
+        when members of a group were fitted on different layer sets, and takes
+        ``common_layers=True``)."""
         from .correlate import correlate
 
-        return correlate(self.models, quality, **kwargs)
+        return correlate(self, quality, **kwargs)
 
     def __repr__(self) -> str:
         ok = int((self.models["status"] == "success").sum())

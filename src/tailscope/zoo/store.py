@@ -171,6 +171,7 @@ class Store:
             sa.Column("worker", sa.Text),
             sa.Column("finished", sa.DateTime),
             sa.Column("extras", sa.Text),  # summary means without a column (JSON)
+            sa.Column("skipped_layers", sa.Text),  # the skipped tensors: [[name, reason], ...]
             sa.UniqueConstraint("key", "name", name="uq_models_key_name"))
         kinds = {"text": sa.Text, "int": sa.Integer, "float": sa.Float}
         sa.Table(
@@ -252,6 +253,8 @@ class Store:
         more = {k: _number(v) for k, v in summary.items()
                 if k not in SUMMARY_METRICS and k not in SUMMARY_COUNTS}
         row["extras"] = json.dumps(more) if more else None
+        if result.get("skipped") is not None:
+            row["skipped_layers"] = json.dumps([[str(n), str(r)] for n, r in result["skipped"]])
         details = result.get("details")
         layer_rows = []
         if details is not None and len(details):
@@ -299,6 +302,7 @@ class Store:
                                 conn)
         quality = [json.loads(q) if isinstance(q, str) and q else {} for q in table.pop("quality")]
         extras = [json.loads(e) if isinstance(e, str) and e else {} for e in table.pop("extras")]
+        table.pop("skipped_layers")  # read by layer_table
         means = _ordered({k for e in extras for k in e})
         for c in means:
             values = [e.get(c) for e in extras]
@@ -355,6 +359,28 @@ class Store:
         cols = _merged([c for c in order if c in table.columns], shown) if order else \
             _ordered(shown)
         return table[cols]
+
+    def layer_table(self, key: str | None = None) -> pd.DataFrame:
+        """Every layer of every successfully analysed model of an options key: columns model,
+        name, status ('success', 'failed' or 'skipped') and reason. Which layers each model's
+        summary means were taken over (its 'success' rows), and why the others were not; a
+        model stored by an older tailscope has no 'skipped' rows."""
+        key = key or self.latest_key()
+        m, lay, sa = self.models, self.layers, self.sa
+        q = (sa.select(m.c.name.label("model"), lay.c.name, lay.c.status, lay.c.reason)
+             .join(m, lay.c.model_id == m.c.model_id)
+             .where((m.c.key == key) & (m.c.status == "success"))
+             .order_by(m.c.model_id, lay.c.position))
+        with self.engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(q)]
+            skipped = list(conn.execute(sa.select(m.c.name, m.c.skipped_layers).where(
+                (m.c.key == key) & (m.c.status == "success")).order_by(m.c.model_id)))
+        for model, text in skipped:
+            for name, reason in (json.loads(text) if isinstance(text, str) and text else []):
+                rows.append((model, name, "skipped", reason))
+        table = pd.DataFrame(rows, columns=["model", "name", "status", "reason"])
+        table["reason"] = table["reason"].fillna("")
+        return table
 
     def counts(self, key: str) -> dict[str, int]:
         """How many model rows and layer rows exist per model name under ``key``."""

@@ -1,0 +1,72 @@
+"""tailscope.compat.powerlaw against powerlaw 1.5 on the 8 CSN datasets, side by side.
+
+Run: .venv/bin/python bench/powerlaw_compat.py [--datasets words quakes ...] [--discrete]
+For each dataset it times ``Fit(data)`` plus every ``distribution_compare('power_law', other)``
+(the five alternatives, each fitted lazily) with both packages in the same process, prints the
+seconds, the speed ratio, and whether alpha, xmin and D agree (to 1e-9). The goal is >= 100x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+
+import numpy as np
+
+import tailscope.compat.powerlaw as facade
+from tailscope.datasets import CLAUSET, clauset
+
+ALTERNATIVES = ("lognormal", "exponential", "truncated_power_law", "stretched_exponential",
+                "lognormal_positive")
+DISCRETE = ("blackouts", "cities", "flares", "terrorism", "words")
+
+
+def workload(module, x, discrete):
+    fit = module.Fit(x, discrete=discrete)
+    out = [fit.distribution_compare("power_law", d) for d in ALTERNATIVES]
+    return fit, out
+
+
+def timed(module, x, discrete):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        t0 = time.perf_counter()
+        res = workload(module, x, discrete)
+        return time.perf_counter() - t0, res
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--datasets", nargs="*", default=sorted(CLAUSET))
+    ap.add_argument("--discrete", action="store_true",
+                    help="also the discrete fits of the integer datasets")
+    args = ap.parse_args(argv)
+    import powerlaw
+    import scipy.stats  # noqa: F401 (both import it on first use: not part of a fit's time)
+
+    if powerlaw.__version__ != "1.5":
+        raise SystemExit(f"the reference is powerlaw 1.5; installed: {powerlaw.__version__}")
+    cases = [(n, False) for n in args.datasets]
+    if args.discrete:
+        cases += [(n, True) for n in args.datasets if n in DISCRETE]
+    print(f"{'dataset':>18s} {'n':>7s} {'tailscope s':>12s} {'powerlaw1.5 s':>14s} "
+          f"{'ratio':>8s} {'same alpha/xmin/D':>18s}")
+    tot_ours = tot_ref = 0.0
+    for name, discrete in cases:
+        x = clauset(name, scaled=not discrete)
+        x = x[x > 0]
+        t_ours, (ours, _) = timed(facade, x, discrete)
+        t_ref, (ref, _) = timed(powerlaw, x, discrete)
+        tot_ours += t_ours
+        tot_ref += t_ref
+        same = all(np.isclose(getattr(ours, k), getattr(ref, k), rtol=1e-9, atol=0)
+                   for k in ("alpha", "xmin", "D"))
+        label = name + (" (discrete)" if discrete else "")
+        print(f"{label:>18s} {x.size:7d} {t_ours:12.3f} {t_ref:14.2f} {t_ref / t_ours:7.0f}x "
+              f"{str(same):>18s}", flush=True)
+    print(f"{'all':>18s} {'':7s} {tot_ours:12.3f} {tot_ref:14.2f} {tot_ref / tot_ours:7.0f}x")
+
+
+if __name__ == "__main__":
+    main()
