@@ -255,6 +255,7 @@ def _cli(*args):
 def test_cli_validate(tmp_path, monkeypatch):
     small = [n for n in tiny_zoo() if n.task == "digits"]
     monkeypatch.setattr(quality, "design", lambda quick=False: small)
+    monkeypatch.setattr(quality, "series_design", lambda quick=False: [])  # its own tests
     code, out, err = _cli("validate", "--quick", "--out", tmp_path, "--bootstrap", 100,
                           "--seed", 3, "--quiet")
     assert code == 0, err

