@@ -513,6 +513,59 @@ def test_quantization_damage(tmp_path):
         alone.loc["model.layers.0.mlp.down_proj.weight", "lambda_max"] * 1e-2
 
 
+@pytest.mark.slow
+def test_cli_report_quantized_with_base_shows_the_damage(tmp_path, capsys):
+    """`tailscope report FP8 --base ORIGINAL`: the report is of the dequantized model, and its
+    comparison section the quantization damage, each layer's relative error that of
+    transformers' own FP8 dequantization."""
+    import html
+    import re
+
+    from cli_helpers import cli
+
+    _dequantize_fp8_weight = _transformers("finegrained_fp8", "_dequantize_fp8_weight")
+    folder, orig, tensors = _fp8_model(tmp_path)
+    out_html = tmp_path / "r.html"
+    code, out, err = cli(capsys, "report", folder, "--base", orig, "-o", out_html,
+                         "--no-layer-figures", "--quiet")
+    assert code == 0, err
+    assert (f"comparing a quantized model (fp8-e4m3 block 128x128) with its original {orig}"
+            in out), out
+    page = out_html.read_text()
+    assert "<h2>Quantization damage: compared to the original model</h2>" in page
+    assert "Compared to the base model" not in page
+    section = page.split("<h2>Quantization damage")[1]
+    head = [html.unescape(c) for c in re.findall(r"<th>(.*?)</th>", section.split("</thead>")[0])]
+    assert {"alpha_original", "alpha_quantized", "delta_alpha", "rel_frobenius"} <= set(head)
+    rows = {}
+    for tr in re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>")[1].split("</tbody>")[0]):
+        cells = [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", tr)]
+        rows[cells[head.index("name")]] = dict(zip(head, cells))
+    alone = tailscope.analyze(orig).details.set_index("name")
+    w_all = st_torch.load_file(f"{orig}/model.safetensors")
+    for name in ("model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.up_proj.weight"):
+        deq = _dequantize_fp8_weight(tensors[name], tensors[name + "_scale_inv"], [128, 128],
+                                     torch.float32).double().numpy()
+        w = w_all[name].double().numpy()
+        assert float(rows[name]["rel_frobenius"]) == pytest.approx(
+            np.linalg.norm(deq - w) / np.linalg.norm(w), rel=1e-3)  # shown with 4 digits
+        assert float(rows[name]["alpha_original"]) == pytest.approx(alone.loc[name, "alpha"],
+                                                                    rel=1e-3)
+        assert rows[name]["quant"] == "fp8-e4m3 block 128x128"
+    assert float(rows["model.embed_tokens.weight"]["rel_frobenius"]) == 0
+    # the report's own analysis is of the dequantized model, not of W_q - W
+    main = page.split("<h2>Quantization damage")[0]
+    main = main[main.rindex("<thead>"):]
+    mhead = [html.unescape(c) for c in re.findall(r"<th[^>]*>(.*?)</th>", main.split("</thead>")[0])]
+    mrow = re.search(r"<tr[^>]*><td[^>]*>[^<]*</td><td class='l' "
+                     r"data-v='model.layers.0.mlp.down_proj'>.*?</tr>", main).group(0)
+    alpha = float(re.findall(r"data-v='([^']*)'", mrow)[mhead.index("alpha")])
+    dequantized = tailscope.analyze(folder).details.set_index("name")
+    noise = tailscope.analyze(folder, base_model=orig).details.set_index("name")
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert alpha == dequantized.loc[name, "alpha"] != noise.loc[name, "alpha"]
+
+
 def test_fp8_fused_experts(tmp_path):
     """transformers 5's fused FP8 experts (FP8Experts: gate_up_proj [E, 2I, H] and
     gate_up_proj_scale_inv per 128 x 128 block of each expert)."""
