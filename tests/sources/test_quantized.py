@@ -513,7 +513,6 @@ def test_quantization_damage(tmp_path):
         alone.loc["model.layers.0.mlp.down_proj.weight", "lambda_max"] * 1e-2
 
 
-@pytest.mark.slow
 def test_cli_report_quantized_with_base_shows_the_damage(tmp_path, capsys):
     """`tailscope report FP8 --base ORIGINAL`: the report is of the dequantized model, and its
     comparison section the quantization damage, each layer's relative error that of
