@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml
 	@# powerlaw 2.0.0 beside the pinned 1.5, for the test that WeightWatcher fails under it
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		--target .cache/powerlaw2 --upgrade powerlaw==2.0.0
+	@# gptqmodel 7.6.0 (it pins numpy 2.2, so not in the dev extra), the packer and dequantizer
+	@# the GPTQ/AWQ tests compare with (tests/sources/test_quantized.py); its sdist builds no
+	@# extension (its CUDA/CPU kernels compile at first use, which the tests never reach); pypcre
+	@# compiles a small C extension against the system libpcre2-8 (about 50 s in all on 2 cores)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--target .cache/gptqmodel --upgrade gptqmodel==7.6.0 defuser==0.0.28 device_smi==0.5.7 \
+		logbar==0.4.15 pypcre==0.6.4 tokenicer==0.0.14
 	@touch $@
 
 demo: $(STAMP)

@@ -19,10 +19,15 @@ Each process times the non-expert matrices and the experts separately, so the la
 (``--experts``): layer = non-expert + expert time x 128 / experts; model = 48 x layer
 (embedding and head left out). The ratios WeightWatcher / tailscope are printed.
 
-``--fp8``: the same layer with its expert and attention weights in FP8 e4m3 with a
-``weight_scale_inv`` per 128 x 128 block (DeepSeek-V3 / Qwen3-FP8's layout, written with
-ml_dtypes) for tailscope, which needs the quantized reader (``sources/quantized.py``); where it
-cannot read it, the run says so.
+``--fp8``: the same layer as transformers 5 saves a fine-grained FP8 model (its
+``Fp8Quantize``: per 128 x 128 block, scale = 448 / max|w|, e4m3 = clamp(w x scale), the stored
+``*_scale_inv`` = 1 / scale in float32): ``self_attn.*.weight`` + ``weight_scale_inv``, the fused
+experts ``mlp.experts.gate_up_proj`` + ``gate_up_proj_scale_inv`` [E, 2I/128, H/128] and
+``down_proj`` + ``down_proj_scale_inv``, the router left in bf16, and ``config.json``'s
+``quantization_config`` as DeepSeek-V3 / Qwen3-FP8 write it (``quant_method`` fp8, ``fmt`` e4m3,
+``weight_block_size`` [128, 128]); written with ml_dtypes, without torch. tailscope analyses it
+(dequantized by ``sources/quantized.py``) in a fresh process, and a table compares the bf16 and
+FP8 runs (time, peak RSS, mean expert alpha) with WeightWatcher on the bf16 values.
 
 Run: .venv/bin/python bench/moe_model.py [--experts 16] [--dir /tmp/tailscope-moe] [--no-ww]
      .venv/bin/python bench/moe_model.py --experts 128       # the whole layer (minutes)
@@ -47,11 +52,19 @@ HIDDEN, INTER, EXPERTS, HEADS, KV_HEADS, HEAD_DIM, LAYERS = 2048, 768, 128, 32, 
 P = "model.layers.0."
 
 
-def config(experts: int) -> dict:
-    return {"model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"],
-            "hidden_size": HIDDEN, "moe_intermediate_size": INTER, "num_experts": experts,
-            "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
-            "head_dim": HEAD_DIM, "num_hidden_layers": LAYERS}
+BLOCK = 128
+FP8_CONFIG = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+              "weight_block_size": [BLOCK, BLOCK], "modules_to_not_convert": ["lm_head", "mlp.gate"]}
+
+
+def config(experts: int, fp8: bool = False) -> dict:
+    c = {"model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"],
+         "hidden_size": HIDDEN, "moe_intermediate_size": INTER, "num_experts": experts,
+         "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+         "head_dim": HEAD_DIM, "num_hidden_layers": LAYERS}
+    if fp8:
+        c["quantization_config"] = FP8_CONFIG
+    return c
 
 
 def specs(experts: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -87,20 +100,26 @@ def _pieces(name: str, shape: tuple[int, ...], seed: int):
 
 
 def _fp8_pieces(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(e4m3 bytes, float32 weight_scale_inv per 128 x 128 block) of one 2-D matrix."""
+    """(e4m3 bytes, float32 scale_inv per 128 x 128 block) of one 2-D float32 matrix, with
+    transformers 5's arithmetic (``finegrained_fp8.Fp8Quantize``, float32 throughout): scale =
+    (1 / max|block|) x 448 (1 for an all-zero block), e4m3 = clamp(w x scale, +-448) rounded to
+    nearest, scale_inv = 1 / scale. The sides must be multiples of 128 (transformers leaves
+    other matrices unquantized)."""
     import ml_dtypes
 
     rows, cols = a.shape
-    br, bc = -(-rows // 128), -(-cols // 128)
-    scale = np.zeros((br, bc), np.float32)
-    q = np.empty(a.shape, ml_dtypes.float8_e4m3fn)
-    for i in range(br):
-        for j in range(bc):
-            blk = a[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128]
-            s = float(np.abs(blk).max()) / 448.0 or 1.0
-            scale[i, j] = s
-            q[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128] = (blk / s).astype(q.dtype)
-    return q.view(np.uint8), scale
+    if rows % BLOCK or cols % BLOCK:
+        raise ValueError(f"{a.shape} is not a multiple of {BLOCK} x {BLOCK}")
+    fmax = np.float32(float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max))  # 448
+    tiles = a.astype(np.float32).reshape(rows // BLOCK, BLOCK, cols // BLOCK, BLOCK)
+    amax = np.abs(tiles).max(axis=(1, 3))
+    # torch computes 448 / t as reciprocal(t) * 448 (Tensor.__rdiv__): the same two roundings
+    recip = (np.float32(1) / np.where(amax > 0, amax, np.float32(1))).astype(np.float32)
+    scale = np.where(amax > 0, recip * fmax, np.float32(1)).astype(np.float32)
+    inv = (np.float32(1) / scale).astype(np.float32)
+    scaled = tiles * scale[:, None, :, None]
+    q = np.clip(scaled, -fmax, fmax).astype(ml_dtypes.float8_e4m3fn).reshape(rows, cols)
+    return q.view(np.uint8), inv
 
 
 def write_layer(path: Path, experts: int, seed: int = 0, fp8: bool = False) -> None:
@@ -141,7 +160,7 @@ def write_layer(path: Path, experts: int, seed: int = 0, fp8: bool = False) -> N
             if quant:
                 f.write(np.stack(scales).reshape(-1).astype(np.float32).tobytes()
                         if len(scales) > 1 else scales[0].tobytes())
-    path.with_name("config.json").write_text(json.dumps(config(experts)))
+    path.with_name("config.json").write_text(json.dumps(config(experts, fp8)))
 
 
 # --- the measured children ---------------------------------------------------------------------
@@ -236,6 +255,18 @@ def show(label: str, r: dict, experts: int) -> None:
           f"{LAYERS} layers {model / 60:.1f} min", flush=True)
 
 
+def table(runs: list[tuple[str, dict]], experts: int) -> None:
+    """The runs side by side (Markdown), as docs/guide/moe.md shows them."""
+    print(f"\n| run ({experts} experts) | non-expert s | experts s | process s | peak RSS MB | "
+          "mean expert alpha |\n|---|---|---|---|---|---|")
+    for label, r in runs:
+        if "error" in r:
+            print(f"| {label} | failed: {r['error']} | | | | |")
+            continue
+        print(f"| {label} | {r['other_s']:.1f} | {r['experts_s']:.1f} | {r['wall_s']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['alpha_mean_experts']:.4f} |", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--experts", type=int, default=16, help="experts written (128: the whole "
@@ -243,8 +274,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", default="/tmp/tailscope-moe")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-ww", action="store_true", help="leave WeightWatcher out")
-    ap.add_argument("--fp8", action="store_true", help="also the FP8 (e4m3, 128 x 128 block "
-                    "scales) layer, for tailscope")
+    ap.add_argument("--fp8", action="store_true", help="also the layer in FP8 (e4m3, 128 x 128 "
+                    "block scales, as transformers 5 saves it), analysed by tailscope, and the "
+                    "bf16 / FP8 table")
     args = ap.parse_args(argv)
     if not 1 <= args.experts <= EXPERTS:
         ap.error(f"--experts must be in 1..{EXPERTS}")
@@ -273,11 +305,18 @@ def main(argv=None) -> int:
         fp8 = Path(args.dir) / f"fp8-e{args.experts}"
         fp8.mkdir(parents=True, exist_ok=True)
         if not (fp8 / "model.safetensors").exists():
+            t0 = time.perf_counter()
             write_layer(fp8 / "model.safetensors", args.experts, args.seed, fp8=True)
+            print(f"wrote {fp8 / 'model.safetensors'} "
+                  f"({(fp8 / 'model.safetensors').stat().st_size / 2**20:.0f} MB fp8) in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
         r = run_child(TAILSCOPE, [str(fp8 / "model.safetensors")])
-        if "error" in r and "selects none" in r["error"] or r.get("fitted") == 0:
-            r = {"error": "its FP8 experts were not read (this tailscope has no FP8 reader)"}
+        if "error" not in r and r.get("fitted") == 0:
+            r = {"error": "no layer of the FP8 file was fitted"}
         show("tailscope (fp8)", r, args.experts)
+        table([("tailscope, bf16", ts), ("tailscope, FP8 (dequantized)", r)]
+              + ([] if args.no_ww else [(f"WeightWatcher {metadata.version('weightwatcher')}, "
+                                         "bf16 per-expert Linear", ww)]), args.experts)
     return 0
 
 

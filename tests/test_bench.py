@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -152,3 +153,45 @@ def test_the_moe_layer_reads_back_in_bf16_and_splits_into_its_experts(tmp_path):
     np.testing.assert_array_equal(refs[name + "[e1.up]"].load(),
                                   want[moe_model.INTER:].float().numpy())
     assert refs[moe_model.P + "mlp.gate.weight"].role == "router"
+
+
+@pytest.mark.slow
+def test_the_moe_layer_in_fp8_is_what_transformers_writes(tmp_path):
+    """bench/moe_model.py --fp8: each matrix's e4m3 bytes and scale_inv are those of
+    transformers 5's own Fp8Quantize on the same float32 draw; its config loads as transformers'
+    FP8 config; tailscope's expert matrices are transformers' dequantization of them."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from tailscope.sources import open_source
+
+    fp8 = pytest.importorskip("transformers.integrations.finegrained_fp8")
+    from transformers import FineGrainedFP8Config
+
+    path = tmp_path / "model.safetensors"
+    moe_model.write_layer(path, 2, seed=3, fp8=True)
+    qc = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    cfg = FineGrainedFP8Config.from_dict(qc)
+    assert cfg.weight_block_size == [128, 128] and cfg.activation_scheme == "dynamic"
+    quantize = fp8.Fp8Quantize(SimpleNamespace(quantization_config=cfg))
+    tensors = load_file(str(path))
+    P, inter, hidden = moe_model.P, moe_model.INTER, moe_model.HIDDEN
+    gu = P + "mlp.experts.gate_up_proj"
+    q_proj = P + "self_attn.q_proj.weight"
+    cases = {gu: (moe_model._values(gu, (2 * inter, hidden), 3, 2), tensors[gu][1],
+                  tensors[gu + "_scale_inv"][1]),
+             q_proj: (moe_model._values(q_proj, tuple(tensors[q_proj].shape), 3),
+                      tensors[q_proj], tensors[P + "self_attn.q_proj.weight_scale_inv"])}
+    for key, (w, q, s) in cases.items():
+        got = quantize.convert({key: torch.from_numpy(w)})
+        want_q, want_s = (got[k] for k in sorted(got, key=len))
+        assert q.dtype == torch.float8_e4m3fn and s.dtype == torch.float32
+        assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8)), key
+        assert torch.equal(s, want_s), key
+    assert tensors[P + "mlp.gate.weight"].dtype == torch.bfloat16  # the router stays bf16
+    deq = fp8._dequantize_fp8_weight(tensors[gu], tensors[gu + "_scale_inv"], [128, 128],
+                                     torch.float32)
+    refs = {r.name: r for r in open_source(tmp_path)}
+    assert refs[gu + "[e1.up]"].quant == "fp8-e4m3 block 128x128"
+    np.testing.assert_array_equal(refs[gu + "[e1.up]"].load(), deq[1][inter:].numpy())
+    np.testing.assert_array_equal(refs[gu + "[e0.gate]"].load(), deq[0][:inter].numpy())

@@ -194,7 +194,8 @@ class Analysis:
     def to_html(self, path, *, title: str | None = None, layer_figures: bool = True,
                 comparison=None) -> Path:
         """A self-contained HTML report (summary, warnings, figures, sortable table;
-        ``comparison``: :func:`tailscope.compare_to_base`'s table, as a section)."""
+        ``comparison``: :func:`tailscope.compare_to_base`'s or
+        :func:`tailscope.quantization_damage`'s table, as a section)."""
         from .report import write_report
 
         return write_report(self, path, title=title, layer_figures=layer_figures,

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,14 +332,39 @@ def _minmax_qparams(w: torch.Tensor, g_idx: torch.Tensor, bits: int, sym: bool):
     return scales, zeros
 
 
+# gptqmodel 7.6.0 pins numpy 2.2, so it is not in the dev extra: make installs it with --no-deps
+# into .cache/gptqmodel (the Makefile's install step), which goes on the end of sys.path here
+GPTQMODEL = Path(__file__).resolve().parents[2] / ".cache" / "gptqmodel"
+
+
+@pytest.fixture(scope="module")
+def gptqmodel():
+    """gptqmodel 7.6.0 from the venv or from .cache/gptqmodel; in CI (CI=true) a missing copy is
+    a failure, never a skip."""
+    try:
+        import gptqmodel
+    except ImportError:
+        if not GPTQMODEL.is_dir():
+            message = (f"gptqmodel 7.6.0 is not installed at {GPTQMODEL}: `make` puts it there "
+                       "(pip install --no-deps --target .cache/gptqmodel gptqmodel==7.6.0 "
+                       "defuser==0.0.28 device_smi==0.5.7 logbar==0.4.15 pypcre==0.6.4 "
+                       "tokenicer==0.0.14)")
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                pytest.fail(message)
+            pytest.skip(message)
+        sys.path.append(str(GPTQMODEL))
+        import gptqmodel  # a broken copy fails here: no skip
+    assert gptqmodel.__version__ == "7.6.0", gptqmodel.__version__
+    return gptqmodel
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("bits,sym,act_order,fmt", [(4, False, True, "gptq"), (4, True, False, "gptq"),
                                                     (3, False, True, "gptq"), (2, False, False, "gptq"),
                                                     (8, True, True, "gptq"), (4, False, False, "gptq_v2")])
-def test_gptq_gptqmodel(tmp_path, bits, sym, act_order, fmt):
+def test_gptq_gptqmodel(gptqmodel, tmp_path, bits, sym, act_order, fmt):
     """GPTQ checkpoints packed by gptqmodel 7.6 (its TorchLinear.pack; v1 zeros by its own
     converter), compared with its dequantize_weight() in float32."""
-    pytest.importorskip("gptqmodel")
     from types import SimpleNamespace
 
     from gptqmodel.nn_modules.qlinear.torch import TorchLinear
@@ -369,10 +397,9 @@ def test_gptq_gptqmodel(tmp_path, bits, sym, act_order, fmt):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bits", [4, 3, 8])
-def test_awq_gptqmodel(tmp_path, bits):
+def test_awq_gptqmodel(gptqmodel, tmp_path, bits):
     """AWQ GEMM checkpoints packed by gptqmodel 7.6 (AwqTorchLinear.pack), compared with its
     dequantize_gemm in float32."""
-    pytest.importorskip("gptqmodel")
     from gptqmodel.nn_modules.qlinear.torch_awq import AwqTorchLinear
     from gptqmodel.quantization.awq.utils.packing_utils import dequantize_gemm
 
@@ -484,6 +511,58 @@ def test_quantization_damage(tmp_path):
     assert noise.loc["model.layers.0.mlp.down_proj.weight", "quant"] == "fp8-e4m3 block 128x128"
     assert noise.loc["model.layers.0.mlp.down_proj.weight", "lambda_max"] < \
         alone.loc["model.layers.0.mlp.down_proj.weight", "lambda_max"] * 1e-2
+
+
+def test_cli_report_quantized_with_base_shows_the_damage(tmp_path, capsys):
+    """`tailscope report FP8 --base ORIGINAL`: the report is of the dequantized model, and its
+    comparison section the quantization damage, each layer's relative error that of
+    transformers' own FP8 dequantization."""
+    import html
+    import re
+
+    from cli_helpers import cli
+
+    _dequantize_fp8_weight = _transformers("finegrained_fp8", "_dequantize_fp8_weight")
+    folder, orig, tensors = _fp8_model(tmp_path)
+    out_html = tmp_path / "r.html"
+    code, out, err = cli(capsys, "report", folder, "--base", orig, "-o", out_html,
+                         "--no-layer-figures", "--quiet")
+    assert code == 0, err
+    assert (f"comparing a quantized model (fp8-e4m3 block 128x128) with its original {orig}"
+            in out), out
+    page = out_html.read_text()
+    assert "<h2>Quantization damage: compared to the original model</h2>" in page
+    assert "Compared to the base model" not in page
+    section = page.split("<h2>Quantization damage")[1]
+    head = [html.unescape(c) for c in re.findall(r"<th>(.*?)</th>", section.split("</thead>")[0])]
+    assert {"alpha_original", "alpha_quantized", "delta_alpha", "rel_frobenius"} <= set(head)
+    rows = {}
+    for tr in re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>")[1].split("</tbody>")[0]):
+        cells = [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", tr)]
+        rows[cells[head.index("name")]] = dict(zip(head, cells))
+    alone = tailscope.analyze(orig).details.set_index("name")
+    w_all = st_torch.load_file(f"{orig}/model.safetensors")
+    for name in ("model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.up_proj.weight"):
+        deq = _dequantize_fp8_weight(tensors[name], tensors[name + "_scale_inv"], [128, 128],
+                                     torch.float32).double().numpy()
+        w = w_all[name].double().numpy()
+        assert float(rows[name]["rel_frobenius"]) == pytest.approx(
+            np.linalg.norm(deq - w) / np.linalg.norm(w), rel=1e-3)  # shown with 4 digits
+        assert float(rows[name]["alpha_original"]) == pytest.approx(alone.loc[name, "alpha"],
+                                                                    rel=1e-3)
+        assert rows[name]["quant"] == "fp8-e4m3 block 128x128"
+    assert float(rows["model.embed_tokens.weight"]["rel_frobenius"]) == 0
+    # the report's own analysis is of the dequantized model, not of W_q - W
+    main = page.split("<h2>Quantization damage")[0]
+    main = main[main.rindex("<thead>"):]
+    mhead = [html.unescape(c) for c in re.findall(r"<th[^>]*>(.*?)</th>", main.split("</thead>")[0])]
+    mrow = re.search(r"<tr[^>]*><td[^>]*>[^<]*</td><td class='l' "
+                     r"data-v='model.layers.0.mlp.down_proj'>.*?</tr>", main).group(0)
+    alpha = float(re.findall(r"data-v='([^']*)'", mrow)[mhead.index("alpha")])
+    dequantized = tailscope.analyze(folder).details.set_index("name")
+    noise = tailscope.analyze(folder, base_model=orig).details.set_index("name")
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert alpha == dequantized.loc[name, "alpha"] != noise.loc[name, "alpha"]
 
 
 def test_fp8_fused_experts(tmp_path):

@@ -1,6 +1,7 @@
 """open_source: every format, detected by content, in model order; bad files fail in one line."""
 
 import json
+import re
 import struct
 
 import numpy as np
@@ -213,3 +214,44 @@ def test_bad_sources(tmp_path):
     h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     with pytest.raises(SourceError, match="Keras"):
         open_source(h5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt", "bert", "mixtral"])
+def test_safetensors_listing_follows_transformers_module_order(tmp_path, arch):
+    """A model saved by transformers' save_pretrained (one safetensors file, names sorted) is
+    listed in forward order inside each block (attention before MLP, GPT-2's ln_1 / ln_2 around
+    them): the order of its matrices is the order transformers registers the modules in."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+
+    small = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=48)
+    config = {
+        "llama": lambda: transformers.LlamaConfig(**small, num_key_value_heads=2),
+        "gpt2": lambda: transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4),
+        "opt": lambda: transformers.OPTConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                              num_attention_heads=4, ffn_dim=48,
+                                              word_embed_proj_dim=32),
+        "bert": lambda: transformers.BertConfig(**small),
+        "mixtral": lambda: transformers.MixtralConfig(**small, num_key_value_heads=2,
+                                                      num_local_experts=2),
+    }[arch]()
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(config)
+    model.save_pretrained(tmp_path)
+    saved = {r.name for r in open_source(tmp_path)}
+    want = [n for n, p in model.named_parameters() if p.ndim >= 2 and n in saved]
+    got = [r.name for r in open_source(tmp_path) if len(r.shape) >= 2 and r.name in set(want)]
+    assert len(want) >= 4 * config.num_hidden_layers, (want, sorted(saved))
+    assert sorted(got) == sorted(want)
+
+    def parts(names):  # the blocks' parts in order (layers.0.self_attn, ...), name order inside
+        seq = [re.sub(r"^(.*?\.\d+\.[^.]+).*", r"\1", n) for n in names
+               if re.search(r"\.\d+\.", n)]
+        return [p for i, p in enumerate(seq) if i == 0 or seq[i - 1] != p]
+
+    assert parts(got) == parts(want)
+    assert len(set(parts(want))) == len(parts(want))  # each part in one run
+    if arch == "mixtral":  # saved per expert (block_sparse_moe.experts.N.w1), as before v5
+        listed = parts(r.name for r in open_source(tmp_path) if len(r.shape) >= 2)
+        assert listed[:2] == ["layers.0.self_attn", "layers.0.block_sparse_moe"], listed

@@ -23,14 +23,28 @@ def run(args) -> int:
     options = given_options(args, OPTIONS)
     out = check_output(args.output, "-o", (".html", ".htm"), "the report is an .html file",
                        inputs=(args.source, options.get("base_model")))
-    with Progress("layers", quiet=args.quiet) as progress:
-        analysis = analyze(args.source, progress=progress, **options)
-    comparison = None
-    if options.get("base_model") is not None and not options.get("peft"):
+    base = options.get("base_model")
+    others = {k: v for k, v in options.items() if k not in ("base_model", "peft")}
+    quant = _quantization(args.source, others) if base is not None and not options.get("peft") \
+        else ""
+    if quant:
+        # a quantized checkpoint and its original: the report is of the dequantized model, and
+        # its comparison the quantization damage (not the spectrum of W_q - W, the noise)
+        from ..analysis import quantization_damage
+
+        print(f"comparing a quantized model ({quant}) with its original {base}: the report is "
+              "of the dequantized model, with the quantization damage per layer")
+        with Progress("layers", quiet=args.quiet) as progress:
+            analysis = analyze(args.source, progress=progress, **others)
+        comparison = quantization_damage(args.source, base, **others)
+    else:
+        with Progress("layers", quiet=args.quiet) as progress:
+            analysis = analyze(args.source, progress=progress, **options)
+        comparison = None
+    if base is not None and not options.get("peft") and not quant:
         from ..edit.compare import compare_to_base
 
-        others = {k: v for k, v in options.items() if k not in ("base_model", "peft")}
-        comparison = compare_to_base(args.source, options["base_model"], **others)
+        comparison = compare_to_base(args.source, base, **others)
     try:
         path = analysis.to_html(out, layer_figures=not args.no_layer_figures,
                                 comparison=comparison)
@@ -40,11 +54,23 @@ def run(args) -> int:
     return 0
 
 
+def _quantization(source, options: dict) -> str:
+    """How the source's weights were stored, '' for a float model ('fp8-e4m3 block 128x128',
+    or several kinds joined), read from the listing without reading a tensor."""
+    from ..analysis import describe
+
+    kinds = [q for q in dict.fromkeys(describe(source, **options)["quant"]) if q]
+    return ", ".join(kinds)
+
+
 COMMAND = Command(
     name="report", help="analyse a model and write a self-contained HTML report",
     description="Analyse a model as `tailscope analyze` does (the same options) and write one "
                 "HTML file: the summary, warnings, figures and the sortable per-layer table. "
                 "With --base, the analysis is of W - W_base and the report adds the per-layer "
                 "comparison with the base: alpha before and after, delta alpha, correlation "
-                "traps, intruder dimensions.",
+                "traps, intruder dimensions. A quantized checkpoint with --base ORIGINAL: the "
+                "analysis is of the dequantized model, and the comparison its quantization "
+                "damage (alpha of the original and of the quantized model, delta alpha, "
+                "||W_q - W||_F / ||W||_F per layer).",
     arguments=arguments, run=run, options=OPTIONS)

@@ -211,16 +211,27 @@ def render(analysis, *, title: str | None = None, layer_figures: bool = True,
 
 
 def _comparison(table) -> str:
-    """The fine-tune against its base: the figure and the per-layer table."""
+    """The fine-tune against its base (``compare_to_base``'s table), or a quantized model
+    against its original (``quantization_damage``'s table): the figure and the per-layer
+    table."""
     from ..util.optional import MissingExtra
     from . import plots
 
-    head = ("<h2>Compared to the base model</h2><p class='muted'>Per layer: alpha of the base "
-            "and of the fine-tuned model, their difference, alpha of W - W_base, the "
-            "correlation traps of each, and the intruder dimensions (top singular vectors of "
-            "the fine-tuned matrix far from every singular vector of the base).</p>")
+    if "rel_frobenius" in table.columns:
+        head = ("<h2>Quantization damage: compared to the original model</h2><p class='muted'>"
+                "Per layer of the quantized model (dequantized as the reference libraries do): "
+                "how it was stored, alpha of the original and of the quantized model, delta "
+                "alpha (quantized - original), and the relative Frobenius error "
+                "||W_q - W||_F / ||W||_F.</p>")
+        draw, alt = plots.quantization_damage, "quantization damage"
+    else:
+        head = ("<h2>Compared to the base model</h2><p class='muted'>Per layer: alpha of the "
+                "base and of the fine-tuned model, their difference, alpha of W - W_base, the "
+                "correlation traps of each, and the intruder dimensions (top singular vectors "
+                "of the fine-tuned matrix far from every singular vector of the base).</p>")
+        draw, alt = plots.base_comparison, "base comparison"
     try:
-        fig = f"<img alt='base comparison' src='{plots.data_uri(plots.base_comparison(table))}'>"
+        fig = f"<img alt='{alt}' src='{plots.data_uri(draw(table))}'>"
     except MissingExtra as err:
         fig = f"<p class='muted'>No figure: {html.escape(str(err))}</p>"
     cols = list(table.columns)

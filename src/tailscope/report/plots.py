@@ -409,6 +409,30 @@ def base_comparison(table, *, title="", path=None):
     return finish(fig, path)
 
 
+def quantization_damage(table, *, title="", path=None):
+    """A quantized model against its original (``tailscope.quantization_damage``'s table): alpha
+    of the original against alpha of the quantized model per layer (on the diagonal:
+    unchanged), and the relative Frobenius error ||W_q - W||_F / ||W||_F per layer."""
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.0))
+    ok = table[["alpha_original", "alpha_quantized"]].notna().all(axis=1)
+    a = table.loc[ok, "alpha_original"].to_numpy(dtype=float)
+    b = table.loc[ok, "alpha_quantized"].to_numpy(dtype=float)
+    ax1.scatter(a, b, s=12, color=BLUE)
+    if ok.any():
+        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+        ax1.plot([lo, hi], [lo, hi], "--", color="gray", linewidth=1)
+    ax1.axhspan(OVER_TRAINED, UNDER_TRAINED, color="tab:green", alpha=0.12)
+    ax1.set_xlabel("alpha (original)")
+    ax1.set_ylabel("alpha (quantized)")
+    ax1.set_title(literal(title or "alpha, original vs quantized"))
+    x = np.arange(len(table))
+    ax2.bar(x, table["rel_frobenius"].fillna(0).to_numpy(dtype=float), color=ORANGE)
+    ax2.set_xlabel("layer (model order)")
+    ax2.set_ylabel("||W_q - W||_F / ||W||_F")
+    ax2.set_title("relative error per layer")
+    return finish(fig, path)
+
+
 def layer_figures(analysis, folder) -> list[Path]:
     """One PNG per analysed layer (``analyze --plot DIR``)."""
     plt = _pyplot()

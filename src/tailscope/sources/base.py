@@ -192,15 +192,50 @@ _EMBEDDING = re.compile(r"^(?:[A-Za-z_]\w*\.){0,2}(?:embed_tokens|wte|wpe|tok_em
                         r"embed_positions|embeddings|token_embd)\.")
 
 
+# inside a numbered block, the parts the forward pass runs in this order, named alike across
+# architectures (Llama/Qwen/Mistral/DeepSeek, Mixtral, GPT-2/GPT-J, Falcon, BLOOM, Gemma 2/3,
+# Meta's Llama, OPT/BART/Whisper, CLIP); a part not named here (BERT's intermediate/output, T5's
+# layer.0, OPT's final_layer_norm whose place depends on pre/post-norm) keeps name order after
+# them; a part named ``<part>_...`` (``self_attn_layer_norm``) sorts with its part
+_BLOCK_PARTS = {name: rank for rank, names in enumerate((
+    ("input_layernorm", "ln_1", "attention_norm", "ln_attn", "layer_norm1"),
+    ("self_attn", "self_attention", "attention", "attn"),
+    ("encoder_attn", "crossattention", "cross_attn"),
+    ("post_attention_layernorm", "ln_2", "ffn_norm", "pre_feedforward_layernorm", "ln_mlp",
+     "layer_norm2"),
+    ("mlp", "feed_forward", "block_sparse_moe", "ffn", "moe", "fc1", "fc2"),
+    ("post_feedforward_layernorm",))) for name in names}
+_FIRST_BLOCK = re.compile(r"\.\d+\.")
+
+
+def _block_part(part: str) -> int:
+    """The forward rank of a block's first name component (``len`` of the table: not known)."""
+    rank = _BLOCK_PARTS.get(part)
+    if rank is None:
+        known = [k for k in _BLOCK_PARTS if part.startswith(k + "_")]
+        rank = _BLOCK_PARTS[max(known, key=len)] if known else max(_BLOCK_PARTS.values()) + 1
+    return rank
+
+
 def model_order(name: str) -> tuple:
     """Sort key of a checkpoint whose files list tensors by name (safetensors, its sharded
     index): the input embeddings first, then numeric-aware name order, the output head
     (``lm_head``, ``embed_out``, ``output``, ``score``) last, as the forward pass runs
     (plain name order puts ``lm_head`` before ``model.embed_tokens`` and GPT-2's ``wte`` after
-    its blocks)."""
+    its blocks). Inside a numbered block (the name's first ``.N.``), the parts run in forward
+    order where their names say it (``_BLOCK_PARTS``: pre-attention norm, attention,
+    cross-attention, pre-MLP norm, MLP / experts, post-MLP norm), then the other parts in name
+    order; within a part, name order (``k_proj`` before ``q_proj``)."""
     rank = 2 if _HEAD.search(name) else 0 if (_EMBEDDING.search(name)
-                                              and not re.search(r"\.\d+\.", name)) else 1
-    return (rank, natural_key(name))
+                                              and not _FIRST_BLOCK.search(name)) else 1
+    m = _FIRST_BLOCK.search(name)
+    if m is None:
+        return (rank, natural_key(name))
+    rest = name[m.end():]
+    # natural_key alternates str, int, str...: the prefix ends on a str, the part rank is an
+    # int and the rest starts on a str, so keys of any two names compare element by element
+    return (rank, natural_key(name[:m.end()]) + (_block_part(rest.split(".", 1)[0]),)
+            + natural_key(rest))
 
 
 def numbered(items: list[tuple], source: str, layout: str = "torch") -> tuple[LayerRef, ...]:
