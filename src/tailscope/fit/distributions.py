@@ -164,6 +164,15 @@ class TruncatedPowerLaw(TailModel):
     def sum_logf(self, theta, st):
         return -theta[0] * st.sum_log - theta[1] * st.sum_x
 
+    def log_norm(self, theta, xmin, xmax):
+        # the same as the generic form, in plain floats: the fit's inner loop
+        alpha, lam = theta
+        lo = (alpha - 1.0) * math.log(lam) + log_upper_gamma_scalar(1.0 - alpha, lam * xmin)
+        if xmax is None:
+            return lo
+        hi = (alpha - 1.0) * math.log(lam) + log_upper_gamma_scalar(1.0 - alpha, lam * xmax)
+        return lo + math.log(-math.expm1(hi - lo)) if hi < lo else -math.inf
+
     def bounds(self, st, xmin):
         return [(-50.0, 50.0), _log_scale_bounds(st, xmin)]
 
@@ -454,8 +463,8 @@ def _nelder_mead(objective, z0, scale, newton: bool = False) -> tuple[np.ndarray
         zn, ok = _newton(objective, z)
         if objective(zn) <= objective(z):
             z = zn
-            if ok:
-                scale = np.maximum(1e-5 * np.abs(z), 1e-9)
+            if ok:  # Newton converged on a concave objective: its maximum, no simplex needed
+                return z, objective(z)
     best = objective(z)
     for _ in range(8):
         simplex = np.vstack([z] + [z + np.eye(z.size)[i] * scale[i] for i in range(z.size)])
@@ -834,8 +843,12 @@ def _maximise(model: TailModel, tail, xmin, xmax) -> tuple[float, ...]:
         return _neg_loglik(model, st, xmin, xmax, z)
 
     bounds = model.bounds(st, xmin)
-    z0 = np.clip(model.to_free(model.start(tail, xmin)), [b[0] for b in bounds],
-                 [b[1] for b in bounds])
+    lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+    z0 = np.clip(model.to_free(model.start(tail, xmin)), lo, hi)
+    if z0.size == 2:  # Newton's steps from the start (a few dozen evaluations, not thousands)
+        zn, ok = _newton(objective, z0)
+        if ok and np.all((zn > lo) & (zn < hi)) and objective(zn) <= objective(z0):
+            return model.from_free(zn)
     opts = {"xatol": 1e-9, "fatol": 1e-11, "maxfev": 4000}
     best = optimize.minimize(objective, z0, method="Nelder-Mead", bounds=bounds, options=opts)
     # restart once from the optimum: Nelder-Mead can stall on long, flat ridges (lognormal)
