@@ -456,11 +456,13 @@ def _newton_step(objective, z, f, eye, rel_step=1e-5):
 
 
 def _nelder_mead(objective, z0, scale, newton: bool = False,
-                 rel_step: float = 1e-5) -> tuple[np.ndarray, float]:
+                 rel_step: float = 1e-5, polish: bool = True) -> tuple[np.ndarray, float]:
     """Unbounded Nelder-Mead, restarted from its optimum (smaller simplex) until it stops improving.
     ``newton``: first Newton's steps (finite differences of relative step ``rel_step``: larger for
     the discrete sums, whose rounding noise is larger); where they converge, only the whitened
-    polish below follows, not the restarted simplex (thousands of evaluations on a narrow ridge)."""
+    polish below follows (unless ``polish=False``: an objective of sufficient statistics, smooth to
+    rounding, where Newton's stop is the maximum), not the restarted simplex (thousands of
+    evaluations on a narrow ridge)."""
     z = np.asarray(z0, dtype=np.float64)
     scale = np.asarray(scale, dtype=np.float64)
     if newton and z.size == 2:
@@ -468,7 +470,7 @@ def _nelder_mead(objective, z0, scale, newton: bool = False,
             zn, ok = _newton(objective, z, rel_step=step)
             fn = objective(zn)
             if ok and math.isfinite(fn) and fn <= objective(z):
-                return _polish(objective, zn, fn)
+                return _polish(objective, zn, fn) if polish else (zn, fn)
         if fn <= objective(z):  # not converged: the simplex goes on from Newton's last point
             z = zn
     best = objective(z)
@@ -578,7 +580,7 @@ def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete, z_lognormal=None):
         # it is the maximum; no search needed
         return np.array([-n / sy, 0.0])
     z, best = _nelder_mead(nll, z0, np.abs(z0) * 0.1 + 1e-3, newton=True,
-                           rel_step=1e-5 if fast else 1e-4)
+                           rel_step=1e-5 if fast else 1e-4, polish=not fast)
     if fam.name == "lognormal":
         # the power-law limit b = 0 belongs to the closed domain; when it is as good (to rounding),
         # it is the answer: a = -(alpha - 1) of the power law on this tail (closed form when
