@@ -249,6 +249,7 @@ class Distribution:
         self.parameter1_name = self.parameter2_name = self.parameter3_name = None
         self.parameter1 = self.parameter2 = self.parameter3 = None
         gen = _generation(kwargs.get("generation") or getattr(parent_Fit, "generation", None))
+        self._gen = gen
         for i, p in enumerate(self.parameter_names, 1):  # 1.5 names Lambda 'lambda' here
             setattr(self, f"parameter{i}_name", "lambda" if p == "Lambda" and gen == "1.5" else p)
         self._range = _ranges(self.parameter_names, parameter_ranges or parameter_range)
@@ -654,6 +655,10 @@ class Distribution:
         """Plot the model CDF (CCDF if ``survival``) at the unique data values; returns the axes."""
         bins = np.unique(self._data(data))
         probs = self.cdf(bins, survival=survival)
+        if not ax and self.__dict__.get("_gen", "1.5") == "1.5":
+            import matplotlib.pyplot as plt
+
+            _, ax = plt.subplots()  # 1.5 draws a model's CDF on a new figure (2.0: the current)
         ax = _axes(ax)
         ax.plot(bins, probs, **kwargs)
         ax.set_xscale("log")
@@ -733,7 +738,8 @@ class Power_Law(Distribution):  # noqa: N801 (powerlaw's names)
         a = self.alpha
         with np.errstate(all="ignore"):
             if self.discrete:
-                log_z = math.log(self._zeta_mass(self.xmin, self.xmax))
+                mass = self._zeta_mass(self.xmin, self.xmax)  # <= 0 or NaN: no such law
+                log_z = math.log(mass) if mass > 0 else math.inf
                 return -a * np.log(x) - log_z
             lx0 = math.log(self.xmin)
             if a > 1:

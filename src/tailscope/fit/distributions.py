@@ -164,6 +164,15 @@ class TruncatedPowerLaw(TailModel):
     def sum_logf(self, theta, st):
         return -theta[0] * st.sum_log - theta[1] * st.sum_x
 
+    def log_norm(self, theta, xmin, xmax):
+        # the same as the generic form, in plain floats: the fit's inner loop
+        alpha, lam = theta
+        lo = (alpha - 1.0) * math.log(lam) + log_upper_gamma_scalar(1.0 - alpha, lam * xmin)
+        if xmax is None:
+            return lo
+        hi = (alpha - 1.0) * math.log(lam) + log_upper_gamma_scalar(1.0 - alpha, lam * xmax)
+        return lo + math.log(-math.expm1(hi - lo)) if hi < lo else -math.inf
+
     def bounds(self, st, xmin):
         return [(-50.0, 50.0), _log_scale_bounds(st, xmin)]
 
@@ -390,7 +399,8 @@ def _family_cdf(fam: _Family, z, x0: float, xmax: float | None, discrete: bool, 
         return num / -math.expm1(float(fam.log_sf_rel(z, np.array([xmax]), x0)[0]))
 
 
-def _newton(objective, z: np.ndarray, iters: int = 60) -> tuple[np.ndarray, bool]:
+def _newton(objective, z: np.ndarray, iters: int = 60, rel_step: float = 1e-5
+            ) -> tuple[np.ndarray, bool]:
     """Damped Newton steps with finite-difference derivatives (2-D), each step accepted only when
     it lowers the objective: a warm start for Nelder-Mead on a concave likelihood, whose long
     narrow ridges cost the simplex tens of thousands of evaluations. (z, converged)."""
@@ -401,16 +411,16 @@ def _newton(objective, z: np.ndarray, iters: int = 60) -> tuple[np.ndarray, bool
     eye = np.eye(k)
     for _ in range(iters):
         with np.errstate(all="ignore"):
-            z, f, state = _newton_step(objective, z, f, eye)
+            z, f, state = _newton_step(objective, z, f, eye, rel_step)
         if state is not None:
             return z, state
     return z, False
 
 
-def _newton_step(objective, z, f, eye):
+def _newton_step(objective, z, f, eye, rel_step=1e-5):
     """One damped Newton step: (z, f, None to go on | True converged | False failed)."""
     k = z.size
-    h = 1e-5 * np.maximum(np.abs(z), 1e-2)
+    h = rel_step * np.maximum(np.abs(z), 1e-2)
     fp = np.array([objective(z + h[i] * eye[i]) for i in range(k)])
     fm = np.array([objective(z - h[i] * eye[i]) for i in range(k)])
     g = (fp - fm) / (2.0 * h)
@@ -445,17 +455,24 @@ def _newton_step(objective, z, f, eye):
     return zn, fn, (True if done else None)
 
 
-def _nelder_mead(objective, z0, scale, newton: bool = False) -> tuple[np.ndarray, float]:
+def _nelder_mead(objective, z0, scale, newton: bool = False,
+                 rel_step: float = 1e-5, polish: bool = True) -> tuple[np.ndarray, float]:
     """Unbounded Nelder-Mead, restarted from its optimum (smaller simplex) until it stops improving.
-    ``newton``: first Newton's warm start (for a concave objective), then a small simplex."""
+    ``newton``: first Newton's steps (finite differences of relative step ``rel_step``: larger for
+    the discrete sums, whose rounding noise is larger); where they converge, only the whitened
+    polish below follows (unless ``polish=False``: an objective of sufficient statistics, smooth to
+    rounding, where Newton's stop is the maximum), not the restarted simplex (thousands of
+    evaluations on a narrow ridge)."""
     z = np.asarray(z0, dtype=np.float64)
     scale = np.asarray(scale, dtype=np.float64)
     if newton and z.size == 2:
-        zn, ok = _newton(objective, z)
-        if objective(zn) <= objective(z):
+        for step in dict.fromkeys((rel_step, 1e-5)):  # the larger step first, then the default
+            zn, ok = _newton(objective, z, rel_step=step)
+            fn = objective(zn)
+            if ok and math.isfinite(fn) and fn <= objective(z):
+                return _polish(objective, zn, fn) if polish else (zn, fn)
+        if fn <= objective(z):  # not converged: the simplex goes on from Newton's last point
             z = zn
-            if ok:
-                scale = np.maximum(1e-5 * np.abs(z), 1e-9)
     best = objective(z)
     for _ in range(8):
         simplex = np.vstack([z] + [z + np.eye(z.size)[i] * scale[i] for i in range(z.size)])
@@ -518,7 +535,7 @@ def _min_1d(objective, t0: float, step: float) -> tuple[float, float]:
     return (t, v) if v <= f0 else (t0, f0)
 
 
-def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete):
+def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete, z_lognormal=None):
     lx = np.log(tail)
     y = lx - math.log(x0)
     n = tail.size
@@ -543,7 +560,8 @@ def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete):
     if fam.name == "lognormal_positive":
         # a concave maximum over the convex set mu > 0: the lognormal's when that has mu > 0,
         # else on the edge mu = 0, the line a = 2 ln(x0) b: maximise along it (1-D in ln(-b))
-        z = _fit_lognormal(_FAMILIES["lognormal"], tail, x0, xmax, discrete)
+        z = z_lognormal if z_lognormal is not None else \
+            _fit_lognormal(_FAMILIES["lognormal"], tail, x0, xmax, discrete)
         if fam.feasible(z, x0):
             return z
         lx0 = math.log(x0)
@@ -561,7 +579,8 @@ def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete):
         # 2 sy^2 / n - syy <= 0 (an exponential law in y = ln(x / x0) has E[y^2] = 2 E[y]^2), so
         # it is the maximum; no search needed
         return np.array([-n / sy, 0.0])
-    z, best = _nelder_mead(nll, z0, np.abs(z0) * 0.1 + 1e-3, newton=True)
+    z, best = _nelder_mead(nll, z0, np.abs(z0) * 0.1 + 1e-3, newton=True,
+                           rel_step=1e-5 if fast else 1e-4, polish=not fast)
     if fam.name == "lognormal":
         # the power-law limit b = 0 belongs to the closed domain; when it is as good (to rounding),
         # it is the answer: a = -(alpha - 1) of the power law on this tail (closed form when
@@ -615,7 +634,8 @@ def _fit_stretched(fam: _Family, tail, x0, xmax, discrete):
             v = -float(counts @ _family_logpdf(fam, zz, x0, xmax, discrete, uniq))
             return v if math.isfinite(v) else math.inf
 
-        z, best = _nelder_mead(nll, z, np.array([0.1, 0.1 * beta + 1e-3]))
+        z, best = _nelder_mead(nll, z, np.array([0.1, 0.1 * beta + 1e-3]), newton=True,
+                               rel_step=1e-4)
         kl, fl = _min_1d(lambda t: nll(np.array([t[0], 0.0])), float(z[0]), 0.1)
         zl = np.array([kl])
         if fl <= best + _SAME * max(1.0, abs(best)):  # the power-law limit beta = 0
@@ -682,7 +702,7 @@ def _fit_discrete_tpl(tail, xmin, alpha0):
         return v if math.isfinite(v) else math.inf
 
     z0 = np.array([alpha0, math.log(1.0 / float(np.mean(tail)))])
-    z, _ = _nelder_mead(nll, z0, np.array([0.1, 1.0]))
+    z, _ = _nelder_mead(nll, z0, np.array([0.1, 1.0]), newton=True, rel_step=1e-4)
     return (float(z[0]), math.exp(z[1]))
 
 
@@ -706,6 +726,7 @@ class TailFit:
     discrete: bool = False
     _logpdf: Callable | None = field(default=None, repr=False)
     _cdf: Callable | None = field(default=None, repr=False)
+    _z: tuple | None = field(default=None, repr=False)  # a family's fitted natural parameters
 
     def __getattr__(self, item):  # fit.alpha, fit.Lambda, fit.mu, ...
         params = self.__dict__.get("parameters", {})
@@ -761,7 +782,7 @@ def _neg_loglik(model: TailModel, st: TailStats, xmin: float, xmax: float | None
 
 
 def fit_tail_model(name: str, tail: np.ndarray, xmin: float, xmax: float | None = None,
-                   power_law=None, discrete: bool = False) -> TailFit:
+                   power_law=None, discrete: bool = False, lognormal=None) -> TailFit:
     """Maximum-likelihood fit of model ``name`` to ``tail`` (values in [xmin, xmax]).
 
     The power law reuses the given :class:`PowerLawFit`; the exponential has a closed form (without
@@ -769,6 +790,8 @@ def fit_tail_model(name: str, tail: np.ndarray, xmin: float, xmax: float | None 
     stretched exponential are maximised in parameters where no bound is needed (see the module
     docstring); the truncated power law numerically from ``powerlaw``'s start values.
     ``discrete=True`` fits the discrete forms (``powerlaw`` 1.5's, see the module docstring).
+    ``lognormal``: the lognormal already fitted to this same tail (a :class:`TailFit`), which the
+    positive lognormal's fit starts from instead of fitting it again.
     """
     if name not in MODELS:
         raise ValueError(f"unknown distribution {name!r}; choose from {sorted(MODELS)}")
@@ -776,12 +799,16 @@ def fit_tail_model(name: str, tail: np.ndarray, xmin: float, xmax: float | None 
         raise ValueError("discrete tail models take no xmax")
     model = MODELS[name]
     tail = np.asarray(tail, dtype=np.float64)
-    logpdf = cdf = None
+    logpdf = cdf = z_kept = None
     if name in _FAMILIES:
         fam = _FAMILIES[name]
         x0 = xmin - 0.5 if discrete else xmin
-        fitter = _fit_stretched if name == "stretched_exponential" else _fit_lognormal
-        z = fitter(fam, tail, x0, xmax, discrete)
+        if name == "lognormal_positive" and lognormal is not None and lognormal._z is not None:
+            z = _fit_lognormal(fam, tail, x0, xmax, discrete, z_lognormal=np.array(lognormal._z))
+        else:
+            fitter = _fit_stretched if name == "stretched_exponential" else _fit_lognormal
+            z = fitter(fam, tail, x0, xmax, discrete)
+        z_kept = tuple(float(v) for v in z)
         params = fam.display(z, x0)
         logpdf = partial(_family_logpdf, fam, tuple(float(v) for v in z), x0, xmax, discrete)
         cdf = partial(_family_cdf, fam, tuple(float(v) for v in z), x0, xmax, discrete)
@@ -820,7 +847,8 @@ def fit_tail_model(name: str, tail: np.ndarray, xmin: float, xmax: float | None 
     return TailFit(name=name, parameters=params, loglikelihood=ll, xmin=xmin, xmax=xmax,
                    n_tail=int(tail.size), status="success" if ok else "failed",
                    reason="" if ok else "the likelihood has no finite maximum for this tail",
-                   _model=model, _tail=tail, discrete=discrete, _logpdf=logpdf, _cdf=cdf)
+                   _model=model, _tail=tail, discrete=discrete, _logpdf=logpdf, _cdf=cdf,
+                   _z=z_kept)
 
 
 def _minus_inf(x):
@@ -834,8 +862,12 @@ def _maximise(model: TailModel, tail, xmin, xmax) -> tuple[float, ...]:
         return _neg_loglik(model, st, xmin, xmax, z)
 
     bounds = model.bounds(st, xmin)
-    z0 = np.clip(model.to_free(model.start(tail, xmin)), [b[0] for b in bounds],
-                 [b[1] for b in bounds])
+    lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+    z0 = np.clip(model.to_free(model.start(tail, xmin)), lo, hi)
+    if z0.size == 2:  # Newton's steps from the start (a few dozen evaluations, not thousands)
+        zn, ok = _newton(objective, z0)
+        if ok and np.all((zn > lo) & (zn < hi)) and objective(zn) <= objective(z0):
+            return model.from_free(zn)
     opts = {"xatol": 1e-9, "fatol": 1e-11, "maxfev": 4000}
     best = optimize.minimize(objective, z0, method="Nelder-Mead", bounds=bounds, options=opts)
     # restart once from the optimum: Nelder-Mead can stall on long, flat ridges (lognormal)

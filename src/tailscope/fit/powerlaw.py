@@ -184,7 +184,8 @@ class PowerLawFit:
             raise ValueError(f"no tail to fit: the power-law fit failed ({self.reason})")
         if name not in self._cache:
             self._cache[name] = fit_tail_model(name, self.tail, self.xmin, self.xmax, power_law=self,
-                                               discrete=self.discrete)
+                                               discrete=self.discrete,
+                                               lognormal=self._cache.get("lognormal"))
         return self._cache[name]
 
     def compare(self, dist1: str, dist2: str | None = None, *, nested: bool | None = None,
