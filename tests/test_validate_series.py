@@ -213,19 +213,6 @@ def _cli(*args):
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.mark.slow  # the quick zoo and the quick series, twice (a few minutes on 2 cores)
-def test_quick_twice_gives_byte_identical_tables(tmp_path):
-    for folder in ("a", "b"):
-        code, out, err = _cli("validate", "--quick", "--out", tmp_path / folder, "--quiet")
-        assert code == 0, err
-        assert "architecture series" in out
-    for name in ("models.csv", "correlations.csv", "series_models.csv",
-                 "series_correlations.csv"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    s = pd.read_csv(tmp_path / "a" / "series_models.csv")
-    assert len(s) == len(series_design(quick=True)) and (s["status"] == "success").all()
-
-
 @pytest.mark.slow  # one network and its report (~10 s)
 def test_cli_no_series_and_bad_series(tmp_path, monkeypatch):
     small = [quality.Network("digits", 2, 16, 64, 0.05, 1, 0.0, 0.0)]
