@@ -425,3 +425,21 @@ def test_fused_expert_rows_are_keyed_and_exported_per_tensor():
     overrides = dict(o.rsplit("=", 1) for o in bits.to_llama_cpp(arch="llama"))
     assert overrides[r"^blk\.0\.ffn_down_exps\.weight$"] == {2: "q2_K", 3: "q3_K",
                                                              4: "q4_K"}[top]
+
+
+@pytest.mark.slow  # imports gptqmodel (~5 s)
+def test_gptqmodel_export_is_a_quantize_config_gptqmodel_resolves(gptqmodel):
+    """GPTQModel's own QuantizeConfig takes the export, and its dynamic_get gives every module
+    the bits allocated to it (the default bits where there is no override)."""
+    rng = np.random.default_rng(5)
+    names = [f"model.layers.{b}.{m}.weight" for b in range(4)
+             for m in ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj")]
+    d = pd.DataFrame({"name": names, "N": 96, "M": 64, "rf": 1,
+                      "alpha_farms": rng.uniform(2, 6, len(names)), "weight_var": 1e-3})
+    bits = ts.allocate_bits(d, budget=3.0)
+    assert len(set(bits)) > 1  # a plan with overrides
+    config = gptqmodel.QuantizeConfig(**bits.to_gptqmodel())
+    for name, b in bits.items():
+        module = name.removesuffix(".weight")
+        got = config.dynamic_get(layer_name=module, key="bits", default=config.bits)
+        assert got == int(b), (module, got, b)

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -334,28 +331,7 @@ def _minmax_qparams(w: torch.Tensor, g_idx: torch.Tensor, bits: int, sym: bool):
 
 # gptqmodel 7.6.0 pins numpy 2.2, so it is not in the dev extra: make installs it with --no-deps
 # into .cache/gptqmodel (the Makefile's install step), which goes on the end of sys.path here
-GPTQMODEL = Path(__file__).resolve().parents[2] / ".cache" / "gptqmodel"
-
-
-@pytest.fixture(scope="module")
-def gptqmodel():
-    """gptqmodel 7.6.0 from the venv or from .cache/gptqmodel; in CI (CI=true) a missing copy is
-    a failure, never a skip."""
-    try:
-        import gptqmodel
-    except ImportError:
-        if not GPTQMODEL.is_dir():
-            message = (f"gptqmodel 7.6.0 is not installed at {GPTQMODEL}: `make` puts it there "
-                       "(pip install --no-deps --target .cache/gptqmodel gptqmodel==7.6.0 "
-                       "defuser==0.0.28 device_smi==0.5.7 logbar==0.4.15 pypcre==0.6.4 "
-                       "tokenicer==0.0.14)")
-            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                pytest.fail(message)
-            pytest.skip(message)
-        sys.path.append(str(GPTQMODEL))
-        import gptqmodel  # a broken copy fails here: no skip
-    assert gptqmodel.__version__ == "7.6.0", gptqmodel.__version__
-    return gptqmodel
+# the gptqmodel fixture (gptqmodel 7.6.0 from .cache/gptqmodel): tests/conftest.py
 
 
 @pytest.mark.slow
