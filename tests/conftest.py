@@ -30,6 +30,17 @@ def gptqmodel():
                 pytest.fail(message)
             pytest.skip(message)
         sys.path.append(str(GPTQMODEL))
+        appended = True
         import gptqmodel  # a broken copy fails here: no skip
+    else:
+        appended = False
     assert gptqmodel.__version__ == "7.6.0", gptqmodel.__version__
-    return gptqmodel
+    yield gptqmodel
+    if appended:  # gone again: libraries that probe for gptqmodel (PEFT) must not find it later
+        sys.path.remove(str(GPTQMODEL))
+        for name, module in list(sys.modules.items()):
+            if str(getattr(module, "__file__", None) or "").startswith(str(GPTQMODEL)):
+                del sys.modules[name]
+        peft_probe = getattr(sys.modules.get("peft.import_utils"), "is_gptqmodel_available", None)
+        if hasattr(peft_probe, "cache_clear"):
+            peft_probe.cache_clear()
