@@ -138,7 +138,7 @@ def distances(a, b, method: str = "raw", *, layers=None, pool: bool = True,
 _INDEXES: dict = {}  # per process: a model's recipe (on disk) -> the name index of its tensors
 
 
-def _index(rec: Recipe) -> NameIndex:
+def name_index(rec: Recipe) -> NameIndex:
     """The name index of a model's tensors (cached per process for models on disk)."""
     if not rec.on_disk:
         return NameIndex(rec.open().refs)
@@ -161,7 +161,7 @@ class Distance(Work):
     def layer(self, ref: LayerRef, plan: LayerPlan, o, backend) -> list[dict]:
         row = {**identity(ref, plan), "delta_W": math.nan, "delta_b": math.nan, "reason": ""}
         try:
-            index = _index(self.other)
+            index = name_index(self.other)
             other, why = index.find(ref.name)
             if other is None:
                 raise SourceError(why)
@@ -175,7 +175,7 @@ class Distance(Work):
                                       f"model ({other.name!r})")
             row["delta_W"] = _layer_distance(self.method, ref, w1, w2)
             if self.method == "raw":
-                row["delta_b"] = _bias_distance(ref, other, _index(self.this).exact, index)
+                row["delta_b"] = _bias_distance(ref, other, name_index(self.this).exact, index)
             if not o.pool and w1.ndim > 2:
                 return _slice_rows(row, self.method, ref, w1, w2)
         except Exception as exc:  # noqa: BLE001

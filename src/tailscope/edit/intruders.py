@@ -19,25 +19,12 @@ import pandas as pd
 from ..engine.options import make_options
 from ..engine.run import Edit, Recipe, Work, identity, recipe, run
 from ..sources import LayerPlan, LayerRef, SourceError
-from ..sources.derived import NameIndex
 from ..util.errors import one_line
+from .distances import name_index
 from .model import EditedModel, edited_model
 
 COLUMNS = ["layer_id", "name", "layer_type", "N", "M", "rf", "top_k", "num_intruders",
            "intruders", "cos_sim", "sv", "status", "reason"]
-
-_INDEXES: dict = {}  # per process: the base model's recipe (on disk) -> its name index
-
-
-def _index(rec: Recipe) -> NameIndex:
-    if not rec.on_disk:
-        return NameIndex(rec.open().refs)
-    if rec not in _INDEXES:
-        if len(_INDEXES) >= 4:
-            _INDEXES.pop(next(iter(_INDEXES)))
-        _INDEXES[rec] = NameIndex(rec.open().refs)
-    return _INDEXES[rec]
-
 
 def intruder_dimensions(w_ft: np.ndarray, w_base: np.ndarray, top_k: int, epsilon: float
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
@@ -76,7 +63,7 @@ class Intruders(Work):
                                   "matrices")
             if w.dtype.kind != "f":
                 raise SourceError(f"a {w.dtype} tensor is not floating-point weights")
-            other, why = _index(self.base).find(ref.name)
+            other, why = name_index(self.base).find(ref.name)
             if other is None:
                 raise SourceError(why)
             wb = np.asarray(other.load())
