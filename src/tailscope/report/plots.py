@@ -382,21 +382,29 @@ def compare_models(first, second, *, labels=("model A", "model B"), title="", ax
     return finish(fig, path)
 
 
+def _alpha_before_after(ax, table, before: str, after: str, was: str, now: str, title: str):
+    """alpha before against alpha after, one point per layer with both, the diagonal (unchanged)
+    and the 2-6 band."""
+    ok = table[[before, after]].notna().all(axis=1)
+    a = table.loc[ok, before].to_numpy(dtype=float)
+    b = table.loc[ok, after].to_numpy(dtype=float)
+    ax.scatter(a, b, s=12, color=BLUE)
+    if ok.any():
+        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+        ax.plot([lo, hi], [lo, hi], "--", color="gray", linewidth=1)
+    ax.axhspan(OVER_TRAINED, UNDER_TRAINED, color="tab:green", alpha=0.12)
+    ax.set_xlabel(f"alpha ({was})")
+    ax.set_ylabel(f"alpha ({now})")
+    ax.set_title(literal(title))
+
+
 def base_comparison(table, *, title="", path=None):
     """A fine-tune against its base (``compare_to_base``'s table): alpha of the base against
     alpha of the tuned model per layer (on the diagonal: unchanged), and delta alpha with the
     intruder count per layer."""
     fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.0))
-    ok = table[["alpha_base", "alpha"]].notna().all(axis=1)
-    a, b = table.loc[ok, "alpha_base"].to_numpy(), table.loc[ok, "alpha"].to_numpy()
-    ax1.scatter(a, b, s=12, color=BLUE)
-    if ok.any():
-        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
-        ax1.plot([lo, hi], [lo, hi], "--", color="gray", linewidth=1)
-    ax1.axhspan(OVER_TRAINED, UNDER_TRAINED, color="tab:green", alpha=0.12)
-    ax1.set_xlabel("alpha (base)")
-    ax1.set_ylabel("alpha (fine-tuned)")
-    ax1.set_title(literal(title or "alpha, base vs fine-tuned"))
+    _alpha_before_after(ax1, table, "alpha_base", "alpha", "base", "fine-tuned",
+                        title or "alpha, base vs fine-tuned")
     x = np.arange(len(table))
     ax2.bar(x, table["delta_alpha"].fillna(0).to_numpy(), color=BLUE, label="delta alpha")
     ax2.set_xlabel("layer (model order)")
@@ -414,17 +422,8 @@ def quantization_damage(table, *, title="", path=None):
     of the original against alpha of the quantized model per layer (on the diagonal:
     unchanged), and the relative Frobenius error ||W_q - W||_F / ||W||_F per layer."""
     fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.0))
-    ok = table[["alpha_original", "alpha_quantized"]].notna().all(axis=1)
-    a = table.loc[ok, "alpha_original"].to_numpy(dtype=float)
-    b = table.loc[ok, "alpha_quantized"].to_numpy(dtype=float)
-    ax1.scatter(a, b, s=12, color=BLUE)
-    if ok.any():
-        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
-        ax1.plot([lo, hi], [lo, hi], "--", color="gray", linewidth=1)
-    ax1.axhspan(OVER_TRAINED, UNDER_TRAINED, color="tab:green", alpha=0.12)
-    ax1.set_xlabel("alpha (original)")
-    ax1.set_ylabel("alpha (quantized)")
-    ax1.set_title(literal(title or "alpha, original vs quantized"))
+    _alpha_before_after(ax1, table, "alpha_original", "alpha_quantized", "original", "quantized",
+                        title or "alpha, original vs quantized")
     x = np.arange(len(table))
     ax2.bar(x, table["rel_frobenius"].fillna(0).to_numpy(dtype=float), color=ORANGE)
     ax2.set_xlabel("layer (model order)")
