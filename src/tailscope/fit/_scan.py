@@ -21,19 +21,30 @@ from scipy.special import zeta
 _BLOCK = 1 << 15  # matrix elements per vectorised block: 256 KiB of float64 stays in cache
 _PRUNE_TOL = 1e-12  # guards the bound against last-ulp differences between code paths
 _N_PROBE = 4  # candidates evaluated exactly per refinement round to tighten the threshold
+_N_ZOOM = 17  # points per zoom window
+_N_FIRST = 8  # evenly spaced points of the first grid
+_N_GEOM = 4  # geometrically spaced points of the first grid
 
 
 class Spectrum:
     """Sorted unique values of the data with the prefix sums the scan needs."""
 
-    __slots__ = ("u", "L", "before", "before_f", "inv_m", "m", "n", "K", "mean_log_excess",
-                 "discrete")
+    __slots__ = ("u", "L", "inv_u", "before", "before_f", "inv_m", "m", "n", "K",
+                 "mean_log_excess", "discrete")
 
     def __init__(self, x_sorted: np.ndarray, discrete: bool = False):
         self.discrete = discrete
-        u, first, counts = np.unique(x_sorted, return_index=True, return_counts=True)
+        # np.unique's first indices and counts, read off the sorted data directly (np.unique
+        # would sort again with a stable argsort)
+        new = np.empty(x_sorted.size, dtype=bool)
+        new[0] = True
+        np.not_equal(x_sorted[1:], x_sorted[:-1], out=new[1:])
+        first = np.flatnonzero(new)
+        u = x_sorted[first]
+        counts = np.diff(first, append=x_sorted.size)
         self.u = u
         self.L = np.log(u)
+        self.inv_u = 1.0 / u
         self.before = first.astype(np.int64)
         self.n = int(x_sorted.size)
         self.K = int(u.size)
@@ -85,46 +96,170 @@ def truncated_beta(mean_log_excess: np.ndarray, log_ratio: np.ndarray) -> np.nda
     return beta
 
 
-def _ks_block(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarray,
-              inv: np.ndarray) -> np.ndarray:
-    """max |P - S| over the given positions (rows: candidates ks), in place on one buffer."""
+def _deviations(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarray,
+                inv: np.ndarray, approx: bool = False) -> np.ndarray:
+    """|P - S| at the given positions (rows: candidates ks), in one buffer.
+
+    ``approx`` (discrete only): the zeta values of the tail by Euler-Maclaurin where that is
+    exact to ~1e-14 (the caller subtracts a margin: these are only lower bounds).
+    """
+    if sp.discrete and approx:
+        return _em_deviations(sp, ks, pos, beta)
     if sp.discrete:
-        return _ks_block_discrete(sp, ks, pos, beta)
-    a = sp.L[pos]
-    a -= sp.L[ks, None]
-    a *= -beta[ks, None]
-    np.exp(a, out=a)  # the SIMD exp: 1 - exp(.) is exact to ~1e-16 in absolute terms, all D needs
-    np.subtract(1.0, a, out=a)
-    a *= inv[ks, None]
+        a = _discrete_P(sp, ks, pos, beta)
+    else:
+        a = sp.L[pos]
+        a -= sp.L[ks, None]
+        a *= -beta[ks, None]
+        np.exp(a, out=a)  # the SIMD exp: 1 - exp(.) is exact to ~1e-16 in absolute terms
+        np.subtract(1.0, a, out=a)
+        a *= inv[ks, None]
     e = sp.before_f[pos]
     e -= sp.before_f[ks, None]
     e *= sp.inv_m[ks, None]
     a -= e
     np.abs(a, out=a)
-    return a.max(axis=1)
+    return a
 
 
-def _ks_block_discrete(sp: Spectrum, ks: np.ndarray, pos: np.ndarray,
-                       beta: np.ndarray) -> np.ndarray:
-    """The discrete power law's KS block: P = 1 - zeta(alpha, u_j) / zeta(alpha, u_k)."""
-    alpha = 1.0 + beta[ks, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a = zeta(alpha, sp.u[pos])
-        a /= zeta(alpha, sp.u[ks, None])
-    np.subtract(1.0, a, out=a)
-    e = sp.before_f[pos]
-    e -= sp.before_f[ks, None]
-    e *= sp.inv_m[ks, None]
-    a -= e
-    np.abs(a, out=a)
-    out = a.max(axis=1)
-    # zeta(alpha, xmin) underflows (alpha in the hundreds): powerlaw's CDF is then all ones, D = 1
-    out[np.isnan(out)] = 1.0
+def _ks_block(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarray,
+              inv: np.ndarray, approx: bool = False) -> np.ndarray:
+    """max |P - S| over the given positions (rows: candidates ks)."""
+    out = _deviations(sp, ks, pos, beta, inv, approx).max(axis=1)
+    if sp.discrete:
+        # zeta(alpha, xmin) underflows (alpha in the hundreds): powerlaw's CDF is then all ones
+        out[np.isnan(out)] = 1.0
     return out
 
 
-def exact_D(sp: Spectrum, ks: np.ndarray, beta: np.ndarray, inv: np.ndarray) -> np.ndarray:
-    """Exact KS distance for each candidate in ks (any order); blocks group similar tail lengths."""
+# Euler-Maclaurin for the Hurwitz zeta function, q >= 1, s > 1, with M correction terms:
+#   zeta(s, q) = q^-s [q / (s - 1) + 1/2 + s / (12 q) - (s)_3 / (720 q^3) + (s)_5 / (30240 q^5) ...]
+# ((s)_k: the rising factorial). The remainder is below the first omitted term,
+# |B_2M+2| / (2M+2)! (s)_2M+1 q^(-s-2M-1) (the derivatives of x^-s alternate in sign), i.e. a
+# relative error below (s - 1) (s)_2M+1 |B_2M+2| / (2M+2)! / q^(2M+2), plus the rounding of
+# exp(-s ln q), about s ln(q) ulp (rows with s ln(q) > 1000 take scipy's zeta). A row takes the fewest
+# terms that bring this under _EM_REL at its xmin (the smallest q of the row); rows that no M
+# serves take scipy's zeta.
+_EM_COEF = (1.0 / 12.0, -1.0 / 720.0, 1.0 / 30240.0)  # B_2i / (2i)!
+_EM_REM = (1.0 / 720.0, 1.0 / 30240.0, 1.0 / 1209600.0)  # |B_2M+2| / (2M+2)!
+_EM_REL = 1e-12
+_APPROX_MARGIN = 1e-11  # subtracted from approximate deviations: covers both zetas and rounding
+
+
+def _em_zeta(s: np.ndarray, q: np.ndarray, iq: np.ndarray, lq: np.ndarray, n_terms: int):
+    """zeta(s, q) by Euler-Maclaurin with n_terms corrections (s broadcasts against q)."""
+    coefs = []
+    rise = s
+    for i in range(n_terms):  # coefficient of q^-(2i+1): B_2i+2 / (2i+2)! (s)_2i+1
+        coefs.append(_EM_COEF[i] * rise)
+        rise = rise * (s + (2 * i + 1)) * (s + (2 * i + 2))
+    if n_terms == 1:
+        br = coefs[0] * iq
+    else:  # Horner in 1/q^2
+        iq2 = iq * iq
+        br = coefs[-1] * iq2
+        for c in coefs[-2:0:-1]:
+            br += c
+            br *= iq2
+        br += coefs[0]
+        br *= iq
+    br += 0.5
+    br += q / (s - 1.0)
+    e = lq * -s
+    np.exp(e, out=e)
+    br *= e
+    return br
+
+
+def _discrete_P(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarray
+                ) -> np.ndarray:
+    """P = 1 - zeta(alpha, u_j) / zeta(alpha, u_k) at the positions (NaN where zeta(alpha, u_k)
+    underflows), by scipy's zeta."""
+    s = 1.0 + beta[ks]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = zeta(s[:, None], sp.u[pos])
+        z /= zeta(s, sp.u[ks])[:, None]
+    np.subtract(1.0, z, out=z)
+    return z
+
+
+def _em_deviations(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarray
+                   ) -> np.ndarray:
+    """|P - S| of the discrete power law to within _APPROX_MARGIN: the zetas by
+    Euler-Maclaurin where that is exact to _EM_REL (scipy's zeta in the other rows)."""
+    s = 1.0 + beta[ks]
+    out = np.empty(pos.shape)
+    todo = np.ones(ks.size, dtype=bool)
+    uk = sp.u[ks]
+    rise = s.copy()
+    for m in range(1, len(_EM_COEF) + 1):
+        rise = rise * (s + (2 * m - 1)) * (s + 2 * m)  # (s)_2m+1
+        with np.errstate(over="ignore", invalid="ignore"):
+            bound = (s - 1.0) * rise * _EM_REM[m - 1] / uk ** (2 * m + 2)
+        # exp(-s ln q) carries a relative rounding error of about s ln(q) ulp
+        rows = np.flatnonzero(todo & (bound <= _EM_REL) & (s * sp.L[-1] <= 1e3))
+        if not rows.size:
+            continue
+        sr, kr = s[rows], ks[rows]
+        with np.errstate(over="ignore", under="ignore"):
+            zk = _em_zeta(sr, sp.u[kr], sp.inv_u[kr], sp.L[kr], m)
+        good = (zk > 1e-250) & np.isfinite(zk)
+        if not good.all():
+            rows, sr, kr, zk = rows[good], sr[good], kr[good], zk[good]
+            if not rows.size:
+                continue
+        whole = rows.size == ks.size
+        p = pos if whole else pos[rows]
+        w = 1.0 / zk
+        sc = sr[:, None]
+        # zeta(s, q) / zk = exp(-s ln q) [q w / (s - 1) + w / 2 + sum_i c_i w q^-(2i+1)]
+        coefs = []
+        r = sc
+        for i in range(m):
+            coefs.append((_EM_COEF[i] * w)[:, None] * r)
+            r = r * (sc + (2 * i + 1)) * (sc + (2 * i + 2))
+        br = sp.inv_u[p]
+        if m > 1:
+            iq = br
+            iq2 = iq * iq
+            br = coefs[-1] * iq2
+            for c in coefs[-2:0:-1]:
+                br += c
+                br *= iq2
+            br += coefs[0]
+            br *= iq
+        else:
+            br *= coefs[0]
+        br += (0.5 * w)[:, None]
+        q = sp.u[p]
+        q *= (w / (sr - 1.0))[:, None]
+        br += q
+        t = sp.L[p]
+        t *= -sc
+        with np.errstate(under="ignore"):
+            np.exp(t, out=t)
+        br *= t  # zeta(s, u_j) / zeta(s, u_k)
+        g = sp.before_f[p]
+        g *= sp.inv_m[kr, None]
+        br += g
+        # P - S = 1 - ratio - (before_j - before_k) / m_k
+        np.subtract((1.0 + sp.before_f[kr] * sp.inv_m[kr])[:, None], br, out=br)
+        np.abs(br, out=br)
+        if whole:
+            return br
+        out[rows] = br
+        todo[rows] = False
+    if todo.any():
+        r = np.flatnonzero(todo)
+        out[r] = _deviations(sp, ks[r], pos[r], beta, None)
+    return out
+
+
+def exact_D(sp: Spectrum, ks: np.ndarray, beta: np.ndarray, inv: np.ndarray,
+            approx: bool = False) -> np.ndarray:
+    """Exact KS distance for each candidate in ks (any order); blocks group similar tail lengths.
+
+    ``approx`` (discrete): to within _APPROX_MARGIN, by Euler-Maclaurin (see _em_deviations)."""
     ks = np.asarray(ks, dtype=np.int64)
     out = np.empty(ks.size)
     if ks.size == 0:
@@ -140,22 +275,51 @@ def exact_D(sp: Spectrum, ks: np.ndarray, beta: np.ndarray, inv: np.ndarray) -> 
         sel = order[i:j]
         width = sp.K - ks[sel].min()
         pos = np.minimum(ks[sel, None] + np.arange(width), sp.K - 1)
-        out[sel] = _ks_block(sp, ks[sel], pos, beta, inv)
+        out[sel] = _ks_block(sp, ks[sel], pos, beta, inv, approx)
         i = j
     return out
 
 
-def _lower_bounds(sp: Spectrum, ks: np.ndarray, n_points: int, beta: np.ndarray,
-                  inv: np.ndarray) -> np.ndarray:
-    """max |P - S| over n_points tail positions evenly spaced from xmin to the largest value."""
-    out = np.empty(ks.size)
-    grid = np.linspace(0.0, 1.0, n_points)
-    rows = max(1, _BLOCK // n_points)
+def _bounds_at(sp: Spectrum, ks: np.ndarray, offsets: np.ndarray, beta: np.ndarray,
+               inv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """max |P - S| over the positions ks + offsets (rows of offsets increasing, clipped to the
+    tail): a lower bound on each candidate's D, and the positions of the sampled neighbours of
+    its maximum (the bracket a finer search looks in). NaN rows (an underflowing discrete
+    normalisation, D = 1) give the bound -inf: they are settled by their exact D."""
+    lb = np.empty(ks.size)
+    lo = np.empty(ks.size, dtype=np.int64)
+    hi = np.empty(ks.size, dtype=np.int64)
+    ncol = offsets.shape[1]
+    rows = max(1, _BLOCK // ncol)
+    approx = sp.discrete
     for i in range(0, ks.size, rows):
         kk = ks[i:i + rows]
-        span = (sp.K - 1 - kk).astype(np.float64)
-        pos = kk[:, None] + np.rint(span[:, None] * grid).astype(np.int64)
-        out[i:i + rows] = _ks_block(sp, kk, pos, beta, inv)
+        pos = kk[:, None] + offsets[i:i + rows]
+        np.clip(pos, kk[:, None], sp.K - 1, out=pos)
+        dev = _deviations(sp, kk, pos, beta, inv, approx)
+        j = np.argmax(dev, axis=1)  # NaN rows: argmax is the first NaN
+        r = np.arange(kk.size)
+        v = dev[r, j]
+        if approx:
+            v -= _APPROX_MARGIN
+        v[np.isnan(v)] = -np.inf
+        lb[i:i + rows] = v
+        lo[i:i + rows] = pos[r, np.maximum(j - 1, 0)]
+        hi[i:i + rows] = pos[r, np.minimum(j + 1, ncol - 1)]
+    return lb, lo, hi
+
+
+def _grid(span: np.ndarray, n_points: int) -> np.ndarray:
+    """Increasing offsets 0 .. span per row: n_points evenly spaced, and (the first grid) as
+    many more spaced geometrically, which catch a maximum near xmin on a long tail."""
+    span = span.astype(np.float64)
+    even = np.rint(span[:, None] * np.linspace(0.0, 1.0, n_points)).astype(np.int64)
+    if n_points > _N_FIRST or _N_GEOM == 0:
+        return even
+    geom = np.rint(np.expm1(np.log1p(span)[:, None] * np.linspace(0.0, 1.0, _N_GEOM))
+                   ).astype(np.int64)
+    out = np.concatenate([even, geom], axis=1)
+    out.sort(axis=1)
     return out
 
 
@@ -165,30 +329,75 @@ def scan(sp: Spectrum, candidates: np.ndarray, beta: np.ndarray, inv: np.ndarray
     (length K) holding every exact D that was computed (NaN where a candidate was pruned).
 
     candidates: indices k of valid candidates (finite beta > 0), increasing.
+
+    Each candidate's bound is a maximum of |P - S| over some of its tail positions: a grid
+    (first _N_FIRST evenly and _N_GEOM geometrically spaced positions, then evenly spaced grids
+    4x finer each time), then zoom rounds that sample the bracket between the sampled neighbours
+    of the maximum with _N_ZOOM points until every bracket is fully sampled (the bound is then
+    the local maximum around the grid's best point, usually D itself). After each round the
+    lowest bounds are settled (D over the whole tail: raising the bar `best`), every candidate
+    whose bound exceeds `best` is dropped, and one whose tail fits in the next grid is settled.
+
+    Discrete data settle with the Euler-Maclaurin zeta (D to within _APPROX_MARGIN: a bound
+    either side, `best` the least upper one); the candidates that could still be the argmin
+    then get their exact D with scipy's zeta.
     """
     known = np.full(sp.K, np.nan)
-    alive = np.asarray(candidates, dtype=np.int64)
+    approx = sp.discrete
+    pool_k, pool_lb = [], []  # discrete: settled candidates and their (tight) lower bounds
     best = np.inf
-    n_points = 32
+
+    def settle(ks):
+        nonlocal best
+        d = exact_D(sp, ks, beta, inv, approx)
+        if approx:
+            pool_k.append(ks)
+            pool_lb.append(d - _APPROX_MARGIN)
+            best = min(best, float(d.min()) + _APPROX_MARGIN)
+        else:
+            known[ks] = d
+            best = min(best, float(d.min()))
+
+    alive = np.asarray(candidates, dtype=np.int64)
+    n_points = _N_FIRST
+    lb = np.full(alive.size, -np.inf)
+    lo = alive.copy()
+    hi = alive.copy()
+    zoom = np.linspace(0.0, 1.0, _N_ZOOM)
     while alive.size:
         width = sp.K - alive
         small = width <= n_points
         if small.any():
-            d = exact_D(sp, alive[small], beta, inv)
-            known[alive[small]] = d
-            best = min(best, float(d.min()))
-            alive = alive[~small]
+            settle(alive[small])
+            keep = ~small
+            alive, lb, lo, hi = alive[keep], lb[keep], lo[keep], hi[keep]
             if not alive.size:
                 break
-        lb = _lower_bounds(sp, alive, n_points, beta, inv)
+        z = np.flatnonzero(hi - lo > 2)  # brackets not yet fully sampled
+        if z.size:  # zoom into them
+            zk = alive[z]
+            offsets = (lo[z] - zk)[:, None] + np.rint((hi[z] - lo[z])[:, None] * zoom
+                                                      ).astype(np.int64)
+            new_lb, new_lo, new_hi = _bounds_at(sp, zk, offsets, beta, inv)
+            lb[z] = np.maximum(lb[z], new_lb)  # the bracket always narrows
+            lo[z], hi[z] = new_lo, new_hi
+        else:  # a finer grid
+            offsets = _grid(sp.K - 1 - alive, n_points)
+            new_lb, new_lo, new_hi = _bounds_at(sp, alive, offsets, beta, inv)
+            up = new_lb > lb
+            lb = np.where(up, new_lb, lb)
+            lo = np.where(up, new_lo, lo)
+            hi = np.where(up, new_hi, hi)
+            n_points *= 4
         probe = np.argsort(lb, kind="stable")[:_N_PROBE]
-        d = exact_D(sp, alive[probe], beta, inv)
-        known[alive[probe]] = d
-        best = min(best, float(d.min()))
+        settle(alive[probe])
         keep = lb <= best + _PRUNE_TOL
         keep[probe] = False
-        alive = alive[keep]
-        n_points *= 4
+        alive, lb, lo, hi = alive[keep], lb[keep], lo[keep], hi[keep]
+    if pool_k:  # the exact D of every settled candidate that may be the argmin
+        ks = np.concatenate(pool_k)
+        ks = ks[np.concatenate(pool_lb) <= best + _PRUNE_TOL]
+        known[ks] = exact_D(sp, ks, beta, inv)
     if np.all(np.isnan(known)):
         return -1, known
     return int(np.nanargmin(known)), known
