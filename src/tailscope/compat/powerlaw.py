@@ -192,6 +192,22 @@ def load_test_dataset(name: str) -> np.ndarray:
     return clauset(name, scaled=False)
 
 
+def _is_range(xmin) -> bool:
+    """Whether an ``xmin`` option is a search range (a non-empty sequence)."""
+    return xmin is not None and isinstance(xmin, (tuple, list, np.ndarray)) and len(xmin) > 0
+
+
+def _unique(data) -> np.ndarray:
+    """np.unique of the data, read off directly when they are sorted (the Fit's always are)."""
+    data = np.asarray(data, dtype=float)
+    if data.size < 2 or not (data[1:] >= data[:-1]).all():
+        return np.unique(data)
+    new = np.empty(data.size, dtype=bool)
+    new[0] = True
+    np.not_equal(data[1:], data[:-1], out=new[1:])
+    return data[new]
+
+
 # --- the distributions ----------------------------------------------------------------------
 class _Parameters(dict):
     """A distribution's parameters: a dict (powerlaw 2.0: ``dist.parameters['alpha']``) that can
@@ -270,6 +286,7 @@ class Distribution:
         for i, p in enumerate(self.parameter_names, 1):
             setattr(self, p, float(params[p]))
             setattr(self, f"parameter{i}", float(params[p]))
+        self._ll = None
 
     def set_parameters(self, params):
         """Set the parameters (a list in ``parameter_names`` order, or a dict by name)."""
@@ -342,13 +359,26 @@ class Distribution:
 
     def loglikelihoods(self, data=None):
         """Log density (log probability if discrete) of each value in [xmin, xmax]."""
+        return self._loglikelihoods(data).copy()
+
+    def _loglikelihoods(self, data=None):
+        """loglikelihoods, remembered for the fitted tail (not to be modified: shared)."""
         data = self._data(data)
+        theta, bounds = self._theta(), (self.xmin, self.xmax)
+        ll = self.__dict__.get("_ll")
+        if (ll is not None and ll[0] is data and ll[1] is self._delegate and ll[2] == theta
+                and ll[3] == bounds):
+            return ll[4]
         if self._delegate is not None:
             with np.errstate(all="ignore"):
-                return np.asarray(self._delegate.loglikelihoods(data), dtype=float)
-        if not self.in_range():
-            return np.full(data.shape, _LOG_FLOOR)
-        return self._own_logpdf(data)
+                out = np.asarray(self._delegate.loglikelihoods(data), dtype=float)
+        elif not self.in_range():
+            out = np.full(data.shape, _LOG_FLOOR)
+        else:
+            out = self._own_logpdf(data)
+        if self._is_tail(data):
+            self._ll = (data, self._delegate, theta, bounds, out)
+        return out
 
     def likelihoods(self, data=None):
         return self.pdf(data)
@@ -380,13 +410,27 @@ class Distribution:
             data = parent.data if parent is not None else self.__dict__.get("_fit_data")
             if data is None:
                 raise ValueError("no data: pass data, or fit the distribution first")
+        if self._is_tail(data):
+            return data
         return trim_to_range(np.asarray(data, dtype=float), xmin=self.xmin, xmax=self.xmax)
+
+    def _is_tail(self, data) -> bool:
+        """Whether ``data`` is a sorted array inside [xmin, xmax] already: its parent Fit's
+        data or the tail it was fitted to (both sorted), with its ends inside the bounds."""
+        parent = self.__dict__.get("parent_Fit")
+        if not ((parent is not None and data is parent.__dict__.get("data"))
+                or data is self.__dict__.get("_fit_data")):
+            return False
+        return data.size == 0 or (data[0] >= self.xmin
+                                  and (self.xmax is None or data[-1] <= self.xmax))
 
     # --- fitting ------------------------------------------------------------------------------
     def fit(self, data=None, suppress_output=True):
         """Fit the parameters to the data in [xmin, xmax] by maximum likelihood (or by the KS
         distance when ``fit_method='KS'``)."""
-        tail = np.sort(self._data(data))
+        tail = self._data(data)
+        if not self._is_tail(tail):
+            tail = np.sort(tail)
         self._fit_data = tail
         self.n = int(tail.size)
         if tail.size == 0:
@@ -399,7 +443,7 @@ class Distribution:
             self._fit_own(tail)
         self.noise_flag = not self.in_range()
         with np.errstate(all="ignore"):
-            self.loglikelihood = float(np.sum(self.loglikelihoods(tail)))
+            self.loglikelihood = float(np.sum(self._loglikelihoods(tail)))
         self.KS(tail)
 
     def _fit_tailscope(self, tail):
@@ -474,11 +518,11 @@ class Distribution:
     def KS(self, data=None):
         """The KS distance D (and D_plus, D_minus, the Kuiper V, Kappa, Asquare) to the data in
         [xmin, xmax], against the empirical P(X < x) at the unique values (powerlaw's)."""
-        data = np.sort(self._data(data))
+        data = self._data(data)
         if data.size < 2:
             self.D = self.D_plus = self.D_minus = self.Kappa = self.V = self.Asquare = np.nan
             return self.D
-        bins, emp = cdf(data)
+        bins, emp = self._ecdf(data)
         theo = self.cdf(bins)
         diff = theo - emp
         self.D_plus = float(diff.max())
@@ -489,6 +533,24 @@ class Distribution:
         with np.errstate(all="ignore"):
             self.Asquare = float(np.sum((diff**2 / (theo * (1 - theo) + 1e-12))[1:]))
         return self.D
+
+    def _ecdf(self, data):
+        """``cdf(data)`` (unique values, P(X < value)), shared by the distributions of a Fit."""
+        if not self._is_tail(data):
+            return cdf(np.sort(data))
+        parent = self.__dict__.get("parent_Fit")
+        internal = None if parent is None else parent.__dict__.get("_internal")
+        cached = getattr(internal, "ecdf", None)
+        if cached is not None and cached[0] is data:
+            return cached[1], cached[2]
+        new = np.empty(data.size, dtype=bool)  # sorted: np.unique's first indices directly
+        new[0] = True
+        np.not_equal(data[1:], data[:-1], out=new[1:])
+        first = np.flatnonzero(new)
+        bins, emp = data[first], first / float(data.size)
+        if internal is not None and data is parent.data:
+            internal.ecdf = (data, bins, emp)
+        return bins, emp
 
     # --- standard errors ----------------------------------------------------------------------
     @property
@@ -865,6 +927,7 @@ class _Internal:
     def __init__(self):
         self.pl = None  # the power law at the chosen xmin (its tail models are cached on it)
         self.scan = None  # the xmin scan (its D-vs-xmin curve)
+        self.ecdf = None  # (tail, unique values, empirical CDF) shared by the distributions
 
     def __eq__(self, other):
         return isinstance(other, _Internal) and (repr(self.pl), repr(self.scan)) == (
@@ -893,7 +956,7 @@ class Fit:
         arr = np.asarray(getattr(data, "to_numpy", lambda: data)(), dtype=float)
         if arr.ndim != 1:
             raise ValueError("Input data must be one-dimensional")
-        if not np.all(np.isfinite(arr)):
+        if arr.size and not (math.isfinite(arr.min()) and math.isfinite(arr.max())):
             raise ValueError(f"data contain {int((~np.isfinite(arr)).sum())} NaN or infinite "
                              "value(s); drop them first")
         self.discrete = bool(discrete)
@@ -925,25 +988,37 @@ class Fit:
         self.given_xmin, self.given_xmax = xmin, xmax
         self.xmax = float(xmax) if xmax else None
         self.fixed_xmax = self.xmax is not None
-        arr = arr[arr > 0]
+        if not (arr.size and arr.min() > 0):
+            arr = arr[arr > 0]
         n_above = 0
         if self.xmax is not None:
             n_above = int(np.sum(arr > self.xmax))
             arr = arr[arr <= self.xmax]
-        self.data = np.sort(arr)
-        if self.data.size == 0:
+        if arr.size == 0:
             raise ValueError("no positive data (in [0, xmax]) to fit")
         self._internal = _Internal()
         self.noise_flag = False
         fixed = xmin is not None and not isinstance(xmin, (tuple, list, np.ndarray))
         self.fixed_xmin = bool(fixed and xmin)
+        if not (self.fixed_xmin or _is_range(xmin)) and self._default_scan():
+            self.data = arr  # the scan sorts a copy of it, which becomes the data (_scan_fast)
+        elif arr.size > 1 and (arr[1:] >= arr[:-1]).all():
+            self.data = arr.copy()  # already sorted (a copy: never the caller's array)
+        else:
+            self.data = np.sort(arr)
         if self.fixed_xmin:
             self.xmin = float(xmin)
             self.noise_flag = None
             self._fixed_power_law()
         else:
             self.find_xmin()
-        tail = self.data[self.data >= self.xmin] if np.isfinite(self.xmin) else self.data[:0]
+        pl = self.__dict__.get("power_law")
+        if not np.isfinite(self.xmin):
+            tail = self.data[:0]
+        elif pl is not None and pl.xmin == self.xmin and pl.__dict__.get("_fit_data") is not None:
+            tail = pl._fit_data  # the same values: the power law's distributions share them
+        else:
+            tail = self.data[int(np.searchsorted(self.data, self.xmin, side="left")):]
         self.data = tail
         self.n = float(len(tail))
         self.n_tail = self.n + n_above
@@ -963,15 +1038,16 @@ class Fit:
             setattr(self, k, getattr(pl, k))
         self.power_law = pl
 
-    def _power_law_at(self, xmin) -> Power_Law:
-        """The power law fitted at one xmin (through tailscope's fitter where it can)."""
+    def _power_law_at(self, xmin, fitted=None) -> Power_Law:
+        """The power law fitted at one xmin (through tailscope's fitter where it can; ``fitted``:
+        tailscope's fit at this xmin when the caller has it, e.g. the scan's)."""
         pl = Power_Law(xmin=xmin, xmax=self.xmax, discrete=self.discrete,
                        fit_method=self.fit_method, estimate_discrete=self.estimate_discrete,
                        parameter_ranges=self.parameter_range,
                        parameter_constraints=self.parameter_constraints,
                        initial_parameters=self.initial_parameters,
                        discrete_approximation=self.discrete_approximation)
-        tail = self.data[self.data >= xmin]
+        tail = self.data[int(np.searchsorted(self.data, xmin, side="left")):]  # sorted data
         pl.n = int(tail.size)
         pl._fit_data = tail
         # a parameter range only decides validity (as powerlaw: the candidate's maximum is
@@ -981,8 +1057,8 @@ class Fit:
         done = False
         if plain and tail.size >= 2 and tail[0] != tail[-1]:
             if not self.discrete or (self.estimate_discrete and self.xmax is None):
-                res = fit_power_law(self.data, xmin=float(xmin), xmax=self.xmax,
-                                    discrete=self.discrete)
+                res = fitted if fitted is not None else fit_power_law(
+                    self.data, xmin=float(xmin), xmax=self.xmax, discrete=self.discrete)
                 if res.ok:
                     pl._store({"alpha": res.alpha})
                     pl._delegate = res
@@ -1015,15 +1091,22 @@ class Fit:
             raise ValueError(f"xmin_distance must be one of {sorted(XMIN_DISTANCES)}")
         data = self.data
         given = self.given_xmin
-        u = np.unique(data)
-        if given is not None and isinstance(given, (tuple, list, np.ndarray)) and len(given):
-            lo, hi = min(given), max(given)
-            if self.generation == "2.0":
-                u = u[(u >= lo) & (u < hi)]
-            else:
-                u = u[(u >= lo) & (u <= hi)]
-        xmins = u[:-1]
-        if xmins.size == 0:
+        ranged = _is_range(given)
+        fast = dist == "D" and self._default_scan()
+        if fast and not ranged:  # the scan finds the candidates itself (data maybe unsorted)
+            xmins = None
+            empty = data.size == 0 or data.min() == data.max()
+        else:
+            u = _unique(data)
+            if ranged:
+                lo, hi = min(given), max(given)
+                if self.generation == "2.0":
+                    u = u[(u >= lo) & (u < hi)]
+                else:
+                    u = u[(u >= lo) & (u <= hi)]
+            xmins = u[:-1]
+            empty = xmins.size == 0
+        if empty:
             self.xmin = self.alpha = self.sigma_ = self.D = math.nan
             setattr(self, dist, math.nan)
             self.xmins = self.alphas = self.sigmas = np.array([np.nan])
@@ -1033,7 +1116,7 @@ class Fit:
             warnings.warn("fewer than 2 unique values left after the xmin and xmax options: "
                           "cannot fit (NaN)", RuntimeWarning, stacklevel=2)
             return self.xmin
-        if dist == "D" and self._default_scan():
+        if fast:
             self._scan_fast(xmins, given)
         else:
             self._scan_slow(xmins, dist)
@@ -1041,11 +1124,12 @@ class Fit:
 
     def _scan_fast(self, xmins, given):
         rng = None
-        if given is not None and isinstance(given, (tuple, list, np.ndarray)) and len(given):
+        if xmins is not None:  # an xmin range: its candidates
             rng = (float(xmins[0]), float(xmins[-1]))
         res = fit_power_law(self.data, xmin=rng, xmax=self.xmax, discrete=self.discrete)
+        self.data = res.data  # the same values, sorted
         if not res.ok:
-            self._scan_slow(xmins, "D")
+            self._scan_slow(_unique(self.data)[:-1] if xmins is None else xmins, "D")
             return
         self._internal.scan = res
         self.xmin, self.alpha, self.D = res.xmin, res.alpha, res.D
@@ -1057,7 +1141,8 @@ class Fit:
         self.noise_flag = False
         self.sigma_ = res.sigma
         self._lazy_Ds = True
-        pl = self._power_law_at(self.xmin)
+        # the scan's own fit at its xmin: the numbers of a fit with that xmin fixed
+        pl = self._power_law_at(self.xmin, fitted=res)
         for k in ("V", "Asquare", "Kappa", "D_plus", "D_minus"):
             setattr(self, k, getattr(pl, k))
         self.power_law = pl

@@ -22,8 +22,9 @@ _BLOCK = 1 << 15  # matrix elements per vectorised block: 256 KiB of float64 sta
 _PRUNE_TOL = 1e-12  # guards the bound against last-ulp differences between code paths
 _N_PROBE = 4  # candidates evaluated exactly per refinement round to tighten the threshold
 _N_ZOOM = 17  # points per zoom window
-_N_FIRST = 8  # evenly spaced points of the first grid
-_N_GEOM = 4  # geometrically spaced points of the first grid
+# the first grid: (evenly, geometrically) spaced points, continuous and discrete (where each
+# point costs more: fewer, more pruning left to the zoom)
+_FIRST_GRID = {False: (8, 4), True: (6, 2)}
 
 
 class Spectrum:
@@ -103,7 +104,7 @@ def _deviations(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarray,
     ``approx`` (discrete only): the zeta values of the tail by Euler-Maclaurin where that is
     exact to ~1e-14 (the caller subtracts a margin: these are only lower bounds).
     """
-    if sp.discrete and approx:
+    if sp.discrete and approx and pos.size >= _EM_MIN_SIZE:
         return _em_deviations(sp, ks, pos, beta)
     if sp.discrete:
         a = _discrete_P(sp, ks, pos, beta)
@@ -144,6 +145,7 @@ _EM_COEF = (1.0 / 12.0, -1.0 / 720.0, 1.0 / 30240.0)  # B_2i / (2i)!
 _EM_REM = (1.0 / 720.0, 1.0 / 30240.0, 1.0 / 1209600.0)  # |B_2M+2| / (2M+2)!
 _EM_REL = 1e-12
 _APPROX_MARGIN = 1e-11  # subtracted from approximate deviations: covers both zetas and rounding
+_EM_MIN_SIZE = 2000  # smaller blocks take scipy's zeta (cheaper than the Python overhead)
 
 
 def _em_zeta(s: np.ndarray, q: np.ndarray, iq: np.ndarray, lq: np.ndarray, n_terms: int):
@@ -309,18 +311,14 @@ def _bounds_at(sp: Spectrum, ks: np.ndarray, offsets: np.ndarray, beta: np.ndarr
     return lb, lo, hi
 
 
-def _grid(span: np.ndarray, n_points: int) -> np.ndarray:
-    """Increasing offsets 0 .. span per row: n_points evenly spaced, and (the first grid) as
-    many more spaced geometrically, which catch a maximum near xmin on a long tail."""
+def _grid(span: np.ndarray, n_points: int, geometric: bool = False) -> np.ndarray:
+    """Increasing offsets 0 .. span per row: n_points evenly spaced, or geometrically spaced
+    (which catch a maximum near xmin on a long tail)."""
     span = span.astype(np.float64)
-    even = np.rint(span[:, None] * np.linspace(0.0, 1.0, n_points)).astype(np.int64)
-    if n_points > _N_FIRST or _N_GEOM == 0:
-        return even
-    geom = np.rint(np.expm1(np.log1p(span)[:, None] * np.linspace(0.0, 1.0, _N_GEOM))
-                   ).astype(np.int64)
-    out = np.concatenate([even, geom], axis=1)
-    out.sort(axis=1)
-    return out
+    if geometric:
+        return np.rint(np.expm1(np.log1p(span)[:, None] * np.linspace(0.0, 1.0, n_points))
+                       ).astype(np.int64)
+    return np.rint(span[:, None] * np.linspace(0.0, 1.0, n_points)).astype(np.int64)
 
 
 def scan(sp: Spectrum, candidates: np.ndarray, beta: np.ndarray, inv: np.ndarray
@@ -331,7 +329,7 @@ def scan(sp: Spectrum, candidates: np.ndarray, beta: np.ndarray, inv: np.ndarray
     candidates: indices k of valid candidates (finite beta > 0), increasing.
 
     Each candidate's bound is a maximum of |P - S| over some of its tail positions: a grid
-    (first _N_FIRST evenly and _N_GEOM geometrically spaced positions, then evenly spaced grids
+    (first some evenly and geometrically spaced positions, _FIRST_GRID, then evenly spaced grids
     4x finer each time), then zoom rounds that sample the bracket between the sampled neighbours
     of the maximum with _N_ZOOM points until every bracket is fully sampled (the bound is then
     the local maximum around the grid's best point, usually D itself). After each round the
@@ -359,7 +357,7 @@ def scan(sp: Spectrum, candidates: np.ndarray, beta: np.ndarray, inv: np.ndarray
             best = min(best, float(d.min()))
 
     alive = np.asarray(candidates, dtype=np.int64)
-    n_points = _N_FIRST
+    n_points, n_geom = _FIRST_GRID[bool(sp.discrete)]
     lb = np.full(alive.size, -np.inf)
     lo = alive.copy()
     hi = alive.copy()
@@ -382,8 +380,16 @@ def scan(sp: Spectrum, candidates: np.ndarray, beta: np.ndarray, inv: np.ndarray
             lb[z] = np.maximum(lb[z], new_lb)  # the bracket always narrows
             lo[z], hi[z] = new_lo, new_hi
         else:  # a finer grid
-            offsets = _grid(sp.K - 1 - alive, n_points)
-            new_lb, new_lo, new_hi = _bounds_at(sp, alive, offsets, beta, inv)
+            new_lb, new_lo, new_hi = _bounds_at(sp, alive, _grid(sp.K - 1 - alive, n_points),
+                                                beta, inv)
+            if n_geom:  # the first grid: its geometric half (the bracket: the better half's)
+                g_lb, g_lo, g_hi = _bounds_at(sp, alive, _grid(sp.K - 1 - alive, n_geom, True),
+                                              beta, inv)
+                better = g_lb > new_lb
+                new_lb = np.where(better, g_lb, new_lb)
+                new_lo = np.where(better, g_lo, new_lo)
+                new_hi = np.where(better, g_hi, new_hi)
+                n_geom = 0
             up = new_lb > lb
             lb = np.where(up, new_lb, lb)
             lo = np.where(up, new_lo, lo)

@@ -127,7 +127,8 @@ class PowerLawFit:
         """The fitted values: xmin <= x (<= xmax)."""
         if not self.ok:
             return self.data[:0]
-        return self.data[self.data >= self.xmin]
+        # the data are sorted (fit_power_law sorts them): the tail is their end
+        return self.data[int(np.searchsorted(self.data, self.xmin, side="left")):].copy()
 
     # --- the fitted model -------------------------------------------------------------------
     def _beta_norm(self) -> tuple[float, float]:
@@ -255,7 +256,7 @@ def _failed(reason: str, x: np.ndarray, xmax: float | None, discrete: bool = Fal
 def _tail_fit(x: np.ndarray, xmin: float, xmax: float | None,
               discrete: bool = False) -> tuple[float, float, float, int]:
     """alpha, D, sigma and tail size at a fixed xmin (x sorted, already cut at xmax)."""
-    tail = x[x >= xmin]
+    tail = x[int(np.searchsorted(x, xmin, side="left")):]
     m = tail.size
     if discrete:  # powerlaw 1.5's estimate_discrete expression, for equal rounding
         alpha = 1.0 + m / float(np.sum(np.log(tail / (xmin - 0.5))))
@@ -359,7 +360,9 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
     >>> fit_power_law(x, xmin=1.5).n_tail
     2138
     """
-    x = np.sort(as_positive_1d(data))
+    x = as_positive_1d(data)  # a copy of the data, ours to sort
+    if x.size > 1 and not (x[1:] >= x[:-1]).all():
+        x.sort()
     if discrete:
         if xmax is not None or fix_fingers:
             raise ValueError("discrete=True takes no xmax and no fix_fingers (a discrete fit is "

@@ -12,7 +12,8 @@ import numpy as np
 
 
 def as_positive_1d(data: Any, what: str = "data") -> np.ndarray:
-    """Validate ``data`` as a 1-D array of finite positive numbers; return it as float64."""
+    """Validate ``data`` as a 1-D array of finite positive numbers; return it as a new float64
+    array (a copy: the caller may sort it in place)."""
     try:
         arr = np.asarray(data)
     except Exception as exc:  # ragged lists and the like
@@ -27,6 +28,9 @@ def as_positive_1d(data: Any, what: str = "data") -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{what} is empty")
     arr = arr.astype(np.float64)
+    lo, hi = arr.min(), arr.max()  # NaN propagates through both
+    if lo > 0 and math.isfinite(hi):
+        return arr
     bad = ~np.isfinite(arr)
     if bad.any():
         raise ValueError(f"{what} contain {int(bad.sum())} NaN or infinite value(s)")
