@@ -393,13 +393,18 @@ class Distribution:
     def cdf(self, data=None, survival=False):
         """Model P(X < x) at each value in [xmin, xmax] (1 - that if ``survival``)."""
         data = self._data(data)
-        if self._delegate is not None:
-            out = np.asarray(self._delegate.cdf(data), dtype=float)
-        elif not self.in_range():
-            return np.full(data.shape, _FLOOR)
-        else:
-            out = self._own_cdf(data)
+        if self._delegate is None and not self.in_range():
+            return np.full(data.shape, _FLOOR)  # (also for survival, as powerlaw)
+        out = self._model_cdf(data)
         return 1.0 - out if survival else out
+
+    def _model_cdf(self, data):
+        """cdf at values inside [xmin, xmax] (_FLOOR everywhere out of range)."""
+        if self._delegate is not None:
+            return np.asarray(self._delegate.cdf(data), dtype=float)
+        if not self.in_range():
+            return np.full(data.shape, _FLOOR)
+        return self._own_cdf(data)
 
     def ccdf(self, data=None, survival=True):
         return self.cdf(data=data, survival=survival)
@@ -523,11 +528,11 @@ class Distribution:
             self.D = self.D_plus = self.D_minus = self.Kappa = self.V = self.Asquare = np.nan
             return self.D
         bins, emp = self._ecdf(data)
-        theo = self.cdf(bins)
+        theo = self._model_cdf(bins)  # the unique values of data inside [xmin, xmax]
         diff = theo - emp
         self.D_plus = float(diff.max())
         self.D_minus = float(-diff.min())
-        self.Kappa = 1 + float(np.mean(diff))
+        self.Kappa = 1 + float(diff.sum() / diff.size)  # np.mean's arithmetic
         self.V = self.D_plus + self.D_minus
         self.D = max(self.D_plus, self.D_minus)
         with np.errstate(all="ignore"):
@@ -1235,8 +1240,8 @@ class Fit:
         see docs/switching/powerlaw.md)."""
         if nested is None and ((dist1 in dist2) or (dist2 in dist1)):
             nested = True
-        ll1 = getattr(self, dist1).loglikelihoods(self.data)
-        ll2 = getattr(self, dist2).loglikelihoods(self.data)
+        ll1 = getattr(self, dist1)._loglikelihoods(self.data)  # read only: no copies
+        ll2 = getattr(self, dist2)._loglikelihoods(self.data)
         return loglikelihood_ratio(ll1, ll2, nested=bool(nested),
                                    normalized_ratio=normalized_ratio)
 

@@ -188,72 +188,74 @@ def _discrete_P(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarray
 def _em_deviations(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarray
                    ) -> np.ndarray:
     """|P - S| of the discrete power law to within _APPROX_MARGIN: the zetas by
-    Euler-Maclaurin where that is exact to _EM_REL (scipy's zeta in the other rows)."""
+    Euler-Maclaurin where that is exact to _EM_REL (scipy's zeta in the other rows).
+
+    All such rows take the same number of terms: the most any of them needs."""
     s = 1.0 + beta[ks]
-    out = np.empty(pos.shape)
-    todo = np.ones(ks.size, dtype=bool)
     uk = sp.u[ks]
+    need = np.full(ks.size, len(_EM_COEF) + 1)  # terms each row needs (4: none will do)
     rise = s.copy()
     for m in range(1, len(_EM_COEF) + 1):
         rise = rise * (s + (2 * m - 1)) * (s + 2 * m)  # (s)_2m+1
         with np.errstate(over="ignore", invalid="ignore"):
             bound = (s - 1.0) * rise * _EM_REM[m - 1] / uk ** (2 * m + 2)
-        # exp(-s ln q) carries a relative rounding error of about s ln(q) ulp
-        rows = np.flatnonzero(todo & (bound <= _EM_REL) & (s * sp.L[-1] <= 1e3))
-        if not rows.size:
-            continue
-        sr, kr = s[rows], ks[rows]
+        need[(bound <= _EM_REL) & (need > m)] = m
+    # exp(-s ln q) carries a relative rounding error of about s ln(q) ulp
+    need[~(s * sp.L[-1] <= 1e3)] = len(_EM_COEF) + 1
+    em = need <= len(_EM_COEF)
+    m = int(need[em].max()) if em.any() else 0
+    if m:
         with np.errstate(over="ignore", under="ignore"):
-            zk = _em_zeta(sr, sp.u[kr], sp.inv_u[kr], sp.L[kr], m)
-        good = (zk > 1e-250) & np.isfinite(zk)
-        if not good.all():
-            rows, sr, kr, zk = rows[good], sr[good], kr[good], zk[good]
-            if not rows.size:
-                continue
-        whole = rows.size == ks.size
-        p = pos if whole else pos[rows]
-        w = 1.0 / zk
-        sc = sr[:, None]
-        # zeta(s, q) / zk = exp(-s ln q) [q w / (s - 1) + w / 2 + sum_i c_i w q^-(2i+1)]
-        coefs = []
-        r = sc
-        for i in range(m):
-            coefs.append((_EM_COEF[i] * w)[:, None] * r)
-            r = r * (sc + (2 * i + 1)) * (sc + (2 * i + 2))
-        br = sp.inv_u[p]
-        if m > 1:
-            iq = br
-            iq2 = iq * iq
-            br = coefs[-1] * iq2
-            for c in coefs[-2:0:-1]:
-                br += c
-                br *= iq2
-            br += coefs[0]
-            br *= iq
-        else:
-            br *= coefs[0]
-        br += (0.5 * w)[:, None]
-        q = sp.u[p]
-        q *= (w / (sr - 1.0))[:, None]
-        br += q
-        t = sp.L[p]
-        t *= -sc
-        with np.errstate(under="ignore"):
-            np.exp(t, out=t)
-        br *= t  # zeta(s, u_j) / zeta(s, u_k)
-        g = sp.before_f[p]
-        g *= sp.inv_m[kr, None]
-        br += g
-        # P - S = 1 - ratio - (before_j - before_k) / m_k
-        np.subtract((1.0 + sp.before_f[kr] * sp.inv_m[kr])[:, None], br, out=br)
-        np.abs(br, out=br)
-        if whole:
-            return br
-        out[rows] = br
-        todo[rows] = False
-    if todo.any():
-        r = np.flatnonzero(todo)
-        out[r] = _deviations(sp, ks[r], pos[r], beta, None)
+            zk = _em_zeta(s, uk, sp.inv_u[ks], sp.L[ks], m)
+        em &= (zk > 1e-250) & np.isfinite(zk)
+    if not em.any():
+        return _deviations(sp, ks, pos, beta, None)
+    whole = bool(em.all())
+    rows = None if whole else np.flatnonzero(em)
+    p = pos if whole else pos[rows]
+    kr = ks if whole else ks[rows]
+    w = 1.0 / (zk if whole else zk[rows])
+    sr = s if whole else s[rows]
+    sc = sr[:, None]
+    # zeta(s, q) / zk = exp(-s ln q) [q w / (s - 1) + w / 2 + sum_i c_i w q^-(2i+1)]
+    coefs = []
+    r = sc
+    for i in range(m):
+        coefs.append((_EM_COEF[i] * w)[:, None] * r)
+        r = r * (sc + (2 * i + 1)) * (sc + (2 * i + 2))
+    br = sp.inv_u[p]
+    if m > 1:
+        iq = br
+        iq2 = iq * iq
+        br = coefs[-1] * iq2
+        for c in coefs[-2:0:-1]:
+            br += c
+            br *= iq2
+        br += coefs[0]
+        br *= iq
+    else:
+        br *= coefs[0]
+    br += (0.5 * w)[:, None]
+    q = sp.u[p]
+    q *= (w / (sr - 1.0))[:, None]
+    br += q
+    t = sp.L[p]
+    t *= -sc
+    with np.errstate(under="ignore"):
+        np.exp(t, out=t)
+    br *= t  # zeta(s, u_j) / zeta(s, u_k)
+    g = sp.before_f[p]
+    g *= sp.inv_m[kr, None]
+    br += g
+    # P - S = 1 - ratio - (before_j - before_k) / m_k
+    np.subtract((1.0 + sp.before_f[kr] * sp.inv_m[kr])[:, None], br, out=br)
+    np.abs(br, out=br)
+    if whole:
+        return br
+    out = np.empty(pos.shape)
+    out[rows] = br
+    other = np.flatnonzero(~em)
+    out[other] = _deviations(sp, ks[other], pos[other], beta, None)
     return out
 
 
