@@ -25,6 +25,8 @@ _N_ZOOM = 17  # points per zoom window
 # the first grid: (evenly, geometrically) spaced points, continuous and discrete (where each
 # point costs more: fewer, more pruning left to the zoom)
 _FIRST_GRID = {False: (8, 4), True: (6, 2)}
+_SMALL_K = 400  # up to this many unique values the first grid is 32 evenly spaced points: the
+_SMALL_GRID = (32, 0)  # work is then per-round overhead, and one fine round prunes the most
 
 
 class Spectrum:
@@ -42,7 +44,9 @@ class Spectrum:
         np.not_equal(x_sorted[1:], x_sorted[:-1], out=new[1:])
         first = np.flatnonzero(new)
         u = x_sorted[first]
-        counts = np.diff(first, append=x_sorted.size)
+        counts = np.empty_like(first)
+        np.subtract(first[1:], first[:-1], out=counts[:-1])
+        counts[-1] = x_sorted.size - first[-1]
         self.u = u
         self.L = np.log(u)
         self.inv_u = 1.0 / u
@@ -359,7 +363,7 @@ def scan(sp: Spectrum, candidates: np.ndarray, beta: np.ndarray, inv: np.ndarray
             best = min(best, float(d.min()))
 
     alive = np.asarray(candidates, dtype=np.int64)
-    n_points, n_geom = _FIRST_GRID[bool(sp.discrete)]
+    n_points, n_geom = _SMALL_GRID if sp.K <= _SMALL_K else _FIRST_GRID[bool(sp.discrete)]
     lb = np.full(alive.size, -np.inf)
     lo = alive.copy()
     hi = alive.copy()
