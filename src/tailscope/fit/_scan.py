@@ -7,10 +7,14 @@ Notation (all on the sorted unique values u_0 < ... < u_{K-1} of the data):
   CDF is S = (before[j] - before[k]) / m[k]. D_k = max_j |P - S|.
 
 A maximum over a subset of j is a lower bound on D_k. The scan computes cheap lower bounds for
-every candidate, the exact D of the most promising ones, drops every candidate whose bound exceeds
-the best exact D, and refines the bounds of the rest with 4x more points until each survivor is
-exact. Every candidate that could be the (first) argmin ends with its exact D, so the answer equals
-the brute-force scan; only the work differs.
+every candidate (a coarse grid of positions, then zooming into the bracket around each maximum,
+then finer grids), the exact D of the most promising ones, and drops every candidate whose bound
+exceeds the best exact D. Every candidate that could be the (first) argmin ends with its exact D,
+so the answer equals the brute-force scan; only the work differs.
+
+Discrete candidates (P = 1 - zeta(alpha_k, u_j) / zeta(alpha_k, u_k), the Hurwitz zeta) take
+their bounds from an Euler-Maclaurin zeta with a proven error, widened by _APPROX_MARGIN; the D
+values kept and compared at the end are scipy's, as before.
 """
 
 from __future__ import annotations
