@@ -53,7 +53,7 @@ class Spectrum:
         counts[-1] = x_sorted.size - first[-1]
         self.u = u
         self.L = np.log(u)
-        self.inv_u = 1.0 / u
+        self.inv_u = 1.0 / u if discrete else None  # (the discrete bounds'; u >= 1 there)
         self.before = first.astype(np.int64)
         self.n = int(x_sorted.size)
         self.K = int(u.size)
