@@ -307,6 +307,10 @@ def test_distributions_alone_against_powerlaw15(cls, params, discrete):
     ours = getattr(facade, cls)(xmin=1, parameters=params, discrete=discrete)
     ref = getattr(powerlaw, cls)(xmin=1, parameters=params, discrete=discrete)
     assert list(ours.parameters.values()) == params and ours.parameter1 == params[0]
+    # powerlaw 2.0's keywords by name (Power_Law(xmin=1, alpha=2.5)) give the same distribution
+    by_name = getattr(facade, cls)(xmin=1, discrete=discrete, **dict(zip(ours.parameter_names,
+                                                                         params)))
+    assert by_name.parameters == ours.parameters
     if discrete and cls == "Truncated_Power_Law":
         # powerlaw 1.5's discrete cutoff law: its mpmath Lerch normaliser; ours is 'round'
         return
@@ -324,6 +328,13 @@ def test_distributions_alone_against_powerlaw15(cls, params, discrete):
     u, first = np.unique(np.sort(r), return_index=True)
     cdf_at = ours.cdf(u)
     assert np.max(np.abs(cdf_at - first / r.size)) < 0.04
+
+
+def test_parameters_by_name_are_all_or_none():
+    with pytest.raises(ValueError, match="needs all of"):
+        facade.Truncated_Power_Law(xmin=1, alpha=1.5)
+    assert facade.Exponential(xmin=1, **{"lambda": 0.5}).Lambda == 0.5  # 1.5's name of Lambda
+    assert facade.Power_Law(xmin=1).parameters == {"alpha": None}  # nothing set yet
 
 
 def test_standard_errors_from_observed_information():

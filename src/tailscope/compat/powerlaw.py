@@ -198,7 +198,7 @@ class _Parameters(dict):
     also be called to set them (powerlaw 1.5: ``dist.parameters([2.5])``)."""
 
     def __init__(self, dist):
-        super().__init__((p, getattr(dist, p)) for p in dist.parameter_names)
+        super().__init__((p, getattr(dist, p, None)) for p in dist.parameter_names)
         self._dist = dist
 
     def __call__(self, params):
@@ -260,6 +260,15 @@ class Distribution:
         self.noise_flag = False
         if parent_Fit is not None:
             self.parent_Fit = parent_Fit
+        # powerlaw 2.0: the parameters by name (Power_Law(xmin=1, alpha=1.5)); 'lambda' is 1.5's
+        # name of Lambda
+        named = {p: kwargs[k] for p in self.parameter_names
+                 for k in (p, "lambda" if p == "Lambda" else p) if k in kwargs}
+        if parameters is None and named:
+            if len(named) != len(self.parameter_names):
+                raise ValueError(f"{type(self).__name__} needs all of {self.parameter_names}; "
+                                 f"got {sorted(named)}")
+            parameters = named
         if parameters is not None:
             self.set_parameters(parameters)
         if data is not None:
