@@ -343,6 +343,16 @@ def test_initial_parameters_as_one_dict():
         plain.truncated_power_law.loglikelihood, rel=1e-12)
 
 
+@pytest.mark.parametrize("alpha", [2.5, 0.7])
+def test_power_law_alone_with_xmax_is_a_density(alpha):
+    from scipy.integrate import quad
+
+    pl = facade.Power_Law(xmin=5, xmax=300, parameters=[alpha])
+    total, _ = quad(lambda v: float(pl.pdf(np.array([v]))[0]), 5, 300, limit=200)
+    assert total == pytest.approx(1.0, rel=1e-9)
+    assert pl.cdf(np.array([300.0]))[0] == pytest.approx(1.0, rel=1e-12)
+
+
 def test_parameters_by_name_are_all_or_none():
     with pytest.raises(ValueError, match="needs all of"):
         facade.Truncated_Power_Law(xmin=1, alpha=1.5)
