@@ -626,9 +626,9 @@ def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete, z_lognormal=None):
     lx = np.log(tail)
     y = lx - math.log(x0)
     n = tail.size
-    s0 = float(np.std(lx)) or 1.0
-    z0 = np.array([float(np.mean(y)) / s0**2, -0.5 / s0**2])
-    sy, syy, slx = float(np.sum(y)), float(np.sum(y * y)), float(np.sum(lx))
+    sy, syy, slx = float(np.sum(y)), float(y @ y), float(np.sum(lx))
+    s0 = math.sqrt(max(syy / n - (sy / n) ** 2, 0.0)) or 1.0  # the standard deviation of ln x
+    z0 = np.array([sy / n / s0**2, -0.5 / s0**2])
     fast = not discrete and xmax is None
     if not fast:
         uniq, counts = np.unique(tail, return_counts=True)
@@ -705,8 +705,10 @@ def _fit_stretched(fam: _Family, tail, x0, xmax, discrete):
     beta = _stretched_beta(r, n, sr)
     if beta is None:  # not converged (a degenerate tail): a grid, then Brent's search
         beta = _stretched_beta_search(profile)
-    if profile(0.0) <= profile(beta) + _SAME * max(1.0, abs(profile(beta))):
-        beta = 0.0  # the power-law limit, as good to rounding: the answer
+    if beta > 0:
+        p_beta = profile(beta)
+        if profile(0.0) <= p_beta + _SAME * max(1.0, abs(p_beta)):
+            beta = 0.0  # the power-law limit, as good to rounding: the answer
     e = float(np.sum(fam._e(beta, r)))
     z = np.array([math.log(n / e), beta])
     if discrete or xmax is not None:
@@ -992,8 +994,8 @@ def fit_tail_model(name: str, tail: np.ndarray, xmin: float, xmax: float | None 
         elif name == "exponential" and discrete:
             d = float(np.mean(tail - xmin))
             theta = (math.log1p(1.0 / d) if d > 0 else math.inf,)
-        elif name == "exponential" and xmax is None and np.mean(tail) > xmin:
-            theta = (1.0 / (float(np.mean(tail)) - xmin),)
+        elif name == "exponential" and xmax is None and (m := float(np.mean(tail))) > xmin:
+            theta = (1.0 / (m - xmin),)
         elif name == "truncated_power_law" and discrete:
             alpha0 = power_law.alpha if power_law is not None else \
                 1.0 + tail.size / float(np.sum(np.log(tail / xmin)))
@@ -1082,8 +1084,8 @@ def _tpl_value(alpha: float, u: float, ml: float, mx: float, xmin: float,
 
 def _tpl_derivatives(alpha: float, u: float, ml: float, mx: float, xmin: float,
                      xmax: float | None):
-    """:func:`_tpl_value` with its gradient and Hessian in (alpha, u = ln Lambda), in plain floats:
-    (f, fa, fu, faa, fau, fuu)."""
+    """:func:`_tpl_value` with its gradient and Hessian in (alpha, Lambda), in plain floats:
+    (f, fa, fl, faa, fal, fll)."""
     lam, s = math.exp(u), 1.0 - alpha
     h = 1e-4 * max(1.0, abs(s))
     # W = log Gamma(1 - alpha, lam xmin) and its derivatives in (alpha, lam)
@@ -1102,10 +1104,8 @@ def _tpl_derivatives(alpha: float, u: float, ml: float, mx: float, xmin: float,
         wll = (wll + wl * wl - r * (hll + hl * hl)) / q - dl * dl
         w, wa, wl = w + math.log1p(-r), da, dl
     f = alpha * ml + lam * mx + (alpha - 1.0) * u + w
-    fa = ml + u + wa
-    fl = mx + (alpha - 1.0) / lam + wl  # d/dLambda; then the chain rule to u
-    fll = -(alpha - 1.0) / (lam * lam) + wll
-    return f, fa, lam * fl, waa, lam * (1.0 / lam + wal), lam * lam * fll + lam * fl
+    return (f, ml + u + wa, mx + (alpha - 1.0) / lam + wl, waa, 1.0 / lam + wal,
+            -(alpha - 1.0) / (lam * lam) + wll)
 
 
 def _fit_tpl(tail, xmin: float, xmax: float | None, power_law=None):
@@ -1124,6 +1124,9 @@ def _fit_tpl(tail, xmin: float, xmax: float | None, power_law=None):
         else 1.0 + 1.0 / max(ml - math.log(xmin), 1e-300)
     u_lo = math.log(1e-12 / top)  # _maximise's box: below it, that bound's answer
     u_hi = math.log(1e12 / xmin)
+    # Lambda max(x) < 1e-6: the power-law limit's side, where the Lambda-derivatives cancel
+    # ((alpha - 1) / Lambda against the normaliser's) to noise; the bounded search decides there
+    u_flat = math.log(1e-6 / top)
     with np.errstate(all="ignore"):
         try:
             u = -math.log(top)
@@ -1137,10 +1140,22 @@ def _fit_tpl(tail, xmin: float, xmax: float | None, power_law=None):
                     u, f, moved = u + direction, fn, True
                 if moved:
                     break
-            f, fa, fu, haa, hau, huu = _tpl_derivatives(alpha, u, ml, mx, xmin, xmax)
             for _ in range(100):
-                if not all(math.isfinite(v) for v in (f, fa, fu, haa, hau, huu)):
+                if u < u_flat:
                     return None
+                f, fa, fl, haa, hal, hll = _tpl_derivatives(alpha, u, ml, mx, xmin, xmax)
+                if not all(math.isfinite(v) for v in (f, fa, fl, haa, hal, hll)):
+                    return None
+                # convergence: Newton's decrement (twice the predicted gain) in (alpha, Lambda),
+                # where the objective is convex; it does not vanish as Lambda -> 0 unless the
+                # gradient does (in u it would, on the power-law limit's flat side)
+                det = haa * hll - hal * hal
+                if haa > 0 and det > 0:
+                    dec = (hll * fa * fa - 2.0 * hal * fa * fl + haa * fl * fl) / det
+                    if dec <= 1e-15 * max(1.0, abs(f)):
+                        return alpha, math.exp(u)
+                lam = math.exp(u)  # the steps: Newton's in (alpha, u = ln Lambda)
+                fu, hau, huu = lam * fl, lam * hal, lam * lam * hll + lam * fl
                 det = haa * huu - hau * hau
                 if not (haa > 0 and det > 1e-12 * (haa * huu + hau * hau)):
                     # not convex here: Levenberg-Marquardt's shift
@@ -1150,7 +1165,6 @@ def _fit_tpl(tail, xmin: float, xmax: float | None, power_law=None):
                     det = haa * huu - hau * hau
                 sa = -(huu * fa - hau * fu) / det
                 su = -(haa * fu - hau * fa) / det
-                dec = -(fa * sa + fu * su)  # Newton's decrement: twice the predicted gain
                 t = 1.0
                 while t > 1e-12:
                     a_new, u_new = alpha + t * sa, u + t * su
@@ -1159,13 +1173,10 @@ def _fit_tpl(tail, xmin: float, xmax: float | None, power_law=None):
                         break
                     t *= 0.5
                 else:
-                    return (alpha, math.exp(u)) if dec <= 1e-10 * max(1.0, abs(f)) else None
+                    return None  # no descent, and not converged: the bounded search decides
                 alpha, u = a_new, u_new
                 if not u_lo < u < u_hi:
                     return None
-                if dec <= 1e-15 * max(1.0, abs(f)):
-                    return alpha, math.exp(u)
-                f, fa, fu, haa, hau, huu = _tpl_derivatives(alpha, u, ml, mx, xmin, xmax)
         except (OverflowError, ValueError, ZeroDivisionError):
             return None
     return None
