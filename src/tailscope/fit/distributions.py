@@ -627,9 +627,11 @@ def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete, z_lognormal=None):
     y = lx - math.log(x0)
     n = tail.size
     sy, syy, slx = float(np.sum(y)), float(y @ y), float(np.sum(lx))
-    s0 = math.sqrt(max(syy / n - (sy / n) ** 2, 0.0)) or 1.0  # the standard deviation of ln x
-    z0 = np.array([sy / n / s0**2, -0.5 / s0**2])
     fast = not discrete and xmax is None
+    # the standard deviation of ln x (from the sums where Newton's method follows, which ends on
+    # the same maximum from any start)
+    s0 = (math.sqrt(max(syy / n - (sy / n) ** 2, 0.0)) if fast else float(np.std(lx))) or 1.0
+    z0 = np.array([sy / n / s0**2 if fast else float(np.mean(y)) / s0**2, -0.5 / s0**2])
     if not fast:
         uniq, counts = np.unique(tail, return_counts=True)
 
@@ -702,13 +704,13 @@ def _fit_stretched(fam: _Family, tail, x0, xmax, discrete):
             e = float(np.sum(fam._e(beta, r)))
         return -(n * math.log(n / e) + beta * sr - n) if 0 < e < math.inf else math.inf
 
-    beta = _stretched_beta(r, n, sr)
-    if beta is None:  # not converged (a degenerate tail): a grid, then Brent's search
+    # continuous without xmax: the profile's minimum is the answer, by Newton's method; else (and
+    # where Newton's method does not converge) a grid and Brent's search start the search below
+    beta = _stretched_beta(r, n, sr) if not discrete and xmax is None else None
+    if beta is None:
         beta = _stretched_beta_search(profile)
-    if beta > 0:
-        p_beta = profile(beta)
-        if profile(0.0) <= p_beta + _SAME * max(1.0, abs(p_beta)):
-            beta = 0.0  # the power-law limit, as good to rounding: the answer
+    if beta > 0 and profile(0.0) <= (p_beta := profile(beta)) + _SAME * max(1.0, abs(p_beta)):
+        beta = 0.0  # the power-law limit, as good to rounding: the answer
     e = float(np.sum(fam._e(beta, r)))
     z = np.array([math.log(n / e), beta])
     if discrete or xmax is not None:
