@@ -660,8 +660,9 @@ def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete, z_lognormal=None):
             return np.array([2.0 * lx0 * b + 1e-12 * abs(b) + 1e-300, b])
 
         t0 = math.log(max(-z[1], 0.5 / max(s0, 1e-3) ** 2))
-        b = _lognormal_newton(n, sy, syy, slx, (2.0 * lx0 * -math.exp(t0), -math.exp(t0)),
-                              edge=2.0 * lx0) if fast else None
+        slope = 2.0 * lx0 - 1e-12  # edge()'s line, a = slope b (+ 1e-300)
+        b = _lognormal_newton(n, sy, syy, slx, (slope * -math.exp(t0), -math.exp(t0)),
+                              edge=slope) if fast else None
         if b is not None:
             return edge([math.log(-b[1])])
         t, _ = _min_1d(lambda t: nll(edge(t)), t0, 0.5)
@@ -1137,6 +1138,8 @@ def _fit_tpl(tail, xmin: float, xmax: float | None, power_law=None):
     # Lambda max(x) < 1e-6: the power-law limit's side, where the Lambda-derivatives cancel
     # ((alpha - 1) / Lambda against the normaliser's) to noise; the bounded search decides there
     u_flat = math.log(1e-6 / top)
+    if not -50.0 < alpha < 50.0:  # outside _maximise's box (the cost of log Gamma(1 - alpha, .)
+        return None  # grows with alpha)
     with np.errstate(all="ignore"):
         try:
             u = -math.log(top)
@@ -1185,7 +1188,7 @@ def _fit_tpl(tail, xmin: float, xmax: float | None, power_law=None):
                 else:
                     return None  # no descent, and not converged: the bounded search decides
                 alpha, u = a_new, u_new
-                if not u_lo < u < u_hi:
+                if not (u_lo < u < u_hi and -50.0 < alpha < 50.0):  # _maximise's box
                     return None
         except (OverflowError, ValueError, ZeroDivisionError):
             return None
