@@ -15,9 +15,13 @@ from tailscope.fit.distributions import MODELS
 from tailscope.fit.special import log_upper_gamma
 
 
-@pytest.mark.parametrize("s", [-20.5, -7.0, -3.2, -1.0, -0.3, 0.0, 1e-3, 0.4, 1.0, 2.5, 30.0])
+@pytest.mark.parametrize("s", [-20.5, -7.0, -3.2, -2.99999, -1.946, -1.0, -0.9999999, -0.3, 0.0,
+                               1e-3, 0.4, 1.0, 2.5, 30.0])
 def test_log_upper_gamma_against_mpmath(s):
-    z = np.array([1e-12, 1e-6, 1e-3, 0.1, 0.9, 1.0, 2.9, 3.0, 3.1, 7.0, 50.0, 700.0, 1e5, 1e9])
+    # s = 1 - alpha below 0 with small z: Gamma(s0, z), s0 = s + ceil(-s) in [0, 1), by a series
+    # up to z = 1.5 (s0 -> 0 included), scipy beyond; then the downward recurrence
+    z = np.array([1e-12, 1e-6, 1e-3, 0.1, 0.9, 1.0, 1.4999, 1.5, 1.5001, 2.9, 3.0, 3.1, 7.0, 50.0,
+                  700.0, 1e5, 1e9])
     ours = log_upper_gamma(s, z)
     mpmath.mp.dps = 40
     ref = np.array([float(mpmath.log(mpmath.gammainc(s, float(v)))) for v in z])
