@@ -206,6 +206,7 @@ def test_exact_discrete_alpha_words():
 @pytest.mark.parametrize("option", [{"xmin_distance": "V"}, {"sigma_threshold": 0.1},
                                     {"parameter_range": {"alpha": (2.2, None)}},
                                     {"xmin": (50.0, 1000.0)}, {"xmin": 230.0},
+                                    {"initial_parameters": [1.2]},
                                     {"xmax": 10000.0, "xmin": 230.0}])
 def test_fit_options_against_powerlaw15(option):
     x = _data("blackouts", False)
@@ -300,13 +301,18 @@ def test_plots_draw_powerlaws_data():
                                         ("Stretched_Exponential", [0.01, 0.5]),
                                         ("Truncated_Power_Law", [1.5, 0.01])])
 @pytest.mark.parametrize("discrete", [False, True])
-def test_distributions_alone_against_powerlaw15(cls, params, discrete):
+@pytest.mark.parametrize("xmin", [1, 5])
+def test_distributions_alone_against_powerlaw15(cls, params, discrete, xmin):
     import powerlaw
 
-    xs = np.arange(1.0, 400.0) if discrete else np.geomspace(1.0, 400.0, 200)
-    ours = getattr(facade, cls)(xmin=1, parameters=params, discrete=discrete)
-    ref = getattr(powerlaw, cls)(xmin=1, parameters=params, discrete=discrete)
+    xs = np.arange(float(xmin), 400.0) if discrete else np.geomspace(xmin, 400.0, 200)
+    ours = getattr(facade, cls)(xmin=xmin, parameters=params, discrete=discrete)
+    ref = getattr(powerlaw, cls)(xmin=xmin, parameters=params, discrete=discrete)
     assert list(ours.parameters.values()) == params and ours.parameter1 == params[0]
+    # powerlaw 2.0's keywords by name (Power_Law(xmin=1, alpha=2.5)) give the same distribution
+    by_name = getattr(facade, cls)(xmin=xmin, discrete=discrete, **dict(zip(ours.parameter_names,
+                                                                         params)))
+    assert by_name.parameters == ours.parameters
     if discrete and cls == "Truncated_Power_Law":
         # powerlaw 1.5's discrete cutoff law: its mpmath Lerch normaliser; ours is 'round'
         return
@@ -319,11 +325,39 @@ def test_distributions_alone_against_powerlaw15(cls, params, discrete):
     else:
         _close(ours.cdf(xs), _quiet(ref.cdf, xs), rtol=1e-7, atol=1e-12)
     r = ours.generate_random(4000, rng=1)
-    assert r.min() >= 1 and (not discrete or facade.is_discrete(r))
+    assert r.min() >= xmin and (not discrete or facade.is_discrete(r))
     # the draws follow the CDF: a KS distance at sampling level
     u, first = np.unique(np.sort(r), return_index=True)
     cdf_at = ours.cdf(u)
     assert np.max(np.abs(cdf_at - first / r.size)) < 0.04
+
+
+def test_initial_parameters_as_one_dict():
+    # powerlaw 2.0 hands Fit's initial_parameters dict to every distribution, each taking its own
+    # names; a start value never moves the (unique) power-law maximum
+    x = _data("blackouts", False)
+    plain = facade.Fit(x)
+    f = facade.Fit(x, initial_parameters={"alpha": 1.2, "Lambda": 1e-2, "mu": None})
+    assert (f.xmin, f.alpha) == (plain.xmin, plain.alpha)
+    assert f.truncated_power_law.loglikelihood == pytest.approx(
+        plain.truncated_power_law.loglikelihood, rel=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [2.5, 0.7])
+def test_power_law_alone_with_xmax_is_a_density(alpha):
+    from scipy.integrate import quad
+
+    pl = facade.Power_Law(xmin=5, xmax=300, parameters=[alpha])
+    total, _ = quad(lambda v: float(pl.pdf(np.array([v]))[0]), 5, 300, limit=200)
+    assert total == pytest.approx(1.0, rel=1e-9)
+    assert pl.cdf(np.array([300.0]))[0] == pytest.approx(1.0, rel=1e-12)
+
+
+def test_parameters_by_name_are_all_or_none():
+    with pytest.raises(ValueError, match="needs all of"):
+        facade.Truncated_Power_Law(xmin=1, alpha=1.5)
+    assert facade.Exponential(xmin=1, **{"lambda": 0.5}).Lambda == 0.5  # 1.5's name of Lambda
+    assert facade.Power_Law(xmin=1).parameters == {"alpha": None}  # nothing set yet
 
 
 def test_standard_errors_from_observed_information():

@@ -214,7 +214,7 @@ class _Parameters(dict):
     also be called to set them (powerlaw 1.5: ``dist.parameters([2.5])``)."""
 
     def __init__(self, dist):
-        super().__init__((p, getattr(dist, p)) for p in dist.parameter_names)
+        super().__init__((p, getattr(dist, p, None)) for p in dist.parameter_names)
         self._dist = dist
 
     def __call__(self, params):
@@ -271,11 +271,23 @@ class Distribution:
         self._range = _ranges(self.parameter_names, parameter_ranges or parameter_range)
         self._in_given_range = parameter_range if callable(parameter_range) else None
         self.parameter_constraints = parameter_constraints
+        if isinstance(initial_parameters, dict):  # powerlaw 2.0: one dict for every distribution
+            initial_parameters = {k: v for k, v in initial_parameters.items()
+                                  if k in self.parameter_names and v is not None} or None
         self._given_initial = initial_parameters
         self._delegate = None  # the tailscope fit whose pdf/cdf this distribution uses
         self.noise_flag = False
         if parent_Fit is not None:
             self.parent_Fit = parent_Fit
+        # powerlaw 2.0: the parameters by name (Power_Law(xmin=1, alpha=1.5)); 'lambda' is 1.5's
+        # name of Lambda
+        named = {p: kwargs[k] for p in self.parameter_names
+                 for k in (p, "lambda" if p == "Lambda" else p) if k in kwargs}
+        if parameters is None and named:
+            if len(named) != len(self.parameter_names):
+                raise ValueError(f"{type(self).__name__} needs all of {self.parameter_names}; "
+                                 f"got {sorted(named)}")
+            parameters = named
         if parameters is not None:
             self.set_parameters(parameters)
         if data is not None:
@@ -440,9 +452,9 @@ class Distribution:
         self.n = int(tail.size)
         if tail.size == 0:
             raise ValueError(f"no data in [{self.xmin:g}, {self.xmax or np.inf:g}] to fit")
+        # initial parameters are only the start of _fit_own: the exact maximum needs none
         plain = (self.fit_method == "likelihood" and not self._range
-                 and self._in_given_range is None and not self.parameter_constraints
-                 and self._given_initial is None)
+                 and self._in_given_range is None and not self.parameter_constraints)
         fitted = self._fit_tailscope(tail) if plain else None
         if fitted is None:
             self._fit_own(tail)
@@ -471,6 +483,9 @@ class Distribution:
         return res
 
     def _initial(self, tail):
+        if isinstance(self._given_initial, dict):  # the named ones; the others from the data
+            start = dict(zip(self.parameter_names, MODELS[self._model].start(tail, self.xmin)))
+            return {**start, **self._given_initial}
         if self._given_initial is not None:
             return _as_dict(self.parameter_names, self._given_initial)
         return dict(zip(self.parameter_names, MODELS[self._model].start(tail, self.xmin)))
@@ -810,7 +825,7 @@ class Power_Law(Distribution):  # noqa: N801 (powerlaw's names)
                 return -a * np.log(x) - log_z
             lx0 = math.log(self.xmin)
             if a > 1:
-                log_z = math.log(a - 1.0) - (a - 1.0) * lx0
+                log_z = math.log(a - 1.0) + (a - 1.0) * lx0
                 if self.xmax:
                     log_z -= math.log(-math.expm1((1.0 - a) * (math.log(self.xmax) - lx0)))
             elif a == 1:
@@ -1033,7 +1048,6 @@ class Fit:
         return (self.fit_method == "likelihood" and self.xmin_distance == "D"
                 and self.xmin_distribution is Power_Law and self.sigma_threshold is None
                 and not self.parameter_range and not self.parameter_constraints
-                and self.initial_parameters is None
                 and (not self.discrete or (self.estimate_discrete and self.xmax is None)))
 
     def _fixed_power_law(self):
@@ -1056,9 +1070,10 @@ class Fit:
         pl.n = int(tail.size)
         pl._fit_data = tail
         # a parameter range only decides validity (as powerlaw: the candidate's maximum is
-        # computed, and a candidate outside the range is not a valid xmin)
-        plain = (self.fit_method == "likelihood" and not self.parameter_constraints
-                 and self.initial_parameters is None)
+        # computed, and a candidate outside the range is not a valid xmin); initial parameters
+        # are only a start, and the power law's likelihood has one maximum (powerlaw also
+        # computes it in closed form)
+        plain = self.fit_method == "likelihood" and not self.parameter_constraints
         done = False
         if plain and tail.size >= 2 and tail[0] != tail[-1]:
             if not self.discrete or (self.estimate_discrete and self.xmax is None):
@@ -1214,6 +1229,7 @@ class Fit:
                 dist = supported[name](xmin=self.xmin, xmax=self.xmax, discrete=self.discrete,
                                        fit_method=self.fit_method,
                                        discrete_approximation=self.discrete_approximation,
+                                       initial_parameters=self.initial_parameters,
                                        parent_Fit=self, data=self.data)
             setattr(self, name, dist)
             return dist

@@ -248,6 +248,7 @@ MODELS: dict[str, TailModel] = {m.name: m for m in (
 _LOG_SQRT_HALF_PI = 0.5 * math.log(math.pi / 2.0)
 _SAME = 1e-11  # likelihoods this close (relative) are equal to rounding: prefer the simpler limit
 _SQRT2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def _log_erfcx(u: np.ndarray) -> np.ndarray:
@@ -535,16 +536,104 @@ def _min_1d(objective, t0: float, step: float) -> tuple[float, float]:
     return (t, v) if v <= f0 else (t0, f0)
 
 
+def _half_gauss_moments(a: float, b: float) -> tuple[float, float, float, float]:
+    """E[y^k], k = 1..4, under the density exp(a y + b y^2 - A(a, b)) on y >= 0 (b < 0): a normal
+    N(mu, sigma^2), mu = a sigma^2, sigma^2 = -1 / (2b), truncated to y >= 0. With x = -mu / sigma
+    (the truncation point in sigma units), E[y^k] = sigma^k T_1 ... T_k, T_k = k / (x + T_(k+1))
+    (Laplace's continued fraction of the Mills ratio, free of the cancellation of mu + sigma
+    lambda(x) for large x); for x <= 3 the recurrence m_k = mu m_(k-1) + (k-1) sigma^2 m_(k-2)
+    from m_1 = mu + sigma lambda(x), lambda the inverse Mills ratio."""
+    sigma = 1.0 / math.sqrt(-2.0 * b)
+    x = -a * sigma
+    if x > 3.0:
+        t = t4 = t3 = t2 = 0.0
+        for k in range(60 if x < 6.0 else 25, 0, -1):
+            t = k / (x + t)
+            if k == 4:
+                t4 = t
+            elif k == 3:
+                t3 = t
+            elif k == 2:
+                t2 = t
+        m1 = sigma * t
+        m2 = m1 * sigma * t2
+        m3 = m2 * sigma * t3
+        return m1, m2, m3, m3 * sigma * t4
+    mu, s2 = a * sigma * sigma, sigma * sigma
+    m1 = mu + sigma * _SQRT_2_OVER_PI / float(erfcx(x / _SQRT2))
+    m2 = mu * m1 + s2
+    m3 = mu * m2 + 2.0 * s2 * m1
+    return m1, m2, m3, mu * m3 + 3.0 * s2 * m2
+
+
+def _lognormal_newton(n: int, sy: float, syy: float, slx: float, z, edge: float | None = None):
+    """Newton's method with a backtracking line search on the lognormal's negative
+    log-likelihood slx - a sy - b syy + n A(a, b) in its natural parameters (a, b), b < 0 (convex:
+    an exponential family; gradient n E[y, y^2] - (sy, syy), Hessian n Cov(y, y^2), from
+    :func:`_half_gauss_moments`). ``edge``: along the line a = edge * b only (the positive
+    lognormal's boundary mu = 0). The converged (a, b), or None."""
+    a, b = z
+
+    def value(a, b):
+        if not b < 0:
+            return math.inf
+        v = slx - a * sy - b * syy + n * _log_partition(a, b)
+        return v if math.isfinite(v) else math.inf
+
+    with np.errstate(all="ignore"):
+        try:
+            f = value(a, b)
+            for _ in range(200):
+                if not math.isfinite(f):
+                    return None
+                m1, m2, m3, m4 = _half_gauss_moments(a, b)
+                ga, gb = n * m1 - sy, n * m2 - syy
+                haa, hab, hbb = n * (m2 - m1 * m1), n * (m3 - m1 * m2), n * (m4 - m2 * m2)
+                if edge is not None:  # along (a, b) = (edge, 1) b
+                    g1 = edge * ga + gb
+                    h1 = edge * edge * haa + 2.0 * edge * hab + hbb
+                    if not h1 > 0:
+                        return None
+                    sb = -g1 / h1
+                    sa = edge * sb
+                    dec = g1 * g1 / h1
+                else:
+                    det = haa * hbb - hab * hab
+                    if not (haa > 0 and det > 0):
+                        return None
+                    sa = -(hbb * ga - hab * gb) / det
+                    sb = -(haa * gb - hab * ga) / det
+                    dec = -(ga * sa + gb * sb)  # Newton's decrement: twice the predicted gain
+                if not math.isfinite(dec):
+                    return None
+                t = 1.0
+                while t > 1e-12:
+                    f_new = value(a + t * sa, b + t * sb)
+                    if f_new <= f:
+                        break
+                    t *= 0.5
+                else:
+                    return (a, b) if dec <= 1e-10 * max(1.0, abs(f)) else None
+                a, b, f = a + t * sa, b + t * sb, f_new
+                if dec <= 1e-15 * max(1.0, abs(f)):
+                    return a, b
+        except (OverflowError, ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
 def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete, z_lognormal=None):
     lx = np.log(tail)
     y = lx - math.log(x0)
     n = tail.size
-    s0 = float(np.std(lx)) or 1.0
-    z0 = np.array([float(np.mean(y)) / s0**2, -0.5 / s0**2])
-    sy, syy, slx = float(np.sum(y)), float(np.sum(y * y)), float(np.sum(lx))
+    sy, syy, slx = float(np.sum(y)), float(y @ y), float(np.sum(lx))
     fast = not discrete and xmax is None
-
-    uniq, counts = np.unique(tail, return_counts=True)
+    # the standard deviation of ln x (from the sums where Newton's method follows, which ends on
+    # the same maximum from any start)
+    s0 = (math.sqrt(max(syy / n - (sy / n) ** 2, 0.0)) if fast else float(np.std(lx))) or 1.0
+    z0 = np.array([sy / n / s0**2 if fast else float(np.mean(y)) / s0**2, -0.5 / s0**2])
+    if not fast:
+        uniq, counts = np.unique(tail, return_counts=True)
 
     def nll(z):
         if not fam.feasible(z, x0):
@@ -571,6 +660,11 @@ def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete, z_lognormal=None):
             return np.array([2.0 * lx0 * b + 1e-12 * abs(b) + 1e-300, b])
 
         t0 = math.log(max(-z[1], 0.5 / max(s0, 1e-3) ** 2))
+        slope = 2.0 * lx0 - 1e-12  # edge()'s line, a = slope b (+ 1e-300)
+        b = _lognormal_newton(n, sy, syy, slx, (slope * -math.exp(t0), -math.exp(t0)),
+                              edge=slope) if fast else None
+        if b is not None:
+            return edge([math.log(-b[1])])
         t, _ = _min_1d(lambda t: nll(edge(t)), t0, 0.5)
         return edge([t])
     if fast and fam.name == "lognormal" and syy >= 2.0 * sy * sy / n:
@@ -579,8 +673,12 @@ def _fit_lognormal(fam: _Family, tail, x0, xmax, discrete, z_lognormal=None):
         # 2 sy^2 / n - syy <= 0 (an exponential law in y = ln(x / x0) has E[y^2] = 2 E[y]^2), so
         # it is the maximum; no search needed
         return np.array([-n / sy, 0.0])
-    z, best = _nelder_mead(nll, z0, np.abs(z0) * 0.1 + 1e-3, newton=True,
-                           rel_step=1e-5 if fast else 1e-4, polish=not fast)
+    found = _lognormal_newton(n, sy, syy, slx, (float(z0[0]), float(z0[1]))) if fast else None
+    if found is not None:
+        z, best = np.array(found), nll(found)
+    else:
+        z, best = _nelder_mead(nll, z0, np.abs(z0) * 0.1 + 1e-3, newton=True,
+                               rel_step=1e-5 if fast else 1e-4, polish=not fast)
     if fam.name == "lognormal":
         # the power-law limit b = 0 belongs to the closed domain; when it is as good (to rounding),
         # it is the answer: a = -(alpha - 1) of the power law on this tail (closed form when
@@ -607,21 +705,12 @@ def _fit_stretched(fam: _Family, tail, x0, xmax, discrete):
             e = float(np.sum(fam._e(beta, r)))
         return -(n * math.log(n / e) + beta * sr - n) if 0 < e < math.inf else math.inf
 
-    grid = list(np.concatenate([[0.0], np.logspace(-6, 2, 33)]))
-    vals = [profile(b) for b in grid]
-    k = int(np.argmin(vals))
-    while k == len(grid) - 1 and grid[-1] < 1e6:
-        grid.append(grid[-1] * 4.0)
-        vals.append(profile(grid[-1]))
-        k = int(np.argmin(vals))
-    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
-    beta, fbest = float(grid[k]), vals[k]
-    if hi > lo:
-        res = optimize.minimize_scalar(profile, bounds=(lo, hi), method="bounded",
-                                       options={"xatol": 1e-15 + 1e-13 * hi})
-        if res.fun < fbest:
-            beta = float(res.x)
-    if profile(0.0) <= profile(beta) + _SAME * max(1.0, abs(profile(beta))):
+    # continuous without xmax: the profile's minimum is the answer, by Newton's method; else (and
+    # where Newton's method does not converge) a grid and Brent's search start the search below
+    beta = _stretched_beta(r, n, sr) if not discrete and xmax is None else None
+    if beta is None:
+        beta = _stretched_beta_search(profile)
+    if beta > 0 and profile(0.0) <= (p_beta := profile(beta)) + _SAME * max(1.0, abs(p_beta)):
         beta = 0.0  # the power-law limit, as good to rounding: the answer
     e = float(np.sum(fam._e(beta, r)))
     z = np.array([math.log(n / e), beta])
@@ -641,6 +730,102 @@ def _fit_stretched(fam: _Family, tail, x0, xmax, discrete):
         if fl <= best + _SAME * max(1.0, abs(best)):  # the power-law limit beta = 0
             z = np.array([zl[0], 0.0])
     return z
+
+
+def _stretched_beta_search(profile) -> float:
+    """The minimum of the stretched exponential's profile over beta >= 0 by a grid and Brent."""
+    grid = list(np.concatenate([[0.0], np.logspace(-6, 2, 33)]))
+    vals = [profile(b) for b in grid]
+    k = int(np.argmin(vals))
+    while k == len(grid) - 1 and grid[-1] < 1e6:
+        grid.append(grid[-1] * 4.0)
+        vals.append(profile(grid[-1]))
+        k = int(np.argmin(vals))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    beta, fbest = float(grid[k]), vals[k]
+    if hi > lo:
+        res = optimize.minimize_scalar(profile, bounds=(lo, hi), method="bounded",
+                                       options={"xatol": 1e-15 + 1e-13 * hi})
+        if res.fun < fbest:
+            beta = float(res.x)
+    return beta
+
+
+_SERIES_TERMS = 16
+
+
+def _stretched_beta(r: np.ndarray, n: int, sr: float) -> float | None:
+    """The minimum over beta >= 0 of the stretched exponential's profile (the rate profiled out)
+    p(beta) = n ln e(beta) - beta sum(r) + const, e(beta) = sum((e^(beta r) - 1) / beta), by a
+    safeguarded Newton's method on p'. e(beta) = int e^(beta t) mu(dt) with mu = sum of Lebesgue
+    measures on [0, r_i] is a Laplace transform, so p is convex: its minimum is beta = 0 (the
+    power-law limit) exactly when p'(0) >= 0, i.e. n sum(r^2) >= 2 sum(r)^2, else the root of p'.
+    None when it does not converge."""
+    if not sr > 0:
+        return None
+    srr, rmax = float(r @ r), float(r.max())
+    if n * srr >= 2.0 * sr * sr:
+        return 0.0
+    moments = []
+
+    def derivs(beta):  # (p', p'') at beta
+        if beta == 0.0:  # e(0) = sum(r), e'(0) = sum(r^2) / 2, e''(0) = sum(r^3) / 3
+            q1 = srr / (2.0 * sr)
+            return n * q1 - sr, n * (float(np.dot(r * r, r)) / (3.0 * sr) - q1 * q1)
+        if beta * rmax < 0.1:  # e and its derivatives as power series in beta from moments of r
+            if not moments:  # sum(r^k), k = 1 .. _SERIES_TERMS
+                powers = np.cumprod(np.broadcast_to(r[:, None], (r.size, _SERIES_TERMS)), axis=1)
+                moments.extend(powers.sum(axis=0).tolist())
+            e = e1 = e2 = 0.0
+            fact = 1.0  # (k + 1)!
+            for k in range(_SERIES_TERMS):
+                fact *= k + 1
+                c = moments[k] / fact  # M_(k+1) / (k+1)!
+                e += c * beta**k
+                if k >= 1:
+                    e1 += k * c * beta ** (k - 1)
+                if k >= 2:
+                    e2 += k * (k - 1) * c * beta ** (k - 2)
+            q1 = e1 / e
+            return n * q1 - sr, n * (e2 / e - q1 * q1)
+        t = beta * r
+        em1 = np.expm1(t)
+        big = float(np.sum(em1))  # beta e(beta)
+        w = em1 + 1.0
+        s1 = float(t @ w)
+        s2 = float((t * t) @ w)
+        q1 = (s1 - big) / (beta * big)  # e'/e
+        return n * q1 - sr, n * ((s2 - 2.0 * s1 + 2.0 * big) / (beta * beta * big) - q1 * q1)
+
+    lo, hi = 0.0, math.inf  # p'(lo) < 0 < p'(hi)
+    beta, (d1, d2) = 0.0, derivs(0.0)
+    with np.errstate(all="ignore"):
+        for _ in range(200):
+            new = beta - d1 / d2 if d2 > 0 else math.nan
+            if not lo < new < hi:  # outside the bracket: bisect it (or double, unbounded)
+                new = 0.5 * (lo + hi) if math.isfinite(hi) else max(2.0 * lo, 1.0 / rmax)
+            if not lo < new < hi:
+                return new if hi - lo <= 1e-14 * hi else None
+            nd1, nd2 = derivs(new)
+            if not (math.isfinite(nd1) and math.isfinite(nd2)):
+                hi = new  # overflow: the root is below
+                continue
+            step = new - beta
+            beta, d1, d2 = new, nd1, nd2
+            if d1 < 0:
+                lo = beta
+            elif d1 > 0:
+                hi = beta
+            else:
+                return beta
+            if abs(step) <= 1e-13 * beta:
+                return beta
+            if d2 > 0 and d1 * d1 <= 1e-15 * n * d2:
+                # Newton's decrement (the predicted gain, doubled) is below rounding of p ~ n:
+                # the last step, quadratically converged, needs no check
+                last = beta - d1 / d2
+                return last if lo <= last <= hi else beta
+    return None
 
 
 # --- discrete models with exact probabilities (powerlaw 1.5's _pdf_discrete_normalizer) -----------
@@ -788,7 +973,9 @@ def fit_tail_model(name: str, tail: np.ndarray, xmin: float, xmax: float | None 
     The power law reuses the given :class:`PowerLawFit`; the exponential has a closed form (without
     xmax: 1 / (mean(x) - xmin), discrete: ln(1 + 1 / mean(x - xmin))); the lognormal and the
     stretched exponential are maximised in parameters where no bound is needed (see the module
-    docstring); the truncated power law numerically from ``powerlaw``'s start values.
+    docstring); the truncated power law by Newton's method from the power law's alpha (a bounded
+    search where its maximum lies on the power-law side, Lambda max(x) < 1e-6). The continuous
+    fits use analytic derivatives of O(1) objectives built from sufficient statistics.
     ``discrete=True`` fits the discrete forms (``powerlaw`` 1.5's, see the module docstring).
     ``lognormal``: the lognormal already fitted to this same tail (a :class:`TailFit`), which the
     positive lognormal's fit starts from instead of fitting it again.
@@ -818,8 +1005,8 @@ def fit_tail_model(name: str, tail: np.ndarray, xmin: float, xmax: float | None 
         elif name == "exponential" and discrete:
             d = float(np.mean(tail - xmin))
             theta = (math.log1p(1.0 / d) if d > 0 else math.inf,)
-        elif name == "exponential" and xmax is None and np.mean(tail) > xmin:
-            theta = (1.0 / (float(np.mean(tail)) - xmin),)
+        elif name == "exponential" and xmax is None and (m := float(np.mean(tail))) > xmin:
+            theta = (1.0 / (m - xmin),)
         elif name == "truncated_power_law" and discrete:
             alpha0 = power_law.alpha if power_law is not None else \
                 1.0 + tail.size / float(np.sum(np.log(tail / xmin)))
@@ -830,7 +1017,10 @@ def fit_tail_model(name: str, tail: np.ndarray, xmin: float, xmax: float | None 
                 bounds=(1.0 + 1e-9, 50.0), method="bounded", options={"xatol": 1e-12})
             theta = (float(res.x),)
         else:
-            theta = _maximise(model, tail, xmin, xmax)
+            theta = _fit_tpl(tail, xmin, xmax, power_law) if name == "truncated_power_law" \
+                else None
+            if theta is None:
+                theta = _maximise(model, tail, xmin, xmax)
         params = dict(zip(model.params, (float(v) for v in theta)))
         if discrete:
             logpdf = partial(_discrete_exact_logpmf, name, tuple(theta), xmin)
@@ -875,3 +1065,131 @@ def _maximise(model: TailModel, tail, xmin, xmax) -> tuple[float, ...]:
     if again.fun <= best.fun:
         best = again
     return model.from_free(best.x)
+
+
+# --- the continuous truncated power law: Newton's method in (alpha, ln Lambda) --------------------
+def _tpl_end(s: float, z: float, h: float):
+    """log Gamma(s, z) and its derivatives (d/ds and d2/ds2 by central differences of step h,
+    d/dz, d2/dz2, d2/dsdz in closed form from those): (G, Gs, Gz, Gss, Gsz, Gzz)."""
+    g0 = log_upper_gamma_scalar(s, z)
+    gp = log_upper_gamma_scalar(s + h, z)
+    gm = log_upper_gamma_scalar(s - h, z)
+    gs = (gp - gm) / (2.0 * h)
+    gss = (gp - 2.0 * g0 + gm) / (h * h)
+    q = math.exp((s - 1.0) * math.log(z) - z - g0)  # z^(s-1) e^-z / Gamma(s, z) = -dG/dz
+    return g0, gs, -q, gss, -q * (math.log(z) - gs), -q * ((s - 1.0) / z - 1.0 + q)
+
+
+def _tpl_value(alpha: float, u: float, ml: float, mx: float, xmin: float,
+               xmax: float | None) -> float:
+    """The truncated power law's negative log-likelihood per point at (alpha, Lambda = e^u):
+    alpha mean(ln x) + Lambda mean(x) + log C, C = int_xmin^xmax x^-alpha e^(-Lambda x) dx (the
+    log normaliser of :class:`TruncatedPowerLaw`, in O(1))."""
+    lam, s = math.exp(u), 1.0 - alpha
+    w = log_upper_gamma_scalar(s, lam * xmin)
+    if xmax is not None:
+        hi = log_upper_gamma_scalar(s, lam * xmax)
+        w = w + math.log(-math.expm1(hi - w)) if hi < w else math.inf
+    return alpha * ml + lam * mx + (alpha - 1.0) * u + w
+
+
+def _tpl_derivatives(alpha: float, u: float, ml: float, mx: float, xmin: float,
+                     xmax: float | None):
+    """:func:`_tpl_value` with its gradient and Hessian in (alpha, Lambda), in plain floats:
+    (f, fa, fl, faa, fal, fll)."""
+    lam, s = math.exp(u), 1.0 - alpha
+    h = 1e-4 * max(1.0, abs(s))
+    # W = log Gamma(1 - alpha, lam xmin) and its derivatives in (alpha, lam)
+    w, gs, gz, gss, gsz, gzz = _tpl_end(s, lam * xmin, h)
+    wa, wl, waa, wal, wll = -gs, xmin * gz, gss, -xmin * gsz, xmin * xmin * gzz
+    if xmax is not None:  # W = log(e^L - e^H): its derivatives from both ends'
+        v, gs, gz, gss, gsz, gzz = _tpl_end(s, lam * xmax, h)
+        ha, hl, haa, hal, hll = -gs, xmax * gz, gss, -xmax * gsz, xmax * xmax * gzz
+        r = math.exp(v - w)
+        if not r < 1.0:
+            return (math.inf,) * 6
+        q = 1.0 - r
+        da, dl = (wa - r * ha) / q, (wl - r * hl) / q
+        waa = (waa + wa * wa - r * (haa + ha * ha)) / q - da * da
+        wal = (wal + wa * wl - r * (hal + ha * hl)) / q - da * dl
+        wll = (wll + wl * wl - r * (hll + hl * hl)) / q - dl * dl
+        w, wa, wl = w + math.log1p(-r), da, dl
+    f = alpha * ml + lam * mx + (alpha - 1.0) * u + w
+    return (f, ml + u + wa, mx + (alpha - 1.0) / lam + wl, waa, 1.0 / lam + wal,
+            -(alpha - 1.0) / (lam * lam) + wll)
+
+
+def _fit_tpl(tail, xmin: float, xmax: float | None, power_law=None):
+    """The continuous truncated power law's maximum by Newton's method with a backtracking line
+    search in (alpha, u = ln Lambda), O(1) per step from the sufficient statistics mean(ln x),
+    mean(x) (the negative log-likelihood is convex in (alpha, Lambda), an exponential family).
+    Start: the power law's alpha, and the best u on a unit grid walked from Lambda = 1 / max(x).
+    None when it does not converge to an interior maximum (Lambda -> 0, a non-finite normaliser):
+    the caller then runs :func:`_maximise`."""
+    n = tail.size
+    if n < 2:
+        return None
+    ml, mx = float(np.sum(np.log(tail))) / n, float(np.sum(tail)) / n
+    top = float(tail.max())
+    alpha = power_law.alpha if power_law is not None and math.isfinite(power_law.alpha) \
+        else 1.0 + 1.0 / max(ml - math.log(xmin), 1e-300)
+    u_lo = math.log(1e-12 / top)  # _maximise's box: below it, that bound's answer
+    u_hi = math.log(1e12 / xmin)
+    # Lambda max(x) < 1e-6: the power-law limit's side, where the Lambda-derivatives cancel
+    # ((alpha - 1) / Lambda against the normaliser's) to noise; the bounded search decides there
+    u_flat = math.log(1e-6 / top)
+    if not -50.0 < alpha < 50.0:  # outside _maximise's box (the cost of log Gamma(1 - alpha, .)
+        return None  # grows with alpha)
+    with np.errstate(all="ignore"):
+        try:
+            u = -math.log(top)
+            f = _tpl_value(alpha, u, ml, mx, xmin, xmax)
+            for direction in (-1.0, 1.0):  # walk while the likelihood improves
+                moved = False
+                while u_lo < u + direction < u_hi:
+                    fn = _tpl_value(alpha, u + direction, ml, mx, xmin, xmax)
+                    if not fn < f:
+                        break
+                    u, f, moved = u + direction, fn, True
+                if moved:
+                    break
+            for _ in range(100):
+                if u < u_flat:
+                    return None
+                f, fa, fl, haa, hal, hll = _tpl_derivatives(alpha, u, ml, mx, xmin, xmax)
+                if not all(math.isfinite(v) for v in (f, fa, fl, haa, hal, hll)):
+                    return None
+                # convergence: Newton's decrement (twice the predicted gain) in (alpha, Lambda),
+                # where the objective is convex; it does not vanish as Lambda -> 0 unless the
+                # gradient does (in u it would, on the power-law limit's flat side)
+                det = haa * hll - hal * hal
+                if haa > 0 and det > 0:
+                    dec = (hll * fa * fa - 2.0 * hal * fa * fl + haa * fl * fl) / det
+                    if dec <= 1e-15 * max(1.0, abs(f)):
+                        return alpha, math.exp(u)
+                lam = math.exp(u)  # the steps: Newton's in (alpha, u = ln Lambda)
+                fu, hau, huu = lam * fl, lam * hal, lam * lam * hll + lam * fl
+                det = haa * huu - hau * hau
+                if not (haa > 0 and det > 1e-12 * (haa * huu + hau * hau)):
+                    # not convex here: Levenberg-Marquardt's shift
+                    m = 0.5 * (haa + huu) - math.sqrt(0.25 * (haa - huu) ** 2 + hau * hau)
+                    shift = abs(m) + 1e-3 * (abs(haa) + abs(huu)) + 1e-300
+                    haa, huu = haa + shift, huu + shift
+                    det = haa * huu - hau * hau
+                sa = -(huu * fa - hau * fu) / det
+                su = -(haa * fu - hau * fa) / det
+                t = 1.0
+                while t > 1e-12:
+                    a_new, u_new = alpha + t * sa, u + t * su
+                    f_new = _tpl_value(a_new, u_new, ml, mx, xmin, xmax)
+                    if f_new <= f:
+                        break
+                    t *= 0.5
+                else:
+                    return None  # no descent, and not converged: the bounded search decides
+                alpha, u = a_new, u_new
+                if not (u_lo < u < u_hi and -50.0 < alpha < 50.0):  # _maximise's box
+                    return None
+        except (OverflowError, ValueError, ZeroDivisionError):
+            return None
+    return None

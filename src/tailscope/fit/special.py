@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import exp1, gammaincc, gammaln
+from scipy.special import exp1, gammaincc, gammaln, zeta
 
 _CF_MAX_ITER = 500
 _TINY = 1e-300
@@ -62,8 +62,46 @@ def _log_upper_gamma_cf(s: float, z: np.ndarray) -> np.ndarray:
     return s * np.log(z) - z + np.log(h)
 
 
+_SERIES_Z = 1.5  # below it the series is at least as accurate as scipy's gammaincc (and 10x faster)
+_EULER = 0.57721566490153286
+_ZETA = [0.0, 0.0] + [float(zeta(k)) for k in range(2, 64)]
+
+
+def _gamma1pm1_over_s(s: float) -> float:
+    """(Gamma(1 + s) - 1) / s for 0 < s < 1, to full relative precision also as s -> 0 (from
+    ln Gamma(1 + s) = -euler s + sum_k>=2 zeta(k) (-s)^k / k below s = 1/2)."""
+    if s >= 0.5:
+        return math.expm1(math.lgamma(1.0 + s)) / s
+    acc, p = 0.0, -s
+    for k in range(2, 64):
+        p *= -s
+        term = _ZETA[k] * p / k
+        acc += term
+        if abs(term) < 1e-18 * abs(acc):
+            break
+    return math.expm1(-_EULER * s + acc) / s
+
+
+def _upper_gamma_series(s0: float, z: np.ndarray) -> np.ndarray:
+    """Gamma(s0, z) for 0 < s0 < 1 and 0 < z <= _SERIES_Z: Gamma(s0) - gamma(s0, z) with the
+    lower function's series, its first term z^s0 / s0 taken into Gamma(s0) without cancellation:
+    [(Gamma(1 + s0) - 1) - (z^s0 - 1)] / s0 - z^s0 sum_(k >= 1) (-z)^k / (k! (s0 + k))."""
+    c, t = [], 1.0
+    for k in range(1, 60):
+        t *= -1.0 / k
+        c.append(t / (s0 + k))
+        if _SERIES_Z**k * abs(t) < 1e-18:
+            break
+    acc = np.full_like(z, c[-1])
+    for ck in reversed(c[:-1]):  # Horner
+        acc = acc * z + ck
+    logz = np.log(z)
+    return _gamma1pm1_over_s(s0) - np.expm1(s0 * logz) / s0 - np.exp(s0 * logz) * (acc * z)
+
+
 def _log_upper_gamma_small(s: float, z: np.ndarray) -> np.ndarray:
-    """log Gamma(s, z) for 0 < z <= _SMALL_Z and s <= 0: scipy at s0 in [0, 1), then recur down.
+    """log Gamma(s, z) for 0 < z <= _SMALL_Z and s <= 0: Gamma(s0, z) at s0 in [0, 1) (a series
+    below z = _SERIES_Z, else scipy), then recur down.
 
     Gamma(s, z) = (z^s e^-z - Gamma(s+1, z)) / (-s) for s < 0. For small z the first term
     dominates, so the recursion loses at most a few digits (this is why it is only used there;
@@ -74,7 +112,10 @@ def _log_upper_gamma_small(s: float, z: np.ndarray) -> np.ndarray:
     if s0 == 0.0:
         g = exp1(z)  # Gamma(0, z)
     else:
-        g = np.exp(gammaln(s0)) * gammaincc(s0, z)  # Gamma(s0, z), finite for z > 0
+        g = np.empty_like(z)  # Gamma(s0, z), finite for z > 0
+        near = z <= _SERIES_Z
+        g[near] = _upper_gamma_series(s0, z[near])
+        g[~near] = np.exp(gammaln(s0)) * gammaincc(s0, z[~near])
     logz = np.log(z)
     for j in range(1, k + 1):
         sj = s0 - j
