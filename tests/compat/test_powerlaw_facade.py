@@ -353,6 +353,21 @@ def test_power_law_alone_with_xmax_is_a_density(alpha):
     assert pl.cdf(np.array([300.0]))[0] == pytest.approx(1.0, rel=1e-12)
 
 
+def test_distances_are_the_fits_whenever_read():
+    # D and its siblings are computed on first use: the fit's, as powerlaw computes them in fit(),
+    # even when the parameters are set afterwards or the distribution is refitted
+    x = _data("blackouts", False)
+    f, g = facade.Fit(x), facade.Fit(x)
+    want = g.lognormal.KS()
+    want_v = g.lognormal.V
+    f.lognormal.parameters([1.0, 1.0])  # after the fit, before D is read
+    assert f.lognormal.D == want and f.lognormal.V == want_v
+    d = facade.Exponential(xmin=f.xmin, data=f.data)
+    first = d.D
+    d.fit(f.data[f.data < 1000.0])
+    assert d.D != first and d.D == pytest.approx(d.KS(), rel=0, abs=0)
+
+
 def test_parameters_by_name_are_all_or_none():
     with pytest.raises(ValueError, match="needs all of"):
         facade.Truncated_Power_Law(xmin=1, alpha=1.5)

@@ -242,6 +242,9 @@ def _ranges(names, r) -> dict:
     return dict(zip(names, (tuple(v) for v in r)))
 
 
+_KS_ATTRS = ("D", "D_plus", "D_minus", "Kappa", "V", "Asquare")
+
+
 class Distribution:
     """A distribution on [xmin, xmax] (on the lattice xmin, xmin + 1, ... when ``discrete``),
     with given ``parameters`` or fitted to ``data`` by maximum likelihood."""
@@ -295,6 +298,8 @@ class Distribution:
 
     # --- parameters ---------------------------------------------------------------------
     def _store(self, params: dict):
+        if self.__dict__.get("_ks_pending") is not None:  # the fit's distances before they change
+            self.KS(self._ks_pending)
         for i, p in enumerate(self.parameter_names, 1):
             setattr(self, p, float(params[p]))
             setattr(self, f"parameter{i}", float(params[p]))
@@ -461,7 +466,18 @@ class Distribution:
         self.noise_flag = not self.in_range()
         with np.errstate(all="ignore"):
             self.loglikelihood = float(np.sum(self._loglikelihoods(tail)))
-        self.KS(tail)
+        # the distances to the data (powerlaw computes them here) on first use: a script that
+        # only compares likelihoods never pays for the model's CDF
+        for k in _KS_ATTRS:
+            self.__dict__.pop(k, None)
+        self._ks_pending = tail
+
+    def __getattr__(self, name):
+        pending = self.__dict__.get("_ks_pending")
+        if name in _KS_ATTRS and pending is not None:
+            self.KS(pending)
+            return self.__dict__[name]
+        raise AttributeError(name)
 
     def _fit_tailscope(self, tail):
         """tailscope's exact maximum; None where it has no fitter for these options."""
@@ -538,6 +554,7 @@ class Distribution:
     def KS(self, data=None):
         """The KS distance D (and D_plus, D_minus, the Kuiper V, Kappa, Asquare) to the data in
         [xmin, xmax], against the empirical P(X < x) at the unique values (powerlaw's)."""
+        self.__dict__.pop("_ks_pending", None)
         data = self._data(data)
         if data.size < 2:
             self.D = self.D_plus = self.D_minus = self.Kappa = self.V = self.Asquare = np.nan
