@@ -743,13 +743,19 @@ _STENCIL = {2: np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0],
 _HALVINGS = 0.5 ** np.arange(1, 20)  # t = 1/2, ..., 2^-19: _newton_step's search after t = 1
 # Gauss-Legendre rules by how far the log density varies over a cell (spread s): the error of
 # n nodes on e^(s u), u in [-1, 1], is about s^(2n) / (2n)!: below 1e-16 relative in each tier
+# a Hessian this ill-conditioned at Newton's stop: a flat ridge (a maximum at infinity along it);
+# the original simplex search, which follows it further, decides (the data sets here: < 1e4)
+_RIDGE = 1e7
 _GL_TIERS = [(0.01, 0.1, *np.polynomial.legendre.leggauss(5)),
              (0.1, 1.0, *np.polynomial.legendre.leggauss(8))]
 
 
 class _BatchObjective:
     """A negative log-likelihood: ``many(Z)`` for the rows of Z (inf where infeasible or not
-    finite), ``exact(z)`` the reference scalar form; ``obj(z)`` one point of ``many``."""
+    finite), ``exact(z)`` the reference scalar form; ``obj(z)`` one point of ``many``.
+    ``condition``: the condition number of the last Hessian :func:`_newton_batch` formed."""
+
+    condition = math.inf
 
     def many(self, zs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -804,7 +810,6 @@ class _RoundNll(_BatchObjective):
             if not ok.any():
                 return out
             zs = zs[ok]
-            k, u = zs.shape[0], self.ymid.size
             spread = self._spread(zs, self.ymid, self.half)
             # narrow cells: S(x - 1/2) - S(x + 1/2) cancels; integrate the density over the cell
             # instead (Gauss-Legendre: exact to rounding where the log density varies little),
@@ -975,11 +980,15 @@ def _newton_batch(obj: _BatchObjective, z: np.ndarray, rel_step: float, iters: i
             return z, f, False
         try:
             w = np.linalg.eigvalsh(hess)
-            if np.any(w <= 0):  # not concave here: Levenberg-Marquardt's shift
+            obj.condition = float(w.max() / w.min()) if w.min() > 0 else math.inf
+            shifted = bool(np.any(w <= 0))
+            if shifted:  # not concave here: Levenberg-Marquardt's shift
                 hess = hess + (abs(float(w.min())) + 1e-3 * float(np.abs(w).max()) + 1e-12) * eye
             step = np.linalg.solve(hess, g)
         except np.linalg.LinAlgError:
             return z, f, False
+        if not shifted and 0.5 * float(g @ step) <= 1e-15 * max(1.0, abs(f)):
+            return z, f, True  # the step's predicted gain is below rounding: the optimum
         zn = z - step
         if boundary is not None and boundary(z, zn, f):
             return z, f, None
@@ -1027,16 +1036,37 @@ def _continuous_lognormal_start(z0, n, sy, syy):
     return z if nll(z) <= nll(z0) else z0
 
 
+_BETA_GRID = np.logspace(-6, 3, 37)
+
+
+def _continuous_stretched_start(obj: _RoundNll) -> np.ndarray:
+    """The continuous stretched exponential's profile likelihood (the rate in closed form) on a
+    grid of beta, in one batch: its best point, a start for the 'round' maximum."""
+    r = np.log(obj.uniq / obj.x0)
+    with np.errstate(all="ignore"):
+        e = (np.expm1(_BETA_GRID[:, None] * r) / _BETA_GRID[:, None]) @ obj.counts
+        prof = -(obj.n * np.log(obj.n / e) + _BETA_GRID * float(r @ obj.counts) - obj.n)
+    prof = np.where(np.isfinite(prof) & (e > 0), prof, math.inf)
+    i = int(np.argmin(prof))
+    if not math.isfinite(prof[i]):
+        return np.array([0.0, 1.0])
+    return np.array([math.log(obj.n / e[i]), float(_BETA_GRID[i])])
+
+
 def _fit_round_family(fam: _Family, tail, x0, z_lognormal=None):
     """The discrete ('round') lognormal, positive lognormal and stretched exponential: the same
     maxima and power-law-limit decisions as :func:`_fit_lognormal` / :func:`_fit_stretched` (which
     stay the fallback), found by batched Newton steps and, on the limit line, Newton's method with
     the analytic derivatives and the limit's optimality (KKT) condition."""
+    if np.unique(tail).size < 3:  # a ridge of maxima (two values, two parameters): the original
+        if fam.name == "stretched_exponential":
+            return _fit_stretched(fam, tail, x0, None, True)
+        return _fit_lognormal(fam, tail, x0, None, True, z_lognormal=z_lognormal)
     if fam.name == "lognormal_positive":
         return _fit_round_lognormal_positive(fam, tail, x0, z_lognormal)
     if fam.name == "stretched_exponential":
         obj = _RoundStretchedNll(fam, tail, x0)
-        z0 = _fit_stretched(fam, tail, x0, None, False)  # the continuous fit: the start
+        z0 = _continuous_stretched_start(obj)
         al, slope = obj.limit_line()
         limit = np.array([math.log(-al), 0.0])
         limit_optimal = slope >= 0  # moving into beta > 0 does not lower -loglik
@@ -1065,7 +1095,7 @@ def _fit_round_family(fam: _Family, tail, x0, z_lognormal=None):
         if math.isfinite(fl) and fl <= best + _SAME * max(1.0, abs(best)):
             return limit
         ok = False
-    if not ok:  # the general search (the original code)
+    if not ok or obj.condition > _RIDGE:  # the general search (the original code)
         fitter = _fit_stretched if fam.name == "stretched_exponential" else _fit_lognormal
         return fitter(fam, tail, x0, None, True)
     best = obj.exact(z)
@@ -1094,9 +1124,24 @@ def _fit_round_lognormal_positive(fam, tail, x0, z_lognormal):
     if fam.feasible(z, x0):
         return z
     obj = _RoundLognormalNll(fam, tail, x0)
-    s0 = float(np.std(np.log(tail))) or 1.0
+    lx = np.log(tail)
+    s0 = float(np.std(lx)) or 1.0
     t0 = math.log(max(-z[1], 0.5 / max(s0, 1e-3) ** 2))
     edge = _EdgeNll(obj)
+    # start: the continuous likelihood's maximum on the edge (sufficient statistics, O(1))
+    y = lx - math.log(x0)
+    n, sy, syy = tail.size, float(np.sum(y)), float(np.sum(y * y))
+
+    def nll_c(t):
+        a, b = edge.edge(np.asarray(t, dtype=np.float64)[None, :])[0]
+        with np.errstate(all="ignore"):
+            v = -a * sy - b * syy + n * float(_log_partition(float(a), float(b)))
+        return v if math.isfinite(v) else math.inf
+
+    tc, _ = _newton(nll_c, np.array([t0]), iters=20)
+    fc, f0 = edge.many(np.array([tc, [t0]]))
+    if fc <= f0:
+        t0 = float(tc[0])
     t, ft, ok = _newton_twice(edge, np.array([t0]))
     if not ok:  # the original 1-D search
         return _fit_lognormal(fam, tail, x0, None, True, z_lognormal=np.asarray(z))
@@ -1157,8 +1202,16 @@ class _LerchNll(_BatchObjective):
 
 def _fit_discrete_tpl_batched(tail, xmin, alpha0):
     """:func:`_fit_discrete_tpl`'s maximum by batched Newton steps (the original is the fallback)."""
+    if np.unique(tail).size < 3:  # a ridge of maxima (two values, two parameters): the original
+        return _fit_discrete_tpl(tail, xmin, alpha0)
     obj = _LerchNll(tail, xmin)
     z0 = np.array([alpha0, math.log(1.0 / float(np.mean(tail)))])
+    # the start: the best of a coarse grid about powerlaw's start values (one batch), where the
+    # likelihood in (alpha, ln Lambda) is nearer its quadratic model than at 1 / mean(x)
+    grid = z0 + _TPL_START_GRID
+    v = obj.many(grid)
+    if np.min(v) < v[_TPL_START_GRID.tolist().index([0.0, -0.0])]:  # (the grid holds z0)
+        z0 = grid[int(np.argmin(v))]
     z, f, ok = _newton_twice(obj, z0)
     for _ in range(4):  # a maximum at Lambda -> 0 (the power law): Newton's steps in ln Lambda
         if not ok:      # stall on the flat approach; look further down, then step again
@@ -1169,11 +1222,12 @@ def _fit_discrete_tpl_batched(tail, xmin, alpha0):
         if not v[i] < f - 1e-14 * max(1.0, abs(f)):
             break
         z, f, ok = _newton_twice(obj, probes[i])
-    if not ok or not math.isfinite(obj.exact(z)):
+    if not ok or obj.condition > _RIDGE or not math.isfinite(obj.exact(z)):
         return _fit_discrete_tpl(tail, xmin, alpha0)
     return (float(z[0]), math.exp(z[1]))
 
 
+_TPL_START_GRID = np.array([[da, -dl] for da in (-0.5, 0.0, 0.5) for dl in (0.0, 2.0, 4.0, 6.0, 8.0)])
 _LAMBDA_PROBES = np.stack([np.zeros(8), -(2.0 ** np.arange(8))], axis=1)
 
 
