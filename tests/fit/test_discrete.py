@@ -238,54 +238,55 @@ def _discrete_sample(seed, kind, n):
     return x[x >= xmin]
 
 
+def _exact_maximum_check(name, tail, xmin):
+    """The fit of ``name`` against the exact likelihood: a Nelder-Mead polish from the fitted
+    parameters finds nothing higher (beyond 1e-11 relative); at a power-law limit the reported
+    likelihood is the exact 'round' power law's maximum."""
+    import mpmath
+    from scipy.optimize import minimize, minimize_scalar
+
+    from tailscope.fit import fit_tail_model
+
+    mp_ll, names, positive = _MP_LL[name]
+    fit = fit_tail_model(name, tail, xmin, discrete=True)
+    theta = [fit.parameters[p] for p in names]
+    if not all(math.isfinite(v) for v in theta):  # lognormal sigma = inf, stretched beta = 0
+        assert name != "truncated_power_law"
+
+        def round_pl(a):  # -loglik of the 'round' power law, S(x) = x^(1 - alpha)
+            return -_mp_round_ll(tail, xmin, lambda v: (1 - a) * mpmath.log(v)) if a > 1 \
+                else math.inf
+
+        best = minimize_scalar(round_pl, bracket=(1.5, 2.5), tol=1e-10)
+        assert fit.loglikelihood == pytest.approx(-best.fun, rel=1e-11)
+        return
+    lam_zero = name == "truncated_power_law" and theta[1] == 0.0  # Lambda underflowed: use it
+
+    def neg_ll(z):
+        t = [math.exp(v) if pos and not lam_zero else v for v, pos in zip(z, positive)]
+        return -mp_ll(tail, xmin, *t) if t[1] >= 0 else math.inf
+
+    z0 = np.array([math.log(v) if pos and not lam_zero else v for v, pos in zip(theta, positive)])
+    f0 = neg_ll(z0)
+    assert -f0 == pytest.approx(fit.loglikelihood, rel=1e-9)  # float64 'round' vs exact
+    simplex = z0 + np.vstack([np.zeros(2), np.diag(1e-3 * np.maximum(np.abs(z0), 1e-2))])
+    res = minimize(neg_ll, z0, method="Nelder-Mead",
+                   options={"initial_simplex": simplex, "maxfev": 40, "xatol": 1e-12,
+                            "fatol": 1e-14})
+    assert f0 <= res.fun + 1e-11 * abs(f0), (name, theta, f0 - res.fun)
+
+
 @pytest.mark.slow
 @settings(max_examples=4, deadline=None)
 @given(st.integers(0, 10**6), st.sampled_from(["pareto", "lognormal", "weibull"]),
        st.integers(40, 100))
 def test_discrete_alternatives_are_maxima_in_exact_arithmetic(seed, kind, n):
-    """At the fitted parameters the exact (40-digit) likelihood is a maximum: a Nelder-Mead polish
-    from there, on the exact likelihood, finds nothing higher (beyond 1e-11 relative); at the
-    power-law limit (sigma = inf, beta = 0) the reported likelihood is the 'round' power law's."""
-    from scipy.optimize import minimize
-
-    from tailscope.fit import fit_tail_model
-
+    """At the fitted parameters the exact (40-digit) likelihood is at its maximum."""
     tail = _discrete_sample(seed, kind, n)
     if np.unique(tail).size < 3:
         return
-    xmin = float(tail.min())
-    for name, (mp_ll, names, positive) in _MP_LL.items():
-        fit = fit_tail_model(name, tail, xmin, discrete=True)
-        theta = [fit.parameters[p] for p in names]
-        if not all(math.isfinite(v) and v > 0 or not pos for v, pos in zip(theta, positive)) \
-                or not all(math.isfinite(v) for v in theta):
-            # the power-law limit: its likelihood is the 'round' power law's at some alpha, so
-            # no higher than that law's maximum (the 1-D exact maximum over alpha)
-            assert name != "truncated_power_law"
-            from scipy.optimize import minimize_scalar
-
-            def pl(a):
-                return -_mp_round_ll(tail, xmin, lambda v: (1 - a) * __import__("mpmath").log(v))
-
-            best = minimize_scalar(pl, bracket=(1.5, 2.5), tol=1e-10)
-            assert fit.loglikelihood == pytest.approx(-best.fun, rel=1e-11)
-            continue
-
-        def to_free(t):
-            return np.array([math.log(v) if pos else v for v, pos in zip(t, positive)])
-
-        def neg_ll(z):
-            t = [math.exp(v) if pos else v for v, pos in zip(z, positive)]
-            return -mp_ll(tail, xmin, *t)
-
-        z0 = to_free(theta)
-        f0 = neg_ll(z0)
-        assert -f0 == pytest.approx(fit.loglikelihood, rel=1e-9)  # float64 'round' vs exact
-        simplex = z0 + np.vstack([np.zeros(2), np.diag(1e-3 * np.maximum(np.abs(z0), 1e-2))])
-        res = minimize(neg_ll, z0, method="Nelder-Mead",
-                       options={"initial_simplex": simplex, "maxfev": 40, "xatol": 1e-12,
-                                "fatol": 1e-14})
-        assert f0 <= res.fun + 1e-11 * abs(f0), (name, theta, f0 - res.fun)
+    for name in _MP_LL:
+        _exact_maximum_check(name, tail, float(tail.min()))
 
 
 @settings(max_examples=10, deadline=None)
