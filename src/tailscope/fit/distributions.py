@@ -10,7 +10,14 @@ power law's, R = 0).
 Discrete tails (``discrete=True``) follow ``powerlaw`` 1.5: exact probabilities for the power law
 (Hurwitz zeta), exponential (geometric) and truncated power law (Lerch sum); the lognormal and the
 stretched exponential by the 'round' approximation P(x) = (S(x - 1/2) - S(x + 1/2)) / S(xmin - 1/2)
-with S the continuous survival function.
+with S the continuous survival function. Their maxima are found by Newton steps whose
+finite-difference stencils are evaluated in one numpy batch, on the unique values with counts;
+each 'round' probability there is the integral of the density over its cell [x - 1/2, x + 1/2]
+(a Taylor series or Gauss-Legendre rule), not the difference S(x - 1/2) - S(x + 1/2), which
+cancels in float64 for large x (relative errors to 1e-11 in the likelihood, and ridges of spurious
+optima that a simplex search climbs). The reported per-point log-likelihoods keep ``powerlaw``'s
+formula. The power-law limits are decided on the limit line with analytic derivatives and the
+limit's optimality (KKT) condition.
 
 Every model is written as an unnormalised log density ``logf(x)`` and the log of its integral to
 infinity ``logsf(x)``; the density on [xmin, xmax] is then exp(logf(x) - log Z) with
@@ -741,27 +748,28 @@ _STENCIL = {2: np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0],
                          [1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]),
             1: np.array([[1.0], [-1.0]])}
 _HALVINGS = 0.5 ** np.arange(1, 20)  # t = 1/2, ..., 2^-19: _newton_step's search after t = 1
-# Gauss-Legendre rules by how far the log density varies over a cell (spread s): the error of
-# n nodes on e^(s u), u in [-1, 1], is about s^(2n) / (2n)!: below 1e-16 relative in each tier
 # a Hessian this ill-conditioned at Newton's stop: a flat ridge (a maximum at infinity along it);
 # the original simplex search, which follows it further, decides (the data sets here: < 1e4)
 _RIDGE = 1e7
-_GL_TIERS = [(0.01, 0.1, *np.polynomial.legendre.leggauss(5)),
-             (0.1, 1.0, *np.polynomial.legendre.leggauss(8))]
+# A cell's 'round' probability is the integral of the density e^g over it (y = ln(x / x0), h its
+# half width, g1 = g'(m), g2 = g''(m) at its middle m): by a Taylor series where |g1| h <= 0.01 and
+# |g2| h^2 <= 5e-5 (the first terms left out, (g1 h)^6 / 5040 and (g2 h^2)^3 / 336, are below
+# 1e-15), else by Gauss-Legendre rules of 5 and 8 nodes within the bounds below (measured: below
+# 1e-15 relative), else (wide cells, where nothing cancels) as S(x - 1/2) - S(x + 1/2)
+_TAYLOR_CELL = (0.01, 5e-5)
+_GL_TIERS = [(0.2, 0.02, *np.polynomial.legendre.leggauss(5)),
+             (1.0, 0.2, *np.polynomial.legendre.leggauss(8))]
 
 
 class _BatchObjective:
     """A negative log-likelihood: ``many(Z)`` for the rows of Z (inf where infeasible or not
-    finite), ``exact(z)`` the reference scalar form; ``obj(z)`` one point of ``many``.
+    finite); ``obj(z)`` one point of ``many``.
     ``condition``: the condition number of the last Hessian :func:`_newton_batch` formed."""
 
     condition = math.inf
 
     def many(self, zs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
-
-    def exact(self, z) -> float:
-        return self(z)
 
     def __call__(self, z) -> float:
         return float(self.many(np.asarray(z, dtype=np.float64)[None, :])[0])
@@ -782,12 +790,6 @@ class _RoundNll(_BatchObjective):
         self.log_width = self.log_half + math.log(2.0)
         self.n, self.sy = tail.size, float(np.sum(np.log(tail / x0)))
 
-    def exact(self, z) -> float:  # the original per-point code (_family_logpdf)
-        if not self.fam.feasible(z, self.x0):
-            return math.inf
-        v = -float(self.counts @ _family_logpdf(self.fam, z, self.x0, None, True, self.uniq))
-        return v if math.isfinite(v) else math.inf
-
     def _feasible(self, zs):
         raise NotImplementedError
 
@@ -798,10 +800,6 @@ class _RoundNll(_BatchObjective):
         """log of -dS/dy / S(0) at t (rows of zs broadcast against t)."""
         raise NotImplementedError
 
-    def _spread(self, zs, m, h):
-        """|g'(m)| h + |g''(m)| h^2 for g = log density: how far it varies over a cell."""
-        raise NotImplementedError
-
     def many(self, zs):
         zs = np.atleast_2d(np.asarray(zs, dtype=np.float64))
         out = np.full(zs.shape[0], math.inf)
@@ -810,33 +808,33 @@ class _RoundNll(_BatchObjective):
             if not ok.any():
                 return out
             zs = zs[ok]
-            spread = self._spread(zs, self.ymid, self.half)
-            # narrow cells: S(x - 1/2) - S(x + 1/2) cancels; integrate the density over the cell
-            # instead (Gauss-Legendre: exact to rounding where the log density varies little),
-            # relative to its value at the cell's middle
             log_norm = self._log_norm(zs)[:, None]
-            # every cell by the Taylor series of int e^g over it about its middle m (h its half
-            # width): 2h e^g(m) (1 + h^2 (g2 + g1^2) / 6 + h^4 (g4 / 120 + g2^2 / 40 + g1 g3 / 30
-            # + g1^2 g2 / 20 + g1^4 / 120)), gi the derivatives of g at m, exact to rounding where
-            # the spread is below 0.01 (the next term ~ spread^6 / 5040); the wider cells again
+            # every cell by the Taylor series of int e^g over it (the comment at _TAYLOR_CELL):
+            # 2h e^g(m) (1 + h^2 (g2 + g1^2) / 6 + h^4 (g4 / 120 + g2^2 / 40 + g1 g3 / 30
+            # + g1^2 g2 / 20 + g1^4 / 120)), gi the derivatives of g at m; the others again
             mid, g1, g2, g3, g4 = self._log_dens_derivs(zs, self.ymid)
             h2, g1s = self.half * self.half, g1 * g1
             series = h2 * ((g2 + g1s) / 6.0 + h2 * (g4 / 120.0 + g2 * g2 / 40.0 + g1 * g3 / 30.0
                                                     + g1s * g2 / 20.0 + g1s * g1s / 120.0))
             logp = mid + np.log1p(series) + self.log_width - log_norm
-            for lo, hi, nodes, weights in _GL_TIERS:
-                rows, cols = np.nonzero((spread > lo) & (spread <= hi))
+            lin, quad = np.abs(g1) * self.half, np.abs(g2) * h2
+            done = (lin <= _TAYLOR_CELL[0]) & (quad <= _TAYLOR_CELL[1])
+            for lmax, qmax, nodes, weights in _GL_TIERS:
+                here = ~done & (lin <= lmax) & (quad <= qmax)
+                done |= here
+                rows, cols = np.nonzero(here)
                 if rows.size:
                     half = self.half[cols, None]
                     lg = self._log_dens(zs[rows], self.ymid[cols, None] + half * nodes)
                     top = mid[rows, cols]
                     logp[rows, cols] = (top + np.log(np.exp(lg - top[:, None]) @ weights)
                                         + self.log_half[cols] - log_norm[rows, 0])
-            rows, cols = np.nonzero(~(spread <= _GL_TIERS[-1][1]))  # wide cells (or nan)
-            if rows.size:
-                zw = zs[rows]
-                lo = self._log_sf(zw, self.ylo[cols, None])[:, 0]
-                hi = self._log_sf(zw, self.yhi[cols, None])[:, 0]
+            rows, cols = np.nonzero(~done)  # wide cells (or nan): differences of S where the
+            if rows.size:                   # density falls over the cell, else of the CDF
+                zw, rising = zs[rows], g1[rows, cols] > 0
+                ylo, yhi = self.ylo[cols, None], self.yhi[cols, None]
+                lo = np.where(rising[:, None], self._log_cdf(zw, yhi), self._log_sf(zw, ylo))[:, 0]
+                hi = np.where(rising[:, None], self._log_cdf(zw, ylo), self._log_sf(zw, yhi))[:, 0]
                 logp[rows, cols] = lo + np.log(-np.expm1(hi - lo))
             v = -(logp @ self.counts)
             out[ok] = np.where(np.isfinite(v), v, math.inf)
@@ -909,6 +907,14 @@ class _RoundLognormalNll(_RoundNll):
         a, b = zs[:, :1], zs[:, 1:]
         return np.abs(a + 2.0 * b * m) * h + np.abs(2.0 * b) * h * h
 
+    def _log_cdf(self, zs, y):
+        # log of int_-inf^y e^(a t + b t^2) dt / S(0) (b < 0): a differences of it is the cell's
+        # probability, without S's cancellation where the density rises steeply over the cell
+        a, b = zs[:, :1], zs[:, 1:]
+        q = 0.5 / np.sqrt(np.where(b < 0, -b, np.nan))
+        return (a * y + b * y * y + _log_erfcx((a + 2.0 * b * y) * q)
+                - _log_erfcx(-a * q))
+
     def _limit_dlogsf(self, a, y):  # d/db log S(y)/S(0) at b = 0: y^2 - 2 y / a
         return y * y - 2.0 * y / a
 
@@ -945,6 +951,9 @@ class _RoundStretchedNll(_RoundNll):
         lk, beta = zs[:, :1], zs[:, 1:]
         g = np.exp(lk + beta * m)  # kappa e^(beta m)
         return np.abs(beta - g) * h + beta * g * h * h
+
+    def _log_cdf(self, zs, y):  # log(1 - S(y)/S(0))
+        return np.log(-np.expm1(self._log_sf(zs, y)))
 
     def _limit_dlogsf(self, a, y):  # d/dbeta log S(y)/S(0) at beta = 0, kappa = -a: a y^2 / 2
         return 0.5 * a * y * y
@@ -1082,7 +1091,7 @@ def _fit_round_family(fam: _Family, tail, x0, z_lognormal=None):
         al, slope = obj.limit_line()
         limit = np.array([al, 0.0])
         limit_optimal = slope <= 0  # moving into b < 0 does not lower -loglik
-    fl = obj.exact(limit)
+    fl = obj(limit)  # (the cell integrals: powerlaw's S differences would decide on rounding)
 
     def boundary(z, zn, f):
         # where the limit is a maximum (KKT) and as good as the current point, a step towards
@@ -1098,7 +1107,6 @@ def _fit_round_family(fam: _Family, tail, x0, z_lognormal=None):
     if not ok or obj.condition > _RIDGE:  # the general search (the original code)
         fitter = _fit_stretched if fam.name == "stretched_exponential" else _fit_lognormal
         return fitter(fam, tail, x0, None, True)
-    best = obj.exact(z)
     if fl <= best + _SAME * max(1.0, abs(best)):  # the power-law limit, as good to rounding
         return limit
     return z
@@ -1157,7 +1165,7 @@ class _LerchNll(_BatchObjective):
         self.n, self.xmin = tail.size, xmin
         self.sl, self.sx = float(np.sum(np.log(tail))), float(np.sum(tail))
 
-    def exact(self, z) -> float:  # the original scalar objective
+    def scalar(self, z) -> float:  # the original scalar objective
         alpha, lam = float(z[0]), math.exp(min(float(z[1]), 700.0))
         with np.errstate(all="ignore"):
             try:
@@ -1222,7 +1230,10 @@ def _fit_discrete_tpl_batched(tail, xmin, alpha0):
         if not v[i] < f - 1e-14 * max(1.0, abs(f)):
             break
         z, f, ok = _newton_twice(obj, probes[i])
-    if not ok or obj.condition > _RIDGE or not math.isfinite(obj.exact(z)):
+    # a flat ridge decides the original search; not the flat approach to Lambda -> 0, where the
+    # probes above went down until the likelihood stopped rising
+    at_zero = math.exp(z[1]) * obj.sx <= 1e-10 * max(1.0, abs(f))
+    if not ok or (obj.condition > _RIDGE and not at_zero) or not math.isfinite(obj.scalar(z)):
         return _fit_discrete_tpl(tail, xmin, alpha0)
     return (float(z[0]), math.exp(z[1]))
 
