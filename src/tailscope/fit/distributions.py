@@ -797,7 +797,19 @@ class _RoundNll(_BatchObjective):
         raise NotImplementedError
 
     def _log_dens(self, zs, t):
-        """log of -dS/dy / S(0) at t (rows of zs broadcast against t)."""
+        """g(t) = log(-dS/dy) at t up to the constant ``_log_norm`` (rows of zs against t)."""
+        raise NotImplementedError
+
+    def _log_dens_derivs(self, zs, m):
+        """g and its first four derivatives at m (arrays, or 0.0 where they vanish)."""
+        raise NotImplementedError
+
+    def _log_norm(self, zs):
+        """log S(0) in the units of ``_log_dens``, one per row."""
+        raise NotImplementedError
+
+    def _log_cdf(self, zs, y):
+        """log (S(-inf or 0) - S(y)) / S(0): differences without S's cancellation."""
         raise NotImplementedError
 
     def many(self, zs):
