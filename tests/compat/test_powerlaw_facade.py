@@ -368,6 +368,14 @@ def test_distances_are_the_fits_whenever_read():
     assert d.D != first and d.D == pytest.approx(d.KS(), rel=0, abs=0)
 
 
+def test_constant_data_warn_then_refuse_the_alternatives():
+    with pytest.warns(RuntimeWarning, match="fewer than 2 unique values"):
+        f = facade.Fit([2.0] * 50)
+    assert f.noise_flag and math.isnan(f.alpha)
+    with pytest.raises(ValueError, match="found no xmin"):
+        f.distribution_compare("power_law", "lognormal")
+
+
 def test_parameters_by_name_are_all_or_none():
     with pytest.raises(ValueError, match="needs all of"):
         facade.Truncated_Power_Law(xmin=1, alpha=1.5)

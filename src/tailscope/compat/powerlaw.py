@@ -1242,6 +1242,9 @@ class Fit:
         if name in supported:
             if name == "power_law":
                 dist = self._power_law_at(self.xmin)
+            elif not math.isfinite(self.xmin):
+                raise ValueError(f"cannot fit {name}: this Fit found no xmin (noise_flag; the "
+                                 "data have fewer than 2 distinct values in range)")
             else:
                 dist = supported[name](xmin=self.xmin, xmax=self.xmax, discrete=self.discrete,
                                        fit_method=self.fit_method,
