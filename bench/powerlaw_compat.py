@@ -70,6 +70,7 @@ def main(argv=None) -> None:
           f"{'ratio':>8s} {'same alpha/xmin/D':>18s}")
     tot_ours = tot_ref = 0.0
     worst = np.inf
+    subtotals: dict = {}
     for name, discrete in cases:
         x = clauset(name, scaled=not discrete)
         x = x[x > 0]
@@ -81,6 +82,9 @@ def main(argv=None) -> None:
             t_ref = min(t_ref, t)
         tot_ours += t_ours
         tot_ref += t_ref
+        sub = subtotals.setdefault("discrete" if discrete else "continuous", [0.0, 0.0])
+        sub[0] += t_ours
+        sub[1] += t_ref
         # powerlaw 1.5's discrete D subtracts 1 - zeta(alpha, xmin) from 1 and keeps only
         # -log10(zeta) fewer digits (docs/switching/powerlaw.md): D to that precision
         rtol_d = max(1e-9, 1e-13 / float(zeta(ours.alpha, ours.xmin))) if discrete else 1e-9
@@ -90,6 +94,8 @@ def main(argv=None) -> None:
         print(f"{label:>18s} {x.size:7d} {t_ours:12.3f} {t_ref:14.2f} {t_ref / t_ours:7.0f}x "
               f"{str(same):>18s}", flush=True)
         worst = min(worst, t_ref / t_ours)
+    for label, (o, r) in subtotals.items():
+        print(f"{'all ' + label:>18s} {'':7s} {o:12.3f} {r:14.2f} {r / o:7.0f}x")
     print(f"{'all':>18s} {'':7s} {tot_ours:12.3f} {tot_ref:14.2f} {tot_ref / tot_ours:7.0f}x")
     print(f"{'slowest ratio':>18s} {'':7s} {'':12s} {'':14s} {worst:7.0f}x")
 
