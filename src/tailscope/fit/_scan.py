@@ -156,6 +156,20 @@ _APPROX_MARGIN = 1e-11  # subtracted from approximate deviations: covers both ze
 _EM_MIN_SIZE = 2000  # smaller blocks take scipy's zeta (cheaper than the Python overhead)
 
 
+def _em_series(coefs: list, iq: np.ndarray) -> np.ndarray:
+    """sum_i coefs[i] iq^(2i+1), by Horner in iq^2 (a new array)."""
+    if len(coefs) == 1:
+        return coefs[0] * iq
+    iq2 = iq * iq
+    br = coefs[-1] * iq2
+    for c in coefs[-2:0:-1]:
+        br += c
+        br *= iq2
+    br += coefs[0]
+    br *= iq
+    return br
+
+
 def _em_zeta(s: np.ndarray, q: np.ndarray, iq: np.ndarray, lq: np.ndarray, n_terms: int):
     """zeta(s, q) by Euler-Maclaurin with n_terms corrections (s broadcasts against q)."""
     coefs = []
@@ -163,16 +177,7 @@ def _em_zeta(s: np.ndarray, q: np.ndarray, iq: np.ndarray, lq: np.ndarray, n_ter
     for i in range(n_terms):  # coefficient of q^-(2i+1): B_2i+2 / (2i+2)! (s)_2i+1
         coefs.append(_EM_COEF[i] * rise)
         rise = rise * (s + (2 * i + 1)) * (s + (2 * i + 2))
-    if n_terms == 1:
-        br = coefs[0] * iq
-    else:  # Horner in 1/q^2
-        iq2 = iq * iq
-        br = coefs[-1] * iq2
-        for c in coefs[-2:0:-1]:
-            br += c
-            br *= iq2
-        br += coefs[0]
-        br *= iq
+    br = _em_series(coefs, iq)
     br += 0.5
     br += q / (s - 1.0)
     e = lq * -s
@@ -231,18 +236,7 @@ def _em_deviations(sp: Spectrum, ks: np.ndarray, pos: np.ndarray, beta: np.ndarr
     for i in range(m):
         coefs.append((_EM_COEF[i] * w)[:, None] * r)
         r = r * (sc + (2 * i + 1)) * (sc + (2 * i + 2))
-    br = sp.inv_u[p]
-    if m > 1:
-        iq = br
-        iq2 = iq * iq
-        br = coefs[-1] * iq2
-        for c in coefs[-2:0:-1]:
-            br += c
-            br *= iq2
-        br += coefs[0]
-        br *= iq
-    else:
-        br *= coefs[0]
+    br = _em_series(coefs, sp.inv_u[p])
     br += (0.5 * w)[:, None]
     q = sp.u[p]
     q *= (w / (sr - 1.0))[:, None]
