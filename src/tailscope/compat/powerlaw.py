@@ -42,6 +42,7 @@ from scipy.special import zeta
 from ..fit import MODELS, fit_power_law, fit_tail_model
 from ..fit import loglikelihood_ratio as _llr
 from ..fit.powerlaw import discrete_alpha
+from ..fit.tail import run_starts
 
 GENERATION = "1.5"
 GENERATIONS = ("1.5", "2.0")
@@ -202,10 +203,7 @@ def _unique(data) -> np.ndarray:
     data = np.asarray(data, dtype=float)
     if data.size < 2 or not (data[1:] >= data[:-1]).all():
         return np.unique(data)
-    new = np.empty(data.size, dtype=bool)
-    new[0] = True
-    np.not_equal(data[1:], data[:-1], out=new[1:])
-    return data[new]
+    return data[run_starts(data)]
 
 
 # --- the distributions ----------------------------------------------------------------------
@@ -580,10 +578,7 @@ class Distribution:
         cached = getattr(internal, "ecdf", None)
         if cached is not None and cached[0] is data:
             return cached[1], cached[2]
-        new = np.empty(data.size, dtype=bool)  # sorted: np.unique's first indices directly
-        new[0] = True
-        np.not_equal(data[1:], data[:-1], out=new[1:])
-        first = np.flatnonzero(new)
+        first = run_starts(data)  # sorted: np.unique's first indices directly
         bins, emp = data[first], first / float(data.size)
         if internal is not None and data is parent.data:
             internal.ecdf = (data, bins, emp)

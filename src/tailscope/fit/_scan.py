@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import zeta
 
+from .tail import run_starts
+
 _BLOCK = 1 << 15  # matrix elements per vectorised block: 256 KiB of float64 stays in cache
 _PRUNE_TOL = 1e-12  # guards the bound against last-ulp differences between code paths
 _N_PROBE = 4  # candidates evaluated exactly per refinement round to tighten the threshold
@@ -41,12 +43,7 @@ class Spectrum:
 
     def __init__(self, x_sorted: np.ndarray, discrete: bool = False):
         self.discrete = discrete
-        # np.unique's first indices and counts, read off the sorted data directly (np.unique
-        # would sort again with a stable argsort)
-        new = np.empty(x_sorted.size, dtype=bool)
-        new[0] = True
-        np.not_equal(x_sorted[1:], x_sorted[:-1], out=new[1:])
-        first = np.flatnonzero(new)
+        first = run_starts(x_sorted)  # np.unique's first indices, without sorting again
         u = x_sorted[first]
         counts = np.empty_like(first)
         np.subtract(first[1:], first[:-1], out=counts[:-1])

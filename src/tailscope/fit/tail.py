@@ -42,6 +42,15 @@ def as_positive_1d(data: Any, what: str = "data") -> np.ndarray:
     return arr
 
 
+def run_starts(x_sorted: np.ndarray) -> np.ndarray:
+    """Indices where each distinct value of sorted data first appears: np.unique's
+    ``return_index`` read off directly (np.unique would sort again). Needs at least one value."""
+    new = np.empty(x_sorted.size, dtype=bool)
+    new[0] = True
+    np.not_equal(x_sorted[1:], x_sorted[:-1], out=new[1:])
+    return np.flatnonzero(new)
+
+
 def ks_distance(tail: np.ndarray, model_cdf) -> float:
     """KS distance at the unique tail values against the left-limit empirical CDF (powerlaw 1.5)."""
     u, first = np.unique(tail, return_index=True)
