@@ -42,7 +42,7 @@ from scipy.special import zeta
 from ..fit import MODELS, fit_power_law, fit_tail_model
 from ..fit import loglikelihood_ratio as _llr
 from ..fit.powerlaw import discrete_alpha
-from ..fit.tail import run_starts
+from ..fit.tail import is_sorted, run_starts
 
 GENERATION = "1.5"
 GENERATIONS = ("1.5", "2.0")
@@ -201,7 +201,7 @@ def _is_range(xmin) -> bool:
 def _unique(data) -> np.ndarray:
     """np.unique of the data, read off directly when they are sorted (the Fit's always are)."""
     data = np.asarray(data, dtype=float)
-    if data.size < 2 or not (data[1:] >= data[:-1]).all():
+    if data.size < 2 or not is_sorted(data):
         return np.unique(data)
     return data[run_starts(data)]
 
@@ -1034,7 +1034,7 @@ class Fit:
         self.fixed_xmin = bool(fixed and xmin)
         if not (self.fixed_xmin or _is_range(xmin)) and self._default_scan():
             self.data = arr  # the scan sorts a copy of it, which becomes the data (_scan_fast)
-        elif arr.size > 1 and (arr[1:] >= arr[:-1]).all():
+        elif arr.size > 1 and is_sorted(arr):
             self.data = arr.copy()  # already sorted (a copy: never the caller's array)
         else:
             self.data = np.sort(arr)

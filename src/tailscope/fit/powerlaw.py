@@ -25,7 +25,7 @@ from .bootstrap import goodness_of_fit
 from .compare import compare
 from .distributions import fit_tail_model
 from .fingers import ww_xmin_peak_range, xmin_peak_range
-from .tail import as_positive_1d, ks_distance, resolve_xmax, resolve_xmin
+from .tail import as_positive_1d, is_sorted, ks_distance, resolve_xmax, resolve_xmin
 
 SUCCESS, FAILED = "success", "failed"
 # the small-sample estimator (``small_n=True``): WeightWatcher 0.7.7's constants
@@ -361,7 +361,7 @@ def fit_power_law(data, *, xmin=None, xmax=None, fix_fingers: str | None = None,
     2138
     """
     x = as_positive_1d(data)  # a copy of the data, ours to sort
-    if x.size > 1 and not (x[1:] >= x[:-1]).all():
+    if not is_sorted(x):
         x.sort()
     if discrete:
         if xmax is not None or fix_fingers:

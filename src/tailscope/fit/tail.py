@@ -42,6 +42,11 @@ def as_positive_1d(data: Any, what: str = "data") -> np.ndarray:
     return arr
 
 
+def is_sorted(x: np.ndarray) -> bool:
+    """Whether x is in ascending order (an empty or one-value array is)."""
+    return x.size < 2 or bool((x[1:] >= x[:-1]).all())
+
+
 def run_starts(x_sorted: np.ndarray) -> np.ndarray:
     """Indices where each distinct value of sorted data first appears: np.unique's
     ``return_index`` read off directly (np.unique would sort again). Needs at least one value."""
